@@ -1,0 +1,15 @@
+//! Database migrations of the saga log; the same files serve SQLite, MariaDB/MySQL and PostgreSQL.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_create_saga_log;
+
+/// Applies the saga log's migrations in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_create_saga_log::Migration)]
+    }
+}

@@ -1,0 +1,775 @@
+//! The saga state machine: `(state, event) -> (state, commands)`, with every rule of the contract.
+//!
+//! Pure: time (`now_ms`) and randomness (`jitter`) arrive in [`Input`]; nothing is read from the
+//! environment. The actor shell persists the new state *before* it executes the commands
+//! (write-ahead), so a crash between the two is repaired by [`Event::Resume`].
+//!
+//! Shape of the rules:
+//! - Event handlers only record what happened to one step.
+//! - [`SagaState::advance`] then looks at the whole saga and starts every call that may start:
+//!   ready forward steps, due retries, compensations whose dependents are all undone, confirms.
+//!   Calling it again with nothing new is harmless, which is what makes timers and restarts simple.
+
+use super::definition::{Mode, SagaDefinition};
+use serde::{Deserialize, Serialize};
+
+/// Status of a saga (API.md section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaStatus {
+    /// Forward phase in progress.
+    Running,
+    /// Undoing: compensations or cancels.
+    Compensating,
+    /// Tcc: confirms in progress.
+    Confirming,
+    /// Terminal: every action (or confirm) succeeded.
+    Succeeded,
+    /// Terminal: everything that may have taken effect was undone.
+    Compensated,
+    /// A call that must succeed ran out of retries; waits for an operator.
+    Stuck,
+}
+
+impl SagaStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaStatus::Running => "running",
+            SagaStatus::Compensating => "compensating",
+            SagaStatus::Confirming => "confirming",
+            SagaStatus::Succeeded => "succeeded",
+            SagaStatus::Compensated => "compensated",
+            SagaStatus::Stuck => "stuck",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        ALL_SAGA_STATUSES.iter().copied().find(|x| x.as_str() == s)
+    }
+
+    /// Succeeded and compensated are final.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, SagaStatus::Succeeded | SagaStatus::Compensated)
+    }
+}
+
+/// Every saga status, for parsing and metrics.
+pub const ALL_SAGA_STATUSES: [SagaStatus; 6] = [
+    SagaStatus::Running,
+    SagaStatus::Compensating,
+    SagaStatus::Confirming,
+    SagaStatus::Succeeded,
+    SagaStatus::Compensated,
+    SagaStatus::Stuck,
+];
+
+/// Status of a step (API.md section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum StepStatus {
+    Pending,
+    Running,
+    RetryScheduled,
+    Succeeded,
+    Failed,
+    CompensationScheduled,
+    Compensating,
+    Compensated,
+    Skipped,
+    Tried,
+    Confirming,
+    Confirmed,
+    Cancelling,
+    Cancelled,
+}
+
+impl StepStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::RetryScheduled => "retry_scheduled",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::CompensationScheduled => "compensation_scheduled",
+            StepStatus::Compensating => "compensating",
+            StepStatus::Compensated => "compensated",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Tried => "tried",
+            StepStatus::Confirming => "confirming",
+            StepStatus::Confirmed => "confirmed",
+            StepStatus::Cancelling => "cancelling",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        use StepStatus::*;
+        [
+            Pending,
+            Running,
+            RetryScheduled,
+            Succeeded,
+            Failed,
+            CompensationScheduled,
+            Compensating,
+            Compensated,
+            Skipped,
+            Tried,
+            Confirming,
+            Confirmed,
+            Cancelling,
+            Cancelled,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// Which call of a step: saga action/compensation, tcc try/confirm/cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Phase {
+    Action,
+    Compensation,
+    Try,
+    Confirm,
+    Cancel,
+}
+
+impl Phase {
+    /// The wire name (also the `X-Saga-Phase` header).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Action => "action",
+            Phase::Compensation => "compensation",
+            Phase::Try => "try",
+            Phase::Confirm => "confirm",
+            Phase::Cancel => "cancel",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Phase::Action,
+            Phase::Compensation,
+            Phase::Try,
+            Phase::Confirm,
+            Phase::Cancel,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+
+    /// Action and try go forward; failing them starts the undo.
+    pub fn is_forward(self) -> bool {
+        matches!(self, Phase::Action | Phase::Try)
+    }
+
+    fn forward(mode: Mode) -> Phase {
+        match mode {
+            Mode::Saga => Phase::Action,
+            Mode::Tcc => Phase::Try,
+        }
+    }
+
+    fn undo(mode: Mode) -> Phase {
+        match mode {
+            Mode::Saga => Phase::Compensation,
+            Mode::Tcc => Phase::Cancel,
+        }
+    }
+
+    /// Step status while a call of this phase is in flight.
+    fn in_flight_status(self) -> StepStatus {
+        match self {
+            Phase::Action | Phase::Try => StepStatus::Running,
+            Phase::Compensation => StepStatus::Compensating,
+            Phase::Confirm => StepStatus::Confirming,
+            Phase::Cancel => StepStatus::Cancelling,
+        }
+    }
+
+    /// Step status while the next call of this phase waits for its time.
+    fn scheduled_status(self) -> StepStatus {
+        match self {
+            Phase::Action | Phase::Try => StepStatus::RetryScheduled,
+            Phase::Compensation => StepStatus::CompensationScheduled,
+            Phase::Confirm => StepStatus::Confirming,
+            Phase::Cancel => StepStatus::Cancelling,
+        }
+    }
+
+    /// Step status once this phase succeeded.
+    fn done_status(self) -> StepStatus {
+        match self {
+            Phase::Action => StepStatus::Succeeded,
+            Phase::Try => StepStatus::Tried,
+            Phase::Compensation => StepStatus::Compensated,
+            Phase::Confirm => StepStatus::Confirmed,
+            Phase::Cancel => StepStatus::Cancelled,
+        }
+    }
+}
+
+/// How a participant answered, classified per API.md section 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    /// Any 2xx.
+    Success,
+    /// 409 or 422: "no, and I did nothing".
+    Failure,
+    /// Anything else: the call may or may not have taken effect.
+    Unknown,
+}
+
+impl CallOutcome {
+    /// The wire name (history `outcome`, metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Success => "success",
+            CallOutcome::Failure => "failure",
+            CallOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// Something that happened to a saga.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The saga was just created.
+    Start,
+    /// The saga was loaded from the log after a restart; calls in flight lost their answers.
+    Resume,
+    /// A participant call ended.
+    CallFinished {
+        /// Step index.
+        step: usize,
+        /// Phase of the call.
+        phase: Phase,
+        /// Attempt number of the call.
+        attempt: u32,
+        /// Classified answer.
+        outcome: CallOutcome,
+        /// What went wrong, for people.
+        error: Option<String>,
+    },
+    /// A timer fired: something may be due.
+    Tick,
+    /// Operator: stop going forward and compensate.
+    Abort,
+    /// Operator: resume a stuck saga with a fresh retry budget.
+    Retry,
+}
+
+/// The outside world's facts that an event is judged with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Input {
+    /// Current time, milliseconds since the Unix epoch.
+    pub now_ms: i64,
+    /// Random factor in [0.5, 1.0] for backoff jitter.
+    pub jitter: f64,
+}
+
+/// What the shell must do after the new state is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Call a participant.
+    Call {
+        /// Step index.
+        step: usize,
+        /// Phase to call.
+        phase: Phase,
+        /// Attempt number (for `X-Saga-Attempt`).
+        attempt: u32,
+    },
+    /// Deliver [`Event::Tick`] at this time (the earliest thing the saga waits for).
+    WakeAt(i64),
+    /// A call that must succeed gave up: raise an alert.
+    Alert {
+        /// Step index.
+        step: usize,
+        /// Phase that is stuck.
+        phase: Phase,
+        /// Last error.
+        error: String,
+    },
+    /// The saga reached a terminal status.
+    Finished(SagaStatus),
+}
+
+/// An operator action that does not apply to the saga's current status (HTTP 409).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// Abort needs a running saga.
+    #[error("the saga is {}, only a running saga can be aborted", .0.as_str())]
+    NotRunning(SagaStatus),
+    /// Retry needs a stuck saga.
+    #[error("the saga is {}, only a stuck saga can be retried", .0.as_str())]
+    NotStuck(SagaStatus),
+}
+
+/// State of one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    /// Status for the API.
+    pub status: StepStatus,
+    /// Current (or last) phase.
+    pub phase: Phase,
+    /// Forward calls started (action / try).
+    pub attempts: u32,
+    /// Undo calls started (compensation / cancel).
+    pub compensation_attempts: u32,
+    /// Confirm calls started (tcc).
+    pub confirm_attempts: u32,
+    /// Calls of the current phase made before the last operator retry.
+    pub budget_base: u32,
+    /// The forward call succeeded or got an unknown outcome at least once.
+    pub may_have_effect: bool,
+    /// A call is in flight; its answer is not recorded yet.
+    pub in_flight: bool,
+    /// The current phase ran out of retries (or was refused) and waits for an operator.
+    pub stuck: bool,
+    /// Last error of any call.
+    pub last_error: Option<String>,
+    /// When the next call of the current phase is due.
+    pub next_attempt_at: Option<i64>,
+    /// Last change, ms since epoch.
+    pub updated_at: i64,
+}
+
+impl StepState {
+    fn calls(&self, phase: Phase) -> u32 {
+        match phase {
+            Phase::Action | Phase::Try => self.attempts,
+            Phase::Compensation | Phase::Cancel => self.compensation_attempts,
+            Phase::Confirm => self.confirm_attempts,
+        }
+    }
+
+    fn calls_mut(&mut self, phase: Phase) -> &mut u32 {
+        match phase {
+            Phase::Action | Phase::Try => &mut self.attempts,
+            Phase::Compensation | Phase::Cancel => &mut self.compensation_attempts,
+            Phase::Confirm => &mut self.confirm_attempts,
+        }
+    }
+
+    /// Nothing more will happen to this step during the undo.
+    fn undo_settled(&self) -> bool {
+        !self.in_flight
+            && match self.status {
+                StepStatus::Skipped | StepStatus::Compensated | StepStatus::Cancelled => true,
+                StepStatus::Failed => !self.may_have_effect,
+                _ => false,
+            }
+    }
+
+    fn forward_done(&self) -> bool {
+        matches!(self.status, StepStatus::Succeeded | StepStatus::Tried)
+    }
+
+    fn due(&self, now: i64) -> bool {
+        !self.in_flight && !self.stuck && self.next_attempt_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// State of one saga: what the log records and the actor holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaState {
+    /// Saga status.
+    pub status: SagaStatus,
+    /// Why the saga stopped going forward (first cause), or why it is stuck.
+    pub error: Option<String>,
+    /// End of the forward phase, ms since epoch.
+    pub deadline_at: Option<i64>,
+    /// One entry per step, in definition order.
+    pub steps: Vec<StepState>,
+}
+
+impl SagaState {
+    /// A fresh saga, nothing called yet.
+    pub fn new(def: &SagaDefinition, now_ms: i64) -> Self {
+        let phase = Phase::forward(def.mode);
+        SagaState {
+            status: SagaStatus::Running,
+            error: None,
+            deadline_at: def.timeout_ms.map(|t| now_ms.saturating_add(t as i64)),
+            steps: def
+                .steps
+                .iter()
+                .map(|_| StepState {
+                    status: StepStatus::Pending,
+                    phase,
+                    attempts: 0,
+                    compensation_attempts: 0,
+                    confirm_attempts: 0,
+                    budget_base: 0,
+                    may_have_effect: false,
+                    in_flight: false,
+                    stuck: false,
+                    last_error: None,
+                    next_attempt_at: None,
+                    updated_at: now_ms,
+                })
+                .collect(),
+        }
+    }
+
+    /// The functional form: the new state and the commands, leaving `self` untouched.
+    pub fn decide(
+        &self,
+        def: &SagaDefinition,
+        input: Input,
+        event: &Event,
+    ) -> Result<(SagaState, Vec<Command>), Rejected> {
+        let mut next = self.clone();
+        let cmds = next.apply(def, input, event)?;
+        Ok((next, cmds))
+    }
+
+    /// Applies an event in place and returns the commands to execute once the state is durable.
+    pub fn apply(
+        &mut self,
+        def: &SagaDefinition,
+        input: Input,
+        event: &Event,
+    ) -> Result<Vec<Command>, Rejected> {
+        let before = self.status;
+        let mut out = Vec::new();
+        match event {
+            Event::Start | Event::Tick => {}
+            Event::Resume => {
+                for i in 0..self.steps.len() {
+                    let s = &self.steps[i];
+                    if s.in_flight {
+                        let (phase, attempt) = (s.phase, s.calls(s.phase));
+                        let err = "the orchestrator restarted before the answer was recorded";
+                        self.on_result(
+                            def,
+                            input,
+                            i,
+                            phase,
+                            attempt,
+                            CallOutcome::Unknown,
+                            Some(err),
+                            &mut out,
+                        );
+                    }
+                }
+            }
+            Event::CallFinished {
+                step,
+                phase,
+                attempt,
+                outcome,
+                error,
+            } => {
+                if *step < self.steps.len() {
+                    self.on_result(
+                        def,
+                        input,
+                        *step,
+                        *phase,
+                        *attempt,
+                        *outcome,
+                        error.as_deref(),
+                        &mut out,
+                    );
+                }
+            }
+            Event::Abort => {
+                if self.status != SagaStatus::Running {
+                    return Err(Rejected::NotRunning(self.status));
+                }
+                self.begin_undo("aborted by operator".into(), false);
+            }
+            Event::Retry => {
+                if self.status != SagaStatus::Stuck {
+                    return Err(Rejected::NotStuck(self.status));
+                }
+                let mut confirming = false;
+                for s in self.steps.iter_mut() {
+                    if s.stuck {
+                        s.stuck = false;
+                        s.budget_base = s.calls(s.phase);
+                        s.status = s.phase.scheduled_status();
+                        s.next_attempt_at = Some(input.now_ms);
+                        s.updated_at = input.now_ms;
+                    }
+                    confirming |= s.phase == Phase::Confirm;
+                }
+                self.status = if confirming {
+                    SagaStatus::Confirming
+                } else {
+                    SagaStatus::Compensating
+                };
+            }
+        }
+        self.advance(def, input.now_ms, &mut out);
+        if self.status != before && self.status.is_terminal() {
+            out.push(Command::Finished(self.status));
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_result(
+        &mut self,
+        def: &SagaDefinition,
+        input: Input,
+        i: usize,
+        phase: Phase,
+        attempt: u32,
+        outcome: CallOutcome,
+        error: Option<&str>,
+        out: &mut Vec<Command>,
+    ) {
+        let now = input.now_ms;
+        let running = self.status == SagaStatus::Running;
+        let policy = def.steps[i].retry;
+        let name = &def.steps[i].name;
+        let s = &mut self.steps[i];
+        // A stale answer (already handled, or from before a restart) changes nothing.
+        if !s.in_flight || s.phase != phase || s.calls(phase) != attempt {
+            return;
+        }
+        s.in_flight = false;
+        s.updated_at = now;
+        if let Some(e) = error {
+            s.last_error = Some(e.to_string());
+        }
+        let err = s
+            .last_error
+            .clone()
+            .unwrap_or_else(|| outcome.as_str().into());
+        let made = s.calls(phase) - s.budget_base;
+        let budget_left = made < policy.max_attempts;
+        let retry_at = now.saturating_add(policy.jittered_backoff_ms(made, input.jitter) as i64);
+        if phase.is_forward() {
+            match outcome {
+                CallOutcome::Success => {
+                    s.may_have_effect = true;
+                    s.status = phase.done_status();
+                }
+                CallOutcome::Failure => {
+                    s.status = StepStatus::Failed;
+                    if running {
+                        self.begin_undo(format!("{name}: {err}"), false);
+                    }
+                }
+                CallOutcome::Unknown => {
+                    s.may_have_effect = true;
+                    if running && budget_left {
+                        s.status = phase.scheduled_status();
+                        s.next_attempt_at = Some(retry_at);
+                    } else {
+                        s.status = StepStatus::Failed;
+                        if running {
+                            self.begin_undo(
+                                format!("{name}: gave up after {made} attempts: {err}"),
+                                false,
+                            );
+                        }
+                    }
+                }
+            }
+        } else {
+            match outcome {
+                CallOutcome::Success => s.status = phase.done_status(),
+                CallOutcome::Unknown if budget_left => {
+                    s.status = phase.scheduled_status();
+                    s.next_attempt_at = Some(retry_at);
+                }
+                CallOutcome::Unknown | CallOutcome::Failure => {
+                    s.stuck = true;
+                    s.next_attempt_at = None;
+                    let why = if outcome == CallOutcome::Failure {
+                        "refused"
+                    } else {
+                        "gave up"
+                    };
+                    let msg = format!(
+                        "{name}: {} {why} after {made} attempts: {err}",
+                        phase.as_str()
+                    );
+                    self.status = SagaStatus::Stuck;
+                    self.error = Some(msg);
+                    out.push(Command::Alert {
+                        step: i,
+                        phase,
+                        error: err,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Stops the forward phase: pending steps are skipped, scheduled retries dropped.
+    fn begin_undo(&mut self, reason: String, deadline: bool) {
+        self.status = SagaStatus::Compensating;
+        if self.error.is_none() {
+            self.error = Some(reason);
+        }
+        for s in self.steps.iter_mut() {
+            match s.status {
+                StepStatus::Pending => s.status = StepStatus::Skipped,
+                StepStatus::RetryScheduled => {
+                    s.status = StepStatus::Failed;
+                    s.next_attempt_at = None;
+                }
+                // Past the deadline an answer still in flight no longer counts as a "no".
+                StepStatus::Running if deadline => s.may_have_effect = true,
+                _ => continue,
+            }
+        }
+    }
+
+    fn start_call(&mut self, i: usize, phase: Phase, now: i64) -> Command {
+        let s = &mut self.steps[i];
+        if s.phase != phase {
+            s.budget_base = 0;
+        }
+        *s.calls_mut(phase) += 1;
+        s.phase = phase;
+        s.in_flight = true;
+        s.next_attempt_at = None;
+        s.status = phase.in_flight_status();
+        s.updated_at = now;
+        Command::Call {
+            step: i,
+            phase,
+            attempt: s.calls(phase),
+        }
+    }
+
+    /// Starts every call that may start now and says when to look again.
+    fn advance(&mut self, def: &SagaDefinition, now: i64, out: &mut Vec<Command>) {
+        let n = self.steps.len();
+        let dependents = def.dependents();
+        loop {
+            let mut again = false;
+            match self.status {
+                SagaStatus::Running => {
+                    if self.deadline_at.is_some_and(|d| now >= d) {
+                        self.begin_undo("deadline exceeded".into(), true);
+                        continue;
+                    }
+                    let fwd = Phase::forward(def.mode);
+                    for i in 0..n {
+                        let s = &self.steps[i];
+                        let ready = match s.status {
+                            StepStatus::Pending => def.steps[i]
+                                .deps
+                                .iter()
+                                .all(|&d| self.steps[d].forward_done()),
+                            StepStatus::RetryScheduled => s.due(now),
+                            _ => false,
+                        };
+                        if ready {
+                            out.push(self.start_call(i, fwd, now));
+                        }
+                    }
+                    if self.steps.iter().all(StepState::forward_done) {
+                        self.status = match def.mode {
+                            Mode::Saga => SagaStatus::Succeeded,
+                            Mode::Tcc => SagaStatus::Confirming,
+                        };
+                        again = true;
+                    }
+                }
+                SagaStatus::Confirming => {
+                    for i in 0..n {
+                        let s = &self.steps[i];
+                        if s.status == StepStatus::Tried
+                            || (s.status == StepStatus::Confirming && s.due(now))
+                        {
+                            out.push(self.start_call(i, Phase::Confirm, now));
+                        }
+                    }
+                    if self.steps.iter().all(|s| s.status == StepStatus::Confirmed) {
+                        self.status = SagaStatus::Succeeded;
+                    }
+                }
+                SagaStatus::Compensating => {
+                    let undo = Phase::undo(def.mode);
+                    for i in 0..n {
+                        let s = &self.steps[i];
+                        if s.in_flight || s.stuck {
+                            continue;
+                        }
+                        match s.status {
+                            StepStatus::Succeeded | StepStatus::Tried | StepStatus::Failed
+                                if s.may_have_effect
+                                    && dependents[i]
+                                        .iter()
+                                        .all(|&d| self.steps[d].undo_settled()) =>
+                            {
+                                match &def.steps[i].undo {
+                                    None => {
+                                        let s = &mut self.steps[i];
+                                        s.status = undo.done_status();
+                                        s.phase = undo;
+                                        s.updated_at = now;
+                                        again = true;
+                                    }
+                                    Some(ep) if ep.delay_ms > 0 => {
+                                        let s = &mut self.steps[i];
+                                        s.phase = undo;
+                                        s.status = undo.scheduled_status();
+                                        s.next_attempt_at =
+                                            Some(now.saturating_add(ep.delay_ms as i64));
+                                        s.updated_at = now;
+                                    }
+                                    Some(_) => out.push(self.start_call(i, undo, now)),
+                                }
+                            }
+                            StepStatus::CompensationScheduled | StepStatus::Cancelling
+                                if s.due(now) =>
+                            {
+                                out.push(self.start_call(i, undo, now));
+                            }
+                            _ => {}
+                        }
+                    }
+                    if self.steps.iter().all(StepState::undo_settled) {
+                        self.status = SagaStatus::Compensated;
+                    }
+                }
+                SagaStatus::Stuck | SagaStatus::Succeeded | SagaStatus::Compensated => {}
+            }
+            if !again {
+                break;
+            }
+        }
+        let mut wake = self
+            .steps
+            .iter()
+            .filter(|s| !s.in_flight && !s.stuck)
+            .filter_map(|s| s.next_attempt_at)
+            .min();
+        if self.status == SagaStatus::Running {
+            wake = match (wake, self.deadline_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        if let Some(at) = wake {
+            if !self.status.is_terminal() && self.status != SagaStatus::Stuck {
+                out.push(Command::WakeAt(at));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

@@ -1,0 +1,16 @@
+//! The pure core: saga definitions, their validation and the state machine.
+//!
+//! Nothing in here does I/O, reads a clock or knows about actix: time and randomness come in
+//! as data, decisions go out as [`machine::Command`]s. That keeps every rule of the API contract
+//! testable in isolation and the actor shell replaceable.
+
+pub mod definition;
+pub mod machine;
+pub mod validation;
+
+pub use definition::{Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
+pub use machine::{
+    CallOutcome, Command, Event, Input, Phase, Rejected, SagaState, SagaStatus, StepState,
+    StepStatus,
+};
+pub use validation::{parse_request, FieldError};

@@ -1,0 +1,645 @@
+//! Turns a start request (raw JSON) into a [`SagaDefinition`], or lists every invalid field.
+//!
+//! The request is walked as a `serde_json::Value` rather than deserialised into structs so that
+//! one answer can name every problem with a JSON Pointer, as the contract asks.
+
+use super::definition::{Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// One invalid field: where (RFC 6901 pointer) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// JSON Pointer into the request body.
+    pub pointer: String,
+    /// What is wrong, for a person.
+    pub detail: String,
+}
+
+/// Most steps in one saga.
+pub const MAX_STEPS: usize = 64;
+/// Longest allowed delay or timeout (about 10 years), so that time arithmetic never overflows.
+pub const MAX_DURATION_MS: u64 = 315_360_000_000;
+/// Most calls per phase a retry policy may allow.
+pub const MAX_ATTEMPTS: u64 = 1000;
+
+const TOP_KEYS: &[&str] = &["id", "name", "mode", "payload", "timeout_ms", "steps"];
+const STEP_KEYS: &[&str] = &[
+    "name",
+    "action",
+    "compensation",
+    "try",
+    "confirm",
+    "cancel",
+    "depends_on",
+    "timeout_ms",
+    "retry",
+];
+const ENDPOINT_KEYS: &[&str] = &["url", "method", "headers", "body", "delay_ms", "service"];
+const RETRY_KEYS: &[&str] = &[
+    "max_attempts",
+    "initial_backoff_ms",
+    "max_backoff_ms",
+    "multiplier",
+];
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, pointer: impl Into<String>, detail: impl Into<String>) {
+        self.0.push(FieldError {
+            pointer: pointer.into(),
+            detail: detail.into(),
+        });
+    }
+}
+
+/// Escapes one reference token of a JSON Pointer.
+fn token(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+/// True when `s` is 1..=max chars, each alphanumeric ASCII or in `extra`.
+pub fn valid_name(s: &str, max: usize, extra: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+}
+
+/// True when `s` is a valid saga id: 1–128 chars of `[A-Za-z0-9._:-]`.
+pub fn valid_saga_id(s: &str) -> bool {
+    valid_name(s, 128, "._:-")
+}
+
+fn unknown_keys(obj: &Map<String, Value>, allowed: &[&str], at: &str, errs: &mut Errors) {
+    for k in obj.keys() {
+        if !allowed.contains(&k.as_str()) {
+            errs.push(
+                format!("{at}/{}", token(k)),
+                format!("unknown field; expected one of: {}", allowed.join(", ")),
+            );
+        }
+    }
+}
+
+fn duration(v: Option<&Value>, at: &str, min: u64, errs: &mut Errors) -> Option<u64> {
+    let v = v?;
+    match v.as_u64() {
+        Some(n) if n >= min && n <= MAX_DURATION_MS => Some(n),
+        _ => {
+            errs.push(
+                at,
+                format!(
+                    "must be an integer number of milliseconds from {min} to {MAX_DURATION_MS}"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Parses and validates a start request against the configured defaults.
+pub fn parse_request(body: &Value, defaults: &Defaults) -> Result<SagaDefinition, Vec<FieldError>> {
+    let mut errs = Errors(Vec::new());
+    let Some(obj) = body.as_object() else {
+        return Err(vec![FieldError {
+            pointer: String::new(),
+            detail: "the request body must be a JSON object".into(),
+        }]);
+    };
+    unknown_keys(obj, TOP_KEYS, "", &mut errs);
+
+    let id = match obj.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if valid_saga_id(s) => Some(s.clone()),
+        Some(_) => {
+            errs.push("/id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -");
+            None
+        }
+    };
+    let name = match obj.get("name") {
+        Some(Value::String(s)) if valid_name(s, 64, "_.-") => s.clone(),
+        None => {
+            errs.push("/name", "is required");
+            String::new()
+        }
+        Some(_) => {
+            errs.push("/name", "must be 1-64 characters of A-Z a-z 0-9 _ . -");
+            String::new()
+        }
+    };
+    let mode = match obj.get("mode") {
+        None | Some(Value::Null) => Mode::Saga,
+        Some(Value::String(s)) if s == "saga" => Mode::Saga,
+        Some(Value::String(s)) if s == "tcc" => Mode::Tcc,
+        Some(_) => {
+            errs.push("/mode", "must be \"saga\" or \"tcc\"");
+            Mode::Saga
+        }
+    };
+    let payload = match obj.get("payload") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v) => v.clone(),
+    };
+    let timeout_ms = duration(obj.get("timeout_ms"), "/timeout_ms", 1, &mut errs);
+
+    let mut steps = Vec::new();
+    match obj.get("steps") {
+        None => errs.push("/steps", "is required"),
+        Some(Value::Array(arr)) if arr.is_empty() || arr.len() > MAX_STEPS => {
+            errs.push("/steps", format!("must hold 1 to {MAX_STEPS} steps"))
+        }
+        Some(Value::Array(arr)) => {
+            steps = parse_steps(arr, mode, &payload, defaults, &mut errs);
+        }
+        Some(_) => errs.push("/steps", "must be an array of steps"),
+    }
+
+    if errs.0.is_empty() {
+        Ok(SagaDefinition {
+            id,
+            name,
+            mode,
+            payload,
+            timeout_ms,
+            steps,
+        })
+    } else {
+        Err(errs.0)
+    }
+}
+
+fn parse_steps(
+    arr: &[Value],
+    mode: Mode,
+    payload: &Value,
+    defaults: &Defaults,
+    errs: &mut Errors,
+) -> Vec<StepDef> {
+    // Names first, so that depends_on can refer to later steps too.
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, s) in arr.iter().enumerate() {
+        if let Some(Value::String(n)) = s.get("name") {
+            if valid_name(n, 64, "_.-") {
+                if index.contains_key(n.as_str()) {
+                    errs.push(
+                        format!("/steps/{i}/name"),
+                        format!("duplicate step name {n:?}"),
+                    );
+                } else {
+                    index.insert(n, i);
+                }
+            }
+        }
+    }
+    let mut steps = Vec::new();
+    for (i, s) in arr.iter().enumerate() {
+        let at = format!("/steps/{i}");
+        let Some(o) = s.as_object() else {
+            errs.push(at, "must be an object");
+            continue;
+        };
+        unknown_keys(o, STEP_KEYS, &at, errs);
+        let name = match o.get("name") {
+            Some(Value::String(n)) if valid_name(n, 64, "_.-") => n.clone(),
+            None => {
+                errs.push(format!("{at}/name"), "is required");
+                String::new()
+            }
+            Some(_) => {
+                errs.push(
+                    format!("{at}/name"),
+                    "must be 1-64 characters of A-Z a-z 0-9 _ . -",
+                );
+                String::new()
+            }
+        };
+        let (fwd_key, undo_key) = match mode {
+            Mode::Saga => ("action", "compensation"),
+            Mode::Tcc => ("try", "cancel"),
+        };
+        let wrong: &[&str] = match mode {
+            Mode::Saga => &["try", "confirm", "cancel"],
+            Mode::Tcc => &["action", "compensation"],
+        };
+        for w in wrong {
+            if o.contains_key(*w) {
+                errs.push(
+                    format!("{at}/{w}"),
+                    format!("is not allowed in {} mode", mode.as_str()),
+                );
+            }
+        }
+        let forward = endpoint(
+            o.get(fwd_key),
+            &format!("{at}/{fwd_key}"),
+            payload,
+            false,
+            errs,
+        );
+        if o.get(fwd_key).is_none() {
+            errs.push(format!("{at}/{fwd_key}"), "is required");
+        }
+        let undo = endpoint(
+            o.get(undo_key),
+            &format!("{at}/{undo_key}"),
+            payload,
+            true,
+            errs,
+        );
+        let confirm = match mode {
+            Mode::Saga => None,
+            Mode::Tcc => {
+                if o.get("cancel").is_none() {
+                    errs.push(format!("{at}/cancel"), "is required");
+                }
+                if o.get("confirm").is_none() {
+                    errs.push(format!("{at}/confirm"), "is required");
+                }
+                endpoint(
+                    o.get("confirm"),
+                    &format!("{at}/confirm"),
+                    payload,
+                    false,
+                    errs,
+                )
+            }
+        };
+        let deps = match o.get("depends_on") {
+            None | Some(Value::Null) => {
+                if i == 0 {
+                    vec![]
+                } else {
+                    vec![i - 1]
+                }
+            }
+            Some(Value::Array(names)) => {
+                let mut deps = Vec::new();
+                for (j, n) in names.iter().enumerate() {
+                    let p = format!("{at}/depends_on/{j}");
+                    match n.as_str().and_then(|n| index.get(n).map(|&k| (n, k))) {
+                        Some((_, k)) if k == i => errs.push(p, "a step cannot depend on itself"),
+                        Some((n, k)) if deps.contains(&k) => {
+                            errs.push(p, format!("{n:?} is listed twice"))
+                        }
+                        Some((_, k)) => deps.push(k),
+                        None => errs.push(p, "must name another step of this saga"),
+                    }
+                }
+                deps
+            }
+            Some(_) => {
+                errs.push(format!("{at}/depends_on"), "must be an array of step names");
+                vec![]
+            }
+        };
+        let timeout_ms = duration(o.get("timeout_ms"), &format!("{at}/timeout_ms"), 1, errs)
+            .unwrap_or(defaults.call_timeout_ms);
+        let retry = retry(o.get("retry"), &format!("{at}/retry"), defaults.retry, errs);
+        if let Some(forward) = forward {
+            steps.push(StepDef {
+                name,
+                forward,
+                undo,
+                confirm,
+                deps,
+                timeout_ms,
+                retry,
+            });
+        }
+    }
+    if steps.len() == arr.len() {
+        if let Some(i) = find_cycle(&steps) {
+            errs.push(
+                format!("/steps/{i}/depends_on"),
+                "the dependencies form a cycle through this step",
+            );
+        }
+    }
+    steps
+}
+
+/// Returns a step on a dependency cycle, if there is one.
+fn find_cycle(steps: &[StepDef]) -> Option<usize> {
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    fn visit(i: usize, steps: &[StepDef], mark: &mut [u8]) -> Option<usize> {
+        match mark[i] {
+            1 => return Some(i),
+            2 => return None,
+            _ => {}
+        }
+        mark[i] = 1;
+        for &d in &steps[i].deps {
+            if let Some(c) = visit(d, steps, mark) {
+                return Some(c);
+            }
+        }
+        mark[i] = 2;
+        None
+    }
+    let mut mark = vec![0u8; steps.len()];
+    (0..steps.len()).find_map(|i| visit(i, steps, &mut mark))
+}
+
+fn endpoint(
+    v: Option<&Value>,
+    at: &str,
+    payload: &Value,
+    may_delay: bool,
+    errs: &mut Errors,
+) -> Option<Endpoint> {
+    let v = v?;
+    let Some(o) = v.as_object() else {
+        errs.push(at, "must be an endpoint object with at least \"url\"");
+        return None;
+    };
+    unknown_keys(o, ENDPOINT_KEYS, at, errs);
+    let before = errs.0.len();
+    let mut service = String::new();
+    let url = match o.get("url") {
+        Some(Value::String(u)) => match url::Url::parse(u) {
+            Ok(p) if (p.scheme() == "http" || p.scheme() == "https") && p.host_str().is_some() => {
+                service = match p.port_or_known_default() {
+                    Some(port) => format!("{}:{port}", p.host_str().unwrap_or_default()),
+                    None => p.host_str().unwrap_or_default().to_string(),
+                };
+                u.clone()
+            }
+            _ => {
+                errs.push(format!("{at}/url"), "must be an absolute http or https URL");
+                String::new()
+            }
+        },
+        None => {
+            errs.push(format!("{at}/url"), "is required");
+            String::new()
+        }
+        Some(_) => {
+            errs.push(format!("{at}/url"), "must be a string");
+            String::new()
+        }
+    };
+    let method = match o.get("method") {
+        None | Some(Value::Null) => "POST".to_string(),
+        Some(Value::String(m)) if METHODS.contains(&m.to_ascii_uppercase().as_str()) => {
+            m.to_ascii_uppercase()
+        }
+        Some(_) => {
+            errs.push(
+                format!("{at}/method"),
+                format!("must be one of {}", METHODS.join(", ")),
+            );
+            String::new()
+        }
+    };
+    let mut headers = Vec::new();
+    match o.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(h)) => {
+            for (k, val) in h {
+                let p = format!("{at}/headers/{}", token(k));
+                let name_ok = reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_ok();
+                match val.as_str() {
+                    Some(s) if name_ok && reqwest::header::HeaderValue::from_str(s).is_ok() => {
+                        headers.push((k.clone(), s.to_string()))
+                    }
+                    _ => errs.push(p, "must be a valid header name with a string value"),
+                }
+            }
+        }
+        Some(_) => errs.push(
+            format!("{at}/headers"),
+            "must be an object of header names to strings",
+        ),
+    }
+    let body = o.get("body").cloned().unwrap_or_else(|| payload.clone());
+    let delay_ms = if may_delay {
+        duration(o.get("delay_ms"), &format!("{at}/delay_ms"), 0, errs).unwrap_or(0)
+    } else {
+        if o.contains_key("delay_ms") {
+            errs.push(
+                format!("{at}/delay_ms"),
+                "only a compensation or cancel may be delayed",
+            );
+        }
+        0
+    };
+    match o.get("service") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if valid_name(s, 64, "_.:-") => service = s.clone(),
+        Some(_) => errs.push(
+            format!("{at}/service"),
+            "must be 1-64 characters of A-Z a-z 0-9 _ . : -",
+        ),
+    }
+    (errs.0.len() == before).then_some(Endpoint {
+        url,
+        method,
+        headers,
+        body,
+        delay_ms,
+        service,
+    })
+}
+
+fn retry(v: Option<&Value>, at: &str, d: RetryPolicy, errs: &mut Errors) -> RetryPolicy {
+    let Some(v) = v else { return d };
+    let Some(o) = v.as_object() else {
+        errs.push(at, "must be an object");
+        return d;
+    };
+    unknown_keys(o, RETRY_KEYS, at, errs);
+    let max_attempts = match o.get("max_attempts") {
+        None => d.max_attempts,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_ATTEMPTS).contains(&n) => n as u32,
+            _ => {
+                errs.push(
+                    format!("{at}/max_attempts"),
+                    format!("must be an integer from 1 to {MAX_ATTEMPTS}"),
+                );
+                d.max_attempts
+            }
+        },
+    };
+    let initial = duration(
+        o.get("initial_backoff_ms"),
+        &format!("{at}/initial_backoff_ms"),
+        0,
+        errs,
+    )
+    .unwrap_or(d.initial_backoff_ms);
+    let max = duration(
+        o.get("max_backoff_ms"),
+        &format!("{at}/max_backoff_ms"),
+        0,
+        errs,
+    )
+    .unwrap_or(d.max_backoff_ms.max(initial));
+    if max < initial {
+        errs.push(
+            format!("{at}/max_backoff_ms"),
+            "must not be less than initial_backoff_ms",
+        );
+    }
+    let multiplier = match o.get("multiplier") {
+        None => d.multiplier,
+        Some(v) => match v.as_f64() {
+            Some(m) if (1.0..=100.0).contains(&m) => m,
+            _ => {
+                errs.push(
+                    format!("{at}/multiplier"),
+                    "must be a number from 1.0 to 100.0",
+                );
+                d.multiplier
+            }
+        },
+    };
+    RetryPolicy {
+        max_attempts,
+        initial_backoff_ms: initial,
+        max_backoff_ms: max,
+        multiplier,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ok(v: Value) -> SagaDefinition {
+        parse_request(&v, &Defaults::default()).expect("valid")
+    }
+
+    fn pointers(v: Value) -> Vec<String> {
+        parse_request(&v, &Defaults::default())
+            .expect_err("invalid")
+            .into_iter()
+            .map(|e| e.pointer)
+            .collect()
+    }
+
+    fn step(name: &str) -> Value {
+        json!({"name": name, "action": {"url": "http://127.0.0.1:9/a"},
+               "compensation": {"url": "http://127.0.0.1:9/c"}})
+    }
+
+    #[test]
+    fn minimal_request_gets_defaults() {
+        let d = ok(json!({"name": "n", "steps": [step("a"), step("b")]}));
+        assert_eq!(d.mode, Mode::Saga);
+        assert_eq!(d.payload, json!({}));
+        assert_eq!(d.steps[0].deps, Vec::<usize>::new());
+        assert_eq!(d.steps[1].deps, vec![0]);
+        assert_eq!(d.steps[0].forward.method, "POST");
+        assert_eq!(d.steps[0].forward.service, "127.0.0.1:9");
+        assert_eq!(d.steps[0].retry, Defaults::default().retry);
+        assert_eq!(d.steps[0].timeout_ms, Defaults::default().call_timeout_ms);
+    }
+
+    #[test]
+    fn body_defaults_to_payload_and_explicit_body_wins() {
+        let d = ok(json!({"name": "n", "payload": {"x": 1}, "steps": [
+            {"name": "a", "action": {"url": "http://h:1/a"}, "compensation": {"url": "http://h:1/c", "body": [1]}}
+        ]}));
+        assert_eq!(d.steps[0].forward.body, json!({"x": 1}));
+        assert_eq!(d.steps[0].undo.as_ref().unwrap().body, json!([1]));
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported_with_a_pointer() {
+        let p = pointers(json!({
+            "id": "bad id!", "mode": "x", "timeout_ms": -1, "extra": 1,
+            "steps": [
+                {"name": "a", "action": {"url": "ftp://x"}, "retry": {"max_attempts": 0, "multiplier": 0.5}},
+                {"name": "a", "action": {"url": "http://h/a", "method": "BREW", "delay_ms": 5}, "depends_on": ["zz"]},
+                {"action": 3}
+            ]
+        }));
+        for want in [
+            "/id",
+            "/name",
+            "/mode",
+            "/timeout_ms",
+            "/extra",
+            "/steps/0/action/url",
+            "/steps/0/retry/max_attempts",
+            "/steps/0/retry/multiplier",
+            "/steps/1/name",
+            "/steps/1/action/method",
+            "/steps/1/action/delay_ms",
+            "/steps/1/depends_on/0",
+            "/steps/2/name",
+            "/steps/2/action",
+        ] {
+            assert!(p.contains(&want.to_string()), "missing {want} in {p:?}");
+        }
+    }
+
+    #[test]
+    fn steps_must_be_a_nonempty_bounded_array() {
+        assert_eq!(pointers(json!({"name": "n", "steps": []})), vec!["/steps"]);
+        assert_eq!(pointers(json!({"name": "n"})), vec!["/steps"]);
+        let many: Vec<Value> = (0..65).map(|i| step(&format!("s{i}"))).collect();
+        assert_eq!(
+            pointers(json!({"name": "n", "steps": many})),
+            vec!["/steps"]
+        );
+        assert_eq!(pointers(json!([1])), vec![""]);
+    }
+
+    #[test]
+    fn cycles_and_self_dependencies_are_rejected() {
+        let mut a = step("a");
+        a["depends_on"] = json!(["b"]);
+        let mut b = step("b");
+        b["depends_on"] = json!(["a"]);
+        assert_eq!(pointers(json!({"name": "n", "steps": [a, b]})).len(), 1);
+        let mut s = step("s");
+        s["depends_on"] = json!(["s"]);
+        assert_eq!(
+            pointers(json!({"name": "n", "steps": [s]})),
+            vec!["/steps/0/depends_on/0"]
+        );
+    }
+
+    #[test]
+    fn empty_depends_on_means_parallel() {
+        let mut b = step("b");
+        b["depends_on"] = json!([]);
+        let d = ok(json!({"name": "n", "steps": [step("a"), b]}));
+        assert!(d.steps[1].deps.is_empty());
+    }
+
+    #[test]
+    fn tcc_needs_three_endpoints_and_rejects_saga_fields() {
+        let p = pointers(json!({"name": "n", "mode": "tcc", "steps": [
+            {"name": "a", "try": {"url": "http://h/t"}, "action": {"url": "http://h/a"}}
+        ]}));
+        assert_eq!(p.len(), 3, "{p:?}");
+        let d = ok(json!({"name": "n", "mode": "tcc", "steps": [
+            {"name": "a", "try": {"url": "http://h/t"}, "confirm": {"url": "http://h/c"}, "cancel": {"url": "http://h/x"}}
+        ]}));
+        assert!(d.steps[0].confirm.is_some() && d.steps[0].undo.is_some());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let r = RetryPolicy {
+            max_attempts: 5,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1000,
+            multiplier: 3.0,
+        };
+        assert_eq!(r.backoff_ms(1), 100);
+        assert_eq!(r.backoff_ms(2), 300);
+        assert_eq!(r.backoff_ms(3), 900);
+        assert_eq!(r.backoff_ms(4), 1000);
+        assert_eq!(r.jittered_backoff_ms(2, 0.5), 150);
+        assert_eq!(r.jittered_backoff_ms(2, 7.0), 300);
+    }
+}

@@ -1,0 +1,11 @@
+//! saga-orchestrator: durable sagas and TCC across microservices.
+//!
+//! Layout: [`domain`] is the pure state machine; `store` is the saga log; `actors` run sagas;
+//! `api` speaks HTTP; `startup` wires them into an [`startup::Application`].
+
+pub mod config;
+pub mod domain;
+pub mod metrics;
+pub mod participant;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,193 @@
+//! Prometheus metrics of one [`crate::startup::Application`], in its own registry.
+//!
+//! Label values come only from saga names and step names, which validation bounds to 64
+//! characters of a small alphabet; cardinality is (saga kinds × steps × phases).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `saga_started_total{name}`
+    pub started: IntCounterVec,
+    /// `saga_finished_total{name,status}`
+    pub finished: IntCounterVec,
+    /// `saga_failed_total{name,step}`
+    pub failed: IntCounterVec,
+    /// `saga_stuck_total{name,step}`
+    pub stuck_total: IntCounterVec,
+    /// `sagas_stuck{name}`
+    pub stuck: IntGaugeVec,
+    /// `sagas_active{name,status}`
+    pub active: IntGaugeVec,
+    /// `saga_step_calls_total{name,step,phase,outcome}`
+    pub step_calls: IntCounterVec,
+    /// `saga_step_call_duration_seconds{name,step,phase}`
+    pub step_call_duration: HistogramVec,
+    /// `saga_duration_seconds{name,status}`
+    pub saga_duration: HistogramVec,
+    /// `saga_retries_scheduled_total{name,step,phase}`
+    pub retries: IntCounterVec,
+    /// `saga_timers_pending`
+    pub timers_pending: IntGauge,
+    /// `saga_actor_restarts_total`
+    pub actor_restarts: IntCounter,
+    /// `saga_store_write_duration_seconds{op}`
+    pub store_write: HistogramVec,
+    /// `saga_http_requests_total` is left to access logs; this counts rejected starts.
+    pub rejected: IntCounter,
+    /// `saga_active_actors`
+    pub actors: IntGauge,
+    /// Latency of reads behind the API.
+    pub store_read: Histogram,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    /// Creates and registers every metric, plus the process collector (CPU, RSS, fds).
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let fast = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        let slow = vec![
+            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+        ];
+        #[cfg(target_os = "linux")]
+        let _ = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        let timers_pending =
+            IntGauge::new("saga_timers_pending", "Timers waiting to fire").expect("valid");
+        r.register(Box::new(timers_pending.clone()))
+            .expect("unique");
+        let actor_restarts = IntCounter::new(
+            "saga_actor_restarts_total",
+            "Saga actors restarted by their supervisor",
+        )
+        .expect("valid");
+        r.register(Box::new(actor_restarts.clone()))
+            .expect("unique");
+        let rejected = IntCounter::new(
+            "saga_start_rejected_total",
+            "Start requests refused as invalid",
+        )
+        .expect("valid");
+        r.register(Box::new(rejected.clone())).expect("unique");
+        let actors = IntGauge::new("saga_live_actors", "Saga actors in memory").expect("valid");
+        r.register(Box::new(actors.clone())).expect("unique");
+        let store_read = Histogram::with_opts(
+            HistogramOpts::new("saga_store_read_duration_seconds", "Saga log reads")
+                .buckets(fast.clone()),
+        )
+        .expect("valid");
+        r.register(Box::new(store_read.clone())).expect("unique");
+        Metrics {
+            started: counter(&r, "saga_started_total", "Sagas started", &["name"]),
+            finished: counter(
+                &r,
+                "saga_finished_total",
+                "Sagas that reached a terminal status",
+                &["name", "status"],
+            ),
+            failed: counter(
+                &r,
+                "saga_failed_total",
+                "Forward steps that failed and started compensation",
+                &["name", "step"],
+            ),
+            stuck_total: counter(
+                &r,
+                "saga_stuck_total",
+                "Sagas that became stuck",
+                &["name", "step"],
+            ),
+            stuck: gauge(&r, "sagas_stuck", "Sagas stuck now", &["name"]),
+            active: gauge(
+                &r,
+                "sagas_active",
+                "Sagas in a non-terminal status now",
+                &["name", "status"],
+            ),
+            step_calls: counter(
+                &r,
+                "saga_step_calls_total",
+                "Participant calls by outcome",
+                &["name", "step", "phase", "outcome"],
+            ),
+            step_call_duration: histogram(
+                &r,
+                "saga_step_call_duration_seconds",
+                "Participant call latency",
+                &["name", "step", "phase"],
+                fast.clone(),
+            ),
+            saga_duration: histogram(
+                &r,
+                "saga_duration_seconds",
+                "Creation to terminal status",
+                &["name", "status"],
+                slow,
+            ),
+            retries: counter(
+                &r,
+                "saga_retries_scheduled_total",
+                "Retries scheduled after an unknown outcome",
+                &["name", "step", "phase"],
+            ),
+            timers_pending,
+            actor_restarts,
+            store_write: histogram(
+                &r,
+                "saga_store_write_duration_seconds",
+                "Saga log write transactions",
+                &["op"],
+                fast,
+            ),
+            rejected,
+            actors,
+            store_read,
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

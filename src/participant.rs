@@ -1,0 +1,199 @@
+//! The HTTP client that calls participants and classifies their answers (API.md section 5).
+
+use crate::domain::{CallOutcome, Endpoint, Phase};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use std::time::Duration;
+
+/// What one call needs besides its endpoint.
+#[derive(Debug, Clone)]
+pub struct CallSpec<'a> {
+    /// Saga id.
+    pub saga_id: &'a str,
+    /// Step name.
+    pub step: &'a str,
+    /// Phase of the call.
+    pub phase: Phase,
+    /// Attempt number in the phase.
+    pub attempt: u32,
+    /// Where and what to send.
+    pub endpoint: &'a Endpoint,
+    /// Timeout of the whole call.
+    pub timeout_ms: u64,
+}
+
+/// The classified answer of a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallResult {
+    /// Success, business failure or unknown.
+    pub outcome: CallOutcome,
+    /// HTTP status, when an answer came.
+    pub http_status: Option<u16>,
+    /// What went wrong, for people.
+    pub error: Option<String>,
+}
+
+/// Classifies an HTTP status: 2xx success, 409/422 business failure, anything else unknown.
+pub fn classify(status: u16) -> CallOutcome {
+    match status {
+        200..=299 => CallOutcome::Success,
+        409 | 422 => CallOutcome::Failure,
+        _ => CallOutcome::Unknown,
+    }
+}
+
+/// A short reason from a participant's error body: a JSON `error`/`detail`/`message`/`title`
+/// field if there is one, else the text, cut to 200 characters.
+pub fn reason_from_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let from_json = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            ["error", "detail", "message", "title", "reason"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(|x| x.as_str()).map(str::to_string))
+        });
+    let r = from_json.unwrap_or_else(|| text.trim().to_string());
+    r.chars().take(200).collect()
+}
+
+/// One pooled HTTP client for every participant call.
+#[derive(Clone)]
+pub struct Participant {
+    client: reqwest::Client,
+}
+
+impl Participant {
+    /// Builds the pooled client.
+    pub fn new() -> Self {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("saga-orchestrator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Participant { client }
+    }
+
+    /// Makes one call and classifies its answer; never fails, an error is an unknown outcome.
+    pub async fn call(&self, spec: &CallSpec<'_>) -> CallResult {
+        let ep = spec.endpoint;
+        let method =
+            reqwest::Method::from_bytes(ep.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let mut headers = HeaderMap::new();
+        for (k, v) in &ep.headers {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let protocol = [
+            ("x-saga-id", spec.saga_id.to_string()),
+            ("x-saga-step", spec.step.to_string()),
+            ("x-saga-phase", spec.phase.as_str().to_string()),
+            ("x-saga-attempt", spec.attempt.to_string()),
+            (
+                "idempotency-key",
+                format!("{}/{}/{}", spec.saga_id, spec.step, spec.phase.as_str()),
+            ),
+        ];
+        for (k, v) in protocol {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                headers.insert(HeaderName::from_static(k), v);
+            }
+        }
+        let body = serde_json::to_vec(&ep.body).unwrap_or_default();
+        let req = self
+            .client
+            .request(method, &ep.url)
+            .headers(headers)
+            .timeout(Duration::from_millis(spec.timeout_ms))
+            .body(body);
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return unknown(describe(&e, spec)),
+        };
+        let status = resp.status().as_u16();
+        let outcome = classify(status);
+        if outcome == CallOutcome::Success {
+            return CallResult {
+                outcome,
+                http_status: Some(status),
+                error: None,
+            };
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        let reason = reason_from_body(&body);
+        let error = match outcome {
+            CallOutcome::Failure if !reason.is_empty() => format!("{status} {reason}"),
+            _ if reason.is_empty() => format!("{status} from {}", ep.service),
+            _ => format!("{status} from {}: {reason}", ep.service),
+        };
+        CallResult {
+            outcome,
+            http_status: Some(status),
+            error: Some(error),
+        }
+    }
+}
+
+impl Default for Participant {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn unknown(error: String) -> CallResult {
+    CallResult {
+        outcome: CallOutcome::Unknown,
+        http_status: None,
+        error: Some(error),
+    }
+}
+
+fn describe(e: &reqwest::Error, spec: &CallSpec<'_>) -> String {
+    let svc = &spec.endpoint.service;
+    if e.is_timeout() {
+        format!("timeout after {} ms calling {svc}", spec.timeout_ms)
+    } else if e.is_connect() {
+        format!("cannot connect to {svc}")
+    } else {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            msg = format!("{msg}: {s}");
+            src = s.source();
+        }
+        format!("call to {svc} failed: {msg}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_per_contract() {
+        assert_eq!(classify(200), CallOutcome::Success);
+        assert_eq!(classify(204), CallOutcome::Success);
+        assert_eq!(classify(409), CallOutcome::Failure);
+        assert_eq!(classify(422), CallOutcome::Failure);
+        for s in [400, 404, 408, 429, 500, 503, 301] {
+            assert_eq!(classify(s), CallOutcome::Unknown, "{s}");
+        }
+    }
+
+    #[test]
+    fn reasons_come_from_json_fields_or_text() {
+        assert_eq!(
+            reason_from_body(br#"{"error":"insufficient funds"}"#),
+            "insufficient funds"
+        );
+        assert_eq!(reason_from_body(b"  plain no  "), "plain no");
+        assert_eq!(reason_from_body(&[b'x'; 500]).len(), 200);
+    }
+}

@@ -1,0 +1,173 @@
+//! The saga log: every saga, step state and call, durably, behind the small [`SagaStore`] trait.
+//!
+//! Writes come from the actors only, through [`SagaStore::create`] and [`SagaStore::save`] (one
+//! writer path, so log writes can later be batched across sagas); reads are plain queries used
+//! by the HTTP layer.
+
+pub mod entities;
+mod sql;
+
+pub use sql::{connect, SqlStore};
+
+use crate::domain::{CallOutcome, Phase, SagaState};
+use async_trait::async_trait;
+use serde_json::Value;
+
+/// Store failures, classified once here.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer changed the saga since it was read (optimistic concurrency).
+    #[error("saga {0} was changed by another writer")]
+    Conflict(String),
+    /// The saga does not exist.
+    #[error("saga {0} not found")]
+    NotFound(String),
+    /// A stored row could not be understood.
+    #[error("corrupt saga log row: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
+}
+
+/// Per-step facts that never change, stored beside the step state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepMeta {
+    /// Step name.
+    pub name: String,
+    /// Service label of the forward endpoint.
+    pub service_name: String,
+    /// Body of the forward call.
+    pub payload: Value,
+}
+
+/// One saga as the log holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagaRecord {
+    /// Saga id.
+    pub id: String,
+    /// Kind of saga.
+    pub name: String,
+    /// `saga` or `tcc`.
+    pub mode: String,
+    /// The start request as received.
+    pub request: Value,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Last change (ms).
+    pub updated_at: i64,
+    /// Optimistic concurrency counter.
+    pub version: i64,
+    /// Step names and the like, in order.
+    pub steps: Vec<StepMeta>,
+    /// The state machine's state.
+    pub state: SagaState,
+}
+
+/// A change to the call history, written in the same transaction as the state it explains.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallRecord {
+    /// A call was decided (it is sent only after this is durable).
+    Started {
+        /// Step index.
+        step: usize,
+        /// Phase.
+        phase: Phase,
+        /// Attempt number.
+        attempt: u32,
+        /// When (ms).
+        at: i64,
+    },
+    /// The answer of a call.
+    Finished {
+        /// Step index.
+        step: usize,
+        /// Phase.
+        phase: Phase,
+        /// Attempt number.
+        attempt: u32,
+        /// When (ms).
+        at: i64,
+        /// HTTP status, if an answer came.
+        http_status: Option<u16>,
+        /// Classified outcome.
+        outcome: CallOutcome,
+        /// What went wrong.
+        error: Option<String>,
+    },
+}
+
+/// One recorded call, for `include=attempts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRow {
+    /// Step index.
+    pub step: usize,
+    /// Phase wire name.
+    pub phase: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Start (ms).
+    pub started_at: i64,
+    /// End (ms).
+    pub finished_at: Option<i64>,
+    /// HTTP status.
+    pub http_status: Option<u16>,
+    /// Outcome wire name.
+    pub outcome: Option<String>,
+    /// Error text.
+    pub error: Option<String>,
+}
+
+/// Result of [`SagaStore::create`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// The saga was recorded now.
+    New,
+    /// A saga with that id already exists.
+    Existing(Box<SagaRecord>),
+}
+
+/// Filter and page of a listing, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    /// Keep only these statuses (wire names); empty = all.
+    pub statuses: Vec<String>,
+    /// Keep only this saga name.
+    pub name: Option<String>,
+    /// Page size.
+    pub limit: u64,
+    /// Continue after this `(created_at, id)`.
+    pub after: Option<(i64, String)>,
+}
+
+/// The saga log.
+#[async_trait]
+pub trait SagaStore: Send + Sync + 'static {
+    /// Records a new saga with its initial state and first calls, unless the id exists.
+    async fn create(
+        &self,
+        record: &SagaRecord,
+        calls: &[CallRecord],
+    ) -> Result<Created, StoreError>;
+    /// Records a transition; fails with `Conflict` unless the stored version is `version`.
+    /// Returns the new version.
+    async fn save(
+        &self,
+        id: &str,
+        version: i64,
+        old: &SagaState,
+        new: &SagaState,
+        calls: &[CallRecord],
+        now: i64,
+    ) -> Result<i64, StoreError>;
+    /// Loads one saga.
+    async fn load(&self, id: &str) -> Result<Option<SagaRecord>, StoreError>;
+    /// Ids of every saga that is not terminal and not stuck: the ones to rehydrate.
+    async fn active_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// The calls of a saga, in order.
+    async fn calls(&self, id: &str) -> Result<Vec<CallRow>, StoreError>;
+    /// A page of sagas, newest first.
+    async fn list(&self, q: &ListQuery) -> Result<Vec<SagaRecord>, StoreError>;
+    /// True when the database answers and every migration is applied.
+    async fn ready(&self) -> bool;
+}

@@ -1,0 +1,479 @@
+//! [`SagaStore`] over sea-orm: the same code for SQLite, MariaDB/MySQL and PostgreSQL.
+
+use super::entities::{saga, saga_call, saga_step};
+use super::{CallRecord, CallRow, Created, ListQuery, SagaRecord, SagaStore, StepMeta, StoreError};
+use crate::domain::{Phase, SagaState, SagaStatus, StepState, StepStatus};
+use async_trait::async_trait;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sea_query::{Condition, Expr};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectOptions, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
+use std::time::Duration;
+
+/// Opens a pool on `url` (creating a SQLite file and its folder if needed) and applies migrations.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    if let Some(path) = sqlite_file(url) {
+        if let Some(dir) = std::path::Path::new(&path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+    }
+    let mut opts = ConnectOptions::new(url.to_string());
+    opts.max_connections(max_connections.max(1))
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            // WAL lets readers run beside the writer; NORMAL is durable across process crashes.
+            o.create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+        });
+    let db = sea_orm::Database::connect(opts).await?;
+    Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+/// The file behind a `sqlite:` URL, if it names one.
+fn sqlite_file(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| path.to_string())
+}
+
+/// The saga log in a relational database.
+#[derive(Clone)]
+pub struct SqlStore {
+    db: DatabaseConnection,
+}
+
+impl SqlStore {
+    /// Wraps an open, migrated connection pool.
+    pub fn new(db: DatabaseConnection) -> Self {
+        SqlStore { db }
+    }
+
+    /// The underlying pool.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        if self.db.get_database_backend() == DbBackend::Sqlite {
+            // Take the write lock up front: a deferred read-then-write transaction fails
+            // with "database is locked" under concurrency, busy timeout or not.
+            self.db
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                })
+                .await
+        } else {
+            self.db.begin().await
+        }
+    }
+
+    async fn steps_of(&self, ids: &[String]) -> Result<Vec<saga_step::Model>, DbErr> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        saga_step::Entity::find()
+            .filter(saga_step::Column::SagaId.is_in(ids.iter().cloned()))
+            .order_by_asc(saga_step::Column::SagaId)
+            .order_by_asc(saga_step::Column::Idx)
+            .all(&self.db)
+            .await
+    }
+}
+
+/// The earliest time the saga waits for, stored so that timers can be found by query.
+fn next_wake(state: &SagaState) -> Option<i64> {
+    let steps = state
+        .steps
+        .iter()
+        .filter(|s| !s.in_flight && !s.stuck)
+        .filter_map(|s| s.next_attempt_at);
+    let deadline = (state.status == SagaStatus::Running)
+        .then_some(state.deadline_at)
+        .flatten();
+    steps.chain(deadline).min()
+}
+
+fn saga_state_columns(am: &mut saga::ActiveModel, st: &SagaState, now: i64) {
+    am.status = Set(st.status.as_str().to_string());
+    am.error = Set(st.error.clone());
+    am.deadline_at = Set(st.deadline_at);
+    am.next_wake_at = Set(if st.status.is_terminal() {
+        None
+    } else {
+        next_wake(st)
+    });
+    am.updated_at = Set(now);
+    am.finished_at = Set(st.status.is_terminal().then_some(now));
+}
+
+fn step_state_columns(am: &mut saga_step::ActiveModel, s: &StepState) {
+    am.operation = Set(s.phase.as_str().to_string());
+    am.status = Set(s.status.as_str().to_string());
+    am.attempts = Set(s.attempts as i32);
+    am.compensation_attempts = Set(s.compensation_attempts as i32);
+    am.confirm_attempts = Set(s.confirm_attempts as i32);
+    am.budget_base = Set(s.budget_base as i32);
+    am.may_have_effect = Set(s.may_have_effect);
+    am.in_flight = Set(s.in_flight);
+    am.stuck = Set(s.stuck);
+    am.last_error = Set(s.last_error.clone());
+    am.next_attempt_at = Set(s.next_attempt_at);
+    am.updated_at = Set(s.updated_at);
+}
+
+fn step_from_row(r: &saga_step::Model) -> Result<StepState, StoreError> {
+    let bad = |what: &str| StoreError::Corrupt(format!("step {}/{}: {what}", r.saga_id, r.idx));
+    Ok(StepState {
+        status: StepStatus::parse(&r.status).ok_or_else(|| bad("status"))?,
+        phase: Phase::parse(&r.operation).ok_or_else(|| bad("operation"))?,
+        attempts: r.attempts.max(0) as u32,
+        compensation_attempts: r.compensation_attempts.max(0) as u32,
+        confirm_attempts: r.confirm_attempts.max(0) as u32,
+        budget_base: r.budget_base.max(0) as u32,
+        may_have_effect: r.may_have_effect,
+        in_flight: r.in_flight,
+        stuck: r.stuck,
+        last_error: r.last_error.clone(),
+        next_attempt_at: r.next_attempt_at,
+        updated_at: r.updated_at,
+    })
+}
+
+fn record_from_rows(s: saga::Model, steps: &[saga_step::Model]) -> Result<SagaRecord, StoreError> {
+    let status = SagaStatus::parse(&s.status)
+        .ok_or_else(|| StoreError::Corrupt(format!("saga {}: status {:?}", s.id, s.status)))?;
+    let mut states = Vec::with_capacity(steps.len());
+    let mut metas = Vec::with_capacity(steps.len());
+    for r in steps {
+        states.push(step_from_row(r)?);
+        metas.push(StepMeta {
+            name: r.name.clone(),
+            service_name: r.service_name.clone(),
+            payload: r.payload.clone(),
+        });
+    }
+    Ok(SagaRecord {
+        id: s.id,
+        name: s.name,
+        mode: s.mode,
+        request: s.request,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+        version: s.version,
+        steps: metas,
+        state: SagaState {
+            status,
+            error: s.error,
+            deadline_at: s.deadline_at,
+            steps: states,
+        },
+    })
+}
+
+async fn write_calls(
+    txn: &DatabaseTransaction,
+    id: &str,
+    names: impl Fn(usize) -> String,
+    calls: &[CallRecord],
+) -> Result<(), DbErr> {
+    let mut started = Vec::new();
+    for c in calls {
+        match c {
+            CallRecord::Started {
+                step,
+                phase,
+                attempt,
+                at,
+            } => started.push(saga_call::ActiveModel {
+                id: NotSet,
+                saga_id: Set(id.to_string()),
+                step_idx: Set(*step as i32),
+                step: Set(names(*step)),
+                phase: Set(phase.as_str().to_string()),
+                attempt: Set(*attempt as i32),
+                started_at: Set(*at),
+                finished_at: Set(None),
+                http_status: Set(None),
+                outcome: Set(None),
+                error: Set(None),
+            }),
+            CallRecord::Finished {
+                step,
+                phase,
+                attempt,
+                at,
+                http_status,
+                outcome,
+                error,
+            } => {
+                saga_call::Entity::update_many()
+                    .col_expr(saga_call::Column::FinishedAt, Expr::value(*at))
+                    .col_expr(
+                        saga_call::Column::HttpStatus,
+                        Expr::value(http_status.map(i32::from)),
+                    )
+                    .col_expr(saga_call::Column::Outcome, Expr::value(outcome.as_str()))
+                    .col_expr(saga_call::Column::Error, Expr::value(error.clone()))
+                    .filter(saga_call::Column::SagaId.eq(id))
+                    .filter(saga_call::Column::StepIdx.eq(*step as i32))
+                    .filter(saga_call::Column::Phase.eq(phase.as_str()))
+                    .filter(saga_call::Column::Attempt.eq(*attempt as i32))
+                    .exec(txn)
+                    .await?;
+            }
+        }
+    }
+    if !started.is_empty() {
+        saga_call::Entity::insert_many(started)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl SagaStore for SqlStore {
+    async fn create(&self, r: &SagaRecord, calls: &[CallRecord]) -> Result<Created, StoreError> {
+        let txn = self.begin_write().await?;
+        let mut am = saga::ActiveModel {
+            id: Set(r.id.clone()),
+            name: Set(r.name.clone()),
+            mode: Set(r.mode.clone()),
+            request: Set(r.request.clone()),
+            created_at: Set(r.created_at),
+            version: Set(r.version),
+            owner: Set(None),
+            lease_until: Set(None),
+            ..Default::default()
+        };
+        saga_state_columns(&mut am, &r.state, r.updated_at);
+        if let Err(e) = saga::Entity::insert(am).exec_without_returning(&txn).await {
+            txn.rollback().await?;
+            if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
+                return match self.load(&r.id).await? {
+                    Some(existing) => Ok(Created::Existing(Box::new(existing))),
+                    None => Err(StoreError::Db(e)),
+                };
+            }
+            return Err(e.into());
+        }
+        let steps: Vec<saga_step::ActiveModel> = r
+            .state
+            .steps
+            .iter()
+            .zip(&r.steps)
+            .enumerate()
+            .map(|(i, (s, m))| {
+                let mut am = saga_step::ActiveModel {
+                    saga_id: Set(r.id.clone()),
+                    idx: Set(i as i32),
+                    name: Set(m.name.clone()),
+                    service_name: Set(m.service_name.clone()),
+                    payload: Set(m.payload.clone()),
+                    created_at: Set(r.created_at),
+                    ..Default::default()
+                };
+                step_state_columns(&mut am, s);
+                am
+            })
+            .collect();
+        saga_step::Entity::insert_many(steps)
+            .exec_without_returning(&txn)
+            .await?;
+        write_calls(&txn, &r.id, |i| r.steps[i].name.clone(), calls).await?;
+        txn.commit().await?;
+        Ok(Created::New)
+    }
+
+    async fn save(
+        &self,
+        id: &str,
+        version: i64,
+        old: &SagaState,
+        new: &SagaState,
+        calls: &[CallRecord],
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let txn = self.begin_write().await?;
+        let mut am = saga::ActiveModel {
+            version: Set(version + 1),
+            ..Default::default()
+        };
+        saga_state_columns(&mut am, new, now);
+        let res = saga::Entity::update_many()
+            .set(am)
+            .filter(saga::Column::Id.eq(id))
+            .filter(saga::Column::Version.eq(version))
+            .exec(&txn)
+            .await?;
+        if res.rows_affected != 1 {
+            txn.rollback().await?;
+            return Err(StoreError::Conflict(id.to_string()));
+        }
+        let mut names = Vec::new();
+        for (i, s) in new.steps.iter().enumerate() {
+            if old.steps.get(i) == Some(s) {
+                continue;
+            }
+            let mut am = saga_step::ActiveModel::default();
+            step_state_columns(&mut am, s);
+            saga_step::Entity::update_many()
+                .set(am)
+                .filter(saga_step::Column::SagaId.eq(id))
+                .filter(saga_step::Column::Idx.eq(i as i32))
+                .exec(&txn)
+                .await?;
+        }
+        if calls
+            .iter()
+            .any(|c| matches!(c, CallRecord::Started { .. }))
+        {
+            names = saga_step::Entity::find()
+                .select_only()
+                .column(saga_step::Column::Name)
+                .filter(saga_step::Column::SagaId.eq(id))
+                .order_by_asc(saga_step::Column::Idx)
+                .into_tuple::<String>()
+                .all(&txn)
+                .await?;
+        }
+        write_calls(
+            &txn,
+            id,
+            |i| names.get(i).cloned().unwrap_or_default(),
+            calls,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(version + 1)
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
+        let Some(s) = saga::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let steps = self.steps_of(&[id.to_string()]).await?;
+        record_from_rows(s, &steps).map(Some)
+    }
+
+    async fn active_ids(&self) -> Result<Vec<String>, StoreError> {
+        let active = [
+            SagaStatus::Running,
+            SagaStatus::Compensating,
+            SagaStatus::Confirming,
+        ];
+        Ok(saga::Entity::find()
+            .select_only()
+            .column(saga::Column::Id)
+            .filter(saga::Column::Status.is_in(active.map(|s| s.as_str())))
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?)
+    }
+
+    async fn calls(&self, id: &str) -> Result<Vec<CallRow>, StoreError> {
+        let rows = saga_call::Entity::find()
+            .filter(saga_call::Column::SagaId.eq(id))
+            .order_by_asc(saga_call::Column::Id)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CallRow {
+                step: r.step_idx.max(0) as usize,
+                phase: r.phase,
+                attempt: r.attempt.max(0) as u32,
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                http_status: r.http_status.and_then(|s| u16::try_from(s).ok()),
+                outcome: r.outcome,
+                error: r.error,
+            })
+            .collect())
+    }
+
+    async fn list(&self, q: &ListQuery) -> Result<Vec<SagaRecord>, StoreError> {
+        let mut query = saga::Entity::find();
+        if !q.statuses.is_empty() {
+            query = query.filter(saga::Column::Status.is_in(q.statuses.iter().cloned()));
+        }
+        if let Some(name) = &q.name {
+            query = query.filter(saga::Column::Name.eq(name.as_str()));
+        }
+        if let Some((created, id)) = &q.after {
+            query = query.filter(
+                Condition::any()
+                    .add(saga::Column::CreatedAt.lt(*created))
+                    .add(
+                        Condition::all()
+                            .add(saga::Column::CreatedAt.eq(*created))
+                            .add(saga::Column::Id.lt(id.as_str())),
+                    ),
+            );
+        }
+        let sagas = query
+            .order_by_desc(saga::Column::CreatedAt)
+            .order_by_desc(saga::Column::Id)
+            .limit(q.limit)
+            .all(&self.db)
+            .await?;
+        let ids: Vec<String> = sagas.iter().map(|s| s.id.clone()).collect();
+        let steps = self.steps_of(&ids).await?;
+        sagas
+            .into_iter()
+            .map(|s| {
+                let mine: Vec<saga_step::Model> = steps
+                    .iter()
+                    .filter(|r| r.saga_id == s.id)
+                    .cloned()
+                    .collect();
+                record_from_rows(s, &mine)
+            })
+            .collect()
+    }
+
+    async fn ready(&self) -> bool {
+        if self.db.ping().await.is_err() {
+            return false;
+        }
+        matches!(Migrator::get_pending_migrations(&self.db).await, Ok(p) if p.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_file;
+
+    #[test]
+    fn sqlite_file_is_found_in_urls() {
+        assert_eq!(
+            sqlite_file("sqlite://data/sagas.db?mode=rwc").as_deref(),
+            Some("data/sagas.db")
+        );
+        assert_eq!(
+            sqlite_file("sqlite:///tmp/x.db").as_deref(),
+            Some("/tmp/x.db")
+        );
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://h/db"), None);
+    }
+}
