@@ -3,9 +3,13 @@
 //! Layout: [`domain`] is the pure state machine; `store` is the saga log; `actors` run sagas;
 //! `api` speaks HTTP; `startup` wires them into an [`startup::Application`].
 
+pub mod actors;
+pub mod api;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod metrics;
 pub mod participant;
+pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -1,1 +1,69 @@
-fn main() {}
+//! `saga-orchestrator serve | migrate`: parse the command line, set up logs, load settings, run.
+
+use clap::{Parser, Subcommand};
+use saga_orchestrator::{config, startup::Application, store, telemetry};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "saga-orchestrator",
+    version,
+    about = "Durable saga and TCC orchestrator"
+)]
+struct Cli {
+    /// Settings file (default: ./config.toml when present).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the service (the default).
+    Serve {
+        /// Also serve the demo shop under /demo.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Apply the database migrations and exit.
+    Migrate,
+}
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match config::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("saga-orchestrator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_subscriber(telemetry::get_subscriber(
+        &settings.log.level,
+        std::io::stdout,
+    ));
+    let result = match cli.command.unwrap_or(Cmd::Serve { demo: false }) {
+        Cmd::Migrate => store::connect(&settings.database.url, 1)
+            .await
+            .map(|_| tracing::info!("migrations applied"))
+            .map_err(|e| e.to_string()),
+        Cmd::Serve { demo } => {
+            let mut settings = settings;
+            settings.demo.enabled |= demo;
+            match Application::build(settings).await {
+                Ok(app) => app.run_until_stopped().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "saga-orchestrator failed");
+            ExitCode::FAILURE
+        }
+    }
+}

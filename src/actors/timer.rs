@@ -3,8 +3,8 @@
 //! Timers live in memory only; their due times are durable in the saga log (`next_attempt_at`,
 //! `deadline_at`), so after a restart rehydrated sagas simply schedule them again.
 
-use super::registry::{Registry, Wake};
 use super::now_ms;
+use super::registry::{Registry, Wake};
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use std::cmp::Reverse;
@@ -38,7 +38,12 @@ pub struct Timer {
 impl Timer {
     /// An empty timer.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Timer { heap: BinaryHeap::new(), armed: None, registry: None, metrics }
+        Timer {
+            heap: BinaryHeap::new(),
+            armed: None,
+            registry: None,
+            metrics,
+        }
     }
 
     fn fire(&mut self, ctx: &mut Context<Self>) {
@@ -48,7 +53,9 @@ impl Timer {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, id))) = self.heap.pop() else { break };
+            let Some(Reverse((_, id))) = self.heap.pop() else {
+                break;
+            };
             if let Some(r) = &self.registry {
                 r.do_send(Wake { id });
             }
@@ -58,7 +65,9 @@ impl Timer {
 
     fn arm(&mut self, ctx: &mut Context<Self>) {
         self.metrics.timers_pending.set(self.heap.len() as i64);
-        let Some(Reverse((at, _))) = self.heap.peek() else { return };
+        let Some(Reverse((at, _))) = self.heap.peek() else {
+            return;
+        };
         let at = *at;
         if let Some((armed_at, handle)) = self.armed {
             if armed_at <= at {

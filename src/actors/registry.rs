@@ -1,0 +1,321 @@
+//! The registry actor: starts sagas, keeps one supervised actor per live saga, and rehydrates
+//! unfinished sagas from the saga log at start-up (or whenever an actor is found dead).
+
+use super::saga::{Operate, SagaActor, Tick};
+use super::timer::{Schedule, Timer};
+use super::{now_ms, Shared};
+use crate::domain::{Command, Event, Input, Rejected, SagaDefinition, SagaState};
+use crate::store::{CallRecord, Created, SagaRecord, StepMeta, StoreError};
+use actix::prelude::*;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Start a new saga (or find the existing one with that id).
+#[derive(Message)]
+#[rtype(result = "Result<StartOutcome, StoreError>")]
+pub struct StartSaga {
+    /// Saga id (client-chosen or generated).
+    pub id: String,
+    /// The request as received, stored for idempotent starts.
+    pub request: Value,
+    /// The validated definition.
+    pub def: SagaDefinition,
+}
+
+/// What [`StartSaga`] found.
+#[derive(Debug)]
+pub enum StartOutcome {
+    /// Recorded now; the record is its state at commit time.
+    Created(Box<SagaRecord>),
+    /// A saga with that id already existed.
+    Existing(Box<SagaRecord>),
+}
+
+/// Wake a saga: something it waits for may be due.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wake {
+    /// Saga id.
+    pub id: String,
+}
+
+/// An operator action on a saga, routed to its actor.
+#[derive(Message)]
+#[rtype(result = "Result<(), OpError>")]
+pub struct OperatorAction {
+    /// Saga id.
+    pub id: String,
+    /// Abort or retry.
+    pub op: Op,
+    /// Who asked (the caller's address).
+    pub who: String,
+}
+
+/// Operator actions of API.md section 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Stop going forward and compensate.
+    Abort,
+    /// Resume a stuck saga.
+    Retry,
+}
+
+/// Why an operator action did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The saga's status does not allow it (409).
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+    /// The saga's actor could not take it now; try again (503).
+    #[error("the saga is busy or restarting; try again")]
+    Unavailable,
+}
+
+/// A saga actor reached a terminal status (or found one in the log): forget it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Finished {
+    /// Saga id.
+    pub id: String,
+}
+
+/// Load every unfinished saga from the log and start its actor. Answers how many.
+#[derive(Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub struct Rehydrate;
+
+/// Owns the map of live saga actors.
+pub struct Registry {
+    shared: Arc<Shared>,
+    timer: Addr<Timer>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    live: HashMap<String, Addr<SagaActor>>,
+}
+
+impl Registry {
+    /// A registry placing saga actors round-robin on `arbiters`.
+    pub fn new(shared: Arc<Shared>, timer: Addr<Timer>, arbiters: Vec<ArbiterHandle>) -> Self {
+        Registry {
+            shared,
+            timer,
+            arbiters,
+            next_arbiter: 0,
+            live: HashMap::new(),
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        id: String,
+        actor: impl FnOnce(Addr<Registry>) -> SagaActor + Send + 'static,
+        ctx: &mut Context<Self>,
+    ) -> Addr<SagaActor> {
+        let me = ctx.address();
+        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        let addr = Supervisor::start_in_arbiter(arbiter, move |_| actor(me));
+        self.live.insert(id, addr.clone());
+        addr
+    }
+
+    /// The live actor of `id`, started from the log if there is none.
+    fn ensure_live(&mut self, id: &str, ctx: &mut Context<Self>) -> Addr<SagaActor> {
+        if let Some(a) = self.live.get(id) {
+            if a.connected() {
+                return a.clone();
+            }
+            tracing::warn!(saga_id = %id, actor = "saga", "saga actor found dead; rehydrating from the saga log");
+        }
+        let (shared, timer, sid) = (self.shared.clone(), self.timer.clone(), id.to_string());
+        self.spawn(
+            id.to_string(),
+            move |reg| SagaActor::from_log(sid, shared, reg, timer),
+            ctx,
+        )
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(65_536);
+        tracing::info!(
+            actor = "registry",
+            arbiters = self.arbiters.len(),
+            "registry started"
+        );
+    }
+}
+
+/// The per-step facts stored beside the state.
+pub fn step_metas(def: &SagaDefinition) -> Vec<StepMeta> {
+    def.steps
+        .iter()
+        .map(|s| StepMeta {
+            name: s.name.clone(),
+            service_name: s.forward.service.clone(),
+            payload: s.forward.body.clone(),
+        })
+        .collect()
+}
+
+/// History rows for the calls a transition decided.
+pub fn started_calls(cmds: &[Command], at: i64) -> Vec<CallRecord> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Call {
+                step,
+                phase,
+                attempt,
+            } => Some(CallRecord::Started {
+                step: *step,
+                phase: *phase,
+                attempt: *attempt,
+                at,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Handler<StartSaga> for Registry {
+    type Result = ResponseActFuture<Self, Result<StartOutcome, StoreError>>;
+
+    fn handle(&mut self, msg: StartSaga, _: &mut Context<Self>) -> Self::Result {
+        let now = now_ms();
+        let def = Arc::new(msg.def);
+        // The first transition is folded into the insert: one commit, then the first calls.
+        let mut state = SagaState::new(&def, now);
+        let cmds = state
+            .apply(
+                &def,
+                Input {
+                    now_ms: now,
+                    jitter: 1.0,
+                },
+                &Event::Start,
+            )
+            .unwrap_or_default();
+        let record = SagaRecord {
+            id: msg.id,
+            name: def.name.clone(),
+            mode: def.mode.as_str().into(),
+            request: msg.request,
+            created_at: now,
+            updated_at: now,
+            version: 0,
+            steps: step_metas(&def),
+            state,
+        };
+        let calls = started_calls(&cmds, now);
+        let store = self.shared.store.clone();
+        let t = std::time::Instant::now();
+        Box::pin(
+            async move {
+                let res = store.create(&record, &calls).await;
+                (res, record)
+            }
+            .into_actor(self)
+            .map(move |(res, record), act, ctx| {
+                act.shared.metrics.store_write.with_label_values(&["create"]).observe(t.elapsed().as_secs_f64());
+                match res? {
+                    Created::Existing(r) => Ok(StartOutcome::Existing(r)),
+                    Created::New => {
+                        act.shared.metrics.started.with_label_values(&[&record.name]).inc();
+                        tracing::info!(saga_id = %record.id, saga_name = %record.name, steps = record.steps.len(), "saga started");
+                        let (shared, timer, r) = (act.shared.clone(), act.timer.clone(), record.clone());
+                        let id = record.id.clone();
+                        act.spawn(id, move |reg| SagaActor::fresh(r, def, cmds, shared, reg, timer), ctx);
+                        Ok(StartOutcome::Created(Box::new(record)))
+                    }
+                }
+            }),
+        )
+    }
+}
+
+impl Handler<Wake> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Wake, ctx: &mut Context<Self>) {
+        let addr = self.ensure_live(&msg.id, ctx);
+        match addr.try_send(Tick) {
+            Ok(()) => {}
+            Err(SendError::Full(_)) => {
+                // The actor is busy; a tick is only a nudge, so try again shortly.
+                self.timer.do_send(Schedule {
+                    id: msg.id,
+                    at_ms: now_ms() + 50,
+                });
+            }
+            Err(SendError::Closed(_)) => {
+                self.live.remove(&msg.id);
+                self.timer.do_send(Schedule {
+                    id: msg.id,
+                    at_ms: now_ms(),
+                });
+            }
+        }
+    }
+}
+
+impl Handler<OperatorAction> for Registry {
+    type Result = ResponseFuture<Result<(), OpError>>;
+
+    fn handle(&mut self, msg: OperatorAction, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.ensure_live(&msg.id, ctx);
+        let me = ctx.address();
+        Box::pin(async move {
+            match addr
+                .send(Operate {
+                    op: msg.op,
+                    who: msg.who,
+                })
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    me.do_send(Wake { id: msg.id });
+                    Err(OpError::Unavailable)
+                }
+            }
+        })
+    }
+}
+
+impl Handler<Finished> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Finished, _: &mut Context<Self>) {
+        // Dropping the address lets the actor stop once its work is done; the
+        // Supervisor does not restart an actor nobody can reach.
+        self.live.remove(&msg.id);
+    }
+}
+
+impl Handler<Rehydrate> for Registry {
+    type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
+
+    fn handle(&mut self, _: Rehydrate, _: &mut Context<Self>) -> Self::Result {
+        let store = self.shared.store.clone();
+        Box::pin(
+            async move { store.active_ids().await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    let ids = res?;
+                    for id in &ids {
+                        act.ensure_live(id, ctx);
+                    }
+                    tracing::info!(
+                        actor = "registry",
+                        sagas = ids.len(),
+                        "rehydrated unfinished sagas from the saga log"
+                    );
+                    Ok(ids.len())
+                }),
+        )
+    }
+}

@@ -1,0 +1,495 @@
+//! One actor per live saga: applies events to the state machine, makes each transition durable,
+//! and only then executes its commands (participant calls, timers, alerts).
+//!
+//! On any failure to write the log the actor stops; its Supervisor restarts it and
+//! [`actix::Supervised::restarting`] drops the in-memory state, so it reloads from the log and
+//! resumes (a call whose answer was not recorded is sent again, same Idempotency-Key).
+
+use super::registry::{started_calls, Finished, Op, OpError, Registry};
+use super::timer::{Schedule, Timer};
+use super::{now_ms, Shared};
+use crate::domain::{
+    parse_request, CallOutcome, Command, Endpoint, Event, Input, Phase, SagaDefinition, SagaState,
+    SagaStatus,
+};
+use crate::participant::CallSpec;
+use crate::store::{CallRecord, SagaRecord};
+use actix::prelude::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Something may be due: re-evaluate the saga.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Tick;
+
+/// An operator action, answered once its transition is durable.
+#[derive(Message)]
+#[rtype(result = "Result<(), OpError>")]
+pub struct Operate {
+    /// Abort or retry.
+    pub op: Op,
+    /// Who asked.
+    pub who: String,
+}
+
+/// The loaded saga.
+struct Live {
+    def: Arc<SagaDefinition>,
+    name: String,
+    created_at: i64,
+    version: i64,
+    state: SagaState,
+}
+
+/// Counts a participant call in flight for as long as it lives (also when dropped by a restart).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.calls_in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.calls_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs one saga.
+pub struct SagaActor {
+    id: String,
+    shared: Arc<Shared>,
+    registry: Addr<Registry>,
+    timer: Addr<Timer>,
+    live: Option<Live>,
+    /// Commands of the creating transition, executed once the actor runs.
+    initial: Vec<Command>,
+    last_wake: Option<i64>,
+    /// The status this actor counts in the `sagas_active` gauge.
+    counted: Option<(String, SagaStatus)>,
+}
+
+type Reply = Option<oneshot::Sender<Result<(), OpError>>>;
+
+impl SagaActor {
+    /// An actor for a saga just recorded by the registry, with its first commands.
+    pub fn fresh(
+        r: SagaRecord,
+        def: Arc<SagaDefinition>,
+        initial: Vec<Command>,
+        shared: Arc<Shared>,
+        registry: Addr<Registry>,
+        timer: Addr<Timer>,
+    ) -> Self {
+        let live = Live {
+            def,
+            name: r.name,
+            created_at: r.created_at,
+            version: r.version,
+            state: r.state,
+        };
+        SagaActor {
+            id: r.id,
+            shared,
+            registry,
+            timer,
+            live: Some(live),
+            initial,
+            last_wake: None,
+            counted: None,
+        }
+    }
+
+    /// An actor that loads its saga from the log and resumes it.
+    pub fn from_log(
+        id: String,
+        shared: Arc<Shared>,
+        registry: Addr<Registry>,
+        timer: Addr<Timer>,
+    ) -> Self {
+        SagaActor {
+            id,
+            shared,
+            registry,
+            timer,
+            live: None,
+            initial: vec![],
+            last_wake: None,
+            counted: None,
+        }
+    }
+
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        let store = self.shared.store.clone();
+        let id = self.id.clone();
+        let fut = async move { store.load(&id).await };
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok(Some(r)) => {
+                let def = match parse_request(&r.request, &act.shared.defaults) {
+                    Ok(d) => Arc::new(d),
+                    Err(_) => {
+                        tracing::error!(saga_id = %act.id, "stored request no longer validates; saga left as is");
+                        act.registry.do_send(Finished { id: act.id.clone() });
+                        return;
+                    }
+                };
+                let terminal = r.state.status.is_terminal();
+                let active = matches!(r.state.status, SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Confirming);
+                act.live = Some(Live { def, name: r.name, created_at: r.created_at, version: r.version, state: r.state });
+                act.count_status();
+                if active {
+                    act.handle_event(Event::Resume, None, ctx, None);
+                } else if terminal {
+                    act.registry.do_send(Finished { id: act.id.clone() });
+                }
+            }
+            Ok(None) => act.registry.do_send(Finished { id: act.id.clone() }),
+            Err(e) => {
+                tracing::error!(saga_id = %act.id, error = %e, "cannot load saga; trying again in 1 s");
+                ctx.run_later(Duration::from_secs(1), |act, ctx| act.load(ctx));
+            }
+        }));
+    }
+
+    /// Keeps the `sagas_active{name,status}` gauge in line with this saga's status.
+    fn count_status(&mut self) {
+        let now = self.live.as_ref().map(|l| (l.name.clone(), l.state.status));
+        let now = now.filter(|(_, s)| {
+            matches!(
+                s,
+                SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Confirming
+            )
+        });
+        if now == self.counted {
+            return;
+        }
+        let g = &self.shared.metrics.active;
+        if let Some((n, s)) = &self.counted {
+            g.with_label_values(&[n, s.as_str()]).dec();
+        }
+        if let Some((n, s)) = &now {
+            g.with_label_values(&[n, s.as_str()]).inc();
+        }
+        self.counted = now;
+    }
+
+    /// Decides, persists, then executes. `finished` is the history row of a call answer.
+    fn handle_event(
+        &mut self,
+        event: Event,
+        finished: Option<CallRecord>,
+        ctx: &mut Context<Self>,
+        reply: Reply,
+    ) {
+        let Some(live) = &self.live else {
+            if let Some(r) = reply {
+                let _ = r.send(Err(OpError::Unavailable));
+            }
+            return;
+        };
+        let now = now_ms();
+        let input = Input {
+            now_ms: now,
+            jitter: rand::random_range(0.5..=1.0),
+        };
+        let (new, cmds) = match live.state.decide(&live.def, input, &event) {
+            Ok(x) => x,
+            Err(rej) => {
+                if let Some(r) = reply {
+                    let _ = r.send(Err(rej.into()));
+                }
+                return;
+            }
+        };
+        if new == live.state && finished.is_none() {
+            // Nothing changed (an early or repeated tick): nothing to record.
+            self.execute(cmds, ctx);
+            if let Some(r) = reply {
+                let _ = r.send(Ok(()));
+            }
+            return;
+        }
+        let mut calls: Vec<CallRecord> = finished.into_iter().collect();
+        if event == Event::Resume {
+            for (i, s) in live
+                .state
+                .steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.in_flight)
+            {
+                calls.push(CallRecord::Finished {
+                    step: i,
+                    phase: s.phase,
+                    attempt: match s.phase {
+                        Phase::Action | Phase::Try => s.attempts,
+                        Phase::Compensation | Phase::Cancel => s.compensation_attempts,
+                        Phase::Confirm => s.confirm_attempts,
+                    },
+                    at: now,
+                    http_status: None,
+                    outcome: CallOutcome::Unknown,
+                    error: Some("the orchestrator restarted before the answer was recorded".into()),
+                });
+            }
+        }
+        calls.extend(started_calls(&cmds, now));
+        let old = live.state.clone();
+        let (store, id, version) = (self.shared.store.clone(), self.id.clone(), live.version);
+        let t = Instant::now();
+        let saved = new.clone();
+        let fut = async move {
+            store
+                .save(&id, version, &old, &saved, &calls, now)
+                .await
+                .map(|v| (v, old))
+        };
+        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| {
+            act.shared.metrics.store_write.with_label_values(&["transition"]).observe(t.elapsed().as_secs_f64());
+            match res {
+                Ok((v, old)) => {
+                    if let Some(live) = act.live.as_mut() {
+                        live.version = v;
+                        live.state = new;
+                    }
+                    act.observe(&old, &event, &cmds);
+                    act.execute(cmds, ctx);
+                    if let Some(r) = reply {
+                        let _ = r.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(saga_id = %act.id, actor = "saga", error = %e, "saga log write failed; restarting the actor to reload from the log");
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(OpError::Unavailable));
+                    }
+                    ctx.stop();
+                }
+            }
+        }));
+    }
+
+    /// Metrics and logs of a durable transition.
+    fn observe(&mut self, old: &SagaState, event: &Event, cmds: &[Command]) {
+        let Some(live) = &self.live else { return };
+        let m = &self.shared.metrics;
+        let name = live.name.clone();
+        let new = &live.state;
+        if let Event::CallFinished {
+            step,
+            phase,
+            outcome,
+            ..
+        } = event
+        {
+            let sname = &live.def.steps[*step].name;
+            if *outcome == CallOutcome::Unknown && new.steps[*step].next_attempt_at.is_some() {
+                m.retries
+                    .with_label_values(&[&name, sname, phase.as_str()])
+                    .inc();
+            }
+            if old.status == SagaStatus::Running
+                && new.status == SagaStatus::Compensating
+                && phase.is_forward()
+            {
+                m.failed.with_label_values(&[&name, sname]).inc();
+                tracing::warn!(saga_id = %self.id, saga_name = %name, step = %sname, error = new.error.as_deref().unwrap_or(""), "step failed; compensating");
+            }
+        }
+        if old.status == SagaStatus::Stuck && new.status != SagaStatus::Stuck {
+            m.stuck.with_label_values(&[&name]).dec();
+            tracing::info!(saga_id = %self.id, saga_name = %name, "stuck saga resumed by operator");
+        }
+        if old.status != new.status {
+            tracing::info!(saga_id = %self.id, saga_name = %name, from = old.status.as_str(), to = new.status.as_str(), "saga status changed");
+        }
+        for c in cmds {
+            match c {
+                Command::Alert { step, phase, error } => {
+                    let sname = &live.def.steps[*step].name;
+                    m.stuck_total.with_label_values(&[&name, sname]).inc();
+                    m.stuck.with_label_values(&[&name]).inc();
+                    tracing::error!(saga_id = %self.id, saga_name = %name, step = %sname, phase = phase.as_str(), error = %error, alert = true, "saga stuck: a call that must succeed gave up; resume with POST /v1/sagas/{}/retry", self.id);
+                }
+                Command::Finished(status) => {
+                    m.finished
+                        .with_label_values(&[&name, status.as_str()])
+                        .inc();
+                    let secs = (now_ms() - live.created_at).max(0) as f64 / 1000.0;
+                    m.saga_duration
+                        .with_label_values(&[&name, status.as_str()])
+                        .observe(secs);
+                    tracing::info!(saga_id = %self.id, saga_name = %name, status = status.as_str(), duration_s = secs, "saga finished");
+                }
+                _ => {}
+            }
+        }
+        self.count_status();
+    }
+
+    fn execute(&mut self, cmds: Vec<Command>, ctx: &mut Context<Self>) {
+        for c in cmds {
+            match c {
+                Command::Call {
+                    step,
+                    phase,
+                    attempt,
+                } => self.call(step, phase, attempt, ctx),
+                Command::WakeAt(at) => {
+                    if self.last_wake != Some(at) {
+                        self.last_wake = Some(at);
+                        self.timer.do_send(Schedule {
+                            id: self.id.clone(),
+                            at_ms: at,
+                        });
+                    }
+                }
+                Command::Finished(status) => {
+                    let _ = self.shared.finished.send((self.id.clone(), status));
+                    self.registry.do_send(Finished {
+                        id: self.id.clone(),
+                    });
+                }
+                Command::Alert { .. } => {}
+            }
+        }
+    }
+
+    fn endpoint(def: &SagaDefinition, step: usize, phase: Phase) -> Option<Endpoint> {
+        let s = &def.steps[step];
+        match phase {
+            Phase::Action | Phase::Try => Some(s.forward.clone()),
+            Phase::Compensation | Phase::Cancel => s.undo.clone(),
+            Phase::Confirm => s.confirm.clone(),
+        }
+    }
+
+    fn call(&mut self, step: usize, phase: Phase, attempt: u32, ctx: &mut Context<Self>) {
+        let Some(live) = &self.live else { return };
+        if self.shared.is_stopping() {
+            // Recorded as in flight; the next start sends it again with the same key.
+            return;
+        }
+        let Some(endpoint) = Self::endpoint(&live.def, step, phase) else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let guard = InFlight::new(shared.clone());
+        let (id, sname, timeout_ms, name) = (
+            self.id.clone(),
+            live.def.steps[step].name.clone(),
+            live.def.steps[step].timeout_ms,
+            live.name.clone(),
+        );
+        tracing::debug!(saga_id = %id, step = %sname, phase = phase.as_str(), attempt, url = %endpoint.url, "calling participant");
+        let fut = async move {
+            let spec = CallSpec {
+                saga_id: &id,
+                step: &sname,
+                phase,
+                attempt,
+                endpoint: &endpoint,
+                timeout_ms,
+            };
+            let t = Instant::now();
+            let r = shared.participant.call(&spec).await;
+            drop(guard);
+            let secs = t.elapsed().as_secs_f64();
+            shared
+                .metrics
+                .step_call_duration
+                .with_label_values(&[&name, &sname, phase.as_str()])
+                .observe(secs);
+            shared
+                .metrics
+                .step_calls
+                .with_label_values(&[&name, &sname, phase.as_str(), r.outcome.as_str()])
+                .inc();
+            tracing::info!(saga_id = %id, saga_name = %name, step = %sname, phase = phase.as_str(), attempt, outcome = r.outcome.as_str(),
+                http_status = r.http_status, error = r.error.as_deref().unwrap_or(""), duration_ms = (secs * 1000.0) as u64, "participant answered");
+            r
+        };
+        ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
+            let rec = CallRecord::Finished {
+                step,
+                phase,
+                attempt,
+                at: now_ms(),
+                http_status: r.http_status,
+                outcome: r.outcome,
+                error: r.error.clone(),
+            };
+            let ev = Event::CallFinished {
+                step,
+                phase,
+                attempt,
+                outcome: r.outcome,
+                error: r.error,
+            };
+            act.handle_event(ev, Some(rec), ctx, None);
+        }));
+    }
+}
+
+impl Actor for SagaActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(256);
+        self.shared.metrics.actors.inc();
+        tracing::debug!(saga_id = %self.id, actor = "saga", "saga actor started");
+        if self.live.is_some() {
+            self.count_status();
+            let cmds = std::mem::take(&mut self.initial);
+            self.execute(cmds, ctx);
+        } else {
+            self.load(ctx);
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.shared.metrics.actors.dec();
+        self.live = None;
+        self.count_status();
+        tracing::debug!(saga_id = %self.id, actor = "saga", "saga actor stopped");
+    }
+}
+
+impl Supervised for SagaActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.shared.metrics.actor_restarts.inc();
+        tracing::warn!(saga_id = %self.id, actor = "saga", "saga actor restarting; state will be reloaded from the saga log");
+        self.live = None;
+        self.initial.clear();
+        self.last_wake = None;
+    }
+}
+
+impl Handler<Tick> for SagaActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        self.last_wake = None;
+        self.handle_event(Event::Tick, None, ctx, None);
+    }
+}
+
+impl Handler<Operate> for SagaActor {
+    type Result = ResponseFuture<Result<(), OpError>>;
+
+    fn handle(&mut self, msg: Operate, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let event = match msg.op {
+            Op::Abort => Event::Abort,
+            Op::Retry => Event::Retry,
+        };
+        tracing::info!(saga_id = %self.id, operator = %msg.who, action = ?msg.op, "operator action");
+        self.handle_event(event, None, ctx, Some(tx));
+        Box::pin(async move { rx.await.unwrap_or(Err(OpError::Unavailable)) })
+    }
+}

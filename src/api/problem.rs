@@ -1,0 +1,157 @@
+//! RFC 9457 problem documents: the one shape of every error answer.
+
+use crate::domain::FieldError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// One invalid field (`pointer` into the body) or query parameter (`parameter`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProblemField {
+    /// JSON Pointer into the request body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// Query parameter name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// Problem type URI.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the type.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// This occurrence, for people.
+    pub detail: String,
+    /// Every invalid field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+}
+
+impl Problem {
+    /// A problem of `status` with a type slug and title.
+    pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: format!("urn:saga-orchestrator:problem:{slug}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: vec![],
+        }
+    }
+
+    /// 400 listing invalid body fields.
+    pub fn invalid_body(errors: Vec<FieldError>) -> Self {
+        let mut p = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "Invalid request",
+            format!("{} invalid field(s); see errors", errors.len()),
+        );
+        p.errors = errors
+            .into_iter()
+            .map(|e| ProblemField {
+                pointer: Some(e.pointer),
+                parameter: None,
+                detail: e.detail,
+            })
+            .collect();
+        p
+    }
+
+    /// 400 listing invalid query parameters.
+    pub fn invalid_query(errors: Vec<(String, String)>) -> Self {
+        let mut p = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "Invalid request",
+            format!("{} invalid query parameter(s); see errors", errors.len()),
+        );
+        p.errors = errors
+            .into_iter()
+            .map(|(k, d)| ProblemField {
+                pointer: None,
+                parameter: Some(k),
+                detail: d,
+            })
+            .collect();
+        p
+    }
+
+    /// 404 for a saga id.
+    pub fn saga_not_found(id: &str) -> Self {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            format!("no saga with id {id:?}"),
+        )
+    }
+
+    /// 503: the saga log or an actor cannot answer now.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            detail,
+        )
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.title, self.detail)
+    }
+}
+
+impl ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut r = HttpResponse::build(self.status_code());
+        r.content_type("application/problem+json");
+        if self.status == 503 {
+            r.insert_header(("Retry-After", "1"));
+        }
+        r.body(serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
+impl From<crate::store::StoreError> for Problem {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "saga log error");
+        Problem::unavailable(format!("the saga log cannot answer now: {e}"))
+    }
+}
+
+/// 404 for any path the API does not have.
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!("no such resource: {}", req.path()),
+    )
+    .error_response()
+}
+
+/// 405 for a known path with another method.
+pub async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    )
+    .error_response()
+}

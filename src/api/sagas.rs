@@ -1,0 +1,296 @@
+//! Handlers of `/v1/sagas`: start, read, list, and the operator actions.
+
+use super::body::{json_body, query_map, wait_ms};
+use super::problem::Problem;
+use super::resource::saga_json;
+use super::AppState;
+use crate::actors::registry::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
+use crate::domain::validation::{valid_name, valid_saga_id};
+use crate::domain::{parse_request, SagaStatus};
+use crate::store::{ListQuery, SagaRecord};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+type Result<T> = std::result::Result<T, Problem>;
+
+/// Waits until saga `id` is announced terminal, or `wait_ms` pass.
+async fn wait_terminal(
+    state: &AppState,
+    rx: &mut broadcast::Receiver<(String, SagaStatus)>,
+    id: &str,
+    wait_ms: u64,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) | Ok(Err(RecvError::Closed)) => return,
+            Ok(Ok((sid, _))) if sid == id => return,
+            Ok(Ok(_)) => {}
+            Ok(Err(RecvError::Lagged(_))) => {
+                // Missed announcements: ask the log instead.
+                if let Ok(Some(r)) = state.shared.store.load(id).await {
+                    if r.state.status.is_terminal() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn load(state: &AppState, id: &str) -> Result<SagaRecord> {
+    let t = Instant::now();
+    let r = state.shared.store.load(id).await;
+    state
+        .shared
+        .metrics
+        .store_read
+        .observe(t.elapsed().as_secs_f64());
+    r?.ok_or_else(|| Problem::saga_not_found(id))
+}
+
+/// `POST /v1/sagas`
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let q = query_map(&req)?;
+    let wait = wait_ms(&q).map_err(|e| Problem::invalid_query(vec![e]))?;
+    let body = json_body(&req, payload, state.max_body_bytes).await?;
+    let def = parse_request(&body, &state.shared.defaults).map_err(|e| {
+        state.shared.metrics.rejected.inc();
+        Problem::invalid_body(e)
+    })?;
+    let id = def
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let mut rx = state.shared.finished.subscribe();
+    let outcome = state
+        .registry
+        .send(StartSaga {
+            id: id.clone(),
+            request: body.clone(),
+            def,
+        })
+        .await
+        .map_err(|_| Problem::unavailable("the registry is not running"))??;
+    let (code, mut record) = match outcome {
+        StartOutcome::Created(r) => (StatusCode::CREATED, *r),
+        StartOutcome::Existing(r) if r.request == body => (StatusCode::OK, *r),
+        StartOutcome::Existing(_) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                format!("a saga with id {id:?} already exists with a different request"),
+            ))
+        }
+    };
+    if wait > 0 && !record.state.status.is_terminal() {
+        wait_terminal(&state, &mut rx, &id, wait).await;
+        record = load(&state, &id).await?;
+    }
+    Ok(HttpResponse::build(code)
+        .insert_header((header::LOCATION, format!("/v1/sagas/{id}")))
+        .json(saga_json(&record, None)))
+}
+
+/// `GET /v1/sagas/{id}`
+pub async fn get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let id = path.into_inner();
+    let q = query_map(&req)?;
+    let mut errs = vec![];
+    let wait = wait_ms(&q).unwrap_or_else(|e| {
+        errs.push(e);
+        0
+    });
+    let attempts = match q.get("include").map(String::as_str) {
+        None | Some("") => false,
+        Some(v) if v.split(',').all(|x| x == "attempts") => true,
+        Some(_) => {
+            errs.push(("include".into(), "the only value is \"attempts\"".into()));
+            false
+        }
+    };
+    if !errs.is_empty() {
+        return Err(Problem::invalid_query(errs));
+    }
+    if !valid_saga_id(&id) {
+        return Err(Problem::saga_not_found(&id));
+    }
+    let mut rx = state.shared.finished.subscribe();
+    let mut record = load(&state, &id).await?;
+    if wait > 0 && !record.state.status.is_terminal() {
+        wait_terminal(&state, &mut rx, &id, wait).await;
+        record = load(&state, &id).await?;
+    }
+    let history = if attempts {
+        Some(state.shared.store.calls(&id).await?)
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(saga_json(&record, history.as_deref())))
+}
+
+/// `GET /v1/sagas?status=&name=&limit=&cursor=`
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
+    let q = query_map(&req)?;
+    let mut errs: Vec<(String, String)> = vec![];
+    let mut statuses = vec![];
+    if let Some(s) = q.get("status").filter(|s| !s.is_empty()) {
+        for part in s.split(',') {
+            match SagaStatus::parse(part.trim()) {
+                Some(st) => statuses.push(st.as_str().to_string()),
+                None => errs.push(("status".into(), format!("unknown status {part:?}"))),
+            }
+        }
+    }
+    let name = q.get("name").filter(|s| !s.is_empty()).cloned();
+    if name.as_deref().is_some_and(|n| !valid_name(n, 64, "_.-")) {
+        errs.push((
+            "name".into(),
+            "must be 1-64 characters of A-Z a-z 0-9 _ . -".into(),
+        ));
+    }
+    let limit = match q.get("limit").map(|s| s.parse::<u64>()) {
+        None => 50,
+        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        Some(_) => {
+            errs.push(("limit".into(), "must be an integer from 1 to 500".into()));
+            50
+        }
+    };
+    let after = match q.get("cursor").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(c) => match parse_cursor(c) {
+            Some(x) => Some(x),
+            None => {
+                errs.push((
+                    "cursor".into(),
+                    "is not a cursor this service returned".into(),
+                ));
+                None
+            }
+        },
+    };
+    if !errs.is_empty() {
+        return Err(Problem::invalid_query(errs));
+    }
+    let t = Instant::now();
+    let mut rows = state
+        .shared
+        .store
+        .list(&ListQuery {
+            statuses,
+            name,
+            limit: limit + 1,
+            after,
+        })
+        .await?;
+    state
+        .shared
+        .metrics
+        .store_read
+        .observe(t.elapsed().as_secs_f64());
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next = if more {
+        rows.last().map(|r| format!("{}_{}", r.created_at, r.id))
+    } else {
+        None
+    };
+    let items: Vec<Value> = rows.iter().map(|r| saga_json(r, None)).collect();
+    Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next})))
+}
+
+/// Cursors are `{created_at}_{id}`: ids never contain `_`.
+fn parse_cursor(c: &str) -> Option<(i64, String)> {
+    let (ms, id) = c.split_once('_')?;
+    let ms = ms.parse().ok()?;
+    valid_saga_id(id).then(|| (ms, id.to_string()))
+}
+
+async fn operate(
+    req: HttpRequest,
+    id: String,
+    op: Op,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    if !valid_saga_id(&id) {
+        return Err(Problem::saga_not_found(&id));
+    }
+    load(&state, &id).await?;
+    let who = req
+        .connection_info()
+        .peer_addr()
+        .unwrap_or("unknown")
+        .to_string();
+    let res = state
+        .registry
+        .send(OperatorAction {
+            id: id.clone(),
+            op,
+            who,
+        })
+        .await
+        .map_err(|_| Problem::unavailable("the registry is not running"))?;
+    match res {
+        Ok(()) => {}
+        Err(OpError::Rejected(r)) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                r.to_string(),
+            ))
+        }
+        Err(OpError::Unavailable) => {
+            return Err(Problem::unavailable(OpError::Unavailable.to_string()))
+        }
+    }
+    let record = load(&state, &id).await?;
+    Ok(HttpResponse::Accepted().json(saga_json(&record, None)))
+}
+
+/// `POST /v1/sagas/{id}/retry`
+pub async fn retry(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    operate(req, path.into_inner(), Op::Retry, state).await
+}
+
+/// `POST /v1/sagas/{id}/abort`
+pub async fn abort(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    operate(req, path.into_inner(), Op::Abort, state).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cursor;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(
+            parse_cursor("1700000000000_order-1:a.b"),
+            Some((1_700_000_000_000, "order-1:a.b".into()))
+        );
+        assert_eq!(parse_cursor("x_y"), None);
+        assert_eq!(parse_cursor("12"), None);
+        assert_eq!(parse_cursor("12_bad id"), None);
+    }
+}

@@ -1,0 +1,37 @@
+//! Service endpoints: liveness, readiness, metrics, the OpenAPI description.
+
+use super::problem::Problem;
+use super::AppState;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+/// `GET /healthz`: 200 while the process serves.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: 200 when the database answers and migrations are applied, else 503.
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+    if state.shared.is_stopping() {
+        return Err(Problem::unavailable("shutting down"));
+    }
+    if state.shared.store.ready().await {
+        Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+    } else {
+        Err(Problem::unavailable(
+            "the database does not answer or migrations are pending",
+        ))
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.shared.metrics.render())
+}
+
+/// `GET /openapi.json`
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(super::openapi::document())
+}

@@ -1,0 +1,150 @@
+//! Builds the whole service: database, actors, HTTP server. Tests start the real thing on port 0.
+
+use crate::actors::registry::{Registry, Rehydrate};
+use crate::actors::timer::{SetRegistry, Timer};
+use crate::actors::Shared;
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::participant::Participant;
+use crate::store::{self, SagaStore, SqlStore};
+use actix::prelude::*;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+use tracing_actix_web::TracingLogger;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// The saga log could not be read back.
+    #[error("saga log: {0}")]
+    Store(#[from] store::StoreError),
+    /// The listener could not be bound.
+    #[error("bind: {0}")]
+    Io(#[from] std::io::Error),
+    /// The actor system failed.
+    #[error("actors: {0}")]
+    Mailbox(#[from] actix::MailboxError),
+}
+
+/// A built, listening service.
+pub struct Application {
+    port: u16,
+    server: Server,
+    shared: Arc<Shared>,
+    arbiters: Vec<Arbiter>,
+    grace: Duration,
+}
+
+impl Application {
+    /// Opens the database (migrating it), starts the actors, rehydrates unfinished sagas and
+    /// binds the HTTP listener. Must run inside an actix System.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let db = store::connect(&settings.database.url, settings.database.max_connections).await?;
+        let store: Arc<dyn SagaStore> = Arc::new(SqlStore::new(db));
+        let metrics = Arc::new(Metrics::new());
+        let (finished, _) = broadcast::channel(4096);
+        let shared = Arc::new(Shared {
+            store,
+            participant: Participant::new(),
+            defaults: settings.participant.defaults(),
+            metrics: metrics.clone(),
+            finished,
+            stopping: AtomicBool::new(false),
+            calls_in_flight: AtomicUsize::new(0),
+        });
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let n = if settings.runtime.saga_arbiters == 0 {
+            cores
+        } else {
+            settings.runtime.saga_arbiters
+        };
+        let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
+        let timer = Timer::new(metrics).start();
+        let registry = Registry::new(
+            shared.clone(),
+            timer.clone(),
+            arbiters.iter().map(Arbiter::handle).collect(),
+        )
+        .start();
+        timer.do_send(SetRegistry(registry.clone()));
+        registry.send(Rehydrate).await??;
+
+        let listener = TcpListener::bind(&settings.server.bind)?;
+        let addr = listener.local_addr()?;
+        let state = web::Data::new(AppState {
+            registry,
+            shared: shared.clone(),
+            max_body_bytes: settings.server.max_body_bytes,
+        });
+        let demo = settings.demo.enabled;
+        let shop = web::Data::new(crate::demo::DemoShop::default());
+        let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .configure(api::routes)
+                .configure(|c| {
+                    if demo {
+                        crate::demo::routes(c, shop.clone())
+                    }
+                })
+                .default_service(web::to(api::problem::not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(grace.as_secs().max(1));
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server.run();
+        tracing::info!(bound = %addr, demo, "listening");
+        Ok(Application {
+            port: addr.port(),
+            server,
+            shared,
+            arbiters,
+            grace,
+        })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that stops the HTTP server (as SIGTERM does).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or [`Self::handle`]`.stop`), then lets participant calls in
+    /// flight finish for the grace period; anything unfinished resumes at the next start.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let res = self.server.await;
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + self.grace;
+        while self.shared.calls_in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.shared.calls_in_flight.load(Ordering::SeqCst);
+        tracing::info!(
+            calls_in_flight = left,
+            "stopped; unfinished sagas resume at the next start"
+        );
+        for a in &self.arbiters {
+            a.stop();
+        }
+        res
+    }
+}
