@@ -1,0 +1,235 @@
+//! Test plumbing: fresh databases, `spawn_app`, an HTTP client, waiting with deadlines.
+
+use saga_orchestrator::config::Settings;
+use saga_orchestrator::startup::Application;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use std::io::Write;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Mysql,
+    Postgres,
+}
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn say_skipped(kind: Kind, var: &str) {
+    static MYSQL: Once = Once::new();
+    static PG: Once = Once::new();
+    let once = if kind == Kind::Mysql { &MYSQL } else { &PG };
+    once.call_once(|| {
+        // Written to the real stderr, past the test harness's capture, so every run says it.
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOTE: {var} is not set: {kind:?} tests are SKIPPED (they pass without running). Set it to run them."
+        );
+    });
+}
+
+impl TestDb {
+    /// A fresh database of `kind`, or `None` (with a notice) when its server is not configured.
+    pub async fn new(kind: Kind) -> Option<TestDb> {
+        let name = format!("saga_t_{}", uuid::Uuid::new_v4().simple());
+        match kind {
+            Kind::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}/sagas.db?mode=rwc", dir.path().display());
+                Some(TestDb {
+                    url,
+                    _dir: Some(dir),
+                })
+            }
+            Kind::Mysql | Kind::Postgres => {
+                let var = if kind == Kind::Mysql {
+                    "SAGA_TEST_MYSQL_URL"
+                } else {
+                    "SAGA_TEST_POSTGRES_URL"
+                };
+                let Ok(base) = std::env::var(var) else {
+                    say_skipped(kind, var);
+                    return None;
+                };
+                let admin = Database::connect(&base)
+                    .await
+                    .unwrap_or_else(|e| panic!("{var}={base}: {e}"));
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create database");
+                let _ = admin.close().await;
+                let mut u = url::Url::parse(&base).expect("database URL");
+                u.set_path(&format!("/{name}"));
+                Some(TestDb {
+                    url: u.to_string(),
+                    _dir: None,
+                })
+            }
+        }
+    }
+}
+
+/// Settings for a test: random port, this database, fast retries.
+pub fn test_settings(db: &TestDb) -> Settings {
+    let mut s = Settings::default();
+    s.server.bind = "127.0.0.1:0".into();
+    s.server.workers = 2;
+    s.server.shutdown_grace_ms = 2_000;
+    s.database.url = db.url.clone();
+    s.database.max_connections = 4;
+    s.participant.call_timeout_ms = 2_000;
+    s.participant.initial_backoff_ms = 20;
+    s.participant.max_backoff_ms = 200;
+    s.runtime.saga_arbiters = 2;
+    s
+}
+
+/// A running application.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub handle: actix_web::dev::ServerHandle,
+    pub done: tokio::sync::oneshot::Receiver<()>,
+}
+
+fn init_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            let sub = saga_orchestrator::telemetry::get_subscriber("info", std::io::stdout);
+            saga_orchestrator::telemetry::init_subscriber(sub);
+        }
+    });
+}
+
+/// Starts the real application on a random port.
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    init_logs();
+    let app = Application::build(settings)
+        .await
+        .expect("application builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let (tx, done) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        let _ = app.run_until_stopped().await;
+        let _ = tx.send(());
+    });
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .unwrap();
+    TestApp {
+        base,
+        client,
+        handle,
+        done,
+    }
+}
+
+/// Starts the real application on `db` with test settings.
+pub async fn spawn_app(db: &TestDb) -> TestApp {
+    spawn_app_with(test_settings(db)).await
+}
+
+impl TestApp {
+    /// POSTs JSON, answers (status, body).
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("post");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs, answers (status, body).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("get");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs text, answers (status, body).
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("get");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    /// Waits (long-polling) until saga `id` is in one of `statuses`, failing after `secs`.
+    pub async fn wait_status(&self, id: &str, statuses: &[&str], secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (code, v) = self.get(&format!("/v1/sagas/{id}?wait_ms=200")).await;
+            assert_eq!(code, 200, "{v}");
+            if statuses.contains(&v["status"].as_str().unwrap_or("")) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "saga {id} did not reach {statuses:?} in {secs}s: {v}"
+            );
+        }
+    }
+
+    /// Stops the HTTP server gracefully and waits for the application to finish.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.done).await;
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds, failing with `what` after `secs`.
+pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut cond: F) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Generates one test per database for each named scenario `async fn name(db: TestDb)`.
+#[macro_export]
+macro_rules! on_every_db {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::helpers::{Kind, TestDb};
+                #[actix_web::test]
+                async fn sqlite() {
+                    if let Some(db) = TestDb::new(Kind::Sqlite).await { super::$name(db).await }
+                }
+                #[actix_web::test]
+                async fn mysql() {
+                    if let Some(db) = TestDb::new(Kind::Mysql).await { super::$name(db).await }
+                }
+                #[actix_web::test]
+                async fn postgres() {
+                    if let Some(db) = TestDb::new(Kind::Postgres).await { super::$name(db).await }
+                }
+            }
+        )*
+    };
+}

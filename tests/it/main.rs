@@ -1,0 +1,9 @@
+//! Integration tests: the real application (or binary) on a random port, a real scripted HTTP
+//! participant on loopback, and a fresh database per test on SQLite, MariaDB and PostgreSQL.
+
+mod helpers;
+mod participant;
+
+mod api_contract;
+mod crash;
+mod operations;

@@ -1,0 +1,191 @@
+//! Errors, operator actions, stuck sagas and the service endpoints, over HTTP.
+
+use crate::helpers::{spawn_app, spawn_app_with, test_settings, TestDb};
+use crate::on_every_db;
+use crate::participant::{Participant, Reply};
+use serde_json::{json, Value};
+
+fn step(p: &Participant, name: &str) -> Value {
+    json!({"name": name,
+           "action": {"url": p.url(&format!("/{name}/action"))},
+           "compensation": {"url": p.url(&format!("/{name}/compensation"))},
+           "retry": {"max_attempts": 2, "initial_backoff_ms": 10}})
+}
+
+on_every_db!(
+    bad_input_gets_problem_documents_and_records_nothing,
+    stuck_compensation_waits_for_an_operator_retry,
+    abort_stops_a_running_saga_and_compensates,
+    service_endpoints_answer,
+);
+
+async fn bad_input_gets_problem_documents_and_records_nothing(db: TestDb) {
+    let mut settings = test_settings(&db);
+    settings.server.max_body_bytes = 2_000;
+    let app = spawn_app_with(settings).await;
+    let url = format!("{}/v1/sagas", app.base);
+    let send = |ct: &'static str, body: String| {
+        let c = app.client.clone();
+        let url = url.clone();
+        async move {
+            let r = c
+                .post(url)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            let ctype = r.headers()["content-type"].to_str().unwrap().to_string();
+            (code, ctype, r.json::<Value>().await.unwrap())
+        }
+    };
+    let invalid = json!({"id": "has space", "mode": "both", "steps": [
+        {"name": "a", "action": {"url": "not a url"}, "depends_on": ["zzz"]},
+        {"name": "a", "action": {"url": "http://127.0.0.1:1/x", "method": "BREW"}, "retry": {"max_attempts": 0}}
+    ]});
+    let (code, ctype, v) = send("application/json", invalid.to_string()).await;
+    assert_eq!(code, 400);
+    assert_eq!(ctype, "application/problem+json");
+    assert_eq!(v["status"], 400);
+    let ptrs: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    for want in [
+        "/id",
+        "/name",
+        "/mode",
+        "/steps/0/action/url",
+        "/steps/0/depends_on/0",
+        "/steps/1/name",
+        "/steps/1/action/method",
+        "/steps/1/retry/max_attempts",
+    ] {
+        assert!(ptrs.contains(&want), "missing {want} in {v}");
+    }
+    let (code, ctype, v) = send("text/plain", "{}".into()).await;
+    assert_eq!(
+        (code, ctype.as_str()),
+        (415, "application/problem+json"),
+        "{v}"
+    );
+    let (code, _, v) = send("application/json", "{\"name\": ".into()).await;
+    assert_eq!(code, 400);
+    assert!(v["detail"].as_str().unwrap().contains("not valid JSON"));
+    let big = json!({"name": "n", "payload": "x".repeat(5_000), "steps": []}).to_string();
+    let (code, _, v) = send("application/json", big).await;
+    assert_eq!(code, 413, "{v}");
+    let (code, v) = app.get("/v1/sagas/nope").await;
+    assert_eq!((code, v["status"].as_u64()), (404, Some(404)));
+    let (code, v) = app.get("/no/such/route").await;
+    assert_eq!((code, v["status"].as_u64()), (404, Some(404)));
+    let r = app.client.delete(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let (code, _) = app.get("/v1/sagas/x?wait_ms=999999").await;
+    assert_eq!(code, 400);
+    let (code, v) = app.post("/v1/sagas/nope/retry", &json!({})).await;
+    assert_eq!((code, v["status"].as_u64()), (404, Some(404)));
+    let (_, list) = app.get("/v1/sagas").await;
+    assert_eq!(list["items"], json!([]), "nothing was recorded");
+    app.stop().await;
+}
+
+async fn stuck_compensation_waits_for_an_operator_retry(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.default_reply("/s2/action", Reply::code(422));
+    p.default_reply("/s1/compensation", Reply::code(503));
+    let body =
+        json!({"id": "stuck-1", "name": "refund", "steps": [step(&p, "s1"), step(&p, "s2")]});
+    app.post("/v1/sagas", &body).await;
+    let v = app.wait_status("stuck-1", &["stuck"], 20).await;
+    assert_eq!(v["steps"][0]["stuck"], true);
+    assert_eq!(v["steps"][0]["compensation_attempts"], 2);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("s1: compensation gave up after 2 attempts"),
+        "{v}"
+    );
+    let (_, m) = app.get_text("/metrics").await;
+    assert!(
+        m.contains("saga_stuck_total{name=\"refund\",step=\"s1\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("sagas_stuck{name=\"refund\"} 1"));
+    let (code, _) = app.post("/v1/sagas/stuck-1/abort", &json!({})).await;
+    assert_eq!(code, 409, "a stuck saga is past aborting");
+    p.default_reply("/s1/compensation", Reply::ok());
+    let (code, v) = app.post("/v1/sagas/stuck-1/retry", &json!({})).await;
+    assert_eq!(code, 202, "{v}");
+    assert_ne!(v["status"], "stuck");
+    let v = app.wait_status("stuck-1", &["compensated"], 20).await;
+    assert_eq!(v["steps"][0]["compensation_attempts"], 3);
+    let attempts: Vec<String> = p
+        .calls_of("stuck-1")
+        .iter()
+        .filter(|c| c.path == "/s1/compensation")
+        .map(|c| c.header("x-saga-attempt").to_string())
+        .collect();
+    assert_eq!(attempts, vec!["1", "2", "3"]);
+    let (code, _) = app.post("/v1/sagas/stuck-1/retry", &json!({})).await;
+    assert_eq!(code, 409, "not stuck any more");
+    let (_, m) = app.get_text("/metrics").await;
+    assert!(m.contains("sagas_stuck{name=\"refund\"} 0"), "{m}");
+    app.stop().await;
+}
+
+async fn abort_stops_a_running_saga_and_compensates(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.default_reply("/s2/action", Reply::slow(600));
+    let body = json!({"id": "ab-1", "name": "n", "steps": [step(&p, "s1"), step(&p, "s2"), step(&p, "s3")]});
+    app.post("/v1/sagas", &body).await;
+    crate::helpers::eventually(10, "s2 called", || p.calls_of("ab-1").len() >= 2).await;
+    let (code, v) = app.post("/v1/sagas/ab-1/abort", &json!({})).await;
+    assert_eq!(code, 202, "{v}");
+    assert_eq!(v["status"], "compensating");
+    let v = app.wait_status("ab-1", &["compensated"], 20).await;
+    assert_eq!(v["error"], "aborted by operator");
+    let st: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        st,
+        vec!["compensated", "compensated", "skipped"],
+        "the call in flight finished, then was undone"
+    );
+    let (code, _) = app.post("/v1/sagas/ab-1/abort", &json!({})).await;
+    assert_eq!(code, 409);
+    app.stop().await;
+}
+
+async fn service_endpoints_answer(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    assert_eq!(app.get("/healthz").await.0, 200);
+    assert_eq!(app.get("/readyz").await.0, 200);
+    let (code, doc) = app.get("/openapi.json").await;
+    assert_eq!(code, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(doc["paths"]["/v1/sagas/{id}/retry"]["post"].is_object());
+    app.post(
+        "/v1/sagas?wait_ms=10000",
+        &json!({"id": "m-1", "name": "metered", "steps": [step(&p, "s1")]}),
+    )
+    .await;
+    let (code, m) = app.get_text("/metrics").await;
+    assert_eq!(code, 200);
+    assert!(m.contains("saga_started_total{name=\"metered\"} 1"), "{m}");
+    assert!(m.contains("saga_finished_total{name=\"metered\",status=\"succeeded\"} 1"));
+    assert!(m.contains("saga_step_calls_total{name=\"metered\",outcome=\"success\",phase=\"action\",step=\"s1\"} 1"));
+    assert!(m.contains("process_resident_memory_bytes"));
+    app.stop().await;
+}
