@@ -131,17 +131,11 @@ impl Default for LogSettings {
 }
 
 /// `[runtime]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default)]
 pub struct RuntimeSettings {
     /// Arbiter threads that saga actors run on (0 = one per core).
     pub saga_arbiters: usize,
-}
-
-impl Default for RuntimeSettings {
-    fn default() -> Self {
-        RuntimeSettings { saga_arbiters: 0 }
-    }
 }
 
 /// `[demo]`

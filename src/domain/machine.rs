@@ -701,6 +701,7 @@ impl SagaState {
                 }
                 SagaStatus::Compensating => {
                     let undo = Phase::undo(def.mode);
+                    #[allow(clippy::needless_range_loop)] // the loop mutates self.steps[i]
                     for i in 0..n {
                         let s = &self.steps[i];
                         if s.in_flight || s.stuck {

@@ -782,7 +782,7 @@ fn simulate(d: &SagaDefinition, script: &[u8]) -> Run {
         let event = if !inflight.is_empty() && (r % 4 != 0 || wake.is_none()) {
             let (step, phase, attempt) = inflight.remove(r as usize % inflight.len());
             let outcome = match (r / 4) % 5 {
-                0 | 1 | 2 => CallOutcome::Success,
+                0..=2 => CallOutcome::Success,
                 3 => CallOutcome::Failure,
                 _ => CallOutcome::Unknown,
             };
