@@ -163,7 +163,7 @@ pub fn step_metas(def: &SagaDefinition) -> Vec<StepMeta> {
 }
 
 /// History rows for the calls a transition decided.
-pub fn started_calls(cmds: &[Command], at: i64) -> Vec<CallRecord> {
+pub fn started_calls(def: &SagaDefinition, cmds: &[Command], at: i64) -> Vec<CallRecord> {
     cmds.iter()
         .filter_map(|c| match c {
             Command::Call {
@@ -172,6 +172,7 @@ pub fn started_calls(cmds: &[Command], at: i64) -> Vec<CallRecord> {
                 attempt,
             } => Some(CallRecord::Started {
                 step: *step,
+                step_name: def.steps[*step].name.clone(),
                 phase: *phase,
                 attempt: *attempt,
                 at,
@@ -210,7 +211,7 @@ impl Handler<StartSaga> for Registry {
             steps: step_metas(&def),
             state,
         };
-        let calls = started_calls(&cmds, now);
+        let calls = started_calls(&def, &cmds, now);
         let store = self.shared.store.clone();
         let t = std::time::Instant::now();
         Box::pin(

@@ -238,7 +238,7 @@ impl SagaActor {
                 });
             }
         }
-        calls.extend(started_calls(&cmds, now));
+        calls.extend(started_calls(&live.def, &cmds, now));
         let old = live.state.clone();
         let (store, id, version) = (self.shared.store.clone(), self.id.clone(), live.version);
         let t = Instant::now();

@@ -71,6 +71,8 @@ pub enum CallRecord {
     Started {
         /// Step index.
         step: usize,
+        /// Step name (the history keeps it beside the index).
+        step_name: String,
         /// Phase.
         phase: Phase,
         /// Attempt number.

@@ -189,7 +189,6 @@ fn record_from_rows(s: saga::Model, steps: &[saga_step::Model]) -> Result<SagaRe
 async fn write_calls(
     txn: &DatabaseTransaction,
     id: &str,
-    names: impl Fn(usize) -> String,
     calls: &[CallRecord],
 ) -> Result<(), DbErr> {
     let mut started = Vec::new();
@@ -197,6 +196,7 @@ async fn write_calls(
         match c {
             CallRecord::Started {
                 step,
+                step_name,
                 phase,
                 attempt,
                 at,
@@ -204,7 +204,7 @@ async fn write_calls(
                 id: NotSet,
                 saga_id: Set(id.to_string()),
                 step_idx: Set(*step as i32),
-                step: Set(names(*step)),
+                step: Set(step_name.clone()),
                 phase: Set(phase.as_str().to_string()),
                 attempt: Set(*attempt as i32),
                 started_at: Set(*at),
@@ -296,7 +296,7 @@ impl SagaStore for SqlStore {
         saga_step::Entity::insert_many(steps)
             .exec_without_returning(&txn)
             .await?;
-        write_calls(&txn, &r.id, |i| r.steps[i].name.clone(), calls).await?;
+        write_calls(&txn, &r.id, calls).await?;
         txn.commit().await?;
         Ok(Created::New)
     }
@@ -326,7 +326,6 @@ impl SagaStore for SqlStore {
             txn.rollback().await?;
             return Err(StoreError::Conflict(id.to_string()));
         }
-        let mut names = Vec::new();
         for (i, s) in new.steps.iter().enumerate() {
             if old.steps.get(i) == Some(s) {
                 continue;
@@ -340,26 +339,7 @@ impl SagaStore for SqlStore {
                 .exec(&txn)
                 .await?;
         }
-        if calls
-            .iter()
-            .any(|c| matches!(c, CallRecord::Started { .. }))
-        {
-            names = saga_step::Entity::find()
-                .select_only()
-                .column(saga_step::Column::Name)
-                .filter(saga_step::Column::SagaId.eq(id))
-                .order_by_asc(saga_step::Column::Idx)
-                .into_tuple::<String>()
-                .all(&txn)
-                .await?;
-        }
-        write_calls(
-            &txn,
-            id,
-            |i| names.get(i).cloned().unwrap_or_default(),
-            calls,
-        )
-        .await?;
+        write_calls(&txn, id, calls).await?;
         txn.commit().await?;
         Ok(version + 1)
     }
