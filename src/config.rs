@@ -20,6 +20,30 @@ pub struct Settings {
     pub runtime: RuntimeSettings,
     /// Built-in demo shop.
     pub demo: DemoSettings,
+    /// Where stuck sagas are reported.
+    pub alerts: AlertSettings,
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AlertSettings {
+    /// URL that receives a POST of the alert JSON when a saga becomes stuck (empty: logs only).
+    pub webhook_url: String,
+    /// Tries per alert.
+    pub max_attempts: u32,
+    /// Timeout of one try.
+    pub timeout_ms: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            webhook_url: String::new(),
+            max_attempts: 5,
+            timeout_ms: 5_000,
+        }
+    }
 }
 
 /// `[server]`
@@ -131,11 +155,22 @@ impl Default for LogSettings {
 }
 
 /// `[runtime]`
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RuntimeSettings {
     /// Arbiter threads that saga actors run on (0 = one per core).
     pub saga_arbiters: usize,
+    /// A saga with nothing in flight and nothing due for this long leaves memory until its timer.
+    pub evict_idle_after_ms: u64,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            saga_arbiters: 0,
+            evict_idle_after_ms: 1_000,
+        }
+    }
 }
 
 /// `[demo]`

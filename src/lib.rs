@@ -4,6 +4,7 @@
 //! `api` speaks HTTP; `startup` wires them into an [`startup::Application`].
 
 pub mod actors;
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod demo;

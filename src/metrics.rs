@@ -43,6 +43,8 @@ pub struct Metrics {
     pub actors: IntGauge,
     /// Latency of reads behind the API.
     pub store_read: Histogram,
+    /// Label sets the open-saga gauges have shown, so that they drop to 0 rather than vanish.
+    seen: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -174,7 +176,29 @@ impl Metrics {
             rejected,
             actors,
             store_read,
+            seen: Default::default(),
             registry: r,
+        }
+    }
+
+    /// Sets `sagas_active` and `sagas_stuck` from counts of open sagas in the log, so they are
+    /// right after a restart and whichever instance answers.
+    pub fn set_open_counts(&self, counts: &[(String, String, i64)]) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, status) in seen.iter() {
+            self.gauge_for(name, status).set(0);
+        }
+        for (name, status, n) in counts {
+            self.gauge_for(name, status).set(*n);
+            seen.insert((name.clone(), status.clone()));
+        }
+    }
+
+    fn gauge_for(&self, name: &str, status: &str) -> IntGauge {
+        if status == "stuck" {
+            self.stuck.with_label_values(&[name])
+        } else {
+            self.active.with_label_values(&[name, status])
         }
     }
 

@@ -1,7 +1,7 @@
 //! Builds the whole service: database, actors, HTTP server. Tests start the real thing on port 0.
 
 use crate::actors::registry::{Registry, Rehydrate};
-use crate::actors::timer::{SetRegistry, Timer};
+use crate::actors::timer::{SetRegistry, Shutdown, Timer};
 use crate::actors::Shared;
 use crate::api::{self, AppState};
 use crate::config::Settings;
@@ -41,6 +41,8 @@ pub struct Application {
     server: Server,
     shared: Arc<Shared>,
     arbiters: Vec<Arbiter>,
+    registry: Addr<Registry>,
+    timer: Addr<Timer>,
     grace: Duration,
 }
 
@@ -60,6 +62,12 @@ impl Application {
             finished,
             stopping: AtomicBool::new(false),
             calls_in_flight: AtomicUsize::new(0),
+            alerter: crate::alerts::Alerter::new(
+                Some(settings.alerts.webhook_url.clone()),
+                settings.alerts.max_attempts,
+                settings.alerts.timeout_ms,
+            ),
+            evict_idle_after_ms: settings.runtime.evict_idle_after_ms as i64,
         });
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -83,7 +91,7 @@ impl Application {
         let listener = TcpListener::bind(&settings.server.bind)?;
         let addr = listener.local_addr()?;
         let state = web::Data::new(AppState {
-            registry,
+            registry: registry.clone(),
             shared: shared.clone(),
             max_body_bytes: settings.server.max_body_bytes,
         });
@@ -114,6 +122,8 @@ impl Application {
             server,
             shared,
             arbiters,
+            registry,
+            timer,
             grace,
         })
     }
@@ -142,6 +152,8 @@ impl Application {
             calls_in_flight = left,
             "stopped; unfinished sagas resume at the next start"
         );
+        self.registry.do_send(Shutdown);
+        self.timer.do_send(Shutdown);
         for a in &self.arbiters {
             a.stop();
         }

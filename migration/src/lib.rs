@@ -3,6 +3,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_saga_log;
+mod m20261124_000002_create_operator_actions;
 
 /// Applies the saga log's migrations in order.
 pub struct Migrator;
@@ -10,6 +11,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_create_saga_log::Migration)]
+        vec![
+            Box::new(m20261124_000001_create_saga_log::Migration),
+            Box::new(m20261124_000002_create_operator_actions::Migration),
+        ]
     }
 }

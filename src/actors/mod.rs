@@ -32,6 +32,10 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// Participant calls in flight.
     pub calls_in_flight: AtomicUsize,
+    /// Posts stuck-saga alerts to the webhook.
+    pub alerter: crate::alerts::Alerter,
+    /// A saga actor with nothing in flight and nothing due for this long is released.
+    pub evict_idle_after_ms: i64,
 }
 
 impl Shared {

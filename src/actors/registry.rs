@@ -2,10 +2,10 @@
 //! unfinished sagas from the saga log at start-up (or whenever an actor is found dead).
 
 use super::saga::{Operate, SagaActor, Tick};
-use super::timer::{Schedule, Timer};
+use super::timer::{Schedule, Shutdown, Timer};
 use super::{now_ms, Shared};
 use crate::domain::{Command, Event, Input, Rejected, SagaDefinition, SagaState};
-use crate::store::{CallRecord, Created, SagaRecord, StepMeta, StoreError};
+use crate::store::{Created, LogRecord, SagaRecord, StepMeta, StoreError};
 use actix::prelude::*;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -72,12 +72,26 @@ pub enum OpError {
     Unavailable,
 }
 
-/// A saga actor reached a terminal status (or found one in the log): forget it.
+/// A saga actor has nothing to do for a while (terminal, stuck, or only waiting on a timer):
+/// forget it, so that an idle saga costs no memory. A later wake loads it again from the log.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Finished {
+pub struct Release {
     /// Saga id.
     pub id: String,
+    /// The actor releasing itself; a newer actor for the same saga is left alone.
+    pub addr: Addr<SagaActor>,
+}
+
+/// A released saga actor got work after all (a message queued before its release): keep it,
+/// unless another actor already took the saga over.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Adopt {
+    /// Saga id.
+    pub id: String,
+    /// The actor.
+    pub addr: Addr<SagaActor>,
 }
 
 /// Load every unfinished saga from the log and start its actor. Answers how many.
@@ -163,14 +177,14 @@ pub fn step_metas(def: &SagaDefinition) -> Vec<StepMeta> {
 }
 
 /// History rows for the calls a transition decided.
-pub fn started_calls(def: &SagaDefinition, cmds: &[Command], at: i64) -> Vec<CallRecord> {
+pub fn started_calls(def: &SagaDefinition, cmds: &[Command], at: i64) -> Vec<LogRecord> {
     cmds.iter()
         .filter_map(|c| match c {
             Command::Call {
                 step,
                 phase,
                 attempt,
-            } => Some(CallRecord::Started {
+            } => Some(LogRecord::Started {
                 step: *step,
                 step_name: def.steps[*step].name.clone(),
                 phase: *phase,
@@ -287,13 +301,24 @@ impl Handler<OperatorAction> for Registry {
     }
 }
 
-impl Handler<Finished> for Registry {
+impl Handler<Release> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: Finished, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Release, _: &mut Context<Self>) {
+        if self.live.get(&msg.id) != Some(&msg.addr) {
+            return;
+        }
         // Dropping the address lets the actor stop once its work is done; the
         // Supervisor does not restart an actor nobody can reach.
         self.live.remove(&msg.id);
+    }
+}
+
+impl Handler<Adopt> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) {
+        self.live.entry(msg.id).or_insert(msg.addr);
     }
 }
 
@@ -318,5 +343,15 @@ impl Handler<Rehydrate> for Registry {
                     Ok(ids.len())
                 }),
         )
+    }
+}
+
+impl Handler<Shutdown> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        // Saga actors stop with their arbiters; the log keeps what they did.
+        self.live.clear();
+        ctx.stop();
     }
 }

@@ -5,7 +5,7 @@
 //! [`actix::Supervised::restarting`] drops the in-memory state, so it reloads from the log and
 //! resumes (a call whose answer was not recorded is sent again, same Idempotency-Key).
 
-use super::registry::{started_calls, Finished, Op, OpError, Registry};
+use super::registry::{started_calls, Adopt, Op, OpError, Registry, Release};
 use super::timer::{Schedule, Timer};
 use super::{now_ms, Shared};
 use crate::domain::{
@@ -13,7 +13,7 @@ use crate::domain::{
     SagaStatus,
 };
 use crate::participant::CallSpec;
-use crate::store::{CallRecord, SagaRecord};
+use crate::store::{LogRecord, SagaRecord, StoreError};
 use actix::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -70,8 +70,10 @@ pub struct SagaActor {
     /// Commands of the creating transition, executed once the actor runs.
     initial: Vec<Command>,
     last_wake: Option<i64>,
-    /// The status this actor counts in the `sagas_active` gauge.
-    counted: Option<(String, SagaStatus)>,
+    /// Participant calls this actor has in flight.
+    calls: usize,
+    /// The registry was told to forget this actor.
+    released: bool,
 }
 
 type Reply = Option<oneshot::Sender<Result<(), OpError>>>;
@@ -101,7 +103,8 @@ impl SagaActor {
             live: Some(live),
             initial,
             last_wake: None,
-            counted: None,
+            calls: 0,
+            released: false,
         }
     }
 
@@ -120,7 +123,41 @@ impl SagaActor {
             live: None,
             initial: vec![],
             last_wake: None,
-            counted: None,
+            calls: 0,
+            released: false,
+        }
+    }
+
+    /// Tells the registry to forget this actor, whatever its state.
+    fn release(&mut self, ctx: &mut Context<Self>) {
+        if !self.released {
+            self.released = true;
+            self.registry.do_send(Release {
+                id: self.id.clone(),
+                addr: ctx.address(),
+            });
+        }
+    }
+
+    /// Releases the actor while it only waits (nothing in flight, nothing due soon), and
+    /// registers it again if work arrived after all.
+    fn sync_registration(&mut self, ctx: &mut Context<Self>) {
+        let Some(live) = &self.live else { return };
+        let st = live.state.status;
+        let idle = self.calls == 0
+            && (st.is_terminal()
+                || st == SagaStatus::Stuck
+                || self
+                    .last_wake
+                    .is_none_or(|at| at - now_ms() >= self.shared.evict_idle_after_ms));
+        if idle {
+            self.release(ctx);
+        } else if self.released {
+            self.released = false;
+            self.registry.do_send(Adopt {
+                id: self.id.clone(),
+                addr: ctx.address(),
+            });
         }
     }
 
@@ -134,21 +171,20 @@ impl SagaActor {
                     Ok(d) => Arc::new(d),
                     Err(_) => {
                         tracing::error!(saga_id = %act.id, "stored request no longer validates; saga left as is");
-                        act.registry.do_send(Finished { id: act.id.clone() });
+                        act.release(ctx);
                         return;
                     }
                 };
-                let terminal = r.state.status.is_terminal();
                 let active = matches!(r.state.status, SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Confirming);
                 act.live = Some(Live { def, name: r.name, created_at: r.created_at, version: r.version, state: r.state });
-                act.count_status();
                 if active {
                     act.handle_event(Event::Resume, None, ctx, None);
-                } else if terminal {
-                    act.registry.do_send(Finished { id: act.id.clone() });
+                } else {
+                    // Terminal or stuck: nothing to do unless an operator message is queued.
+                    act.sync_registration(ctx);
                 }
             }
-            Ok(None) => act.registry.do_send(Finished { id: act.id.clone() }),
+            Ok(None) => act.release(ctx),
             Err(e) => {
                 tracing::error!(saga_id = %act.id, error = %e, "cannot load saga; trying again in 1 s");
                 ctx.run_later(Duration::from_secs(1), |act, ctx| act.load(ctx));
@@ -156,33 +192,12 @@ impl SagaActor {
         }));
     }
 
-    /// Keeps the `sagas_active{name,status}` gauge in line with this saga's status.
-    fn count_status(&mut self) {
-        let now = self.live.as_ref().map(|l| (l.name.clone(), l.state.status));
-        let now = now.filter(|(_, s)| {
-            matches!(
-                s,
-                SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Confirming
-            )
-        });
-        if now == self.counted {
-            return;
-        }
-        let g = &self.shared.metrics.active;
-        if let Some((n, s)) = &self.counted {
-            g.with_label_values(&[n, s.as_str()]).dec();
-        }
-        if let Some((n, s)) = &now {
-            g.with_label_values(&[n, s.as_str()]).inc();
-        }
-        self.counted = now;
-    }
-
-    /// Decides, persists, then executes. `finished` is the history row of a call answer.
+    /// Decides, persists, then executes. `record` is the history row of the event itself (a call
+    /// answer or an operator action), written in the same transaction.
     fn handle_event(
         &mut self,
         event: Event,
-        finished: Option<CallRecord>,
+        record: Option<LogRecord>,
         ctx: &mut Context<Self>,
         reply: Reply,
     ) {
@@ -206,7 +221,7 @@ impl SagaActor {
                 return;
             }
         };
-        if new == live.state && finished.is_none() {
+        if new == live.state && record.is_none() {
             // Nothing changed (an early or repeated tick): nothing to record.
             self.execute(cmds, ctx);
             if let Some(r) = reply {
@@ -214,7 +229,7 @@ impl SagaActor {
             }
             return;
         }
-        let mut calls: Vec<CallRecord> = finished.into_iter().collect();
+        let mut calls: Vec<LogRecord> = record.into_iter().collect();
         if event == Event::Resume {
             for (i, s) in live
                 .state
@@ -223,7 +238,7 @@ impl SagaActor {
                 .enumerate()
                 .filter(|(_, s)| s.in_flight)
             {
-                calls.push(CallRecord::Finished {
+                calls.push(LogRecord::Finished {
                     step: i,
                     phase: s.phase,
                     attempt: match s.phase {
@@ -264,9 +279,17 @@ impl SagaActor {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(saga_id = %act.id, actor = "saga", error = %e, "saga log write failed; restarting the actor to reload from the log");
                     if let Some(r) = reply {
                         let _ = r.send(Err(OpError::Unavailable));
+                    }
+                    if matches!(e, StoreError::Conflict(_)) {
+                        // Another actor wrote this saga: the log is the truth. Step aside and
+                        // let a wake load it afresh.
+                        tracing::warn!(saga_id = %act.id, actor = "saga", "saga changed by another writer; reloading it from the log");
+                        act.release(ctx);
+                        act.timer.do_send(Schedule { id: act.id.clone(), at_ms: now_ms() + 50 });
+                    } else {
+                        tracing::error!(saga_id = %act.id, actor = "saga", error = %e, "saga log write failed; restarting the actor to reload from the log");
                     }
                     ctx.stop();
                 }
@@ -302,7 +325,6 @@ impl SagaActor {
             }
         }
         if old.status == SagaStatus::Stuck && new.status != SagaStatus::Stuck {
-            m.stuck.with_label_values(&[&name]).dec();
             tracing::info!(saga_id = %self.id, saga_name = %name, "stuck saga resumed by operator");
         }
         if old.status != new.status {
@@ -313,7 +335,16 @@ impl SagaActor {
                 Command::Alert { step, phase, error } => {
                     let sname = &live.def.steps[*step].name;
                     m.stuck_total.with_label_values(&[&name, sname]).inc();
-                    m.stuck.with_label_values(&[&name]).inc();
+                    self.shared.alerter.raise(serde_json::json!({
+                        "alert": "saga_stuck",
+                        "saga_id": self.id,
+                        "saga_name": name,
+                        "step": sname,
+                        "phase": phase.as_str(),
+                        "error": error,
+                        "at": crate::api::resource::rfc3339(now_ms()),
+                        "retry": format!("/v1/sagas/{}/retry", self.id),
+                    }));
                     tracing::error!(saga_id = %self.id, saga_name = %name, step = %sname, phase = phase.as_str(), error = %error, alert = true, "saga stuck: a call that must succeed gave up; resume with POST /v1/sagas/{}/retry", self.id);
                 }
                 Command::Finished(status) => {
@@ -329,7 +360,6 @@ impl SagaActor {
                 _ => {}
             }
         }
-        self.count_status();
     }
 
     fn execute(&mut self, cmds: Vec<Command>, ctx: &mut Context<Self>) {
@@ -351,13 +381,11 @@ impl SagaActor {
                 }
                 Command::Finished(status) => {
                     let _ = self.shared.finished.send((self.id.clone(), status));
-                    self.registry.do_send(Finished {
-                        id: self.id.clone(),
-                    });
                 }
                 Command::Alert { .. } => {}
             }
         }
+        self.sync_registration(ctx);
     }
 
     fn endpoint(def: &SagaDefinition, step: usize, phase: Phase) -> Option<Endpoint> {
@@ -380,6 +408,7 @@ impl SagaActor {
         };
         let shared = self.shared.clone();
         let guard = InFlight::new(shared.clone());
+        self.calls += 1;
         let (id, sname, timeout_ms, name) = (
             self.id.clone(),
             live.def.steps[step].name.clone(),
@@ -415,7 +444,8 @@ impl SagaActor {
             r
         };
         ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
-            let rec = CallRecord::Finished {
+            act.calls -= 1;
+            let rec = LogRecord::Finished {
                 step,
                 phase,
                 attempt,
@@ -444,7 +474,6 @@ impl Actor for SagaActor {
         self.shared.metrics.actors.inc();
         tracing::debug!(saga_id = %self.id, actor = "saga", "saga actor started");
         if self.live.is_some() {
-            self.count_status();
             let cmds = std::mem::take(&mut self.initial);
             self.execute(cmds, ctx);
         } else {
@@ -455,7 +484,6 @@ impl Actor for SagaActor {
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.shared.metrics.actors.dec();
         self.live = None;
-        self.count_status();
         tracing::debug!(saga_id = %self.id, actor = "saga", "saga actor stopped");
     }
 }
@@ -467,6 +495,7 @@ impl Supervised for SagaActor {
         self.live = None;
         self.initial.clear();
         self.last_wake = None;
+        self.calls = 0;
     }
 }
 
@@ -489,7 +518,15 @@ impl Handler<Operate> for SagaActor {
             Op::Retry => Event::Retry,
         };
         tracing::info!(saga_id = %self.id, operator = %msg.who, action = ?msg.op, "operator action");
-        self.handle_event(event, None, ctx, Some(tx));
+        let record = LogRecord::Operator {
+            action: match msg.op {
+                Op::Abort => "abort".into(),
+                Op::Retry => "retry".into(),
+            },
+            who: msg.who.clone(),
+            at: now_ms(),
+        };
+        self.handle_event(event, Some(record), ctx, Some(tx));
         Box::pin(async move { rx.await.unwrap_or(Err(OpError::Unavailable)) })
     }
 }

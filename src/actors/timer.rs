@@ -27,6 +27,11 @@ pub struct Schedule {
 #[rtype(result = "()")]
 pub struct SetRegistry(pub Addr<Registry>);
 
+/// Stops the actor (the timer or the registry) at shutdown.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
 /// Holds pending wake-ups in a min-heap and keeps one actix timer armed for the earliest.
 pub struct Timer {
     heap: BinaryHeap<Reverse<(i64, String)>>,
@@ -103,5 +108,13 @@ impl Handler<SetRegistry> for Timer {
 
     fn handle(&mut self, msg: SetRegistry, _: &mut Context<Self>) {
         self.registry = Some(msg.0);
+    }
+}
+
+impl Handler<Shutdown> for Timer {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }

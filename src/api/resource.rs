@@ -1,6 +1,6 @@
 //! The saga resource of API.md section 3, rendered from the saga log.
 
-use crate::store::{CallRow, SagaRecord};
+use crate::store::{CallRow, OperatorRow, SagaRecord};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
@@ -15,8 +15,16 @@ fn opt_time(ms: Option<i64>) -> Value {
     ms.map(|m| Value::String(rfc3339(m))).unwrap_or(Value::Null)
 }
 
-/// The JSON resource; `history` adds `steps[].history` (`include=attempts`).
-pub fn saga_json(r: &SagaRecord, history: Option<&[CallRow]>) -> Value {
+/// The history shown with `include=attempts`: calls and operator actions.
+pub struct History {
+    /// Every call, in order.
+    pub calls: Vec<CallRow>,
+    /// Every operator action, in order.
+    pub operator: Vec<OperatorRow>,
+}
+
+/// The JSON resource; `history` adds `steps[].history` and `operator_actions`.
+pub fn saga_json(r: &SagaRecord, history: Option<&History>) -> Value {
     let steps: Vec<Value> = r
         .state
         .steps
@@ -41,6 +49,7 @@ pub fn saga_json(r: &SagaRecord, history: Option<&[CallRow]>) -> Value {
             }
             if let Some(h) = history {
                 v["history"] = h
+                    .calls
                     .iter()
                     .filter(|c| c.step == i)
                     .map(|c| {
@@ -59,7 +68,7 @@ pub fn saga_json(r: &SagaRecord, history: Option<&[CallRow]>) -> Value {
             v
         })
         .collect();
-    json!({
+    let mut v = json!({
         "id": r.id,
         "name": r.name,
         "mode": r.mode,
@@ -69,5 +78,13 @@ pub fn saga_json(r: &SagaRecord, history: Option<&[CallRow]>) -> Value {
         "deadline_at": opt_time(r.state.deadline_at),
         "error": r.state.error,
         "steps": steps,
-    })
+    });
+    if let Some(h) = history {
+        v["operator_actions"] = h
+            .operator
+            .iter()
+            .map(|o| json!({"action": o.action, "by": o.who, "at": rfc3339(o.at)}))
+            .collect();
+    }
+    v
 }

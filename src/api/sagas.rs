@@ -2,7 +2,7 @@
 
 use super::body::{json_body, query_map, wait_ms};
 use super::problem::Problem;
-use super::resource::saga_json;
+use super::resource::{saga_json, History};
 use super::AppState;
 use crate::actors::registry::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
 use crate::domain::validation::{valid_name, valid_saga_id};
@@ -134,11 +134,14 @@ pub async fn get(
         record = load(&state, &id).await?;
     }
     let history = if attempts {
-        Some(state.shared.store.calls(&id).await?)
+        Some(History {
+            calls: state.shared.store.calls(&id).await?,
+            operator: state.shared.store.operator_actions(&id).await?,
+        })
     } else {
         None
     };
-    Ok(HttpResponse::Ok().json(saga_json(&record, history.as_deref())))
+    Ok(HttpResponse::Ok().json(saga_json(&record, history.as_ref())))
 }
 
 /// `GET /v1/sagas?status=&name=&limit=&cursor=`

@@ -26,6 +26,10 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem>
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // Open-saga gauges come from the log; if it cannot answer, the last values stand.
+    if let Ok(counts) = state.shared.store.open_counts().await {
+        state.shared.metrics.set_open_counts(&counts);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.shared.metrics.render())

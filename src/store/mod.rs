@@ -64,9 +64,19 @@ pub struct SagaRecord {
     pub state: SagaState,
 }
 
-/// A change to the call history, written in the same transaction as the state it explains.
+/// A change to a saga's history (its calls and operator actions), written in the same
+/// transaction as the state it explains.
 #[derive(Debug, Clone, PartialEq)]
-pub enum CallRecord {
+pub enum LogRecord {
+    /// An operator acted on the saga.
+    Operator {
+        /// `abort` or `retry`.
+        action: String,
+        /// Who asked (the caller's address).
+        who: String,
+        /// When (ms).
+        at: i64,
+    },
     /// A call was decided (it is sent only after this is durable).
     Started {
         /// Step index.
@@ -120,6 +130,17 @@ pub struct CallRow {
     pub error: Option<String>,
 }
 
+/// One recorded operator action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorRow {
+    /// `abort` or `retry`.
+    pub action: String,
+    /// Who asked.
+    pub who: String,
+    /// When (ms).
+    pub at: i64,
+}
+
 /// Result of [`SagaStore::create`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
@@ -146,11 +167,8 @@ pub struct ListQuery {
 #[async_trait]
 pub trait SagaStore: Send + Sync + 'static {
     /// Records a new saga with its initial state and first calls, unless the id exists.
-    async fn create(
-        &self,
-        record: &SagaRecord,
-        calls: &[CallRecord],
-    ) -> Result<Created, StoreError>;
+    async fn create(&self, record: &SagaRecord, calls: &[LogRecord])
+        -> Result<Created, StoreError>;
     /// Records a transition; fails with `Conflict` unless the stored version is `version`.
     /// Returns the new version.
     async fn save(
@@ -159,7 +177,7 @@ pub trait SagaStore: Send + Sync + 'static {
         version: i64,
         old: &SagaState,
         new: &SagaState,
-        calls: &[CallRecord],
+        calls: &[LogRecord],
         now: i64,
     ) -> Result<i64, StoreError>;
     /// Loads one saga.
@@ -168,8 +186,12 @@ pub trait SagaStore: Send + Sync + 'static {
     async fn active_ids(&self) -> Result<Vec<String>, StoreError>;
     /// The calls of a saga, in order.
     async fn calls(&self, id: &str) -> Result<Vec<CallRow>, StoreError>;
+    /// The operator actions on a saga, in order.
+    async fn operator_actions(&self, id: &str) -> Result<Vec<OperatorRow>, StoreError>;
     /// A page of sagas, newest first.
     async fn list(&self, q: &ListQuery) -> Result<Vec<SagaRecord>, StoreError>;
+    /// How many sagas of each (name, status) are not terminal, counted in the log.
+    async fn open_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
     /// True when the database answers and every migration is applied.
     async fn ready(&self) -> bool;
 }

@@ -1,11 +1,14 @@
 //! [`SagaStore`] over sea-orm: the same code for SQLite, MariaDB/MySQL and PostgreSQL.
 
-use super::entities::{saga, saga_call, saga_step};
-use super::{CallRecord, CallRow, Created, ListQuery, SagaRecord, SagaStore, StepMeta, StoreError};
+use super::entities::{saga, saga_call, saga_operator_action, saga_step};
+use super::{
+    CallRow, Created, ListQuery, LogRecord, OperatorRow, SagaRecord, SagaStore, StepMeta,
+    StoreError,
+};
 use crate::domain::{Phase, SagaState, SagaStatus, StepState, StepStatus};
 use async_trait::async_trait;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sea_query::{Condition, Expr};
+use sea_orm::sea_query::{Condition, Expr, Func};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectOptions, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
@@ -189,12 +192,24 @@ fn record_from_rows(s: saga::Model, steps: &[saga_step::Model]) -> Result<SagaRe
 async fn write_calls(
     txn: &DatabaseTransaction,
     id: &str,
-    calls: &[CallRecord],
+    calls: &[LogRecord],
 ) -> Result<(), DbErr> {
     let mut started = Vec::new();
     for c in calls {
         match c {
-            CallRecord::Started {
+            LogRecord::Operator { action, who, at } => {
+                let row = saga_operator_action::ActiveModel {
+                    id: NotSet,
+                    saga_id: Set(id.to_string()),
+                    action: Set(action.clone()),
+                    who: Set(who.chars().take(255).collect()),
+                    at: Set(*at),
+                };
+                saga_operator_action::Entity::insert(row)
+                    .exec_without_returning(txn)
+                    .await?;
+            }
+            LogRecord::Started {
                 step,
                 step_name,
                 phase,
@@ -213,7 +228,7 @@ async fn write_calls(
                 outcome: Set(None),
                 error: Set(None),
             }),
-            CallRecord::Finished {
+            LogRecord::Finished {
                 step,
                 phase,
                 attempt,
@@ -249,7 +264,7 @@ async fn write_calls(
 
 #[async_trait]
 impl SagaStore for SqlStore {
-    async fn create(&self, r: &SagaRecord, calls: &[CallRecord]) -> Result<Created, StoreError> {
+    async fn create(&self, r: &SagaRecord, calls: &[LogRecord]) -> Result<Created, StoreError> {
         let txn = self.begin_write().await?;
         let mut am = saga::ActiveModel {
             id: Set(r.id.clone()),
@@ -307,7 +322,7 @@ impl SagaStore for SqlStore {
         version: i64,
         old: &SagaState,
         new: &SagaState,
-        calls: &[CallRecord],
+        calls: &[LogRecord],
         now: i64,
     ) -> Result<i64, StoreError> {
         let txn = self.begin_write().await?;
@@ -391,6 +406,22 @@ impl SagaStore for SqlStore {
             .collect())
     }
 
+    async fn operator_actions(&self, id: &str) -> Result<Vec<OperatorRow>, StoreError> {
+        let rows = saga_operator_action::Entity::find()
+            .filter(saga_operator_action::Column::SagaId.eq(id))
+            .order_by_asc(saga_operator_action::Column::Id)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OperatorRow {
+                action: r.action,
+                who: r.who,
+                at: r.at,
+            })
+            .collect())
+    }
+
     async fn list(&self, q: &ListQuery) -> Result<Vec<SagaRecord>, StoreError> {
         let mut query = saga::Entity::find();
         if !q.statuses.is_empty() {
@@ -429,6 +460,26 @@ impl SagaStore for SqlStore {
                 record_from_rows(s, &mine)
             })
             .collect()
+    }
+
+    async fn open_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let open = [
+            SagaStatus::Running,
+            SagaStatus::Compensating,
+            SagaStatus::Confirming,
+            SagaStatus::Stuck,
+        ];
+        Ok(saga::Entity::find()
+            .select_only()
+            .column(saga::Column::Name)
+            .column(saga::Column::Status)
+            .column_as(Expr::expr(Func::count(Expr::col(saga::Column::Id))), "n")
+            .filter(saga::Column::Status.is_in(open.map(|s| s.as_str())))
+            .group_by(saga::Column::Name)
+            .group_by(saga::Column::Status)
+            .into_tuple::<(String, String, i64)>()
+            .all(&self.db)
+            .await?)
     }
 
     async fn ready(&self) -> bool {

@@ -4,6 +4,7 @@
 mod helpers;
 mod participant;
 
+mod advanced;
 mod api_contract;
 mod crash;
 mod operations;

@@ -1,0 +1,53 @@
+//! Alerts for stuck sagas: an error log line always, and a POST of the alert JSON to
+//! `alerts.webhook_url` when configured, retried in the background so that it never blocks
+//! (or fails) the saga machinery.
+
+use serde_json::Value;
+use std::time::Duration;
+
+/// Sends alerts to the configured webhook.
+#[derive(Clone)]
+pub struct Alerter {
+    client: reqwest::Client,
+    url: Option<String>,
+    max_attempts: u32,
+    timeout: Duration,
+}
+
+impl Alerter {
+    /// An alerter posting to `url` (none: log only).
+    pub fn new(url: Option<String>, max_attempts: u32, timeout_ms: u64) -> Self {
+        Alerter {
+            client: reqwest::Client::new(),
+            url: url.filter(|u| !u.trim().is_empty()),
+            max_attempts: max_attempts.max(1),
+            timeout: Duration::from_millis(timeout_ms.max(1)),
+        }
+    }
+
+    /// Posts `alert` in a background task, retrying with backoff on any non-2xx or error.
+    pub fn raise(&self, alert: Value) {
+        let Some(url) = self.url.clone() else { return };
+        let (client, max, timeout) = (self.client.clone(), self.max_attempts, self.timeout);
+        actix_web::rt::spawn(async move {
+            let saga_id = alert["saga_id"].as_str().unwrap_or("").to_string();
+            for attempt in 1..=max {
+                let res = client.post(&url).timeout(timeout).json(&alert).send().await;
+                match res {
+                    Ok(r) if r.status().is_success() => return,
+                    Ok(r) => {
+                        tracing::warn!(saga_id = %saga_id, attempt, status = r.status().as_u16(), "alert webhook refused the alert")
+                    }
+                    Err(e) => {
+                        tracing::warn!(saga_id = %saga_id, attempt, error = %e, "alert webhook unreachable")
+                    }
+                }
+                if attempt < max {
+                    let wait = 200u64.saturating_mul(1 << (attempt - 1).min(5));
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+            }
+            tracing::error!(saga_id = %saga_id, "alert webhook gave up; the alert is only in the logs and metrics");
+        });
+    }
+}

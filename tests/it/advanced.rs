@@ -1,0 +1,310 @@
+//! TCC, parallel steps, delayed compensation across a restart, deadlines, abort → stuck → retry
+//! with alerts and operator history, and idle sagas leaving memory.
+
+use crate::helpers::{eventually, spawn_app, spawn_app_with, test_settings, TestDb};
+use crate::on_every_db;
+use crate::participant::{Participant, Reply};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn ep(p: &Participant, step: &str, phase: &str) -> Value {
+    json!({"url": p.url(&format!("/{step}/{phase}"))})
+}
+
+fn step(p: &Participant, name: &str) -> Value {
+    json!({"name": name, "action": ep(p, name, "action"), "compensation": ep(p, name, "compensation"),
+           "retry": {"max_attempts": 2, "initial_backoff_ms": 10}})
+}
+
+fn tcc_step(p: &Participant, name: &str) -> Value {
+    json!({"name": name, "try": ep(p, name, "try"), "confirm": ep(p, name, "confirm"), "cancel": ep(p, name, "cancel")})
+}
+
+fn paths(p: &Participant, id: &str) -> Vec<String> {
+    p.calls_of(id).into_iter().map(|c| c.path).collect()
+}
+
+on_every_db!(
+    tcc_confirms_only_after_every_try,
+    tcc_failed_try_cancels_what_was_tried,
+    parallel_steps_run_concurrently_and_join,
+    delayed_compensation_survives_a_restart,
+    deadline_stops_the_forward_phase,
+    abort_then_stuck_then_retry_with_alert_and_history,
+);
+
+async fn tcc_confirms_only_after_every_try(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.default_reply("/b/try", Reply::slow(200));
+    let body = json!({"id": "tcc-1", "name": "pay", "mode": "tcc", "steps": [tcc_step(&p, "a"), tcc_step(&p, "b")]});
+    let (code, v) = app.post("/v1/sagas?wait_ms=10000", &body).await;
+    assert_eq!(code, 201);
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(v["mode"], "tcc");
+    assert!(v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["status"] == "confirmed" && s["confirm_attempts"] == 1));
+    let got = paths(&p, "tcc-1");
+    assert_eq!(got[..2], ["/a/try", "/b/try"]);
+    let mut confirms = got[2..].to_vec();
+    confirms.sort();
+    assert_eq!(confirms, ["/a/confirm", "/b/confirm"]);
+    let c = p
+        .calls_of("tcc-1")
+        .into_iter()
+        .find(|c| c.path == "/a/confirm")
+        .unwrap();
+    assert_eq!(c.header("x-saga-phase"), "confirm");
+    assert_eq!(c.header("idempotency-key"), "tcc-1/a/confirm");
+    app.stop().await;
+}
+
+async fn tcc_failed_try_cancels_what_was_tried(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.default_reply("/c/try", Reply::code(409));
+    let body = json!({"id": "tcc-2", "name": "pay", "mode": "tcc",
+                      "steps": [tcc_step(&p, "a"), tcc_step(&p, "b"), tcc_step(&p, "c")]});
+    app.post("/v1/sagas", &body).await;
+    let v = app.wait_status("tcc-2", &["compensated"], 20).await;
+    let st: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(st, ["cancelled", "cancelled", "failed"]);
+    assert_eq!(
+        paths(&p, "tcc-2"),
+        ["/a/try", "/b/try", "/c/try", "/b/cancel", "/a/cancel"]
+    );
+    app.stop().await;
+}
+
+async fn parallel_steps_run_concurrently_and_join(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    for s in ["a", "b", "c"] {
+        p.default_reply(&format!("/{s}/action"), Reply::slow(1000));
+    }
+    let mut steps: Vec<Value> = ["a", "b", "c"]
+        .iter()
+        .map(|s| {
+            let mut v = step(&p, s);
+            v["depends_on"] = json!([]);
+            v
+        })
+        .collect();
+    let mut join = step(&p, "join");
+    join["depends_on"] = json!(["a", "b", "c"]);
+    steps.push(join);
+    let t = Instant::now();
+    let (code, v) = app
+        .post(
+            "/v1/sagas?wait_ms=20000",
+            &json!({"id": "fan-1", "name": "fan", "steps": steps}),
+        )
+        .await;
+    let took = t.elapsed();
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (201, Some("succeeded")),
+        "{v}"
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "three 1 s steps in parallel took {took:?}"
+    );
+    let calls = p.calls_of("fan-1");
+    let starts: Vec<Instant> = calls
+        .iter()
+        .filter(|c| c.path != "/join/action")
+        .map(|c| c.at)
+        .collect();
+    let spread = *starts.iter().max().unwrap() - *starts.iter().min().unwrap();
+    assert!(
+        spread < Duration::from_millis(900),
+        "the three started {spread:?} apart"
+    );
+    assert_eq!(
+        calls.last().unwrap().path,
+        "/join/action",
+        "the join waits for all three"
+    );
+    app.stop().await;
+}
+
+async fn delayed_compensation_survives_a_restart(db: TestDb) {
+    let settings = test_settings(&db);
+    let app = spawn_app_with(settings.clone()).await;
+    let p = Participant::start().await;
+    p.default_reply("/b/action", Reply::code(409));
+    let mut a = step(&p, "a");
+    a["compensation"]["delay_ms"] = json!(1500);
+    app.post(
+        "/v1/sagas",
+        &json!({"id": "dc-1", "name": "refund_later", "steps": [a, step(&p, "b")]}),
+    )
+    .await;
+    let v = app.wait_status("dc-1", &["compensating"], 20).await;
+    assert_eq!(v["steps"][0]["status"], "compensation_scheduled", "{v}");
+    assert!(v["steps"][0]["next_attempt_at"].is_string());
+    let refused_at = p
+        .calls_of("dc-1")
+        .iter()
+        .find(|c| c.path == "/b/action")
+        .unwrap()
+        .at;
+    app.stop().await;
+    let app = spawn_app_with(settings).await;
+    let v = app.wait_status("dc-1", &["compensated"], 20).await;
+    assert_eq!(v["steps"][0]["status"], "compensated");
+    let comps: Vec<_> = p
+        .calls_of("dc-1")
+        .into_iter()
+        .filter(|c| c.path == "/a/compensation")
+        .collect();
+    assert_eq!(comps.len(), 1, "neither lost nor doubled by the restart");
+    let waited = comps[0].at - refused_at;
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "the delay was shortened to {waited:?}"
+    );
+    app.stop().await;
+}
+
+async fn deadline_stops_the_forward_phase(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.default_reply("/b/action", Reply::Hang);
+    let mut b = step(&p, "b");
+    b["timeout_ms"] = json!(1500);
+    let body = json!({"id": "dl-1", "name": "slow", "timeout_ms": 500, "steps": [step(&p, "a"), b, step(&p, "c")]});
+    let (_, v) = app.post("/v1/sagas", &body).await;
+    assert!(v["deadline_at"].is_string());
+    let v = app.wait_status("dl-1", &["compensated"], 20).await;
+    assert_eq!(v["error"], "deadline exceeded");
+    let st: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        st,
+        ["compensated", "compensated", "skipped"],
+        "the call in flight at the deadline counts as unknown"
+    );
+    assert_eq!(
+        paths(&p, "dl-1"),
+        [
+            "/a/action",
+            "/b/action",
+            "/b/compensation",
+            "/a/compensation"
+        ],
+        "no retry after the deadline"
+    );
+    app.stop().await;
+}
+
+async fn abort_then_stuck_then_retry_with_alert_and_history(db: TestDb) {
+    let p = Participant::start().await;
+    let mut settings = test_settings(&db);
+    settings.alerts.webhook_url = p.url("/alerts");
+    let app = spawn_app_with(settings).await;
+    p.default_reply("/b/action", Reply::slow(400));
+    p.default_reply("/a/compensation", Reply::code(500));
+    p.script("/alerts", [Reply::code(503)]);
+    app.post(
+        "/v1/sagas",
+        &json!({"id": "ops-1", "name": "ops", "steps": [step(&p, "a"), step(&p, "b")]}),
+    )
+    .await;
+    eventually(10, "b called", || p.calls_of("ops-1").len() >= 2).await;
+    let (code, _) = app.post("/v1/sagas/ops-1/abort", &json!({})).await;
+    assert_eq!(code, 202);
+    let v = app.wait_status("ops-1", &["stuck"], 20).await;
+    assert_eq!(v["steps"][0]["stuck"], true);
+    assert_eq!(v["steps"][1]["status"], "compensated");
+    // The alert is retried until the webhook takes it.
+    eventually(10, "alert delivered", || {
+        p.calls().iter().filter(|c| c.path == "/alerts").count() >= 2
+    })
+    .await;
+    let alert = p
+        .calls()
+        .into_iter()
+        .rfind(|c| c.path == "/alerts")
+        .unwrap()
+        .body;
+    assert_eq!(alert["alert"], "saga_stuck");
+    assert_eq!(alert["saga_id"], "ops-1");
+    assert_eq!(alert["step"], "a");
+    assert_eq!(alert["phase"], "compensation");
+    p.default_reply("/a/compensation", Reply::ok());
+    let (code, _) = app.post("/v1/sagas/ops-1/retry", &json!({})).await;
+    assert_eq!(code, 202);
+    app.wait_status("ops-1", &["compensated"], 20).await;
+    let (_, h) = app.get("/v1/sagas/ops-1?include=attempts").await;
+    let ops = h["operator_actions"].as_array().unwrap();
+    assert_eq!(ops.len(), 2, "{h}");
+    assert_eq!(ops[0]["action"], "abort");
+    assert_eq!(ops[1]["action"], "retry");
+    assert!(ops[0]["by"].as_str().unwrap().starts_with("127.0.0.1"));
+    assert!(ops[1]["at"].is_string());
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn idle_sagas_leave_memory_and_wake_from_the_log() {
+    let db = TestDb::new(crate::helpers::Kind::Sqlite).await.unwrap();
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.default_reply("/b/action", Reply::code(409));
+    for i in 0..20 {
+        let mut a = step(&p, "a");
+        a["compensation"]["delay_ms"] = json!(2500);
+        app.post(
+            "/v1/sagas",
+            &json!({"id": format!("idle-{i}"), "name": "idle", "steps": [a, step(&p, "b")]}),
+        )
+        .await;
+    }
+    let live = |m: &str| -> i64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("saga_live_actors "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, m) = app.get_text("/metrics").await;
+        if live(&m) == 0 {
+            assert!(
+                m.contains("sagas_active{name=\"idle\",status=\"compensating\"} 20"),
+                "{m}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waiting sagas kept their actors: {}",
+            live(&m)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..20 {
+        app.wait_status(&format!("idle-{i}"), &["compensated"], 20)
+            .await;
+    }
+    let (_, m) = app.get_text("/metrics").await;
+    assert!(
+        m.contains("sagas_active{name=\"idle\",status=\"compensating\"} 0"),
+        "{m}"
+    );
+    app.stop().await;
+}
