@@ -94,7 +94,7 @@ pub struct Adopt {
     pub addr: Addr<SagaActor>,
 }
 
-/// Load every unfinished saga from the log and start its actor. Answers how many.
+/// Schedule a wake for every unfinished saga in the log. Answers how many.
 #[derive(Message)]
 #[rtype(result = "Result<usize, StoreError>")]
 pub struct Rehydrate;
@@ -328,19 +328,25 @@ impl Handler<Rehydrate> for Registry {
     fn handle(&mut self, _: Rehydrate, _: &mut Context<Self>) -> Self::Result {
         let store = self.shared.store.clone();
         Box::pin(
-            async move { store.active_ids().await }
+            async move { store.active_wakes().await }
                 .into_actor(self)
-                .map(|res, act, ctx| {
-                    let ids = res?;
-                    for id in &ids {
-                        act.ensure_live(id, ctx);
+                .map(|res, act, _| {
+                    // Only timers are loaded: a saga gets an actor when it is due, so that
+                    // many sagas waiting on long delays cost no memory after a restart.
+                    let wakes = res?;
+                    let now = now_ms();
+                    for (id, at) in &wakes {
+                        act.timer.do_send(Schedule {
+                            id: id.clone(),
+                            at_ms: at.unwrap_or(now),
+                        });
                     }
                     tracing::info!(
                         actor = "registry",
-                        sagas = ids.len(),
+                        sagas = wakes.len(),
                         "rehydrated unfinished sagas from the saga log"
                     );
-                    Ok(ids.len())
+                    Ok(wakes.len())
                 }),
         )
     }

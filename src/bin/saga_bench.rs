@@ -21,9 +21,20 @@ enum Db {
     Postgres,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Scenario {
+    /// Sagas run to the end; measures throughput and latency.
+    Throughput,
+    /// Sagas end up waiting on a one-hour delayed compensation; measures memory while they wait.
+    Waiting,
+}
+
 #[derive(Parser)]
 #[command(about = "Measure saga throughput, latency, CPU and memory of saga-orchestrator")]
 struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "throughput")]
+    scenario: Scenario,
     /// Database to run on.
     #[arg(long, value_enum, default_value = "sqlite")]
     db: Db,
@@ -156,20 +167,24 @@ async fn main() {
         .pool_max_idle_per_host(args.concurrency)
         .build()
         .expect("client");
+    let waiting = args.scenario == Scenario::Waiting;
     let step = |n: &str, fail: bool| {
         let a = if fail {
             "fail".to_string()
         } else {
             n.to_string()
         };
+        let delay = if waiting { 3_600_000 } else { 0 };
         json!({"name": n, "action": {"url": format!("http://{paddr}/{a}/action")},
-               "compensation": {"url": format!("http://{paddr}/{n}/compensation")}})
+               "compensation": {"url": format!("http://{paddr}/{n}/compensation"), "delay_ms": delay}})
     };
     let (cpu0, _) = proc_usage(pid);
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.sagas)));
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
-    let fail_every = if args.fail_ratio > 0.0 {
+    let fail_every = if waiting {
+        1
+    } else if args.fail_ratio > 0.0 {
         (1.0 / args.fail_ratio).round().max(1.0) as usize
     } else {
         usize::MAX
@@ -197,8 +212,9 @@ async fn main() {
                 steps.push(if i % fail_every == fail_every - 1 { s3f.clone() } else { s3.clone() });
                 let body = json!({"id": format!("bench-{i}"), "name": "bench", "payload": {"i": i}, "steps": steps});
                 let t = Instant::now();
-                let ok = match client.post(format!("{base}/v1/sagas?wait_ms=60000")).json(&body).send().await {
-                    Ok(r) => r.json::<Value>().await.map(|v| v["status"] == "succeeded" || v["status"] == "compensated").unwrap_or(false),
+                let wait = if waiting { 0 } else { 60_000 };
+                let ok = match client.post(format!("{base}/v1/sagas?wait_ms={wait}")).json(&body).send().await {
+                    Ok(r) => r.json::<Value>().await.map(|v| waiting || v["status"] == "succeeded" || v["status"] == "compensated").unwrap_or(false),
                     Err(_) => false,
                 };
                 if ok {
@@ -213,6 +229,13 @@ async fn main() {
         let _ = w.await;
     }
     let elapsed = t0.elapsed().as_secs_f64();
+    if waiting {
+        report_waiting(&client, &base, pid, args.sagas).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let (cpu1, peak) = proc_usage(pid);
     let _ = child.kill();
     let _ = child.wait();
@@ -243,6 +266,53 @@ async fn main() {
         (cpu1 - cpu0) / done.max(1) as f64 * 1000.0
     );
     println!("  service peak RSS:  {:.1} MiB", peak as f64 / 1048576.0);
+}
+
+/// A metric's value from the text exposition (first sample whose line starts with `prefix`).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// Waits until every saga waits on its timer with no actor in memory, then prints memory.
+async fn report_waiting(client: &reqwest::Client, base: &str, pid: u32, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let m = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        let waiting = metric(&m, "sagas_active{name=\"bench\",status=\"compensating\"}");
+        let actors = metric(&m, "saga_live_actors");
+        if waiting as usize >= n && actors == 0.0 {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let kib = |k: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(k))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            println!("saga-bench scenario=waiting sagas={n}");
+            println!("  sagas waiting on timers: {waiting}, live saga actors: {actors}, timers pending: {}", metric(&m, "saga_timers_pending"));
+            println!("  service RSS now:  {:.1} MiB", kib("VmRSS:") / 1024.0);
+            println!("  service peak RSS: {:.1} MiB", kib("VmHWM:") / 1024.0);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sagas did not settle: {waiting} waiting, {actors} actors"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

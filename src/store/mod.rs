@@ -182,8 +182,9 @@ pub trait SagaStore: Send + Sync + 'static {
     ) -> Result<i64, StoreError>;
     /// Loads one saga.
     async fn load(&self, id: &str) -> Result<Option<SagaRecord>, StoreError>;
-    /// Ids of every saga that is not terminal and not stuck: the ones to rehydrate.
-    async fn active_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Every saga that is not terminal and not stuck, with the time it next needs attention
+    /// (`next_wake_at`: now if a call was in flight): what a start-up must wake.
+    async fn active_wakes(&self) -> Result<Vec<(String, Option<i64>)>, StoreError>;
     /// The calls of a saga, in order.
     async fn calls(&self, id: &str) -> Result<Vec<CallRow>, StoreError>;
     /// The operator actions on a saga, in order.

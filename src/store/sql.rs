@@ -100,7 +100,11 @@ impl SqlStore {
 }
 
 /// The earliest time the saga waits for, stored so that timers can be found by query.
-fn next_wake(state: &SagaState) -> Option<i64> {
+/// A call in flight needs attention at once if nobody is waiting for its answer (a restart).
+fn next_wake(state: &SagaState, now: i64) -> Option<i64> {
+    if state.steps.iter().any(|s| s.in_flight) {
+        return Some(now);
+    }
     let steps = state
         .steps
         .iter()
@@ -119,7 +123,7 @@ fn saga_state_columns(am: &mut saga::ActiveModel, st: &SagaState, now: i64) {
     am.next_wake_at = Set(if st.status.is_terminal() {
         None
     } else {
-        next_wake(st)
+        next_wake(st, now)
     });
     am.updated_at = Set(now);
     am.finished_at = Set(st.status.is_terminal().then_some(now));
@@ -370,7 +374,7 @@ impl SagaStore for SqlStore {
         record_from_rows(s, &steps).map(Some)
     }
 
-    async fn active_ids(&self) -> Result<Vec<String>, StoreError> {
+    async fn active_wakes(&self) -> Result<Vec<(String, Option<i64>)>, StoreError> {
         let active = [
             SagaStatus::Running,
             SagaStatus::Compensating,
@@ -379,8 +383,9 @@ impl SagaStore for SqlStore {
         Ok(saga::Entity::find()
             .select_only()
             .column(saga::Column::Id)
+            .column(saga::Column::NextWakeAt)
             .filter(saga::Column::Status.is_in(active.map(|s| s.as_str())))
-            .into_tuple::<String>()
+            .into_tuple::<(String, Option<i64>)>()
             .all(&self.db)
             .await?)
     }
