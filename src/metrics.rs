@@ -37,10 +37,12 @@ pub struct Metrics {
     pub actor_restarts: IntCounter,
     /// `saga_store_write_duration_seconds{op}`
     pub store_write: HistogramVec,
-    /// `saga_http_requests_total` is left to access logs; this counts rejected starts.
+    /// `saga_start_rejected_total`: start requests refused as invalid.
     pub rejected: IntCounter,
-    /// `saga_active_actors`
+    /// `saga_live_actors`: saga actors in memory.
     pub actors: IntGauge,
+    /// `saga_ready`: 1 when the database answers and migrations are applied (set at scrape).
+    pub ready: IntGauge,
     /// Latency of reads behind the API.
     pub store_read: Histogram,
     /// Label sets the open-saga gauges have shown, so that they drop to 0 rather than vanish.
@@ -105,6 +107,12 @@ impl Metrics {
         r.register(Box::new(rejected.clone())).expect("unique");
         let actors = IntGauge::new("saga_live_actors", "Saga actors in memory").expect("valid");
         r.register(Box::new(actors.clone())).expect("unique");
+        let ready = IntGauge::new(
+            "saga_ready",
+            "1 when the saga log answers and migrations are applied",
+        )
+        .expect("valid");
+        r.register(Box::new(ready.clone())).expect("unique");
         let store_read = Histogram::with_opts(
             HistogramOpts::new("saga_store_read_duration_seconds", "Saga log reads")
                 .buckets(fast.clone()),
@@ -175,6 +183,7 @@ impl Metrics {
             ),
             rejected,
             actors,
+            ready,
             store_read,
             seen: Default::default(),
             registry: r,

@@ -100,7 +100,7 @@ impl Application {
         let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
         let mut server = HttpServer::new(move || {
             App::new()
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<api::access_log::SagaRootSpan>::new())
                 .app_data(state.clone())
                 .configure(api::routes)
                 .configure(|c| {

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// Something may be due: re-evaluate the saga.
 #[derive(Message)]
@@ -415,8 +416,10 @@ impl SagaActor {
             live.def.steps[step].timeout_ms,
             live.name.clone(),
         );
-        tracing::debug!(saga_id = %id, step = %sname, phase = phase.as_str(), attempt, url = %endpoint.url, "calling participant");
+        // One span per call: its lines carry saga_id, saga_name, step, phase and attempt.
+        let span = tracing::info_span!("participant_call", saga_id = %id, saga_name = %name, step = %sname, phase = phase.as_str(), attempt);
         let fut = async move {
+            tracing::debug!(url = %endpoint.url, "calling participant");
             let spec = CallSpec {
                 saga_id: &id,
                 step: &sname,
@@ -439,10 +442,16 @@ impl SagaActor {
                 .step_calls
                 .with_label_values(&[&name, &sname, phase.as_str(), r.outcome.as_str()])
                 .inc();
-            tracing::info!(saga_id = %id, saga_name = %name, step = %sname, phase = phase.as_str(), attempt, outcome = r.outcome.as_str(),
-                http_status = r.http_status, error = r.error.as_deref().unwrap_or(""), duration_ms = (secs * 1000.0) as u64, "participant answered");
+            tracing::info!(
+                outcome = r.outcome.as_str(),
+                http_status = r.http_status,
+                error = r.error.as_deref().unwrap_or(""),
+                duration_ms = (secs * 1000.0) as u64,
+                "participant answered"
+            );
             r
-        };
+        }
+        .instrument(span);
         ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
             act.calls -= 1;
             let rec = LogRecord::Finished {

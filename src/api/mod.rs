@@ -1,6 +1,7 @@
 //! The HTTP API of `shared/API.md`: handlers only translate between JSON and actor messages
 //! (writes) or store queries (reads).
 
+pub mod access_log;
 mod body;
 pub mod openapi;
 pub mod problem;

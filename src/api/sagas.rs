@@ -54,6 +54,7 @@ async fn load(state: &AppState, id: &str) -> Result<SagaRecord> {
 
 /// `POST /v1/sagas`
 pub async fn create(
+    root: tracing_actix_web::RootSpan,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -69,6 +70,7 @@ pub async fn create(
         .id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    root.record("saga_id", id.as_str());
     let mut rx = state.shared.finished.subscribe();
     let outcome = state
         .registry

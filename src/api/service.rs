@@ -27,9 +27,12 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem>
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // Open-saga gauges come from the log; if it cannot answer, the last values stand.
-    if let Ok(counts) = state.shared.store.open_counts().await {
-        state.shared.metrics.set_open_counts(&counts);
+    let m = &state.shared.metrics;
+    match state.shared.store.open_counts().await {
+        Ok(counts) => m.set_open_counts(&counts),
+        Err(e) => tracing::warn!(error = %e, "cannot count open sagas for /metrics"),
     }
+    m.ready.set(i64::from(state.shared.store.ready().await));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.shared.metrics.render())

@@ -1,49 +1,12 @@
 //! Crash safety: SIGKILL the real binary mid-flight, start it again on the same database, and
 //! every saga finishes; nothing is lost and nothing is done twice beyond an idempotent resend.
 
-use crate::helpers::{eventually, TestDb};
+use crate::helpers::{eventually, start_binary, TestDb};
 use crate::on_every_db;
 use crate::participant::{Participant, Reply};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The real binary, started on a random port; answers the child and its base URL.
-fn start_binary(db: &TestDb) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_saga-orchestrator"))
-        .arg("serve")
-        .env("SAGA__SERVER__BIND", "127.0.0.1:0")
-        .env("SAGA__DATABASE__URL", &db.url)
-        .env("SAGA__PARTICIPANT__INITIAL_BACKOFF_MS", "20")
-        .env("SAGA__PARTICIPANT__MAX_BACKOFF_MS", "200")
-        .env("SAGA__LOG__LEVEL", "info")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !sent {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if let Some(b) = v["bound"].as_str() {
-                        let _ = tx.send(b.to_string());
-                        sent = true;
-                    }
-                }
-            }
-        }
-    });
-    let bound = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("a \"bound\" log line");
-    (child, format!("http://{bound}"))
-}
 
 on_every_db!(sigkill_mid_flight_then_restart_finishes_every_saga);
 
@@ -61,7 +24,7 @@ async fn sigkill_mid_flight_then_restart_finishes_every_saga(db: TestDb) {
             delay_ms: 150,
         },
     );
-    let (mut child, base) = start_binary(&db);
+    let (mut child, base, _) = start_binary(&db);
     let client = reqwest::Client::new();
     let n = 12;
     for i in 0..n {
@@ -90,7 +53,7 @@ async fn sigkill_mid_flight_then_restart_finishes_every_saga(db: TestDb) {
         "the kill came too late to test anything ({killed_at} calls)"
     );
 
-    let (mut child, base) = start_binary(&db);
+    let (mut child, base, _) = start_binary(&db);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut finals = HashMap::new();
     for i in 0..n {

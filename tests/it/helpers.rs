@@ -233,3 +233,46 @@ macro_rules! on_every_db {
         )*
     };
 }
+
+/// Every stdout line of a started binary.
+pub type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Starts the real binary on a random port and `db`; answers the child, its base URL and its
+/// stdout lines as they come.
+pub fn start_binary(db: &TestDb) -> (std::process::Child, String, Lines) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_saga-orchestrator"))
+        .arg("serve")
+        .env("SAGA__SERVER__BIND", "127.0.0.1:0")
+        .env("SAGA__DATABASE__URL", &db.url)
+        .env("SAGA__PARTICIPANT__INITIAL_BACKOFF_MS", "20")
+        .env("SAGA__PARTICIPANT__MAX_BACKOFF_MS", "200")
+        .env("SAGA__LOG__LEVEL", "debug,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,hyper_util=info,reqwest=info,h2=info,actix_server=info")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let lines: Lines = Default::default();
+    let keep = lines.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(b) = serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|v| v["bound"].as_str().map(String::from))
+            {
+                let _ = tx.send(b);
+            }
+            keep.lock().unwrap().push(line);
+        }
+    });
+    let bound = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a \"bound\" log line");
+    (child, format!("http://{bound}"), lines)
+}

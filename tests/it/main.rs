@@ -7,4 +7,5 @@ mod participant;
 mod advanced;
 mod api_contract;
 mod crash;
+mod observability;
 mod operations;
