@@ -61,7 +61,7 @@ impl Application {
             metrics: metrics.clone(),
             finished,
             stopping: AtomicBool::new(false),
-            calls_in_flight: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
             alerter: crate::alerts::Alerter::new(
                 Some(settings.alerts.webhook_url.clone()),
                 settings.alerts.max_attempts,
@@ -111,7 +111,9 @@ impl Application {
                 .default_service(web::to(api::problem::not_found))
         })
         .listen(listener)?
-        .shutdown_timeout(grace.as_secs().max(1));
+        .shutdown_timeout(grace.as_secs().max(1))
+        // Signals are ours: the first thing a stop does is to stop new participant calls.
+        .disable_signals();
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
@@ -141,15 +143,25 @@ impl Application {
     /// Serves until SIGTERM/SIGINT (or [`Self::handle`]`.stop`), then lets participant calls in
     /// flight finish for the grace period; anything unfinished resumes at the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let (handle, shared) = (self.server.handle(), self.shared.clone());
+        let signals = actix_web::rt::spawn(async move {
+            stop_signal().await;
+            shared.stopping.store(true, Ordering::SeqCst);
+            tracing::info!(
+                "stop signal: no new sagas or participant calls; finishing calls in flight"
+            );
+            handle.stop(true).await;
+        });
         let res = self.server.await;
+        signals.abort();
         self.shared.stopping.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + self.grace;
-        while self.shared.calls_in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while self.shared.busy.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = self.shared.calls_in_flight.load(Ordering::SeqCst);
+        let left = self.shared.busy.load(Ordering::SeqCst);
         tracing::info!(
-            calls_in_flight = left,
+            work_in_flight = left,
             "stopped; unfinished sagas resume at the next start"
         );
         self.registry.do_send(Shutdown);
@@ -158,5 +170,28 @@ impl Application {
             a.stop();
         }
         res
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

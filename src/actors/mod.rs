@@ -30,8 +30,8 @@ pub struct Shared {
     pub finished: broadcast::Sender<(String, SagaStatus)>,
     /// Set when the service is stopping: no new participant calls are sent.
     pub stopping: AtomicBool,
-    /// Participant calls in flight.
-    pub calls_in_flight: AtomicUsize,
+    /// Participant calls and log writes in flight: what a stop waits for.
+    pub busy: AtomicUsize,
     /// Posts stuck-saga alerts to the webhook.
     pub alerter: crate::alerts::Alerter,
     /// A saga actor with nothing in flight and nothing due for this long is released.

@@ -45,19 +45,20 @@ struct Live {
     state: SagaState,
 }
 
-/// Counts a participant call in flight for as long as it lives (also when dropped by a restart).
-struct InFlight(Arc<Shared>);
+/// Counts work that shutdown waits for — a participant call, then the log write of its answer —
+/// for as long as it lives (also when dropped by a restart).
+struct Busy(Arc<Shared>);
 
-impl InFlight {
+impl Busy {
     fn new(shared: Arc<Shared>) -> Self {
-        shared.calls_in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(shared)
+        shared.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(shared)
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.calls_in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -265,7 +266,9 @@ impl SagaActor {
                 .await
                 .map(|v| (v, old))
         };
+        let busy = Busy::new(self.shared.clone());
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| {
+            let _busy = busy;
             act.shared.metrics.store_write.with_label_values(&["transition"]).observe(t.elapsed().as_secs_f64());
             match res {
                 Ok((v, old)) => {
@@ -408,7 +411,7 @@ impl SagaActor {
             return;
         };
         let shared = self.shared.clone();
-        let guard = InFlight::new(shared.clone());
+        let guard = Busy::new(shared.clone());
         self.calls += 1;
         let (id, sname, timeout_ms, name) = (
             self.id.clone(),
@@ -430,7 +433,6 @@ impl SagaActor {
             };
             let t = Instant::now();
             let r = shared.participant.call(&spec).await;
-            drop(guard);
             let secs = t.elapsed().as_secs_f64();
             shared
                 .metrics
@@ -449,10 +451,10 @@ impl SagaActor {
                 duration_ms = (secs * 1000.0) as u64,
                 "participant answered"
             );
-            r
+            (r, guard)
         }
         .instrument(span);
-        ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |(r, guard), act, ctx| {
             act.calls -= 1;
             let rec = LogRecord::Finished {
                 step,
@@ -471,6 +473,8 @@ impl SagaActor {
                 error: r.error,
             };
             act.handle_event(ev, Some(rec), ctx, None);
+            // Released only once the write of this answer holds its own guard.
+            drop(guard);
         }));
     }
 }

@@ -108,3 +108,73 @@ async fn sigkill_mid_flight_then_restart_finishes_every_saga(db: TestDb) {
         assert!(per_key.values().all(|&k| k <= 2), "{id}: {per_key:?}");
     }
 }
+
+on_every_db!(sigterm_finishes_calls_in_flight_and_exits);
+
+async fn sigterm_finishes_calls_in_flight_and_exits(db: TestDb) {
+    let p = Participant::start().await;
+    p.default_reply("/slow/action", Reply::slow(1500));
+    let (mut child, base, _) = start_binary(&db);
+    let client = reqwest::Client::new();
+    let body = json!({"id": "term-1", "name": "term", "steps": [
+        {"name": "slow", "action": {"url": p.url("/slow/action")}, "compensation": {"url": p.url("/slow/compensation")}},
+        {"name": "next", "action": {"url": p.url("/next/action")}, "compensation": {"url": p.url("/next/compensation")}}
+    ]});
+    let r = client
+        .post(format!("{base}/v1/sagas"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    eventually(10, "the slow call in flight", || {
+        !p.calls_of("term-1").is_empty()
+    })
+    .await;
+    // SAFETY: kill(2) on the pid of the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        client.get(format!("{base}/healthz")).send().await.is_err(),
+        "no longer serving"
+    );
+    let before = p.calls_of("term-1");
+    assert_eq!(
+        before.len(),
+        1,
+        "no new call once stopping: {:?}",
+        before.iter().map(|c| &c.path).collect::<Vec<_>>()
+    );
+
+    let (mut child, base, _) = start_binary(&db);
+    let v: Value = client
+        .get(format!(
+            "{base}/v1/sagas/term-1?wait_ms=20000&include=attempts"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    child.kill().ok();
+    let _ = child.wait();
+    assert_eq!(v["status"], "succeeded", "{v}");
+    let slow = &v["steps"][0]["history"];
+    assert_eq!(
+        slow.as_array().unwrap().len(),
+        1,
+        "the answer in flight was recorded, not resent: {v}"
+    );
+    assert_eq!(slow[0]["outcome"], "success");
+    let paths: Vec<String> = p.calls_of("term-1").into_iter().map(|c| c.path).collect();
+    assert_eq!(paths, ["/slow/action", "/next/action"]);
+}
