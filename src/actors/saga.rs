@@ -243,11 +243,7 @@ impl SagaActor {
                 calls.push(LogRecord::Finished {
                     step: i,
                     phase: s.phase,
-                    attempt: match s.phase {
-                        Phase::Action | Phase::Try => s.attempts,
-                        Phase::Compensation | Phase::Cancel => s.compensation_attempts,
-                        Phase::Confirm => s.confirm_attempts,
-                    },
+                    attempt: s.calls(s.phase),
                     at: now,
                     http_status: None,
                     outcome: CallOutcome::Unknown,

@@ -347,7 +347,8 @@ pub struct StepState {
 }
 
 impl StepState {
-    fn calls(&self, phase: Phase) -> u32 {
+    /// Calls started in `phase` (the attempt number of the latest one).
+    pub fn calls(&self, phase: Phase) -> u32 {
         match phase {
             Phase::Action | Phase::Try => self.attempts,
             Phase::Compensation | Phase::Cancel => self.compensation_attempts,

@@ -11,17 +11,8 @@ fn ep(p: &Participant, step: &str, phase: &str) -> Value {
     json!({"url": p.url(&format!("/{step}/{phase}"))})
 }
 
-fn step(p: &Participant, name: &str) -> Value {
-    json!({"name": name, "action": ep(p, name, "action"), "compensation": ep(p, name, "compensation"),
-           "retry": {"max_attempts": 2, "initial_backoff_ms": 10}})
-}
-
 fn tcc_step(p: &Participant, name: &str) -> Value {
     json!({"name": name, "try": ep(p, name, "try"), "confirm": ep(p, name, "confirm"), "cancel": ep(p, name, "cancel")})
-}
-
-fn paths(p: &Participant, id: &str) -> Vec<String> {
-    p.calls_of(id).into_iter().map(|c| c.path).collect()
 }
 
 on_every_db!(
@@ -47,7 +38,7 @@ async fn tcc_confirms_only_after_every_try(db: TestDb) {
         .unwrap()
         .iter()
         .all(|s| s["status"] == "confirmed" && s["confirm_attempts"] == 1));
-    let got = paths(&p, "tcc-1");
+    let got = p.paths_of("tcc-1");
     assert_eq!(got[..2], ["/a/try", "/b/try"]);
     let mut confirms = got[2..].to_vec();
     confirms.sort();
@@ -70,15 +61,10 @@ async fn tcc_failed_try_cancels_what_was_tried(db: TestDb) {
                       "steps": [tcc_step(&p, "a"), tcc_step(&p, "b"), tcc_step(&p, "c")]});
     app.post("/v1/sagas", &body).await;
     let v = app.wait_status("tcc-2", &["compensated"], 20).await;
-    let st: Vec<&str> = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["status"].as_str().unwrap())
-        .collect();
+    let st = crate::helpers::step_statuses(&v);
     assert_eq!(st, ["cancelled", "cancelled", "failed"]);
     assert_eq!(
-        paths(&p, "tcc-2"),
+        p.paths_of("tcc-2"),
         ["/a/try", "/b/try", "/c/try", "/b/cancel", "/a/cancel"]
     );
     app.stop().await;
@@ -93,12 +79,12 @@ async fn parallel_steps_run_concurrently_and_join(db: TestDb) {
     let mut steps: Vec<Value> = ["a", "b", "c"]
         .iter()
         .map(|s| {
-            let mut v = step(&p, s);
+            let mut v = p.quick_step(s);
             v["depends_on"] = json!([]);
             v
         })
         .collect();
-    let mut join = step(&p, "join");
+    let mut join = p.quick_step("join");
     join["depends_on"] = json!(["a", "b", "c"]);
     steps.push(join);
     let t = Instant::now();
@@ -142,11 +128,11 @@ async fn delayed_compensation_survives_a_restart(db: TestDb) {
     let app = spawn_app_with(settings.clone()).await;
     let p = Participant::start().await;
     p.default_reply("/b/action", Reply::code(409));
-    let mut a = step(&p, "a");
+    let mut a = p.quick_step("a");
     a["compensation"]["delay_ms"] = json!(1500);
     app.post(
         "/v1/sagas",
-        &json!({"id": "dc-1", "name": "refund_later", "steps": [a, step(&p, "b")]}),
+        &json!({"id": "dc-1", "name": "refund_later", "steps": [a, p.quick_step("b")]}),
     )
     .await;
     let v = app.wait_status("dc-1", &["compensating"], 20).await;
@@ -180,26 +166,21 @@ async fn deadline_stops_the_forward_phase(db: TestDb) {
     let app = spawn_app(&db).await;
     let p = Participant::start().await;
     p.default_reply("/b/action", Reply::Hang);
-    let mut b = step(&p, "b");
+    let mut b = p.quick_step("b");
     b["timeout_ms"] = json!(1500);
-    let body = json!({"id": "dl-1", "name": "slow", "timeout_ms": 500, "steps": [step(&p, "a"), b, step(&p, "c")]});
+    let body = json!({"id": "dl-1", "name": "slow", "timeout_ms": 500, "steps": [p.quick_step("a"), b, p.quick_step("c")]});
     let (_, v) = app.post("/v1/sagas", &body).await;
     assert!(v["deadline_at"].is_string());
     let v = app.wait_status("dl-1", &["compensated"], 20).await;
     assert_eq!(v["error"], "deadline exceeded");
-    let st: Vec<&str> = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["status"].as_str().unwrap())
-        .collect();
+    let st = crate::helpers::step_statuses(&v);
     assert_eq!(
         st,
         ["compensated", "compensated", "skipped"],
         "the call in flight at the deadline counts as unknown"
     );
     assert_eq!(
-        paths(&p, "dl-1"),
+        p.paths_of("dl-1"),
         [
             "/a/action",
             "/b/action",
@@ -221,7 +202,7 @@ async fn abort_then_stuck_then_retry_with_alert_and_history(db: TestDb) {
     p.script("/alerts", [Reply::code(503)]);
     app.post(
         "/v1/sagas",
-        &json!({"id": "ops-1", "name": "ops", "steps": [step(&p, "a"), step(&p, "b")]}),
+        &json!({"id": "ops-1", "name": "ops", "steps": [p.quick_step("a"), p.quick_step("b")]}),
     )
     .await;
     eventually(10, "b called", || p.calls_of("ops-1").len() >= 2).await;
@@ -266,11 +247,11 @@ async fn idle_sagas_leave_memory_and_wake_from_the_log() {
     let p = Participant::start().await;
     p.default_reply("/b/action", Reply::code(409));
     for i in 0..20 {
-        let mut a = step(&p, "a");
+        let mut a = p.quick_step("a");
         a["compensation"]["delay_ms"] = json!(2500);
         app.post(
             "/v1/sagas",
-            &json!({"id": format!("idle-{i}"), "name": "idle", "steps": [a, step(&p, "b")]}),
+            &json!({"id": format!("idle-{i}"), "name": "idle", "steps": [a, p.quick_step("b")]}),
         )
         .await;
     }

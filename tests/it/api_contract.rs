@@ -6,19 +6,8 @@ use crate::participant::{Participant, Reply};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// A step calling `{name}/action` and `{name}/compensation` on the participant.
-fn step(p: &Participant, name: &str) -> Value {
-    json!({"name": name,
-           "action": {"url": p.url(&format!("/{name}/action"))},
-           "compensation": {"url": p.url(&format!("/{name}/compensation"))}})
-}
-
 fn saga(id: &str, steps: Vec<Value>) -> Value {
     json!({"id": id, "name": "place_order", "payload": {"order_id": 1042, "amount": 1999}, "steps": steps})
-}
-
-fn paths(p: &Participant, id: &str) -> Vec<String> {
-    p.calls_of(id).into_iter().map(|c| c.path).collect()
 }
 
 on_every_db!(
@@ -35,13 +24,13 @@ on_every_db!(
 async fn success_calls_actions_in_order_with_protocol_headers(db: TestDb) {
     let app = spawn_app(&db).await;
     let p = Participant::start().await;
-    let mut s3 = step(&p, "s3");
+    let mut s3 = p.step("s3");
     s3["action"]["body"] = json!({"sku": "A1"});
     s3["action"]["headers"] = json!({"X-Tenant": "acme"});
     let r = app
         .client
         .post(format!("{}/v1/sagas?wait_ms=10000", app.base))
-        .json(&saga("ok-1", vec![step(&p, "s1"), step(&p, "s2"), s3]))
+        .json(&saga("ok-1", vec![p.step("s1"), p.step("s2"), s3]))
         .send()
         .await
         .unwrap();
@@ -56,7 +45,7 @@ async fn success_calls_actions_in_order_with_protocol_headers(db: TestDb) {
         .iter()
         .all(|s| s["status"] == "succeeded" && s["attempts"] == 1));
     assert_eq!(
-        paths(&p, "ok-1"),
+        p.paths_of("ok-1"),
         vec!["/s1/action", "/s2/action", "/s3/action"]
     );
     let calls = p.calls_of("ok-1");
@@ -96,25 +85,15 @@ async fn business_failure_compensates_in_reverse_order(db: TestDb) {
             delay_ms: 0,
         },
     );
-    let steps = vec![
-        step(&p, "s1"),
-        step(&p, "s2"),
-        step(&p, "s3"),
-        step(&p, "s4"),
-    ];
+    let steps = vec![p.step("s1"), p.step("s2"), p.step("s3"), p.step("s4")];
     let (code, _) = app.post("/v1/sagas", &saga("bf-1", steps)).await;
     assert_eq!(code, 201);
     let v = app.wait_status("bf-1", &["compensated"], 20).await;
     assert_eq!(v["error"], "s3: 409 insufficient funds");
-    let st: Vec<&str> = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["status"].as_str().unwrap())
-        .collect();
+    let st = crate::helpers::step_statuses(&v);
     assert_eq!(st, vec!["compensated", "compensated", "failed", "skipped"]);
     assert_eq!(
-        paths(&p, "bf-1"),
+        p.paths_of("bf-1"),
         vec![
             "/s1/action",
             "/s2/action",
@@ -135,9 +114,9 @@ async fn unknown_outcomes_retry_with_backoff_and_a_stable_key(db: TestDb) {
     let app = spawn_app(&db).await;
     let p = Participant::start().await;
     p.script("/s2/action", [Reply::code(503), Reply::code(500)]);
-    let mut s2 = step(&p, "s2");
+    let mut s2 = p.step("s2");
     s2["retry"] = json!({"max_attempts": 5, "initial_backoff_ms": 200, "max_backoff_ms": 5000, "multiplier": 2.0});
-    app.post("/v1/sagas", &saga("rt-1", vec![step(&p, "s1"), s2]))
+    app.post("/v1/sagas", &saga("rt-1", vec![p.step("s1"), s2]))
         .await;
     let v = app.wait_status("rt-1", &["succeeded"], 20).await;
     assert_eq!(v["steps"][1]["attempts"], 3);
@@ -186,11 +165,11 @@ async fn exhausted_retries_compensate_the_step_that_may_have_acted(db: TestDb) {
     let app = spawn_app(&db).await;
     let p = Participant::start().await;
     p.default_reply("/s2/action", Reply::code(500));
-    let mut s2 = step(&p, "s2");
+    let mut s2 = p.step("s2");
     s2["retry"] = json!({"max_attempts": 3, "initial_backoff_ms": 10});
     app.post(
         "/v1/sagas",
-        &saga("ex-1", vec![step(&p, "s1"), s2, step(&p, "s3")]),
+        &saga("ex-1", vec![p.step("s1"), s2, p.step("s3")]),
     )
     .await;
     let v = app.wait_status("ex-1", &["compensated"], 20).await;
@@ -206,7 +185,7 @@ async fn exhausted_retries_compensate_the_step_that_may_have_acted(db: TestDb) {
         "an unknown outcome may have taken effect"
     );
     assert_eq!(v["steps"][2]["status"], "skipped");
-    let got = paths(&p, "ex-1");
+    let got = p.paths_of("ex-1");
     assert_eq!(
         got[..4],
         ["/s1/action", "/s2/action", "/s2/action", "/s2/action"]
@@ -220,9 +199,9 @@ async fn hang_and_dropped_connection_are_unknown_outcomes(db: TestDb) {
     let p = Participant::start().await;
     p.script("/s1/action", [Reply::Hang]);
     p.script("/s2/action", [Reply::Drop]);
-    let mut s1 = step(&p, "s1");
+    let mut s1 = p.step("s1");
     s1["timeout_ms"] = json!(300);
-    app.post("/v1/sagas", &saga("hd-1", vec![s1, step(&p, "s2")]))
+    app.post("/v1/sagas", &saga("hd-1", vec![s1, p.step("s2")]))
         .await;
     let v = app.wait_status("hd-1", &["succeeded"], 20).await;
     assert_eq!(v["steps"][0]["attempts"], 2);
@@ -245,7 +224,7 @@ async fn hang_and_dropped_connection_are_unknown_outcomes(db: TestDb) {
 async fn idempotent_start_and_conflict(db: TestDb) {
     let app = spawn_app(&db).await;
     let p = Participant::start().await;
-    let body = saga("idem-1", vec![step(&p, "s1")]);
+    let body = saga("idem-1", vec![p.step("s1")]);
     let (c1, v1) = app.post("/v1/sagas?wait_ms=10000", &body).await;
     assert_eq!(c1, 201);
     assert_eq!(v1["status"], "succeeded");
@@ -279,7 +258,7 @@ async fn long_poll_until_terminal(db: TestDb) {
     let p = Participant::start().await;
     p.default_reply("/s1/action", Reply::slow(400));
     let (code, v) = app
-        .post("/v1/sagas", &saga("lp-1", vec![step(&p, "s1")]))
+        .post("/v1/sagas", &saga("lp-1", vec![p.step("s1")]))
         .await;
     assert_eq!(code, 201);
     assert_eq!(v["status"], "running");
@@ -289,7 +268,7 @@ async fn long_poll_until_terminal(db: TestDb) {
     assert_eq!(v["status"], "succeeded");
     // A short wait on a slow saga answers with the current state.
     p.default_reply("/s1/action", Reply::slow(3000));
-    app.post("/v1/sagas", &saga("lp-2", vec![step(&p, "s1")]))
+    app.post("/v1/sagas", &saga("lp-2", vec![p.step("s1")]))
         .await;
     let (code, v) = app.get("/v1/sagas/lp-2?wait_ms=100").await;
     assert_eq!((code, v["status"].as_str()), (200, Some("running")));
@@ -302,9 +281,9 @@ async fn listing_pages_newest_first(db: TestDb) {
     p.default_reply("/bad/action", Reply::code(409));
     for i in 0..5 {
         let steps = if i % 2 == 0 {
-            vec![step(&p, "s1")]
+            vec![p.step("s1")]
         } else {
-            vec![step(&p, "bad")]
+            vec![p.step("bad")]
         };
         let mut b = saga(&format!("ls-{i}"), steps);
         b["name"] = json!(if i < 4 { "listed" } else { "other" });

@@ -201,6 +201,18 @@ impl TestApp {
     }
 }
 
+/// The `status` of each step of a saga resource.
+pub fn step_statuses(saga: &Value) -> Vec<String> {
+    saga["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["status"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Polls `cond` every 10 ms until it holds, failing with `what` after `secs`.
 pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut cond: F) {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -6,12 +6,6 @@ use crate::on_every_db;
 use crate::participant::{Participant, Reply};
 use serde_json::{json, Value};
 
-fn step(p: &Participant, name: &str) -> Value {
-    json!({"name": name, "action": {"url": p.url(&format!("/{name}/action"))},
-           "compensation": {"url": p.url(&format!("/{name}/compensation"))},
-           "retry": {"max_attempts": 2, "initial_backoff_ms": 10}})
-}
-
 /// The value of one exact sample line, or None when the series is absent.
 fn sample(m: &str, series: &str) -> Option<f64> {
     m.lines().find_map(|l| {
@@ -39,12 +33,12 @@ async fn metrics_count_a_known_mix_exactly(db: TestDb) {
     };
     let mut bodies = vec![];
     for _ in 0..3 {
-        bodies.push(run(vec![step(&p, "a"), step(&p, "b")]));
+        bodies.push(run(vec![p.quick_step("a"), p.quick_step("b")]));
     }
     for _ in 0..2 {
-        bodies.push(run(vec![step(&p, "a"), step(&p, "no")]));
+        bodies.push(run(vec![p.quick_step("a"), p.quick_step("no")]));
     }
-    bodies.push(run(vec![step(&p, "stuck"), step(&p, "no")]));
+    bodies.push(run(vec![p.quick_step("stuck"), p.quick_step("no")]));
     for b in &bodies {
         let (code, _) = app.post("/v1/sagas", b).await;
         assert_eq!(code, 201);
@@ -114,7 +108,7 @@ async fn json_logs_carry_the_saga_id(db: TestDb) {
     let (mut child, base, lines) = start_binary(&db);
     let client = reqwest::Client::new();
     let id = "logged-saga-7";
-    let body = json!({"id": id, "name": "logged", "steps": [step(&p, "a"), step(&p, "b")]});
+    let body = json!({"id": id, "name": "logged", "steps": [p.quick_step("a"), p.quick_step("b")]});
     let r = client
         .post(format!("{base}/v1/sagas?wait_ms=20000"))
         .json(&body)

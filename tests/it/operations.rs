@@ -5,13 +5,6 @@ use crate::on_every_db;
 use crate::participant::{Participant, Reply};
 use serde_json::{json, Value};
 
-fn step(p: &Participant, name: &str) -> Value {
-    json!({"name": name,
-           "action": {"url": p.url(&format!("/{name}/action"))},
-           "compensation": {"url": p.url(&format!("/{name}/compensation"))},
-           "retry": {"max_attempts": 2, "initial_backoff_ms": 10}})
-}
-
 on_every_db!(
     bad_input_gets_problem_documents_and_records_nothing,
     stuck_compensation_waits_for_an_operator_retry,
@@ -98,8 +91,7 @@ async fn stuck_compensation_waits_for_an_operator_retry(db: TestDb) {
     let p = Participant::start().await;
     p.default_reply("/s2/action", Reply::code(422));
     p.default_reply("/s1/compensation", Reply::code(503));
-    let body =
-        json!({"id": "stuck-1", "name": "refund", "steps": [step(&p, "s1"), step(&p, "s2")]});
+    let body = json!({"id": "stuck-1", "name": "refund", "steps": [p.quick_step("s1"), p.quick_step("s2")]});
     app.post("/v1/sagas", &body).await;
     let v = app.wait_status("stuck-1", &["stuck"], 20).await;
     assert_eq!(v["steps"][0]["stuck"], true);
@@ -143,7 +135,7 @@ async fn abort_stops_a_running_saga_and_compensates(db: TestDb) {
     let app = spawn_app(&db).await;
     let p = Participant::start().await;
     p.default_reply("/s2/action", Reply::slow(600));
-    let body = json!({"id": "ab-1", "name": "n", "steps": [step(&p, "s1"), step(&p, "s2"), step(&p, "s3")]});
+    let body = json!({"id": "ab-1", "name": "n", "steps": [p.quick_step("s1"), p.quick_step("s2"), p.quick_step("s3")]});
     app.post("/v1/sagas", &body).await;
     crate::helpers::eventually(10, "s2 called", || p.calls_of("ab-1").len() >= 2).await;
     let (code, v) = app.post("/v1/sagas/ab-1/abort", &json!({})).await;
@@ -151,12 +143,7 @@ async fn abort_stops_a_running_saga_and_compensates(db: TestDb) {
     assert_eq!(v["status"], "compensating");
     let v = app.wait_status("ab-1", &["compensated"], 20).await;
     assert_eq!(v["error"], "aborted by operator");
-    let st: Vec<&str> = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["status"].as_str().unwrap())
-        .collect();
+    let st = crate::helpers::step_statuses(&v);
     assert_eq!(
         st,
         vec!["compensated", "compensated", "skipped"],
@@ -178,7 +165,7 @@ async fn service_endpoints_answer(db: TestDb) {
     assert!(doc["paths"]["/v1/sagas/{id}/retry"]["post"].is_object());
     app.post(
         "/v1/sagas?wait_ms=10000",
-        &json!({"id": "m-1", "name": "metered", "steps": [step(&p, "s1")]}),
+        &json!({"id": "m-1", "name": "metered", "steps": [p.quick_step("s1")]}),
     )
     .await;
     let (code, m) = app.get_text("/metrics").await;

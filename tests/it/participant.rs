@@ -137,6 +137,25 @@ impl Participant {
         self.inner.lock().unwrap().calls.clone()
     }
 
+    /// A saga-mode step calling `/{name}/action` and `/{name}/compensation` here.
+    pub fn step(&self, name: &str) -> Value {
+        serde_json::json!({"name": name,
+            "action": {"url": self.url(&format!("/{name}/action"))},
+            "compensation": {"url": self.url(&format!("/{name}/compensation"))}})
+    }
+
+    /// [`Self::step`] with a quick retry policy: 2 calls per phase, 10 ms apart.
+    pub fn quick_step(&self, name: &str) -> Value {
+        let mut s = self.step(name);
+        s["retry"] = serde_json::json!({"max_attempts": 2, "initial_backoff_ms": 10});
+        s
+    }
+
+    /// The paths one saga called, in order.
+    pub fn paths_of(&self, saga: &str) -> Vec<String> {
+        self.calls_of(saga).into_iter().map(|c| c.path).collect()
+    }
+
     /// Calls so far for one saga.
     pub fn calls_of(&self, saga: &str) -> Vec<Call> {
         self.calls()
