@@ -76,6 +76,8 @@ pub struct SagaActor {
     calls: usize,
     /// The registry was told to forget this actor.
     released: bool,
+    /// Supervised restarts since the last successful log write (sets the reload backoff).
+    restarts: u32,
 }
 
 type Reply = Option<oneshot::Sender<Result<(), OpError>>>;
@@ -107,6 +109,7 @@ impl SagaActor {
             last_wake: None,
             calls: 0,
             released: false,
+            restarts: 0,
         }
     }
 
@@ -127,6 +130,7 @@ impl SagaActor {
             last_wake: None,
             calls: 0,
             released: false,
+            restarts: 0,
         }
     }
 
@@ -268,6 +272,7 @@ impl SagaActor {
             act.shared.metrics.store_write.with_label_values(&["transition"]).observe(t.elapsed().as_secs_f64());
             match res {
                 Ok((v, old)) => {
+                    act.restarts = 0;
                     if let Some(live) = act.live.as_mut() {
                         live.version = v;
                         live.state = new;
@@ -287,10 +292,11 @@ impl SagaActor {
                         // let a wake load it afresh.
                         tracing::warn!(saga_id = %act.id, actor = "saga", "saga changed by another writer; reloading it from the log");
                         act.release(ctx);
-                        act.timer.do_send(Schedule { id: act.id.clone(), at_ms: now_ms() + 50 });
                     } else {
                         tracing::error!(saga_id = %act.id, actor = "saga", error = %e, "saga log write failed; restarting the actor to reload from the log");
                     }
+                    // The supervisor restarts a registered actor; a wake covers a released one.
+                    act.timer.do_send(Schedule { id: act.id.clone(), at_ms: now_ms() + 1_000 });
                     ctx.stop();
                 }
             }
@@ -485,6 +491,10 @@ impl Actor for SagaActor {
         if self.live.is_some() {
             let cmds = std::mem::take(&mut self.initial);
             self.execute(cmds, ctx);
+        } else if self.restarts > 0 {
+            // Back off while the log keeps failing, rather than spin on restarts.
+            let wait = 100u64.saturating_mul(1 << self.restarts.min(7));
+            ctx.run_later(Duration::from_millis(wait), |act, ctx| act.load(ctx));
         } else {
             self.load(ctx);
         }
@@ -500,7 +510,8 @@ impl Actor for SagaActor {
 impl Supervised for SagaActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.shared.metrics.actor_restarts.inc();
-        tracing::warn!(saga_id = %self.id, actor = "saga", "saga actor restarting; state will be reloaded from the saga log");
+        self.restarts = self.restarts.saturating_add(1);
+        tracing::warn!(saga_id = %self.id, actor = "saga", restarts = self.restarts, "saga actor restarting; state will be reloaded from the saga log");
         self.live = None;
         self.initial.clear();
         self.last_wake = None;

@@ -178,3 +178,95 @@ async fn sigterm_finishes_calls_in_flight_and_exits(db: TestDb) {
     let paths: Vec<String> = p.calls_of("term-1").into_iter().map(|c| c.path).collect();
     assert_eq!(paths, ["/slow/action", "/next/action"]);
 }
+
+on_every_db!(another_writer_makes_the_actor_step_aside_and_reload);
+
+/// Another writer (say a second instance) changes a saga while its call is in flight: the
+/// actor's write conflicts, it steps aside, and the saga is reloaded and finished from the log.
+async fn another_writer_makes_the_actor_step_aside_and_reload(db: TestDb) {
+    use sea_orm::ConnectionTrait;
+    let app = crate::helpers::spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.script("/a/action", [Reply::slow(800)]);
+    app.post(
+        "/v1/sagas",
+        &json!({"id": "cw-1", "name": "cw", "steps": [p.step("a"), p.step("b")]}),
+    )
+    .await;
+    eventually(10, "a in flight", || !p.calls_of("cw-1").is_empty()).await;
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    conn.execute_unprepared("UPDATE sagas SET version = version + 100 WHERE id = 'cw-1'")
+        .await
+        .unwrap();
+    let v = app.wait_status("cw-1", &["succeeded"], 20).await;
+    let a: Vec<_> = p
+        .calls_of("cw-1")
+        .into_iter()
+        .filter(|c| c.path == "/a/action")
+        .collect();
+    assert_eq!(a.len(), 2, "the answer lost to the conflict is asked again");
+    assert!(a
+        .iter()
+        .all(|c| c.header("idempotency-key") == "cw-1/a/action"));
+    assert_eq!(v["steps"][0]["attempts"], 2);
+    let _ = conn.close().await;
+    app.stop().await;
+}
+
+/// A failing log write stops the saga actor; its supervisor restarts it, it reloads from the
+/// log and finishes once the database accepts writes again.
+#[actix_web::test]
+async fn failed_log_writes_restart_the_actor_from_the_log() {
+    use sea_orm::ConnectionTrait;
+    let db = TestDb::new(crate::helpers::Kind::Sqlite).await.unwrap();
+    let app = crate::helpers::spawn_app(&db).await;
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    conn.execute_unprepared("CREATE TABLE fail_writes (x INTEGER)")
+        .await
+        .unwrap();
+    conn.execute_unprepared("INSERT INTO fail_writes VALUES (1)")
+        .await
+        .unwrap();
+    conn.execute_unprepared(
+        "CREATE TRIGGER fail_saga_writes BEFORE UPDATE ON sagas WHEN NEW.id = 'sup-1' AND (SELECT count(*) FROM fail_writes) > 0 \
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    )
+    .await
+    .unwrap();
+    let p = Participant::start().await;
+    let (code, _) = app
+        .post(
+            "/v1/sagas",
+            &json!({"id": "sup-1", "name": "sup", "steps": [p.step("a"), p.step("b")]}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, m) = app.get_text("/metrics").await;
+        let restarts = m
+            .lines()
+            .find_map(|l| l.strip_prefix("saga_actor_restarts_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if restarts.unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no supervised restart after a failed write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, v) = app.get("/v1/sagas/sup-1").await;
+    assert_eq!(
+        v["status"], "running",
+        "nothing past the failed write is recorded: {v}"
+    );
+    conn.execute_unprepared("DELETE FROM fail_writes")
+        .await
+        .unwrap();
+    let v = app.wait_status("sup-1", &["succeeded"], 20).await;
+    assert_eq!(v["steps"][1]["status"], "succeeded");
+    let _ = conn.close().await;
+    app.stop().await;
+}
