@@ -289,3 +289,35 @@ async fn idle_sagas_leave_memory_and_wake_from_the_log() {
     );
     app.stop().await;
 }
+
+on_every_db!(deadline_survives_a_restart);
+
+async fn deadline_survives_a_restart(db: TestDb) {
+    let settings = test_settings(&db);
+    let app = spawn_app_with(settings.clone()).await;
+    let p = Participant::start().await;
+    p.script("/b/action", [Reply::code(503)]);
+    let mut b = p.step("b");
+    // The retry would come 2.5-5 s later; the deadline passes first, while the service is down.
+    b["retry"] = json!({"max_attempts": 3, "initial_backoff_ms": 5000});
+    let body = json!({"id": "dlr-1", "name": "dlr", "timeout_ms": 1500, "steps": [p.step("a"), b]});
+    app.post("/v1/sagas", &body).await;
+    let v = app.wait_status("dlr-1", &["running"], 10).await;
+    assert!(v["deadline_at"].is_string());
+    eventually(10, "b refused once", || p.paths_of("dlr-1").len() == 2).await;
+    app.stop().await;
+    let app = spawn_app_with(settings).await;
+    let v = app.wait_status("dlr-1", &["compensated"], 20).await;
+    assert_eq!(v["error"], "deadline exceeded");
+    assert_eq!(
+        p.paths_of("dlr-1"),
+        [
+            "/a/action",
+            "/b/action",
+            "/b/compensation",
+            "/a/compensation"
+        ],
+        "no retry after the deadline; b may have acted, so it is compensated"
+    );
+    app.stop().await;
+}
