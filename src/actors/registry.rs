@@ -164,14 +164,19 @@ impl Actor for Registry {
     }
 }
 
-/// The per-step facts stored beside the state.
+/// The per-step facts stored beside the state. A step's `payload` is its own action body, or
+/// null when it sends the saga payload: a 1 MiB payload is stored once, not once per step.
 pub fn step_metas(def: &SagaDefinition) -> Vec<StepMeta> {
     def.steps
         .iter()
         .map(|s| StepMeta {
             name: s.name.clone(),
             service_name: s.forward.service.clone(),
-            payload: s.forward.body.clone(),
+            payload: if s.forward.body == def.payload {
+                serde_json::Value::Null
+            } else {
+                s.forward.body.clone()
+            },
         })
         .collect()
 }

@@ -324,3 +324,24 @@ async fn listing_pages_newest_first(db: TestDb) {
     assert_eq!(bad["errors"].as_array().unwrap().len(), 2, "{bad}");
     app.stop().await;
 }
+
+on_every_db!(a_large_payload_over_many_steps_is_stored_once);
+
+/// 64 steps sharing a payload near the body limit: stored once, sent to every step.
+async fn a_large_payload_over_many_steps_is_stored_once(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let big = "x".repeat(700_000);
+    let steps: Vec<Value> = (0..64).map(|i| p.step(&format!("s{i}"))).collect();
+    let body = json!({"id": "big-1", "name": "big", "payload": {"blob": big}, "steps": steps});
+    let (code, v) = app.post("/v1/sagas?wait_ms=30000", &body).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["status"], "succeeded");
+    let calls = p.calls_of("big-1");
+    assert_eq!(calls.len(), 64);
+    assert!(calls
+        .iter()
+        .all(|c| c.body["blob"].as_str().map(str::len) == Some(700_000)));
+    let (code, _) = app.post("/v1/sagas", &body).await;
+    assert_eq!(code, 200, "the stored request compares equal");
+}
