@@ -78,6 +78,8 @@ pub struct SagaActor {
     released: bool,
     /// Supervised restarts since the last successful log write (sets the reload backoff).
     restarts: u32,
+    /// The saga's span: every line logged about the saga is inside it (saga_id, saga_name).
+    span: tracing::Span,
 }
 
 type Reply = Option<oneshot::Sender<Result<(), OpError>>>;
@@ -92,6 +94,7 @@ impl SagaActor {
         registry: Addr<Registry>,
         timer: Addr<Timer>,
     ) -> Self {
+        let span = tracing::info_span!("saga", saga_id = %r.id, saga_name = %r.name);
         let live = Live {
             def,
             name: r.name,
@@ -110,6 +113,7 @@ impl SagaActor {
             calls: 0,
             released: false,
             restarts: 0,
+            span,
         }
     }
 
@@ -120,6 +124,7 @@ impl SagaActor {
         registry: Addr<Registry>,
         timer: Addr<Timer>,
     ) -> Self {
+        let span = tracing::info_span!("saga", saga_id = %id, saga_name = tracing::field::Empty);
         SagaActor {
             id,
             shared,
@@ -131,6 +136,7 @@ impl SagaActor {
             calls: 0,
             released: false,
             restarts: 0,
+            span,
         }
     }
 
@@ -176,13 +182,25 @@ impl SagaActor {
                 let def = match parse_request(&r.request, &act.shared.defaults) {
                     Ok(d) => Arc::new(d),
                     Err(_) => {
-                        tracing::error!(saga_id = %act.id, "stored request no longer validates; saga left as is");
+                        act.span.in_scope(|| {
+                            tracing::error!("stored request no longer validates; saga left as is")
+                        });
                         act.release(ctx);
                         return;
                     }
                 };
-                let active = matches!(r.state.status, SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Confirming);
-                act.live = Some(Live { def, name: r.name, created_at: r.created_at, version: r.version, state: r.state });
+                let active = matches!(
+                    r.state.status,
+                    SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Confirming
+                );
+                act.span.record("saga_name", r.name.as_str());
+                act.live = Some(Live {
+                    def,
+                    name: r.name,
+                    created_at: r.created_at,
+                    version: r.version,
+                    state: r.state,
+                });
                 if active {
                     act.handle_event(Event::Resume, None, ctx, None);
                 } else {
@@ -192,7 +210,9 @@ impl SagaActor {
             }
             Ok(None) => act.release(ctx),
             Err(e) => {
-                tracing::error!(saga_id = %act.id, error = %e, "cannot load saga; trying again in 1 s");
+                act.span.in_scope(
+                    || tracing::error!(error = %e, "cannot load saga; trying again in 1 s"),
+                );
                 ctx.run_later(Duration::from_secs(1), |act, ctx| act.load(ctx));
             }
         }));
@@ -290,10 +310,10 @@ impl SagaActor {
                     if matches!(e, StoreError::Conflict(_)) {
                         // Another actor wrote this saga: the log is the truth. Step aside and
                         // let a wake load it afresh.
-                        tracing::warn!(saga_id = %act.id, actor = "saga", "saga changed by another writer; reloading it from the log");
+                        act.span.in_scope(|| tracing::warn!(actor = "saga", "saga changed by another writer; reloading it from the log"));
                         act.release(ctx);
                     } else {
-                        tracing::error!(saga_id = %act.id, actor = "saga", error = %e, "saga log write failed; restarting the actor to reload from the log");
+                        act.span.in_scope(|| tracing::error!(actor = "saga", error = %e, "saga log write failed; restarting the actor to reload from the log"));
                     }
                     // The supervisor restarts a registered actor; a wake covers a released one.
                     act.timer.do_send(Schedule { id: act.id.clone(), at_ms: now_ms() + 1_000 });
@@ -322,19 +342,30 @@ impl SagaActor {
                     .with_label_values(&[&name, sname, phase.as_str()])
                     .inc();
             }
+            // The undo may finish in the same transition (nothing to compensate), hence the set.
             if old.status == SagaStatus::Running
-                && new.status == SagaStatus::Compensating
+                && matches!(
+                    new.status,
+                    SagaStatus::Compensating | SagaStatus::Compensated | SagaStatus::Stuck
+                )
                 && phase.is_forward()
             {
                 m.failed.with_label_values(&[&name, sname]).inc();
-                tracing::warn!(saga_id = %self.id, saga_name = %name, step = %sname, error = new.error.as_deref().unwrap_or(""), "step failed; compensating");
+                self.span.in_scope(|| tracing::warn!(step = %sname, error = new.error.as_deref().unwrap_or(""), "step failed; compensating"));
             }
         }
         if old.status == SagaStatus::Stuck && new.status != SagaStatus::Stuck {
-            tracing::info!(saga_id = %self.id, saga_name = %name, "stuck saga resumed by operator");
+            self.span
+                .in_scope(|| tracing::info!("stuck saga resumed by operator"));
         }
         if old.status != new.status {
-            tracing::info!(saga_id = %self.id, saga_name = %name, from = old.status.as_str(), to = new.status.as_str(), "saga status changed");
+            self.span.in_scope(|| {
+                tracing::info!(
+                    from = old.status.as_str(),
+                    to = new.status.as_str(),
+                    "saga status changed"
+                )
+            });
         }
         for c in cmds {
             match c {
@@ -351,7 +382,7 @@ impl SagaActor {
                         "at": crate::api::resource::rfc3339(now_ms()),
                         "retry": format!("/v1/sagas/{}/retry", self.id),
                     }));
-                    tracing::error!(saga_id = %self.id, saga_name = %name, step = %sname, phase = phase.as_str(), error = %error, alert = true, "saga stuck: a call that must succeed gave up; resume with POST /v1/sagas/{}/retry", self.id);
+                    self.span.in_scope(|| tracing::error!(step = %sname, phase = phase.as_str(), error = %error, alert = true, "saga stuck: a call that must succeed gave up; resume with POST /v1/sagas/{}/retry", self.id));
                 }
                 Command::Finished(status) => {
                     m.finished
@@ -361,7 +392,9 @@ impl SagaActor {
                     m.saga_duration
                         .with_label_values(&[&name, status.as_str()])
                         .observe(secs);
-                    tracing::info!(saga_id = %self.id, saga_name = %name, status = status.as_str(), duration_s = secs, "saga finished");
+                    self.span.in_scope(|| {
+                        tracing::info!(status = status.as_str(), duration_s = secs, "saga finished")
+                    });
                 }
                 _ => {}
             }
@@ -422,7 +455,7 @@ impl SagaActor {
             live.name.clone(),
         );
         // One span per call: its lines carry saga_id, saga_name, step, phase and attempt.
-        let span = tracing::info_span!("participant_call", saga_id = %id, saga_name = %name, step = %sname, phase = phase.as_str(), attempt);
+        let span = tracing::info_span!(parent: &self.span, "participant_call", step = %sname, phase = phase.as_str(), attempt);
         let fut = async move {
             tracing::debug!(url = %endpoint.url, "calling participant");
             let spec = CallSpec {
@@ -487,7 +520,8 @@ impl Actor for SagaActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(256);
         self.shared.metrics.actors.inc();
-        tracing::debug!(saga_id = %self.id, actor = "saga", "saga actor started");
+        self.span
+            .in_scope(|| tracing::debug!(actor = "saga", "saga actor started"));
         if self.live.is_some() {
             let cmds = std::mem::take(&mut self.initial);
             self.execute(cmds, ctx);
@@ -503,7 +537,8 @@ impl Actor for SagaActor {
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.shared.metrics.actors.dec();
         self.live = None;
-        tracing::debug!(saga_id = %self.id, actor = "saga", "saga actor stopped");
+        self.span
+            .in_scope(|| tracing::debug!(actor = "saga", "saga actor stopped"));
     }
 }
 
@@ -511,7 +546,13 @@ impl Supervised for SagaActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.shared.metrics.actor_restarts.inc();
         self.restarts = self.restarts.saturating_add(1);
-        tracing::warn!(saga_id = %self.id, actor = "saga", restarts = self.restarts, "saga actor restarting; state will be reloaded from the saga log");
+        self.span.in_scope(|| {
+            tracing::warn!(
+                actor = "saga",
+                restarts = self.restarts,
+                "saga actor restarting; state will be reloaded from the saga log"
+            )
+        });
         self.live = None;
         self.initial.clear();
         self.last_wake = None;
@@ -537,7 +578,8 @@ impl Handler<Operate> for SagaActor {
             Op::Abort => Event::Abort,
             Op::Retry => Event::Retry,
         };
-        tracing::info!(saga_id = %self.id, operator = %msg.who, action = ?msg.op, "operator action");
+        self.span
+            .in_scope(|| tracing::info!(operator = %msg.who, action = ?msg.op, "operator action"));
         let record = LogRecord::Operator {
             action: match msg.op {
                 Op::Abort => "abort".into(),

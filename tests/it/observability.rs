@@ -161,6 +161,22 @@ async fn json_logs_carry_the_saga_id(db: TestDb) {
         }
     }
     assert!(about >= 8, "only {about} lines mention the saga");
+    let with_msg = |m: &str| -> Vec<Value> {
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["saga_id"] == id && v["msg"].as_str().is_some_and(|x| x.contains(m)))
+            .collect()
+    };
+    let finished = with_msg("saga finished");
+    assert_eq!(finished.len(), 1);
+    assert_eq!(
+        finished[0]["saga_name"], "logged",
+        "saga lines carry saga_name from the saga span"
+    );
+    assert_eq!(finished[0]["status"], "compensated");
+    assert_eq!(with_msg("step failed; compensating").len(), 1);
+    assert!(with_msg("[SAGA - START]").len() >= 1, "one span per saga");
     assert_eq!(calls, 4, "a twice, b once, a's compensation once");
     assert!(
         lines
