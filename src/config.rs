@@ -79,6 +79,8 @@ pub struct DatabaseSettings {
     pub url: String,
     /// Pool size.
     pub max_connections: u32,
+    /// Commit the transitions of concurrent sagas together (one writer, fewer commits).
+    pub group_commit: bool,
 }
 
 impl Default for DatabaseSettings {
@@ -86,6 +88,7 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             url: "sqlite://data/sagas.db?mode=rwc".into(),
             max_connections: 8,
+            group_commit: true,
         }
     }
 }

@@ -51,7 +51,11 @@ impl Application {
     /// binds the HTTP listener. Must run inside an actix System.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let db = store::connect(&settings.database.url, settings.database.max_connections).await?;
-        let store: Arc<dyn SagaStore> = Arc::new(SqlStore::new(db));
+        let store: Arc<dyn SagaStore> = Arc::new(if settings.database.group_commit {
+            SqlStore::with_group_commit(db)
+        } else {
+            SqlStore::new(db)
+        });
         let metrics = Arc::new(Metrics::new());
         let (finished, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {

@@ -16,6 +16,7 @@ use sea_orm::{
     TransactionOptions, TransactionTrait,
 };
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// Opens a pool on `url` (creating a SQLite file and its folder if needed) and applies migrations.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
@@ -54,16 +55,69 @@ fn sqlite_file(url: &str) -> Option<String> {
     (!path.is_empty() && !path.starts_with(":memory:")).then(|| path.to_string())
 }
 
+/// One transition to record: what [`SagaStore::save`] receives.
+struct Transition {
+    id: String,
+    version: i64,
+    old: SagaState,
+    new: SagaState,
+    calls: Vec<LogRecord>,
+    now: i64,
+}
+
+type Queued = (Transition, oneshot::Sender<Result<i64, StoreError>>);
+
+/// Most transitions committed together by the log writer.
+const MAX_BATCH: usize = 128;
+
 /// The saga log in a relational database.
 #[derive(Clone)]
 pub struct SqlStore {
     db: DatabaseConnection,
+    /// When set, transitions go to one writer task that commits them in batches.
+    writer: Option<mpsc::UnboundedSender<Queued>>,
 }
 
 impl SqlStore {
-    /// Wraps an open, migrated connection pool.
+    /// Wraps an open, migrated connection pool; every transition is its own transaction.
     pub fn new(db: DatabaseConnection) -> Self {
-        SqlStore { db }
+        SqlStore { db, writer: None }
+    }
+
+    /// Like [`Self::new`], but transitions of all sagas waiting at the same moment are committed
+    /// together by one writer task (group commit: fewer commits and round trips under load, the
+    /// same durability: each caller is answered only after its transition is committed).
+    /// Must be called inside a tokio runtime.
+    pub fn with_group_commit(db: DatabaseConnection) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(SqlStore::new(db.clone()), rx));
+        SqlStore {
+            db,
+            writer: Some(tx),
+        }
+    }
+
+    /// One transition in its own transaction.
+    async fn save_alone(&self, t: &Transition) -> Result<i64, StoreError> {
+        let txn = self.begin_write().await?;
+        if !write_transition(&txn, t).await? {
+            txn.rollback().await?;
+            return Err(StoreError::Conflict(t.id.clone()));
+        }
+        txn.commit().await?;
+        Ok(t.version + 1)
+    }
+
+    /// Several transitions (of different sagas) in one transaction; a version conflict fails
+    /// only its own transition.
+    async fn save_batch(&self, batch: &[Queued]) -> Result<Vec<bool>, DbErr> {
+        let txn = self.begin_write().await?;
+        let mut written = Vec::with_capacity(batch.len());
+        for (t, _) in batch {
+            written.push(write_transition(&txn, t).await?);
+        }
+        txn.commit().await?;
+        Ok(written)
     }
 
     /// The underlying pool.
@@ -97,6 +151,69 @@ impl SqlStore {
             .all(&self.db)
             .await
     }
+}
+
+/// The log writer: takes whatever transitions are queued, commits them together, answers each.
+async fn write_loop(store: SqlStore, mut rx: mpsc::UnboundedReceiver<Queued>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(q) => batch.push(q),
+                Err(_) => break,
+            }
+        }
+        if batch.len() > 1 {
+            if let Ok(written) = store.save_batch(&batch).await {
+                for ((t, reply), ok) in batch.into_iter().zip(written) {
+                    let _ = reply.send(if ok {
+                        Ok(t.version + 1)
+                    } else {
+                        Err(StoreError::Conflict(t.id))
+                    });
+                }
+                continue;
+            }
+            // A failed batch was rolled back whole: write each alone, so that one bad
+            // transition cannot fail the others.
+        }
+        for (t, reply) in batch {
+            let _ = reply.send(store.save_alone(&t).await);
+        }
+    }
+}
+
+/// Writes one transition inside `txn`. `Ok(false)`: the saga's version moved (nothing written).
+async fn write_transition(txn: &DatabaseTransaction, t: &Transition) -> Result<bool, DbErr> {
+    let mut am = saga::ActiveModel {
+        version: Set(t.version + 1),
+        ..Default::default()
+    };
+    saga_state_columns(&mut am, &t.new, t.now);
+    let res = saga::Entity::update_many()
+        .set(am)
+        .filter(saga::Column::Id.eq(t.id.as_str()))
+        .filter(saga::Column::Version.eq(t.version))
+        .exec(txn)
+        .await?;
+    if res.rows_affected != 1 {
+        return Ok(false);
+    }
+    for (i, s) in t.new.steps.iter().enumerate() {
+        if t.old.steps.get(i) == Some(s) {
+            continue;
+        }
+        let mut am = saga_step::ActiveModel::default();
+        step_state_columns(&mut am, s);
+        saga_step::Entity::update_many()
+            .set(am)
+            .filter(saga_step::Column::SagaId.eq(t.id.as_str()))
+            .filter(saga_step::Column::Idx.eq(i as i32))
+            .exec(txn)
+            .await?;
+    }
+    write_calls(txn, &t.id, &t.calls).await?;
+    Ok(true)
 }
 
 /// The earliest time the saga waits for, stored so that timers can be found by query.
@@ -329,38 +446,28 @@ impl SagaStore for SqlStore {
         calls: &[LogRecord],
         now: i64,
     ) -> Result<i64, StoreError> {
-        let txn = self.begin_write().await?;
-        let mut am = saga::ActiveModel {
-            version: Set(version + 1),
-            ..Default::default()
+        let t = Transition {
+            id: id.to_string(),
+            version,
+            old: old.clone(),
+            new: new.clone(),
+            calls: calls.to_vec(),
+            now,
         };
-        saga_state_columns(&mut am, new, now);
-        let res = saga::Entity::update_many()
-            .set(am)
-            .filter(saga::Column::Id.eq(id))
-            .filter(saga::Column::Version.eq(version))
-            .exec(&txn)
-            .await?;
-        if res.rows_affected != 1 {
-            txn.rollback().await?;
-            return Err(StoreError::Conflict(id.to_string()));
-        }
-        for (i, s) in new.steps.iter().enumerate() {
-            if old.steps.get(i) == Some(s) {
-                continue;
+        match &self.writer {
+            Some(queue) => {
+                let (reply, answer) = oneshot::channel();
+                queue.send((t, reply)).map_err(|_| {
+                    StoreError::Db(DbErr::Custom("the log writer has stopped".into()))
+                })?;
+                answer.await.unwrap_or_else(|_| {
+                    Err(StoreError::Db(DbErr::Custom(
+                        "the log writer has stopped".into(),
+                    )))
+                })
             }
-            let mut am = saga_step::ActiveModel::default();
-            step_state_columns(&mut am, s);
-            saga_step::Entity::update_many()
-                .set(am)
-                .filter(saga_step::Column::SagaId.eq(id))
-                .filter(saga_step::Column::Idx.eq(i as i32))
-                .exec(&txn)
-                .await?;
+            None => self.save_alone(&t).await,
         }
-        write_calls(&txn, id, calls).await?;
-        txn.commit().await?;
-        Ok(version + 1)
     }
 
     async fn load(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {

@@ -262,6 +262,18 @@ async fn failed_log_writes_restart_the_actor_from_the_log() {
         v["status"], "running",
         "nothing past the failed write is recorded: {v}"
     );
+    // Other sagas share the log writer (and its batches) with the failing one: they finish.
+    for i in 0..10 {
+        let body =
+            json!({"id": format!("other-{i}"), "name": "sup", "steps": [p.step("a"), p.step("b")]});
+        app.post("/v1/sagas", &body).await;
+    }
+    for i in 0..10 {
+        app.wait_status(&format!("other-{i}"), &["succeeded"], 20)
+            .await;
+    }
+    let (_, v) = app.get("/v1/sagas/sup-1").await;
+    assert_eq!(v["status"], "running", "still failing: {v}");
     conn.execute_unprepared("DELETE FROM fail_writes")
         .await
         .unwrap();
