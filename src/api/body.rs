@@ -67,12 +67,19 @@ pub async fn json_body(
         buf.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&buf).map_err(|e| {
-        Problem::new(
+        let mut p = Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed-json",
             "Malformed JSON",
             format!("the body is not valid JSON: {e}"),
-        )
+        );
+        // The whole document is at fault: pointer "" names it, for clients that read `errors`.
+        p.errors = vec![super::problem::ProblemField {
+            pointer: Some(String::new()),
+            parameter: None,
+            detail: format!("line {}, column {}: {e}", e.line(), e.column()),
+        }];
+        p
     })
 }
 

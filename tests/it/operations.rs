@@ -68,6 +68,7 @@ async fn bad_input_gets_problem_documents_and_records_nothing(db: TestDb) {
     let (code, _, v) = send("application/json", "{\"name\": ".into()).await;
     assert_eq!(code, 400);
     assert!(v["detail"].as_str().unwrap().contains("not valid JSON"));
+    assert_eq!(v["errors"][0]["pointer"], "");
     let big = json!({"name": "n", "payload": "x".repeat(5_000), "steps": []}).to_string();
     let (code, _, v) = send("application/json", big).await;
     assert_eq!(code, 413, "{v}");
