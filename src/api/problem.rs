@@ -47,15 +47,21 @@ impl Problem {
         }
     }
 
-    /// 400 listing invalid body fields.
-    pub fn invalid_body(errors: Vec<FieldError>) -> Self {
+    /// 400 listing every invalid part of the request.
+    fn invalid(what: &str, errors: Vec<ProblemField>) -> Self {
         let mut p = Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid-request",
             "Invalid request",
-            format!("{} invalid field(s); see errors", errors.len()),
+            format!("{} invalid {what}; see errors", errors.len()),
         );
-        p.errors = errors
+        p.errors = errors;
+        p
+    }
+
+    /// 400 listing invalid body fields.
+    pub fn invalid_body(errors: Vec<FieldError>) -> Self {
+        let fields = errors
             .into_iter()
             .map(|e| ProblemField {
                 pointer: Some(e.pointer),
@@ -63,18 +69,12 @@ impl Problem {
                 detail: e.detail,
             })
             .collect();
-        p
+        Problem::invalid("field(s)", fields)
     }
 
     /// 400 listing invalid query parameters.
     pub fn invalid_query(errors: Vec<(String, String)>) -> Self {
-        let mut p = Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-request",
-            "Invalid request",
-            format!("{} invalid query parameter(s); see errors", errors.len()),
-        );
-        p.errors = errors
+        let fields = errors
             .into_iter()
             .map(|(k, d)| ProblemField {
                 pointer: None,
@@ -82,7 +82,7 @@ impl Problem {
                 detail: d,
             })
             .collect();
-        p
+        Problem::invalid("query parameter(s)", fields)
     }
 
     /// 404 for a saga id.

@@ -154,28 +154,24 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    /// GETs, answers (status, body).
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
+    async fn get_response(&self, path: &str) -> reqwest::Response {
+        self.client
             .get(format!("{}{path}", self.base))
             .send()
             .await
-            .expect("get");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+            .expect("get")
+    }
+
+    /// GETs, answers (status, body).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.get_response(path).await;
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
     /// GETs text, answers (status, body).
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("get");
-        let status = r.status().as_u16();
-        (status, r.text().await.unwrap_or_default())
+        let r = self.get_response(path).await;
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
     /// Waits (long-polling) until saga `id` is in one of `statuses`, failing after `secs`.
