@@ -213,12 +213,13 @@ async fn another_writer_makes_the_actor_step_aside_and_reload(db: TestDb) {
     app.stop().await;
 }
 
+on_every_db!(failed_log_writes_restart_the_actor_from_the_log);
+
 /// A failing log write stops the saga actor; its supervisor restarts it, it reloads from the
 /// log and finishes once the database accepts writes again.
-#[actix_web::test]
-async fn failed_log_writes_restart_the_actor_from_the_log() {
+async fn failed_log_writes_restart_the_actor_from_the_log(db: TestDb) {
+    use crate::helpers::Kind;
     use sea_orm::ConnectionTrait;
-    let db = TestDb::new(crate::helpers::Kind::Sqlite).await.unwrap();
     let app = crate::helpers::spawn_app(&db).await;
     let conn = sea_orm::Database::connect(&db.url).await.unwrap();
     conn.execute_unprepared("CREATE TABLE fail_writes (x INTEGER)")
@@ -227,12 +228,24 @@ async fn failed_log_writes_restart_the_actor_from_the_log() {
     conn.execute_unprepared("INSERT INTO fail_writes VALUES (1)")
         .await
         .unwrap();
-    conn.execute_unprepared(
-        "CREATE TRIGGER fail_saga_writes BEFORE UPDATE ON sagas WHEN NEW.id = 'sup-1' AND (SELECT count(*) FROM fail_writes) > 0 \
-         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
-    )
-    .await
-    .unwrap();
+    // A trigger refuses every write of saga sup-1 while fail_writes has a row.
+    let trigger: &[&str] = match db.kind {
+        Kind::Sqlite => &["CREATE TRIGGER fail_saga_writes BEFORE UPDATE ON sagas \
+             WHEN NEW.id = 'sup-1' AND (SELECT count(*) FROM fail_writes) > 0 \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END"],
+        Kind::Mysql => &["CREATE TRIGGER fail_saga_writes BEFORE UPDATE ON sagas FOR EACH ROW BEGIN \
+             IF NEW.id = 'sup-1' AND (SELECT COUNT(*) FROM fail_writes) > 0 THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'injected failure'; END IF; END"],
+        Kind::Postgres => &[
+            "CREATE FUNCTION fail_saga_writes() RETURNS trigger AS $$ BEGIN \
+             IF NEW.id = 'sup-1' AND (SELECT count(*) FROM fail_writes) > 0 THEN \
+             RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER fail_saga_writes BEFORE UPDATE ON sagas FOR EACH ROW EXECUTE FUNCTION fail_saga_writes()",
+        ],
+    };
+    for sql in trigger {
+        conn.execute_unprepared(sql).await.unwrap();
+    }
     let p = Participant::start().await;
     let (code, _) = app
         .post(

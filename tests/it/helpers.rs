@@ -18,6 +18,7 @@ pub enum Kind {
 
 /// A database of its own for one test.
 pub struct TestDb {
+    pub kind: Kind,
     pub url: String,
     _dir: Option<tempfile::TempDir>,
 }
@@ -44,6 +45,7 @@ impl TestDb {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let url = format!("sqlite://{}/sagas.db?mode=rwc", dir.path().display());
                 Some(TestDb {
+                    kind,
                     url,
                     _dir: Some(dir),
                 })
@@ -69,6 +71,7 @@ impl TestDb {
                 let mut u = url::Url::parse(&base).expect("database URL");
                 u.set_path(&format!("/{name}"));
                 Some(TestDb {
+                    kind,
                     url: u.to_string(),
                     _dir: None,
                 })
