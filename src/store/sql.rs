@@ -571,15 +571,16 @@ impl SagaStore for SqlStore {
             .all(&self.db)
             .await?;
         let ids: Vec<String> = sagas.iter().map(|s| s.id.clone()).collect();
-        let steps = self.steps_of(&ids).await?;
+        // Group the page's steps by saga once, rather than scanning them for every saga.
+        let mut by_saga: std::collections::HashMap<String, Vec<saga_step::Model>> =
+            Default::default();
+        for r in self.steps_of(&ids).await? {
+            by_saga.entry(r.saga_id.clone()).or_default().push(r);
+        }
         sagas
             .into_iter()
             .map(|s| {
-                let mine: Vec<saga_step::Model> = steps
-                    .iter()
-                    .filter(|r| r.saga_id == s.id)
-                    .cloned()
-                    .collect();
+                let mine = by_saga.remove(&s.id).unwrap_or_default();
                 record_from_rows(s, &mine)
             })
             .collect()
