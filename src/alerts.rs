@@ -15,10 +15,15 @@ pub struct Alerter {
 }
 
 impl Alerter {
-    /// An alerter posting to `url` (none: log only).
-    pub fn new(url: Option<String>, max_attempts: u32, timeout_ms: u64) -> Self {
+    /// An alerter posting to `url` (none: log only), trusting the same roots as participant calls.
+    pub fn new(
+        url: Option<String>,
+        max_attempts: u32,
+        timeout_ms: u64,
+        roots: &crate::outbound::ExtraRoots,
+    ) -> Self {
         Alerter {
-            client: reqwest::Client::new(),
+            client: roots.client_builder().build().unwrap_or_default(),
             url: url.filter(|u| !u.trim().is_empty()),
             max_attempts: max_attempts.max(1),
             timeout: Duration::from_millis(timeout_ms.max(1)),

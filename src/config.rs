@@ -1,11 +1,13 @@
 //! Settings: `config.toml` (or `--config PATH`), then `SAGA__{SECTION}__{KEY}` environment overrides.
 
+use crate::domain::definition::{MAX_ATTEMPTS, MAX_DURATION_MS, MULTIPLIER_RANGE};
 use crate::domain::{Defaults, RetryPolicy};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::fmt::Display;
 use std::path::Path;
 
 /// Every setting of the service; each field's default is the one documented in `config.toml`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Settings {
     /// HTTP server.
@@ -25,7 +27,7 @@ pub struct Settings {
 }
 
 /// `[alerts]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AlertSettings {
     /// URL that receives a POST of the alert JSON when a saga becomes stuck (empty: logs only).
@@ -47,7 +49,7 @@ impl Default for AlertSettings {
 }
 
 /// `[server]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ServerSettings {
     /// Address to listen on; port 0 picks a free port.
@@ -72,7 +74,7 @@ impl Default for ServerSettings {
 }
 
 /// `[database]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DatabaseSettings {
     /// sea-orm URL: `sqlite://…`, `mysql://…` or `postgres://…`.
@@ -94,7 +96,7 @@ impl Default for DatabaseSettings {
 }
 
 /// `[participant]`: defaults of every step that does not set its own.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ParticipantSettings {
     /// Timeout of one call.
@@ -107,6 +109,9 @@ pub struct ParticipantSettings {
     pub max_backoff_ms: u64,
     /// Growth of the wait per retry.
     pub multiplier: f64,
+    /// PEM file of CA certificates trusted besides the platform's roots ("" = none); also used
+    /// by the alert webhook.
+    pub ca_file: String,
 }
 
 impl Default for ParticipantSettings {
@@ -118,31 +123,28 @@ impl Default for ParticipantSettings {
             initial_backoff_ms: d.retry.initial_backoff_ms,
             max_backoff_ms: d.retry.max_backoff_ms,
             multiplier: d.retry.multiplier,
+            ca_file: String::new(),
         }
     }
 }
 
 impl ParticipantSettings {
-    /// The defaults the domain resolves requests against.
+    /// The defaults the domain resolves requests against (validated by [`Settings::validate`]).
     pub fn defaults(&self) -> Defaults {
         Defaults {
-            call_timeout_ms: self.call_timeout_ms.max(1),
+            call_timeout_ms: self.call_timeout_ms,
             retry: RetryPolicy {
-                max_attempts: self.max_attempts.max(1),
+                max_attempts: self.max_attempts,
                 initial_backoff_ms: self.initial_backoff_ms,
-                max_backoff_ms: self.max_backoff_ms.max(self.initial_backoff_ms),
-                multiplier: if self.multiplier >= 1.0 {
-                    self.multiplier
-                } else {
-                    1.0
-                },
+                max_backoff_ms: self.max_backoff_ms,
+                multiplier: self.multiplier,
             },
         }
     }
 }
 
 /// `[log]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LogSettings {
     /// `RUST_LOG`-style filter; the `RUST_LOG` variable wins when set.
@@ -158,7 +160,7 @@ impl Default for LogSettings {
 }
 
 /// `[runtime]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RuntimeSettings {
     /// Arbiter threads that saga actors run on (0 = one per core).
@@ -177,19 +179,26 @@ impl Default for RuntimeSettings {
 }
 
 /// `[demo]`
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct DemoSettings {
     /// Serve the demo shop under `/demo` (also `serve --demo`).
     pub enabled: bool,
 }
 
-/// Why settings could not be loaded.
+/// Why settings could not be loaded: every problem, each naming its key.
 #[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(#[from] config::ConfigError);
+pub enum ConfigError {
+    /// The sources could not be read or a value has the wrong type.
+    #[error("configuration: {0}")]
+    Source(#[from] config::ConfigError),
+    /// Keys that no setting has, or values out of range.
+    #[error("configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
 
-/// Loads settings from `path` (required if given, else `./config.toml` if present) and the environment.
+/// Loads settings from `path` (required if given, else `./config.toml` if present) and the
+/// environment, refusing unknown keys and out-of-range values.
 pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
     let mut b = config::Config::builder();
     b = match path {
@@ -200,5 +209,259 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
         .prefix_separator("__")
         .separator("__")
         .try_parsing(true);
-    Ok(b.add_source(env).build()?.try_deserialize()?)
+    let cfg = b.add_source(env).build()?;
+    let raw: serde_json::Value = cfg.clone().try_deserialize()?;
+    let unknown = unknown_keys(&raw);
+    if !unknown.is_empty() {
+        return Err(ConfigError::Invalid(unknown));
+    }
+    let settings: Settings = cfg.try_deserialize()?;
+    settings.validate().map_err(ConfigError::Invalid)?;
+    Ok(settings)
+}
+
+/// Every key of `raw` that no setting has, as "unknown setting a.b (…)".
+fn unknown_keys(raw: &serde_json::Value) -> Vec<String> {
+    let known = serde_json::to_value(Settings::default()).unwrap_or_default();
+    let mut out = Vec::new();
+    let Some(sections) = raw.as_object() else {
+        return out;
+    };
+    let hint = |path: &str| {
+        let env = format!("SAGA__{}", path.replace('.', "__").to_ascii_uppercase());
+        format!("unknown setting {path} (from the config file or {env}); see config.toml for every setting")
+    };
+    for (section, keys) in sections {
+        let Some(known_keys) = known.get(section).and_then(|v| v.as_object()) else {
+            out.push(hint(section));
+            continue;
+        };
+        match keys.as_object() {
+            Some(keys) => {
+                for k in keys.keys().filter(|k| !known_keys.contains_key(*k)) {
+                    out.push(hint(&format!("{section}.{k}")));
+                }
+            }
+            None => out.push(format!("setting {section} must be a section of keys")),
+        }
+    }
+    out
+}
+
+/// "`key` must be … (got …)" when `ok` is false.
+fn check(errs: &mut Vec<String>, ok: bool, key: &str, range: &str, got: impl Display) {
+    if !ok {
+        errs.push(format!("{key} must be {range} (got {got})"));
+    }
+}
+
+impl Settings {
+    /// Every value out of its accepted range, each naming its key and the range.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut e = Vec::new();
+        let (s, d, p, r, a) = (
+            &self.server,
+            &self.database,
+            &self.participant,
+            &self.runtime,
+            &self.alerts,
+        );
+        let dur = format!("from 1 to {MAX_DURATION_MS}");
+        check(
+            &mut e,
+            s.bind.contains(':'),
+            "server.bind",
+            "HOST:PORT",
+            &s.bind,
+        );
+        check(
+            &mut e,
+            (1024..=1 << 30).contains(&s.max_body_bytes),
+            "server.max_body_bytes",
+            "from 1024 to 1073741824",
+            s.max_body_bytes,
+        );
+        check(
+            &mut e,
+            s.shutdown_grace_ms <= 3_600_000,
+            "server.shutdown_grace_ms",
+            "from 0 to 3600000",
+            s.shutdown_grace_ms,
+        );
+        check(
+            &mut e,
+            s.workers <= 1024,
+            "server.workers",
+            "from 0 (one per core) to 1024",
+            s.workers,
+        );
+        let scheme_ok = [
+            "sqlite:",
+            "mysql://",
+            "mariadb://",
+            "postgres://",
+            "postgresql://",
+        ]
+        .iter()
+        .any(|x| d.url.starts_with(x));
+        check(
+            &mut e,
+            scheme_ok,
+            "database.url",
+            "a sqlite:, mysql:// or postgres:// URL",
+            &d.url,
+        );
+        check(
+            &mut e,
+            (1..=1000).contains(&d.max_connections),
+            "database.max_connections",
+            "from 1 to 1000",
+            d.max_connections,
+        );
+        check(
+            &mut e,
+            (1..=MAX_DURATION_MS).contains(&p.call_timeout_ms),
+            "participant.call_timeout_ms",
+            &dur,
+            p.call_timeout_ms,
+        );
+        check(
+            &mut e,
+            (1..=MAX_ATTEMPTS).contains(&p.max_attempts),
+            "participant.max_attempts",
+            &format!("from 1 to {MAX_ATTEMPTS}"),
+            p.max_attempts,
+        );
+        check(
+            &mut e,
+            p.initial_backoff_ms <= MAX_DURATION_MS,
+            "participant.initial_backoff_ms",
+            &format!("from 0 to {MAX_DURATION_MS}"),
+            p.initial_backoff_ms,
+        );
+        check(
+            &mut e,
+            (p.initial_backoff_ms..=MAX_DURATION_MS).contains(&p.max_backoff_ms),
+            "participant.max_backoff_ms",
+            &format!(
+                "from participant.initial_backoff_ms ({}) to {MAX_DURATION_MS}",
+                p.initial_backoff_ms
+            ),
+            p.max_backoff_ms,
+        );
+        check(
+            &mut e,
+            MULTIPLIER_RANGE.contains(&p.multiplier),
+            "participant.multiplier",
+            &format!(
+                "from {:.1} to {:.1}",
+                MULTIPLIER_RANGE.start(),
+                MULTIPLIER_RANGE.end()
+            ),
+            p.multiplier,
+        );
+        if let Err(why) = crate::outbound::ExtraRoots::from_pem_file(&p.ca_file) {
+            e.push(format!(
+                "participant.ca_file must be \"\" or a PEM file of CA certificates: {why}"
+            ));
+        }
+        let filter_ok = tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok();
+        check(
+            &mut e,
+            filter_ok,
+            "log.level",
+            "a RUST_LOG-style filter such as \"info\"",
+            &self.log.level,
+        );
+        check(
+            &mut e,
+            r.saga_arbiters <= 256,
+            "runtime.saga_arbiters",
+            "from 0 (one per core) to 256",
+            r.saga_arbiters,
+        );
+        check(
+            &mut e,
+            r.evict_idle_after_ms <= MAX_DURATION_MS,
+            "runtime.evict_idle_after_ms",
+            &format!("from 0 to {MAX_DURATION_MS}"),
+            r.evict_idle_after_ms,
+        );
+        check(
+            &mut e,
+            (1..=100).contains(&a.max_attempts),
+            "alerts.max_attempts",
+            "from 1 to 100",
+            a.max_attempts,
+        );
+        check(
+            &mut e,
+            (1..=600_000).contains(&a.timeout_ms),
+            "alerts.timeout_ms",
+            "from 1 to 600000",
+            a.timeout_ms,
+        );
+        let hook_ok = a.webhook_url.is_empty()
+            || url::Url::parse(&a.webhook_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+        check(
+            &mut e,
+            hook_ok,
+            "alerts.webhook_url",
+            "\"\" or an http(s) URL",
+            &a.webhook_url,
+        );
+        if e.is_empty() {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_are_valid_and_every_key_is_known() {
+        assert_eq!(Settings::default().validate(), Ok(()));
+        let all = serde_json::to_value(Settings::default()).unwrap();
+        assert!(unknown_keys(&all).is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_named() {
+        let raw = json!({"server": {"bind": "x:1", "bindx": "y"}, "databse": {"url": "z"}});
+        let u = unknown_keys(&raw);
+        assert_eq!(u.len(), 2, "{u:?}");
+        assert!(u
+            .iter()
+            .any(|m| m.contains("server.bindx") && m.contains("SAGA__SERVER__BINDX")));
+        assert!(u.iter().any(|m| m.contains("databse")));
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key_and_the_range() {
+        let mut s = Settings::default();
+        s.participant.max_attempts = 0;
+        s.participant.multiplier = 0.5;
+        s.participant.initial_backoff_ms = 500;
+        s.participant.max_backoff_ms = 100;
+        s.database.max_connections = 0;
+        let errs = s.validate().unwrap_err();
+        for key in [
+            "participant.max_attempts must be from 1 to 1000 (got 0)",
+            "participant.multiplier must be from 1.0 to 100.0 (got 0.5)",
+            "participant.max_backoff_ms",
+            "database.max_connections",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(key)),
+                "{key} missing in {errs:?}"
+            );
+        }
+        assert_eq!(errs.len(), 4, "{errs:?}");
+    }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod metrics;
+pub mod outbound;
 pub mod participant;
 pub mod startup;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The HTTP client that calls participants and classifies their answers (API.md section 5).
 
 use crate::domain::{CallOutcome, Endpoint, Phase};
+use crate::outbound::{error_chain, is_tls_failure, ExtraRoots};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use std::time::Duration;
 
@@ -15,8 +16,12 @@ pub struct CallSpec<'a> {
     pub phase: Phase,
     /// Attempt number in the phase.
     pub attempt: u32,
-    /// Where and what to send.
+    /// Where to send.
     pub endpoint: &'a Endpoint,
+    /// What to send (the endpoint's body or the saga payload).
+    pub body: &'a serde_json::Value,
+    /// When the saga was accepted (ms), sent as `X-Saga-Created-At`.
+    pub created_at: i64,
     /// Timeout of the whole call.
     pub timeout_ms: u64,
 }
@@ -63,17 +68,16 @@ pub struct Participant {
 }
 
 impl Participant {
-    /// Builds the pooled client.
-    pub fn new() -> Self {
-        let client = reqwest::Client::builder()
+    /// Builds the pooled client, trusting the platform's roots and `roots`.
+    pub fn new(roots: &ExtraRoots) -> Result<Self, String> {
+        let client = roots
+            .client_builder()
             .pool_max_idle_per_host(256)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("saga-orchestrator/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
-        Participant { client }
+            .map_err(|e| format!("cannot build the participant HTTP client: {e}"))?;
+        Ok(Participant { client })
     }
 
     /// Makes one call and classifies its answer; never fails, an error is an unknown outcome.
@@ -100,13 +104,17 @@ impl Participant {
                 "idempotency-key",
                 format!("{}/{}/{}", spec.saga_id, spec.step, spec.phase.as_str()),
             ),
+            (
+                "x-saga-created-at",
+                crate::api::resource::rfc3339(spec.created_at),
+            ),
         ];
         for (k, v) in protocol {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 headers.insert(HeaderName::from_static(k), v);
             }
         }
-        let body = serde_json::to_vec(&ep.body).unwrap_or_default();
+        let body = serde_json::to_vec(spec.body).unwrap_or_default();
         let req = self
             .client
             .request(method, &ep.url)
@@ -141,12 +149,6 @@ impl Participant {
     }
 }
 
-impl Default for Participant {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 fn unknown(error: String) -> CallResult {
     CallResult {
         outcome: CallOutcome::Unknown,
@@ -158,17 +160,17 @@ fn unknown(error: String) -> CallResult {
 fn describe(e: &reqwest::Error, spec: &CallSpec<'_>) -> String {
     let svc = &spec.endpoint.service;
     if e.is_timeout() {
-        format!("timeout after {} ms calling {svc}", spec.timeout_ms)
+        return format!("timeout after {} ms calling {svc}", spec.timeout_ms);
+    }
+    let chain = error_chain(e);
+    // The innermost message says what actually went wrong (refused, reset, bad certificate).
+    let cause = chain.last().cloned().unwrap_or_default();
+    if is_tls_failure(&chain) {
+        format!("TLS handshake with {svc} failed: {cause}")
     } else if e.is_connect() {
-        format!("cannot connect to {svc}")
+        format!("cannot connect to {svc}: {cause}")
     } else {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            msg = format!("{msg}: {s}");
-            src = s.source();
-        }
-        format!("call to {svc} failed: {msg}")
+        format!("call to {svc} failed: {}", chain.join(": "))
     }
 }
 

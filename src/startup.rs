@@ -33,6 +33,12 @@ pub enum StartupError {
     /// The actor system failed.
     #[error("actors: {0}")]
     Mailbox(#[from] actix::MailboxError),
+    /// The settings are not usable.
+    #[error("configuration: {}", .0.join("; "))]
+    Config(Vec<String>),
+    /// An HTTP client could not be built.
+    #[error("{0}")]
+    Client(String),
 }
 
 /// A built, listening service.
@@ -50,6 +56,9 @@ impl Application {
     /// Opens the database (migrating it), starts the actors, rehydrates unfinished sagas and
     /// binds the HTTP listener. Must run inside an actix System.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        settings.validate().map_err(StartupError::Config)?;
+        let roots = crate::outbound::ExtraRoots::from_pem_file(&settings.participant.ca_file)
+            .map_err(|e| StartupError::Config(vec![format!("participant.ca_file: {e}")]))?;
         let db = store::connect(&settings.database.url, settings.database.max_connections).await?;
         let store: Arc<dyn SagaStore> = Arc::new(if settings.database.group_commit {
             SqlStore::with_group_commit(db)
@@ -60,7 +69,7 @@ impl Application {
         let (finished, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             store,
-            participant: Participant::new(),
+            participant: Participant::new(&roots).map_err(StartupError::Client)?,
             defaults: settings.participant.defaults(),
             metrics: metrics.clone(),
             finished,
@@ -70,6 +79,7 @@ impl Application {
                 Some(settings.alerts.webhook_url.clone()),
                 settings.alerts.max_attempts,
                 settings.alerts.timeout_ms,
+                &roots,
             ),
             evict_idle_after_ms: settings.runtime.evict_idle_after_ms as i64,
         });

@@ -70,6 +70,9 @@ pub enum OpError {
     /// The saga's actor could not take it now; try again (503).
     #[error("the saga is busy or restarting; try again")]
     Unavailable,
+    /// The saga cannot be loaded (its stored definition is unreadable): nothing to act on (409).
+    #[error("{0}")]
+    Unloadable(String),
 }
 
 /// A saga actor has nothing to do for a while (terminal, stuck, or only waiting on a timer):
@@ -172,11 +175,7 @@ pub fn step_metas(def: &SagaDefinition) -> Vec<StepMeta> {
         .map(|s| StepMeta {
             name: s.name.clone(),
             service_name: s.forward.service.clone(),
-            payload: if s.forward.body == def.payload {
-                serde_json::Value::Null
-            } else {
-                s.forward.body.clone()
-            },
+            payload: s.forward.body.clone().unwrap_or(serde_json::Value::Null),
         })
         .collect()
 }
@@ -210,20 +209,14 @@ impl Handler<StartSaga> for Registry {
         // The first transition is folded into the insert: one commit, then the first calls.
         let mut state = SagaState::new(&def, now);
         let cmds = state
-            .apply(
-                &def,
-                Input {
-                    now_ms: now,
-                    jitter: 1.0,
-                },
-                &Event::Start,
-            )
+            .apply(&def, Input::new(now, 1.0), &Event::Start)
             .unwrap_or_default();
         let record = SagaRecord {
             id: msg.id,
             name: def.name.clone(),
             mode: def.mode.as_str().into(),
             request: msg.request,
+            definition: Ok(def.clone()),
             created_at: now,
             updated_at: now,
             version: 0,
@@ -331,30 +324,54 @@ impl Handler<Rehydrate> for Registry {
     type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
 
     fn handle(&mut self, _: Rehydrate, _: &mut Context<Self>) -> Self::Result {
-        let store = self.shared.store.clone();
+        let (store, defaults) = (self.shared.store.clone(), self.shared.defaults);
         Box::pin(
-            async move { store.active_wakes().await }
-                .into_actor(self)
-                .map(|res, act, _| {
-                    // Only timers are loaded: a saga gets an actor when it is due, so that
-                    // many sagas waiting on long delays cost no memory after a restart.
-                    let wakes = res?;
-                    let now = now_ms();
-                    for (id, at) in &wakes {
-                        act.timer.do_send(Schedule {
-                            id: id.clone(),
-                            at_ms: at.unwrap_or(now),
-                        });
-                    }
-                    tracing::info!(
-                        actor = "registry",
-                        sagas = wakes.len(),
-                        "rehydrated unfinished sagas from the saga log"
-                    );
-                    Ok(wakes.len())
-                }),
+            async move {
+                resolve_legacy_definitions(&*store, &defaults).await?;
+                store.active_wakes().await
+            }
+            .into_actor(self)
+            .map(|res, act, _| {
+                // Only timers are loaded: a saga gets an actor when it is due, so that
+                // many sagas waiting on long delays cost no memory after a restart.
+                let wakes = res?;
+                let now = now_ms();
+                for (id, at) in &wakes {
+                    act.timer.do_send(Schedule {
+                        id: id.clone(),
+                        at_ms: at.unwrap_or(now),
+                    });
+                }
+                tracing::info!(
+                    actor = "registry",
+                    sagas = wakes.len(),
+                    "rehydrated unfinished sagas from the saga log"
+                );
+                Ok(wakes.len())
+            }),
         )
     }
+}
+
+/// Unfinished sagas recorded before definitions were stored get theirs once, resolved with
+/// today's defaults (the only ones known); from then on they keep it. A request that no longer
+/// validates is left to its actor, which makes the saga stuck with an alert.
+async fn resolve_legacy_definitions(
+    store: &dyn crate::store::SagaStore,
+    defaults: &crate::domain::Defaults,
+) -> Result<(), StoreError> {
+    for (id, request) in store.without_definition().await? {
+        match crate::domain::parse_request(&request, defaults) {
+            Ok(def) => {
+                store.set_definition(&id, &def).await?;
+                tracing::info!(saga_id = %id, "stored the resolved definition of a saga from an older version");
+            }
+            Err(errors) => {
+                tracing::warn!(saga_id = %id, errors = ?errors, "stored request no longer validates");
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Handler<Shutdown> for Registry {

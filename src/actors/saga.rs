@@ -6,11 +6,11 @@
 //! resumes (a call whose answer was not recorded is sent again, same Idempotency-Key).
 
 use super::registry::{started_calls, Adopt, Op, OpError, Registry, Release};
-use super::timer::{Schedule, Timer};
+use super::timer::{Cancel, Schedule, Timer};
 use super::{now_ms, Shared};
+use crate::domain::machine::ACTIVE_STATUSES;
 use crate::domain::{
-    parse_request, CallOutcome, Command, Endpoint, Event, Input, Phase, SagaDefinition, SagaState,
-    SagaStatus,
+    CallOutcome, Command, Endpoint, Event, Input, Phase, SagaDefinition, SagaState, SagaStatus,
 };
 use crate::participant::CallSpec;
 use crate::store::{LogRecord, SagaRecord, StoreError};
@@ -78,6 +78,8 @@ pub struct SagaActor {
     released: bool,
     /// Supervised restarts since the last successful log write (sets the reload backoff).
     restarts: u32,
+    /// Why the saga cannot be loaded, when it cannot (operator actions answer with it).
+    unusable: Option<String>,
     /// The saga's span: every line logged about the saga is inside it (saga_id, saga_name).
     span: tracing::Span,
 }
@@ -113,6 +115,7 @@ impl SagaActor {
             calls: 0,
             released: false,
             restarts: 0,
+            unusable: None,
             span,
         }
     }
@@ -136,6 +139,7 @@ impl SagaActor {
             calls: 0,
             released: false,
             restarts: 0,
+            unusable: None,
             span,
         }
     }
@@ -179,21 +183,20 @@ impl SagaActor {
         let fut = async move { store.load(&id).await };
         ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
             Ok(Some(r)) => {
-                let def = match parse_request(&r.request, &act.shared.defaults) {
-                    Ok(d) => Arc::new(d),
-                    Err(_) => {
-                        act.span.in_scope(|| {
-                            tracing::error!("stored request no longer validates; saga left as is")
-                        });
-                        act.release(ctx);
+                act.span.record("saga_name", r.name.as_str());
+                let active = ACTIVE_STATUSES.contains(&r.state.status);
+                let def = match r.definition {
+                    Ok(d) => d,
+                    Err(why) => {
+                        if active {
+                            act.unloadable(r.name, why, ctx);
+                        } else {
+                            act.unusable = Some(why);
+                            act.release(ctx);
+                        }
                         return;
                     }
                 };
-                let active = matches!(
-                    r.state.status,
-                    SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Confirming
-                );
-                act.span.record("saga_name", r.name.as_str());
                 act.live = Some(Live {
                     def,
                     name: r.name,
@@ -218,6 +221,38 @@ impl SagaActor {
         }));
     }
 
+    /// A saga whose definition cannot be read back cannot run: it becomes `stuck` with an alert
+    /// rather than sit silently unfinished.
+    fn unloadable(&mut self, name: String, why: String, ctx: &mut Context<Self>) {
+        let reason = format!("the saga cannot be loaded: {why}");
+        let (store, id) = (self.shared.store.clone(), self.id.clone());
+        let msg = reason.clone();
+        let fut = async move { store.mark_stuck(&id, &msg, now_ms()).await };
+        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(true) => {
+                    act.shared.metrics.stuck_total.with_label_values(&[&name, ""]).inc();
+                    act.shared.alerter.raise(serde_json::json!({
+                        "alert": "saga_stuck",
+                        "saga_id": act.id,
+                        "saga_name": name,
+                        "step": null,
+                        "phase": null,
+                        "error": reason,
+                        "at": crate::api::resource::rfc3339(now_ms()),
+                        "retry": format!("/v1/sagas/{}/retry", act.id),
+                    }));
+                    act.span.in_scope(|| tracing::error!(alert = true, error = %reason, "saga stuck: it cannot be loaded"));
+                }
+                Ok(false) => {}
+                Err(e) => act.span.in_scope(|| tracing::error!(error = %e, "cannot record that the saga cannot be loaded")),
+            }
+            act.unusable = Some(reason);
+            act.timer.do_send(Cancel { id: act.id.clone() });
+            act.release(ctx);
+        }));
+    }
+
     /// Decides, persists, then executes. `record` is the history row of the event itself (a call
     /// answer or an operator action), written in the same transaction.
     fn handle_event(
@@ -229,7 +264,10 @@ impl SagaActor {
     ) {
         let Some(live) = &self.live else {
             if let Some(r) = reply {
-                let _ = r.send(Err(OpError::Unavailable));
+                let _ = r.send(Err(match &self.unusable {
+                    Some(why) => OpError::Unloadable(why.clone()),
+                    None => OpError::Unavailable,
+                }));
             }
             return;
         };
@@ -237,6 +275,8 @@ impl SagaActor {
         let input = Input {
             now_ms: now,
             jitter: rand::random_range(0.5..=1.0),
+            // Once stopping, answers are still recorded but nothing new is sent.
+            hold_calls: self.shared.is_stopping(),
         };
         let (new, cmds) = match live.state.decide(&live.def, input, &event) {
             Ok(x) => x,
@@ -402,6 +442,7 @@ impl SagaActor {
     }
 
     fn execute(&mut self, cmds: Vec<Command>, ctx: &mut Context<Self>) {
+        let mut wake = None;
         for c in cmds {
             match c {
                 Command::Call {
@@ -409,22 +450,40 @@ impl SagaActor {
                     phase,
                     attempt,
                 } => self.call(step, phase, attempt, ctx),
-                Command::WakeAt(at) => {
-                    if self.last_wake != Some(at) {
-                        self.last_wake = Some(at);
-                        self.timer.do_send(Schedule {
-                            id: self.id.clone(),
-                            at_ms: at,
-                        });
-                    }
-                }
+                Command::WakeAt(at) => wake = Some(at),
                 Command::Finished(status) => {
                     let _ = self.shared.finished.send((self.id.clone(), status));
                 }
                 Command::Alert { .. } => {}
             }
         }
+        self.sync_wake(wake);
         self.sync_registration(ctx);
+    }
+
+    /// Keeps the saga's one timer entry equal to what the machine waits for.
+    fn sync_wake(&mut self, wake: Option<i64>) {
+        if self.shared.is_stopping() {
+            // Held calls are due "now": scheduling them would spin until exit. The log keeps
+            // the wake for the next start.
+            return;
+        }
+        let ended = self
+            .live
+            .as_ref()
+            .is_some_and(|l| !ACTIVE_STATUSES.contains(&l.state.status));
+        match wake {
+            Some(at) if self.last_wake != Some(at) => self.timer.do_send(Schedule {
+                id: self.id.clone(),
+                at_ms: at,
+            }),
+            // An ended saga may still have a wake from before this actor (start-up, a nudge).
+            None if self.last_wake.is_some() || ended => self.timer.do_send(Cancel {
+                id: self.id.clone(),
+            }),
+            _ => {}
+        }
+        self.last_wake = wake;
     }
 
     fn endpoint(def: &SagaDefinition, step: usize, phase: Phase) -> Option<Endpoint> {
@@ -438,13 +497,12 @@ impl SagaActor {
 
     fn call(&mut self, step: usize, phase: Phase, attempt: u32, ctx: &mut Context<Self>) {
         let Some(live) = &self.live else { return };
-        if self.shared.is_stopping() {
-            // Recorded as in flight; the next start sends it again with the same key.
-            return;
-        }
+        // Sent even when a stop began after it was decided: it is recorded as sent, and calls
+        // in flight get the grace period. Decisions made after the stop start no call.
         let Some(endpoint) = Self::endpoint(&live.def, step, phase) else {
             return;
         };
+        let (def, created_at) = (live.def.clone(), live.created_at);
         let shared = self.shared.clone();
         let guard = Busy::new(shared.clone());
         self.calls += 1;
@@ -464,6 +522,8 @@ impl SagaActor {
                 phase,
                 attempt,
                 endpoint: &endpoint,
+                body: def.body_of(&endpoint),
+                created_at,
                 timeout_ms,
             };
             let t = Instant::now();

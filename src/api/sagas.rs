@@ -261,6 +261,14 @@ async fn operate(
         Err(OpError::Unavailable) => {
             return Err(Problem::unavailable(OpError::Unavailable.to_string()))
         }
+        Err(OpError::Unloadable(why)) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                why,
+            ))
+        }
     }
     let record = load(&state, &id).await?;
     Ok(HttpResponse::Accepted().json(saga_json(&record, None)))

@@ -24,21 +24,35 @@ impl Mode {
 }
 
 /// A participant endpoint the orchestrator calls.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// Absolute http(s) URL.
     pub url: String,
     /// HTTP method, upper case.
     pub method: String,
     /// Extra request headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
-    /// Request body; the saga payload when the request did not give one.
-    pub body: Value,
+    /// Request body; `None` sends the saga payload (stored once, not once per endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
     /// Durable wait before the call (compensation and cancel only).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub delay_ms: u64,
     /// Label for metrics and logs (host:port by default).
     pub service: String,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Longest allowed delay or timeout (about 10 years), so that time arithmetic never overflows.
+pub const MAX_DURATION_MS: u64 = 315_360_000_000;
+/// Most calls per phase a retry policy may allow.
+pub const MAX_ATTEMPTS: u32 = 1000;
+/// Smallest and largest backoff multiplier.
+pub const MULTIPLIER_RANGE: std::ops::RangeInclusive<f64> = 1.0..=100.0;
 
 /// Retry policy of one phase of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -100,17 +114,20 @@ impl Default for Defaults {
 }
 
 /// One step of a saga, resolved against the defaults.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepDef {
     /// Unique name within the saga.
     pub name: String,
     /// Saga action, or tcc try.
     pub forward: Endpoint,
     /// Saga compensation (optional), or tcc cancel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<Endpoint>,
     /// Tcc confirm; `None` in saga mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirm: Option<Endpoint>,
     /// Indices of the steps that must succeed first.
+    #[serde(default)]
     pub deps: Vec<usize>,
     /// Timeout of one call.
     pub timeout_ms: u64,
@@ -118,10 +135,15 @@ pub struct StepDef {
     pub retry: RetryPolicy,
 }
 
-/// A validated saga: the unit the state machine runs.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated saga, every default resolved: the unit the state machine runs.
+///
+/// It is stored with the saga when the saga is accepted (see [`SagaDefinition::to_stored`]) and
+/// loaded from there, so a saga runs with the settings it was accepted with, whatever the
+/// configuration says later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SagaDefinition {
-    /// Client-chosen id, if any.
+    /// Client-chosen id, if any (not stored: the saga row has it).
+    #[serde(skip)]
     pub id: Option<String>,
     /// Kind of saga, a metric label.
     pub name: String,
@@ -130,12 +152,63 @@ pub struct SagaDefinition {
     /// Default body of every call.
     pub payload: Value,
     /// Deadline of the forward phase, from creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// The steps, in request order.
     pub steps: Vec<StepDef>,
 }
 
+/// Version tag of the stored definition format, so that a later format can tell old rows apart.
+const STORED_FORMAT: u32 = 1;
+
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    format: u32,
+    #[serde(flatten)]
+    def: &'a SagaDefinition,
+}
+
+#[derive(Deserialize)]
+struct StoredOwned {
+    format: u32,
+    #[serde(flatten)]
+    def: SagaDefinition,
+}
+
 impl SagaDefinition {
+    /// The stored form: JSON of the resolved definition, tagged with its format version.
+    pub fn to_stored(&self) -> String {
+        let stored = StoredRef {
+            format: STORED_FORMAT,
+            def: self,
+        };
+        // Serialising plain data into a String cannot fail.
+        serde_json::to_string(&stored).unwrap_or_default()
+    }
+
+    /// Reads the stored form back; the error says why it cannot be used.
+    pub fn from_stored(s: &str) -> Result<SagaDefinition, String> {
+        let stored: StoredOwned =
+            serde_json::from_str(s).map_err(|e| format!("stored definition unreadable: {e}"))?;
+        if stored.format != STORED_FORMAT {
+            return Err(format!(
+                "stored definition has format {}, this version reads {STORED_FORMAT}",
+                stored.format
+            ));
+        }
+        let def = stored.def;
+        let n = def.steps.len();
+        if n == 0 || def.steps.iter().flat_map(|s| &s.deps).any(|&d| d >= n) {
+            return Err("stored definition has no steps or a dependency out of range".into());
+        }
+        Ok(def)
+    }
+
+    /// The body a call to `endpoint` sends: its own, or the saga payload.
+    pub fn body_of<'a>(&'a self, endpoint: &'a Endpoint) -> &'a Value {
+        endpoint.body.as_ref().unwrap_or(&self.payload)
+    }
+
     /// For each step, the indices of the steps that depend on it.
     pub fn dependents(&self) -> Vec<Vec<usize>> {
         let mut out = vec![Vec::new(); self.steps.len()];

@@ -277,6 +277,20 @@ pub struct Input {
     pub now_ms: i64,
     /// Random factor in [0.5, 1.0] for backoff jitter.
     pub jitter: f64,
+    /// The shell is stopping: start no new call. A call that would start now stays due (it is
+    /// neither recorded as sent nor charged an attempt) and starts after the next start-up.
+    pub hold_calls: bool,
+}
+
+impl Input {
+    /// The facts of a running shell at `now_ms` with this jitter.
+    pub fn new(now_ms: i64, jitter: f64) -> Self {
+        Input {
+            now_ms,
+            jitter,
+            hold_calls: false,
+        }
+    }
 }
 
 /// What the shell must do after the new state is durable.
@@ -291,7 +305,8 @@ pub enum Command {
         /// Attempt number (for `X-Saga-Attempt`).
         attempt: u32,
     },
-    /// Deliver [`Event::Tick`] at this time (the earliest thing the saga waits for).
+    /// Deliver [`Event::Tick`] at this time (the earliest thing the saga waits for). A
+    /// transition without it waits for nothing: any earlier wake of the saga can be dropped.
     WakeAt(i64),
     /// A call that must succeed gave up: raise an alert.
     Alert {
@@ -394,9 +409,33 @@ pub struct SagaState {
     pub deadline_at: Option<i64>,
     /// One entry per step, in definition order.
     pub steps: Vec<StepState>,
+    /// When the saga next needs a [`Event::Tick`] (the last [`Command::WakeAt`]); `None` when it
+    /// waits only for answers, an operator, or nothing.
+    #[serde(default)]
+    pub wake_at: Option<i64>,
 }
 
+/// Sagas in these statuses make progress by themselves (stuck waits for an operator).
+pub const ACTIVE_STATUSES: [SagaStatus; 3] = [
+    SagaStatus::Running,
+    SagaStatus::Compensating,
+    SagaStatus::Confirming,
+];
+
 impl SagaState {
+    /// When the saga must be looked at again, as the log stores it for start-up and for other
+    /// instances: at once while a call is in flight (after a restart nobody waits for its
+    /// answer), else its next wake; never once it is terminal or stuck.
+    pub fn next_wake(&self, now: i64) -> Option<i64> {
+        if !ACTIVE_STATUSES.contains(&self.status) {
+            return None;
+        }
+        if self.steps.iter().any(|s| s.in_flight) {
+            return Some(now);
+        }
+        self.wake_at
+    }
+
     /// A fresh saga, nothing called yet.
     pub fn new(def: &SagaDefinition, now_ms: i64) -> Self {
         let phase = Phase::forward(def.mode);
@@ -404,6 +443,7 @@ impl SagaState {
             status: SagaStatus::Running,
             error: None,
             deadline_at: def.timeout_ms.map(|t| now_ms.saturating_add(t as i64)),
+            wake_at: None,
             steps: def
                 .steps
                 .iter()
@@ -515,7 +555,7 @@ impl SagaState {
                 };
             }
         }
-        self.advance(def, input.now_ms, &mut out);
+        self.advance(def, input, &mut out);
         if self.status != before && self.status.is_terminal() {
             out.push(Command::Finished(self.status));
         }
@@ -652,10 +692,27 @@ impl SagaState {
         }
     }
 
+    /// Starts the call of step `i` in `phase`, unless calls are held: then it stays due and
+    /// the answer is true.
+    fn start_or_hold(
+        &mut self,
+        i: usize,
+        phase: Phase,
+        input: Input,
+        out: &mut Vec<Command>,
+    ) -> bool {
+        if !input.hold_calls {
+            out.push(self.start_call(i, phase, input.now_ms));
+        }
+        input.hold_calls
+    }
+
     /// Starts every call that may start now and says when to look again.
-    fn advance(&mut self, def: &SagaDefinition, now: i64, out: &mut Vec<Command>) {
+    fn advance(&mut self, def: &SagaDefinition, input: Input, out: &mut Vec<Command>) {
+        let now = input.now_ms;
         let n = self.steps.len();
         let dependents = def.dependents();
+        let mut held = false;
         loop {
             let mut again = false;
             match self.status {
@@ -676,7 +733,7 @@ impl SagaState {
                             _ => false,
                         };
                         if ready {
-                            out.push(self.start_call(i, fwd, now));
+                            held |= self.start_or_hold(i, fwd, input, out);
                         }
                     }
                     if self.steps.iter().all(StepState::forward_done) {
@@ -693,7 +750,7 @@ impl SagaState {
                         if s.status == StepStatus::Tried
                             || (s.status == StepStatus::Confirming && s.due(now))
                         {
-                            out.push(self.start_call(i, Phase::Confirm, now));
+                            held |= self.start_or_hold(i, Phase::Confirm, input, out);
                         }
                     }
                     if self.steps.iter().all(|s| s.status == StepStatus::Confirmed) {
@@ -731,13 +788,13 @@ impl SagaState {
                                             Some(now.saturating_add(ep.delay_ms as i64));
                                         s.updated_at = now;
                                     }
-                                    Some(_) => out.push(self.start_call(i, undo, now)),
+                                    Some(_) => held |= self.start_or_hold(i, undo, input, out),
                                 }
                             }
                             StepStatus::CompensationScheduled | StepStatus::Cancelling
                                 if s.due(now) =>
                             {
-                                out.push(self.start_call(i, undo, now));
+                                held |= self.start_or_hold(i, undo, input, out);
                             }
                             _ => {}
                         }
@@ -759,15 +816,18 @@ impl SagaState {
             .filter_map(|s| s.next_attempt_at)
             .min();
         if self.status == SagaStatus::Running {
-            wake = match (wake, self.deadline_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            wake = wake.into_iter().chain(self.deadline_at).min();
         }
+        if held {
+            // Calls held back are due now: whoever runs the saga next starts them at once.
+            wake = Some(wake.map_or(now, |w| w.min(now)));
+        }
+        if !ACTIVE_STATUSES.contains(&self.status) {
+            wake = None;
+        }
+        self.wake_at = wake;
         if let Some(at) = wake {
-            if !self.status.is_terminal() && self.status != SagaStatus::Stuck {
-                out.push(Command::WakeAt(at));
-            }
+            out.push(Command::WakeAt(at));
         }
     }
 }

@@ -9,10 +9,7 @@ use serde_json::{json, Value};
 const T0: i64 = 1_000_000;
 
 fn at(now_ms: i64) -> Input {
-    Input {
-        now_ms,
-        jitter: 1.0,
-    }
+    Input::new(now_ms, 1.0)
 }
 
 fn def(v: Value) -> SagaDefinition {
@@ -208,10 +205,7 @@ fn jitter_scales_the_wait_down_to_half() {
     let c = s
         .apply(
             &d,
-            Input {
-                now_ms: T0,
-                jitter: 0.5,
-            },
+            Input::new(T0, 0.5),
             &finished(0, Phase::Action, 1, CallOutcome::Unknown),
         )
         .unwrap();
@@ -478,6 +472,59 @@ fn resume_resends_a_call_whose_answer_was_lost() {
 }
 
 #[test]
+fn a_stopping_shell_records_answers_but_holds_new_calls_without_charging_them() {
+    let d = seq(2);
+    let (mut s, _) = start(&d);
+    let stopping = Input {
+        hold_calls: true,
+        ..at(T0 + 10)
+    };
+    let c = s
+        .apply(
+            &d,
+            stopping,
+            &finished(0, Phase::Action, 1, CallOutcome::Success),
+        )
+        .unwrap();
+    assert_eq!(
+        s.steps[0].status,
+        StepStatus::Succeeded,
+        "the answer is recorded"
+    );
+    assert_eq!(calls(&c), vec![], "no new call while stopping");
+    assert_eq!(s.steps[1].status, StepStatus::Pending);
+    assert_eq!(s.steps[1].attempts, 0, "the held call is not charged");
+    assert_eq!(
+        s.next_wake(T0 + 10),
+        Some(T0 + 10),
+        "it is due at once after a restart"
+    );
+    // After the restart the held call starts as attempt 1.
+    let c = s.apply(&d, at(T0 + 500), &Event::Resume).unwrap();
+    assert_eq!(calls(&c), vec![(1, Phase::Action, 1)]);
+}
+
+#[test]
+fn ended_and_stuck_sagas_wait_for_nothing() {
+    let d = seq(1);
+    let (mut s, _) = start(&d);
+    assert_eq!(
+        s.next_wake(T0 + 5),
+        Some(T0 + 5),
+        "a call in flight needs a look at once"
+    );
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 10),
+            &finished(0, Phase::Action, 1, CallOutcome::Success),
+        )
+        .unwrap();
+    assert!(!c.iter().any(|c| matches!(c, Command::WakeAt(_))), "{c:?}");
+    assert_eq!((s.wake_at, s.next_wake(T0 + 10)), (None, None));
+}
+
+#[test]
 fn deadline_stops_the_forward_phase_and_counts_calls_in_flight_as_unknown() {
     let mut v =
         json!({"name": "t", "timeout_ms": 500, "steps": [step("a", true), step("b", true)]});
@@ -703,132 +750,344 @@ fn arb_def() -> impl Strategy<Value = SagaDefinition> {
         })
 }
 
+/// The kinds of event a simulated run draws from its script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A call in flight is answered.
+    Answer,
+    /// A timer fires (at the wake time, or early).
+    Tick,
+    /// An operator aborts (rejected unless running).
+    Abort,
+    /// The shell crashed: answers in flight are lost, the saga is loaded again.
+    Resume,
+    /// An operator retries (rejected unless stuck).
+    Retry,
+    /// An answer arrives again, or for an attempt that is not in flight.
+    Stale,
+    /// The shell begins a graceful stop: no new calls until the next Resume.
+    Stop,
+}
+
+const KINDS: [Kind; 7] = [
+    Kind::Answer,
+    Kind::Tick,
+    Kind::Abort,
+    Kind::Resume,
+    Kind::Retry,
+    Kind::Stale,
+    Kind::Stop,
+];
+
 /// What one simulated run observed.
 struct Run {
     state: SagaState,
     log: Vec<(usize, Phase, CallOutcome)>,
+    /// Event kinds that were applied and accepted (an abort or retry that was not rejected).
+    accepted: Vec<Kind>,
 }
 
-/// Drives a saga to rest with answers and choices drawn from `script`.
-fn simulate(d: &SagaDefinition, script: &[u8]) -> Run {
-    let dependents = d.dependents();
-    let mut s = SagaState::new(d, T0);
-    let mut now = T0;
-    let mut wake: Option<i64> = None;
-    let mut inflight: Vec<(usize, Phase, u32)> = Vec::new();
-    let mut log = Vec::new();
-    let mut confirms_started = false;
-    // Forward calls in flight when the deadline passed: their answers count as unknown.
-    let mut overtaken: Vec<(usize, Phase, u32)> = Vec::new();
-    let mut next = script.iter().copied().cycle();
-    let mut handle = |s: &SagaState,
-                      cmds: Vec<Command>,
-                      inflight: &mut Vec<_>,
-                      wake: &mut Option<i64>| {
+/// The simulated shell and participant around one saga.
+struct Sim<'a> {
+    d: &'a SagaDefinition,
+    dependents: Vec<Vec<usize>>,
+    s: SagaState,
+    now: i64,
+    wake: Option<i64>,
+    inflight: Vec<(usize, Phase, u32)>,
+    answered: Vec<(usize, Phase, u32)>,
+    log: Vec<(usize, Phase, CallOutcome)>,
+    /// Calls sent per (step, phase) since the operator last renewed that budget.
+    spent: std::collections::HashMap<(usize, Phase), u32>,
+    confirms_started: bool,
+    /// Forward calls in flight when the deadline passed: their answers count as unknown.
+    overtaken: Vec<(usize, Phase, u32)>,
+    stopping: bool,
+    accepted: Vec<Kind>,
+}
+
+impl Sim<'_> {
+    fn input(&self, r: u8) -> Input {
+        Input {
+            now_ms: self.now,
+            jitter: 0.5 + (r % 6) as f64 / 10.0,
+            hold_calls: self.stopping,
+        }
+    }
+
+    /// Applies `event`, checks the commands against the contract, and records what they start.
+    fn step(&mut self, kind: Kind, event: Event, r: u8) -> Result<(), Rejected> {
+        let before = self.s.clone();
+        let cmds = self.s.apply(self.d, self.input(r), &event)?;
+        self.accepted.push(kind);
+        if before.status == SagaStatus::Running
+            && self.s.error.as_deref() == Some("deadline exceeded")
+        {
+            let fwd: Vec<_> = self
+                .inflight
+                .iter()
+                .filter(|c| c.1.is_forward())
+                .copied()
+                .collect();
+            self.overtaken.extend(fwd);
+        }
+        if event == Event::Retry {
+            for (i, st) in before.steps.iter().enumerate().filter(|(_, st)| st.stuck) {
+                self.spent.insert((i, st.phase), 0);
+            }
+        }
+        self.wake = None;
         for c in cmds {
             match c {
                 Command::Call {
                     step,
                     phase,
                     attempt,
-                } => {
-                    // Invariant: no compensation before every dependent is settled.
-                    if !phase.is_forward() && phase != Phase::Confirm {
-                        for &j in &dependents[step] {
-                            assert!(
-                                s.steps[j].undo_settled(),
-                                "step {step} undone before dependent {j}"
-                            );
-                        }
-                        assert!(
-                            s.steps[step].may_have_effect,
-                            "undoing a step that did nothing"
-                        );
-                        assert!(!confirms_started, "cancel after a confirm");
-                    }
-                    if phase == Phase::Confirm {
-                        confirms_started = true;
-                        assert!(
-                            s.steps.iter().all(|x| matches!(
-                                x.status,
-                                StepStatus::Tried | StepStatus::Confirming | StepStatus::Confirmed
-                            )),
-                            "confirm before every try succeeded"
-                        );
-                    }
-                    if phase.is_forward() {
-                        assert!(
-                            d.steps[step]
-                                .deps
-                                .iter()
-                                .all(|&k| s.steps[k].forward_done()),
-                            "forward before deps"
-                        );
-                    }
-                    inflight.push((step, phase, attempt));
-                }
-                Command::WakeAt(t) => *wake = Some(t),
+                } => self.check_call(step, phase, attempt),
+                Command::WakeAt(t) => self.wake = Some(t),
                 Command::Alert { .. } | Command::Finished(_) => {}
             }
         }
+        assert_eq!(
+            self.wake, self.s.wake_at,
+            "the WakeAt command is the stored wake"
+        );
+        Ok(())
+    }
+
+    fn check_call(&mut self, step: usize, phase: Phase, attempt: u32) {
+        let (s, d) = (&self.s, self.d);
+        assert!(!self.stopping, "a call started while the shell is stopping");
+        let spent = self.spent.entry((step, phase)).or_default();
+        *spent += 1;
+        assert!(
+            *spent <= d.steps[step].retry.max_attempts,
+            "step {step} {phase:?} called {spent} times, max_attempts {}",
+            d.steps[step].retry.max_attempts
+        );
+        assert_eq!(
+            attempt,
+            s.steps[step].calls(phase),
+            "attempt numbers count every call"
+        );
+        // No compensation before every dependent is settled, nor of a step that did nothing.
+        if !phase.is_forward() && phase != Phase::Confirm {
+            for &j in &self.dependents[step] {
+                assert!(
+                    s.steps[j].undo_settled(),
+                    "step {step} undone before dependent {j}"
+                );
+            }
+            assert!(
+                s.steps[step].may_have_effect,
+                "undoing a step that did nothing"
+            );
+            assert!(!self.confirms_started, "cancel after a confirm");
+        }
+        if phase == Phase::Confirm {
+            self.confirms_started = true;
+            assert!(
+                s.steps.iter().all(|x| matches!(
+                    x.status,
+                    StepStatus::Tried | StepStatus::Confirming | StepStatus::Confirmed
+                )),
+                "confirm before every try succeeded"
+            );
+        }
+        if phase.is_forward() {
+            assert!(
+                d.steps[step]
+                    .deps
+                    .iter()
+                    .all(|&k| s.steps[k].forward_done()),
+                "forward before deps"
+            );
+        }
+        self.inflight.push((step, phase, attempt));
+    }
+
+    fn answer(&mut self, pick: usize, outcome: CallOutcome, r: u8) {
+        let (step, phase, attempt) = self.inflight.remove(pick % self.inflight.len());
+        let seen = if self.overtaken.contains(&(step, phase, attempt)) {
+            CallOutcome::Unknown
+        } else {
+            outcome
+        };
+        self.log.push((step, phase, seen));
+        self.answered.push((step, phase, attempt));
+        self.now += (r % 7) as i64 * 100;
+        let ev = finished(step, phase, attempt, outcome);
+        self.step(Kind::Answer, ev, r)
+            .expect("answers are never rejected");
+    }
+
+    /// A restart: answers in flight are lost (they count as unknown outcomes).
+    fn resume(&mut self, r: u8) {
+        for (step, phase, _) in self.inflight.drain(..) {
+            self.log.push((step, phase, CallOutcome::Unknown));
+        }
+        self.stopping = false;
+        self.step(Kind::Resume, Event::Resume, r)
+            .expect("resume is never rejected");
+    }
+
+    fn random_event(&mut self, r: u8, r2: u8) {
+        match KINDS[r2 as usize % KINDS.len()] {
+            Kind::Answer if !self.inflight.is_empty() => {
+                let outcome = match (r / 4) % 5 {
+                    0..=2 => CallOutcome::Success,
+                    3 => CallOutcome::Failure,
+                    _ => CallOutcome::Unknown,
+                };
+                self.answer(r as usize, outcome, r);
+            }
+            Kind::Answer | Kind::Tick => {
+                // Usually at the wake time, sometimes early (an early tick changes nothing due).
+                self.now = match self.wake {
+                    Some(t) if !r.is_multiple_of(3) => self.now.max(t),
+                    _ => self.now + (r % 5) as i64 * 10,
+                };
+                self.step(Kind::Tick, Event::Tick, r)
+                    .expect("ticks are never rejected");
+            }
+            Kind::Abort => {
+                let status = self.s.status;
+                let res = self.step(Kind::Abort, Event::Abort, r);
+                assert_eq!(
+                    res.is_ok(),
+                    status == SagaStatus::Running,
+                    "abort only while running"
+                );
+            }
+            Kind::Retry => {
+                let status = self.s.status;
+                let res = self.step(Kind::Retry, Event::Retry, r);
+                assert_eq!(
+                    res.is_ok(),
+                    status == SagaStatus::Stuck,
+                    "retry only when stuck"
+                );
+            }
+            Kind::Resume => self.resume(r),
+            Kind::Stop => {
+                self.stopping = true;
+                self.accepted.push(Kind::Stop);
+            }
+            Kind::Stale => {
+                let Some(&(step, phase, attempt)) = (!self.answered.is_empty())
+                    .then(|| &self.answered[r as usize % self.answered.len()])
+                    .or_else(|| self.inflight.first())
+                else {
+                    return;
+                };
+                // Again for an answered call, or a wrong attempt of one still in flight.
+                let attempt = if self.answered.is_empty() {
+                    attempt + 1
+                } else {
+                    attempt
+                };
+                let before = self.s.clone();
+                let outcome = [
+                    CallOutcome::Success,
+                    CallOutcome::Failure,
+                    CallOutcome::Unknown,
+                ][r as usize % 3];
+                let ev = finished(step, phase, attempt, outcome);
+                self.step(Kind::Stale, ev, r)
+                    .expect("answers are never rejected");
+                assert_eq!(self.s, before, "a stale answer changes nothing");
+            }
+        }
+    }
+}
+
+/// Drives a saga with events drawn from `script` (two bytes an event), then to rest: a stopping
+/// shell restarts, answers come back as successes, and an operator retries a stuck saga.
+fn simulate(d: &SagaDefinition, script: &[u8]) -> Run {
+    let mut sim = Sim {
+        d,
+        dependents: d.dependents(),
+        s: SagaState::new(d, T0),
+        now: T0,
+        wake: None,
+        inflight: vec![],
+        answered: vec![],
+        log: vec![],
+        spent: Default::default(),
+        confirms_started: false,
+        overtaken: vec![],
+        stopping: false,
+        accepted: vec![],
     };
-    let c = s.apply(d, at(now), &Event::Start).unwrap();
-    handle(&s, c, &mut inflight, &mut wake);
-    for _ in 0..2_000 {
-        if s.status.is_terminal() || (s.status == SagaStatus::Stuck && inflight.is_empty()) {
+    sim.step(Kind::Tick, Event::Start, 0).unwrap();
+    for pair in script.chunks(2) {
+        if sim.s.status.is_terminal() {
             break;
         }
-        let r = next.next().unwrap_or(0);
-        let event = if !inflight.is_empty() && (r % 4 != 0 || wake.is_none()) {
-            let (step, phase, attempt) = inflight.remove(r as usize % inflight.len());
-            let outcome = match (r / 4) % 5 {
-                0..=2 => CallOutcome::Success,
-                3 => CallOutcome::Failure,
-                _ => CallOutcome::Unknown,
-            };
-            let seen = if overtaken.contains(&(step, phase, attempt)) {
-                CallOutcome::Unknown
-            } else {
-                outcome
-            };
-            log.push((step, phase, seen));
-            now += (r % 7) as i64 * 100;
-            finished(step, phase, attempt, outcome)
-        } else if let Some(t) = wake.take() {
-            now = now.max(t);
-            Event::Tick
-        } else if r % 9 == 0 && s.status == SagaStatus::Running {
-            Event::Abort
-        } else {
-            panic!("saga at rest but not finished: {s:?}");
-        };
-        let was_running = s.status == SagaStatus::Running;
-        let c = s
-            .apply(
-                d,
-                Input {
-                    now_ms: now,
-                    jitter: 0.5 + (r % 6) as f64 / 10.0,
-                },
-                &event,
-            )
-            .unwrap();
-        if was_running && s.error.as_deref() == Some("deadline exceeded") {
-            overtaken.extend(inflight.iter().filter(|c| c.1.is_forward()).copied());
-        }
-        handle(&s, c, &mut inflight, &mut wake);
+        sim.random_event(pair[0], pair.get(1).copied().unwrap_or(pair[0]));
     }
-    Run { state: s, log }
+    if sim.stopping {
+        sim.resume(0);
+    }
+    for _ in 0..10_000 {
+        if !sim.inflight.is_empty() {
+            sim.answer(0, CallOutcome::Success, 1);
+        } else if let Some(t) = sim.wake {
+            sim.now = sim.now.max(t);
+            sim.step(Kind::Tick, Event::Tick, 1).unwrap();
+        } else if sim.s.status == SagaStatus::Stuck {
+            sim.step(Kind::Retry, Event::Retry, 1).unwrap();
+        } else {
+            break;
+        }
+    }
+    Run {
+        state: sim.s,
+        log: sim.log,
+        accepted: sim.accepted,
+    }
+}
+
+#[test]
+fn the_simulation_reaches_every_event_kind() {
+    // A fixed pseudo-random walk over many sagas: every kind is applied and accepted somewhere,
+    // so the property below really exercises aborts, restarts, retries and stale answers.
+    let mut seen = Vec::new();
+    let mut x: u32 = 12345;
+    let mut byte = || {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (x >> 16) as u8
+    };
+    for n in 1..=5 {
+        for comp in [true, false] {
+            let steps: Vec<Value> = (0..n)
+                .map(|i| {
+                    let mut s = step(&format!("s{i}"), comp);
+                    s["retry"] = json!({"max_attempts": 2, "initial_backoff_ms": 10});
+                    s
+                })
+                .collect();
+            let d = def(json!({"name": "p", "steps": steps}));
+            for _ in 0..40 {
+                let script: Vec<u8> = (0..64).map(|_| byte()).collect();
+                seen.extend(simulate(&d, &script).accepted);
+            }
+        }
+    }
+    for k in KINDS {
+        assert!(seen.contains(&k), "{k:?} never applied");
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
     #[test]
-    fn every_saga_comes_to_rest_with_its_invariants(d in arb_def(), script in prop::collection::vec(any::<u8>(), 1..64)) {
-        let Run { state: s, log } = simulate(&d, &script);
-        prop_assert!(matches!(s.status, SagaStatus::Succeeded | SagaStatus::Compensated | SagaStatus::Stuck), "{:?}", s.status);
+    fn every_saga_comes_to_rest_with_its_invariants(d in arb_def(), script in prop::collection::vec(any::<u8>(), 2..128)) {
+        let Run { state: s, log, .. } = simulate(&d, &script);
+        prop_assert!(s.status.is_terminal(), "{:?}", s.status);
         prop_assert!(s.steps.iter().all(|x| !x.in_flight));
+        prop_assert_eq!(s.next_wake(T0), None);
         if s.status == SagaStatus::Succeeded {
             let want = if d.mode == Mode::Tcc { StepStatus::Confirmed } else { StepStatus::Succeeded };
             prop_assert!(s.steps.iter().all(|x| x.status == want));
@@ -854,7 +1113,7 @@ proptest! {
     #[test]
     fn decide_is_pure(d in arb_def(), r in any::<u8>()) {
         let s = SagaState::new(&d, T0);
-        let input = Input { now_ms: T0 + r as i64, jitter: 0.7 };
+        let input = Input::new(T0 + r as i64, 0.7);
         let a = s.decide(&d, input, &Event::Start).unwrap();
         let b = s.decide(&d, input, &Event::Start).unwrap();
         prop_assert_eq!(&a, &b);

@@ -3,7 +3,10 @@
 //! The request is walked as a `serde_json::Value` rather than deserialised into structs so that
 //! one answer can name every problem with a JSON Pointer, as the contract asks.
 
-use super::definition::{Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
+use super::definition::{
+    Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef, MAX_ATTEMPTS, MAX_DURATION_MS,
+    MULTIPLIER_RANGE,
+};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -19,10 +22,6 @@ pub struct FieldError {
 
 /// Most steps in one saga.
 pub const MAX_STEPS: usize = 64;
-/// Longest allowed delay or timeout (about 10 years), so that time arithmetic never overflows.
-pub const MAX_DURATION_MS: u64 = 315_360_000_000;
-/// Most calls per phase a retry policy may allow.
-pub const MAX_ATTEMPTS: u64 = 1000;
 
 const TOP_KEYS: &[&str] = &["id", "name", "mode", "payload", "timeout_ms", "steps"];
 const STEP_KEYS: &[&str] = &[
@@ -153,7 +152,7 @@ pub fn parse_request(body: &Value, defaults: &Defaults) -> Result<SagaDefinition
             errs.push("/steps", format!("must hold 1 to {MAX_STEPS} steps"))
         }
         Some(Value::Array(arr)) => {
-            steps = parse_steps(arr, mode, &payload, defaults, &mut errs);
+            steps = parse_steps(arr, mode, defaults, &mut errs);
         }
         Some(_) => errs.push("/steps", "must be an array of steps"),
     }
@@ -172,13 +171,7 @@ pub fn parse_request(body: &Value, defaults: &Defaults) -> Result<SagaDefinition
     }
 }
 
-fn parse_steps(
-    arr: &[Value],
-    mode: Mode,
-    payload: &Value,
-    defaults: &Defaults,
-    errs: &mut Errors,
-) -> Vec<StepDef> {
+fn parse_steps(arr: &[Value], mode: Mode, defaults: &Defaults, errs: &mut Errors) -> Vec<StepDef> {
     // Names first, so that depends_on can refer to later steps too.
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, s) in arr.iter().enumerate() {
@@ -233,23 +226,11 @@ fn parse_steps(
                 );
             }
         }
-        let forward = endpoint(
-            o.get(fwd_key),
-            &format!("{at}/{fwd_key}"),
-            payload,
-            false,
-            errs,
-        );
+        let forward = endpoint(o.get(fwd_key), &format!("{at}/{fwd_key}"), false, errs);
         if o.get(fwd_key).is_none() {
             errs.push(format!("{at}/{fwd_key}"), "is required");
         }
-        let undo = endpoint(
-            o.get(undo_key),
-            &format!("{at}/{undo_key}"),
-            payload,
-            true,
-            errs,
-        );
+        let undo = endpoint(o.get(undo_key), &format!("{at}/{undo_key}"), true, errs);
         let confirm = match mode {
             Mode::Saga => None,
             Mode::Tcc => {
@@ -259,13 +240,7 @@ fn parse_steps(
                 if o.get("confirm").is_none() {
                     errs.push(format!("{at}/confirm"), "is required");
                 }
-                endpoint(
-                    o.get("confirm"),
-                    &format!("{at}/confirm"),
-                    payload,
-                    false,
-                    errs,
-                )
+                endpoint(o.get("confirm"), &format!("{at}/confirm"), false, errs)
             }
         };
         let deps = match o.get("depends_on") {
@@ -344,13 +319,7 @@ fn find_cycle(steps: &[StepDef]) -> Option<usize> {
     (0..steps.len()).find_map(|i| visit(i, steps, &mut mark))
 }
 
-fn endpoint(
-    v: Option<&Value>,
-    at: &str,
-    payload: &Value,
-    may_delay: bool,
-    errs: &mut Errors,
-) -> Option<Endpoint> {
+fn endpoint(v: Option<&Value>, at: &str, may_delay: bool, errs: &mut Errors) -> Option<Endpoint> {
     let v = v?;
     let Some(o) = v.as_object() else {
         errs.push(at, "must be an endpoint object with at least \"url\"");
@@ -401,9 +370,9 @@ fn endpoint(
         Some(Value::Object(h)) => {
             for (k, val) in h {
                 let p = format!("{at}/headers/{}", token(k));
-                let name_ok = reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_ok();
+                let name_ok = http::HeaderName::from_bytes(k.as_bytes()).is_ok();
                 match val.as_str() {
-                    Some(s) if name_ok && reqwest::header::HeaderValue::from_str(s).is_ok() => {
+                    Some(s) if name_ok && http::HeaderValue::from_str(s).is_ok() => {
                         headers.push((k.clone(), s.to_string()))
                     }
                     _ => errs.push(p, "must be a valid header name with a string value"),
@@ -415,7 +384,7 @@ fn endpoint(
             "must be an object of header names to strings",
         ),
     }
-    let body = o.get("body").cloned().unwrap_or_else(|| payload.clone());
+    let body = o.get("body").cloned();
     let delay_ms = if may_delay {
         duration(o.get("delay_ms"), &format!("{at}/delay_ms"), 0, errs).unwrap_or(0)
     } else {
@@ -455,7 +424,7 @@ fn retry(v: Option<&Value>, at: &str, d: RetryPolicy, errs: &mut Errors) -> Retr
     let max_attempts = match o.get("max_attempts") {
         None => d.max_attempts,
         Some(v) => match v.as_u64() {
-            Some(n) if (1..=MAX_ATTEMPTS).contains(&n) => n as u32,
+            Some(n) if (1..=u64::from(MAX_ATTEMPTS)).contains(&n) => n as u32,
             _ => {
                 errs.push(
                     format!("{at}/max_attempts"),
@@ -488,11 +457,15 @@ fn retry(v: Option<&Value>, at: &str, d: RetryPolicy, errs: &mut Errors) -> Retr
     let multiplier = match o.get("multiplier") {
         None => d.multiplier,
         Some(v) => match v.as_f64() {
-            Some(m) if (1.0..=100.0).contains(&m) => m,
+            Some(m) if MULTIPLIER_RANGE.contains(&m) => m,
             _ => {
                 errs.push(
                     format!("{at}/multiplier"),
-                    "must be a number from 1.0 to 100.0",
+                    format!(
+                        "must be a number from {:.1} to {:.1}",
+                        MULTIPLIER_RANGE.start(),
+                        MULTIPLIER_RANGE.end()
+                    ),
                 );
                 d.multiplier
             }
@@ -546,8 +519,10 @@ mod tests {
         let d = ok(json!({"name": "n", "payload": {"x": 1}, "steps": [
             {"name": "a", "action": {"url": "http://h:1/a"}, "compensation": {"url": "http://h:1/c", "body": [1]}}
         ]}));
-        assert_eq!(d.steps[0].forward.body, json!({"x": 1}));
-        assert_eq!(d.steps[0].undo.as_ref().unwrap().body, json!([1]));
+        assert_eq!(d.body_of(&d.steps[0].forward), &json!({"x": 1}));
+        assert_eq!(d.steps[0].forward.body, None, "the payload is not copied");
+        let undo = d.steps[0].undo.as_ref().unwrap();
+        assert_eq!(d.body_of(undo), &json!([1]));
     }
 
     #[test]

@@ -9,9 +9,10 @@ mod sql;
 
 pub use sql::{connect, SqlStore};
 
-use crate::domain::{CallOutcome, Phase, SagaState};
+use crate::domain::{CallOutcome, Phase, SagaDefinition, SagaState};
 use async_trait::async_trait;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Store failures, classified once here.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,8 @@ pub struct SagaRecord {
     pub mode: String,
     /// The start request as received.
     pub request: Value,
+    /// The resolved definition the saga runs with, or why it cannot be read back.
+    pub definition: Result<Arc<SagaDefinition>, String>,
     /// Creation time (ms).
     pub created_at: i64,
     /// Last change (ms).
@@ -182,6 +185,13 @@ pub trait SagaStore: Send + Sync + 'static {
     ) -> Result<i64, StoreError>;
     /// Loads one saga.
     async fn load(&self, id: &str) -> Result<Option<SagaRecord>, StoreError>;
+    /// Makes a saga that cannot be run (its definition or state cannot be read) `stuck` with
+    /// `reason`, unless it already ended. Answers whether it changed.
+    async fn mark_stuck(&self, id: &str, reason: &str, now: i64) -> Result<bool, StoreError>;
+    /// Unfinished sagas written before definitions were stored: their ids and requests.
+    async fn without_definition(&self) -> Result<Vec<(String, Value)>, StoreError>;
+    /// Stores the resolved definition of a saga that has none yet.
+    async fn set_definition(&self, id: &str, def: &SagaDefinition) -> Result<(), StoreError>;
     /// Every saga that is not terminal and not stuck, with the time it next needs attention
     /// (`next_wake_at`: now if a call was in flight): what a start-up must wake.
     async fn active_wakes(&self) -> Result<Vec<(String, Option<i64>)>, StoreError>;

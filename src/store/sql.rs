@@ -5,7 +5,8 @@ use super::{
     CallRow, Created, ListQuery, LogRecord, OperatorRow, SagaRecord, SagaStore, StepMeta,
     StoreError,
 };
-use crate::domain::{Phase, SagaState, SagaStatus, StepState, StepStatus};
+use crate::domain::machine::{ACTIVE_STATUSES, ALL_SAGA_STATUSES};
+use crate::domain::{Phase, SagaDefinition, SagaState, SagaStatus, StepState, StepStatus};
 use async_trait::async_trait;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Condition, Expr, Func};
@@ -227,32 +228,11 @@ async fn write_transition(txn: &DatabaseTransaction, t: &Transition) -> Result<b
     Ok(true)
 }
 
-/// The earliest time the saga waits for, stored so that timers can be found by query.
-/// A call in flight needs attention at once if nobody is waiting for its answer (a restart).
-fn next_wake(state: &SagaState, now: i64) -> Option<i64> {
-    if state.steps.iter().any(|s| s.in_flight) {
-        return Some(now);
-    }
-    let steps = state
-        .steps
-        .iter()
-        .filter(|s| !s.in_flight && !s.stuck)
-        .filter_map(|s| s.next_attempt_at);
-    let deadline = (state.status == SagaStatus::Running)
-        .then_some(state.deadline_at)
-        .flatten();
-    steps.chain(deadline).min()
-}
-
 fn saga_state_columns(am: &mut saga::ActiveModel, st: &SagaState, now: i64) {
     am.status = Set(st.status.as_str().to_string());
     am.error = Set(st.error.clone());
     am.deadline_at = Set(st.deadline_at);
-    am.next_wake_at = Set(if st.status.is_terminal() {
-        None
-    } else {
-        next_wake(st, now)
-    });
+    am.next_wake_at = Set(st.next_wake(now));
     am.updated_at = Set(now);
     am.finished_at = Set(st.status.is_terminal().then_some(now));
 }
@@ -303,11 +283,16 @@ fn record_from_rows(s: saga::Model, steps: &[saga_step::Model]) -> Result<SagaRe
             payload: r.payload.clone(),
         });
     }
+    let definition = match &s.definition {
+        Some(d) => SagaDefinition::from_stored(d).map(std::sync::Arc::new),
+        None => Err("no stored definition (written before definitions were stored)".into()),
+    };
     Ok(SagaRecord {
         id: s.id,
         name: s.name,
         mode: s.mode,
         request: s.request,
+        definition,
         created_at: s.created_at,
         updated_at: s.updated_at,
         version: s.version,
@@ -317,6 +302,7 @@ fn record_from_rows(s: saga::Model, steps: &[saga_step::Model]) -> Result<SagaRe
             error: s.error,
             deadline_at: s.deadline_at,
             steps: states,
+            wake_at: s.next_wake_at,
         },
     })
 }
@@ -403,6 +389,7 @@ impl SagaStore for SqlStore {
             name: Set(r.name.clone()),
             mode: Set(r.mode.clone()),
             request: Set(r.request.clone()),
+            definition: Set(r.definition.as_ref().ok().map(|d| d.to_stored())),
             created_at: Set(r.created_at),
             version: Set(r.version),
             owner: Set(None),
@@ -492,17 +479,55 @@ impl SagaStore for SqlStore {
         record_from_rows(s, &steps).map(Some)
     }
 
+    async fn mark_stuck(&self, id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
+        let res = saga::Entity::update_many()
+            .col_expr(
+                saga::Column::Status,
+                Expr::value(SagaStatus::Stuck.as_str()),
+            )
+            .col_expr(saga::Column::Error, Expr::value(reason))
+            .col_expr(saga::Column::NextWakeAt, Expr::value(Option::<i64>::None))
+            .col_expr(saga::Column::UpdatedAt, Expr::value(now))
+            .col_expr(
+                saga::Column::Version,
+                sea_orm::sea_query::ExprTrait::add(Expr::col(saga::Column::Version), 1),
+            )
+            .filter(saga::Column::Id.eq(id))
+            .filter(saga::Column::Status.is_in(ACTIVE_STATUSES.map(|s| s.as_str())))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    async fn without_definition(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let open = ALL_SAGA_STATUSES.iter().filter(|s| !s.is_terminal());
+        Ok(saga::Entity::find()
+            .select_only()
+            .column(saga::Column::Id)
+            .column(saga::Column::Request)
+            .filter(saga::Column::Definition.is_null())
+            .filter(saga::Column::Status.is_in(open.map(|s| s.as_str())))
+            .into_tuple::<(String, serde_json::Value)>()
+            .all(&self.db)
+            .await?)
+    }
+
+    async fn set_definition(&self, id: &str, def: &SagaDefinition) -> Result<(), StoreError> {
+        saga::Entity::update_many()
+            .col_expr(saga::Column::Definition, Expr::value(def.to_stored()))
+            .filter(saga::Column::Id.eq(id))
+            .filter(saga::Column::Definition.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     async fn active_wakes(&self) -> Result<Vec<(String, Option<i64>)>, StoreError> {
-        let active = [
-            SagaStatus::Running,
-            SagaStatus::Compensating,
-            SagaStatus::Confirming,
-        ];
         Ok(saga::Entity::find()
             .select_only()
             .column(saga::Column::Id)
             .column(saga::Column::NextWakeAt)
-            .filter(saga::Column::Status.is_in(active.map(|s| s.as_str())))
+            .filter(saga::Column::Status.is_in(ACTIVE_STATUSES.map(|s| s.as_str())))
             .into_tuple::<(String, Option<i64>)>()
             .all(&self.db)
             .await?)
@@ -587,12 +612,7 @@ impl SagaStore for SqlStore {
     }
 
     async fn open_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let open = [
-            SagaStatus::Running,
-            SagaStatus::Compensating,
-            SagaStatus::Confirming,
-            SagaStatus::Stuck,
-        ];
+        let open = ALL_SAGA_STATUSES.iter().filter(|s| !s.is_terminal());
         Ok(saga::Entity::find()
             .select_only()
             .column(saga::Column::Name)

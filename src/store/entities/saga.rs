@@ -15,8 +15,12 @@ pub struct Model {
     pub mode: String,
     /// Saga status wire name.
     pub status: String,
-    /// The start request as received.
+    /// The start request as received (compared on an idempotent start).
     pub request: Json,
+    /// The resolved definition the saga runs with (`SagaDefinition::to_stored`); NULL on rows
+    /// written before definitions were stored.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub definition: Option<String>,
     /// Why the saga stopped going forward, or is stuck.
     #[sea_orm(column_type = "Text", nullable)]
     pub error: Option<String>,
