@@ -9,3 +9,4 @@ mod api_contract;
 mod crash;
 mod observability;
 mod operations;
+mod tls;

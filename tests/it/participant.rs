@@ -83,8 +83,18 @@ pub struct Participant {
 impl Participant {
     /// Starts listening on a random loopback port.
     pub async fn start() -> Participant {
+        Self::listen(None).await
+    }
+
+    /// Starts an https participant on a random loopback port, serving with `tls`.
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> Participant {
+        Self::listen(Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn listen(tls: Option<tokio_rustls::TlsAcceptor>) -> Participant {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let inner = Arc::new(Mutex::new(Inner::default()));
         let shared = inner.clone();
         tokio::spawn(async move {
@@ -92,15 +102,17 @@ impl Participant {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let shared = shared.clone();
+                let (shared, tls) = (shared.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let shared = shared.clone();
-                        async move { answer(shared, req).await }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    match tls {
+                        // A failed handshake (an untrusting client) just ends the connection.
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve(shared, stream).await
+                            }
+                        }
+                        None => serve(shared, stream).await,
+                    }
                 });
             }
         });
@@ -163,6 +175,20 @@ impl Participant {
             .filter(|c| c.header("x-saga-id") == saga)
             .collect()
     }
+}
+
+/// Serves HTTP/1.1 on one connection.
+async fn serve<S>(shared: Arc<Mutex<Inner>>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let shared = shared.clone();
+        async move { answer(shared, req).await }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }
 
 type Answer = Result<Response<Full<Bytes>>, std::io::Error>;
