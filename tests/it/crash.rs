@@ -1,7 +1,7 @@
 //! Crash safety: SIGKILL the real binary mid-flight, start it again on the same database, and
 //! every saga finishes; nothing is lost and nothing is done twice beyond an idempotent resend.
 
-use crate::helpers::{eventually, start_binary, TestDb};
+use crate::helpers::{eventually, sigterm_and_wait, start_binary, TestDb};
 use crate::on_every_db;
 use crate::participant::{Participant, Reply};
 use serde_json::{json, Value};
@@ -131,17 +131,7 @@ async fn sigterm_finishes_calls_in_flight_and_exits(db: TestDb) {
         !p.calls_of("term-1").is_empty()
     })
     .await;
-    // SAFETY: kill(2) on the pid of the child this test started.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(status.success(), "exit status {status}");
+    sigterm_and_wait(&mut child).await;
     assert!(
         client.get(format!("{base}/healthz")).send().await.is_err(),
         "no longer serving"
@@ -177,6 +167,56 @@ async fn sigterm_finishes_calls_in_flight_and_exits(db: TestDb) {
     assert_eq!(slow[0]["outcome"], "success");
     let paths: Vec<String> = p.calls_of("term-1").into_iter().map(|c| c.path).collect();
     assert_eq!(paths, ["/slow/action", "/next/action"]);
+}
+
+on_every_db!(a_graceful_stop_does_not_invent_attempts);
+
+/// SIGTERM while step 1 is in flight: its answer is recorded, step 2 is neither sent nor
+/// recorded as sent, and after the restart step 2 (max_attempts 1) is called once, attempt 1.
+async fn a_graceful_stop_does_not_invent_attempts(db: TestDb) {
+    let p = Participant::start().await;
+    p.default_reply("/slow/action", Reply::slow(1500));
+    let (mut child, base, _) = start_binary(&db);
+    let client = reqwest::Client::new();
+    let mut next = p.step("next");
+    next["retry"] = json!({"max_attempts": 1});
+    let body = json!({"id": "stop-1", "name": "stop", "steps": [p.step("slow"), next]});
+    let r = client
+        .post(format!("{base}/v1/sagas"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    eventually(10, "step 1 in flight", || !p.calls_of("stop-1").is_empty()).await;
+    sigterm_and_wait(&mut child).await;
+    assert_eq!(p.paths_of("stop-1"), ["/slow/action"], "nothing sent after the stop");
+
+    let (mut child, base, _) = start_binary(&db);
+    let v: Value = client
+        .get(format!(
+            "{base}/v1/sagas/stop-1?wait_ms=20000&include=attempts"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    child.kill().ok();
+    let _ = child.wait();
+    assert_eq!(v["status"], "succeeded", "{v}");
+    let next_calls: Vec<_> = p
+        .calls_of("stop-1")
+        .into_iter()
+        .filter(|c| c.path == "/next/action")
+        .collect();
+    assert_eq!(next_calls.len(), 1, "step 2 called once");
+    assert_eq!(next_calls[0].header("x-saga-attempt"), "1");
+    let history = v["steps"][1]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "no invented failure in the history: {v}");
+    assert_eq!(history[0]["outcome"], "success");
+    assert_eq!(v["steps"][1]["attempts"], 1);
 }
 
 on_every_db!(another_writer_makes_the_actor_step_aside_and_reload);

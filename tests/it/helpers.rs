@@ -287,3 +287,22 @@ pub fn start_binary(db: &TestDb) -> (std::process::Child, String, Lines) {
         .expect("a \"bound\" log line");
     (child, format!("http://{bound}"), lines)
 }
+
+/// Sends SIGTERM to a child this test started and waits (up to 20 s) for a successful exit.
+pub async fn sigterm_and_wait(child: &mut std::process::Child) {
+    // SAFETY: kill(2) on the pid of a child process this test started.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) },
+        0,
+        "SIGTERM"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+}
