@@ -190,7 +190,11 @@ async fn a_graceful_stop_does_not_invent_attempts(db: TestDb) {
     assert_eq!(r.status().as_u16(), 201);
     eventually(10, "step 1 in flight", || !p.calls_of("stop-1").is_empty()).await;
     sigterm_and_wait(&mut child).await;
-    assert_eq!(p.paths_of("stop-1"), ["/slow/action"], "nothing sent after the stop");
+    assert_eq!(
+        p.paths_of("stop-1"),
+        ["/slow/action"],
+        "nothing sent after the stop"
+    );
 
     let (mut child, base, _) = start_binary(&db);
     let v: Value = client

@@ -179,24 +179,42 @@ impl TestApp {
 
     /// Waits (long-polling) until saga `id` is in one of `statuses`, failing after `secs`.
     pub async fn wait_status(&self, id: &str, statuses: &[&str], secs: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let (code, v) = self.get(&format!("/v1/sagas/{id}?wait_ms=200")).await;
-            assert_eq!(code, 200, "{v}");
-            if statuses.contains(&v["status"].as_str().unwrap_or("")) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "saga {id} did not reach {statuses:?} in {secs}s: {v}"
-            );
-        }
+        wait_status_at(&self.client, &self.base, id, statuses, secs).await
     }
 
     /// Stops the HTTP server gracefully and waits for the application to finish.
     pub async fn stop(self) {
         self.handle.stop(true).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.done).await;
+    }
+}
+
+/// Waits (long-polling) until saga `id` of the service at `base` is in one of `statuses`,
+/// failing after `secs`.
+pub async fn wait_status_at(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    statuses: &[&str],
+    secs: u64,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = client
+            .get(format!("{base}/v1/sagas/{id}?wait_ms=200"))
+            .send()
+            .await
+            .expect("get");
+        let code = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(code, 200, "{v}");
+        if statuses.contains(&v["status"].as_str().unwrap_or("")) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "saga {id} did not reach {statuses:?} in {secs}s: {v}"
+        );
     }
 }
 
@@ -251,15 +269,27 @@ pub type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 /// Starts the real binary on a random port and `db`; answers the child, its base URL and its
 /// stdout lines as they come.
 pub fn start_binary(db: &TestDb) -> (std::process::Child, String, Lines) {
+    start_binary_with(db, &[])
+}
+
+/// [`start_binary`] with more `SAGA__…` settings in its environment.
+pub fn start_binary_with(
+    db: &TestDb,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String, Lines) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_saga-orchestrator"))
-        .arg("serve")
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_saga-orchestrator"));
+    cmd.arg("serve")
         .env("SAGA__SERVER__BIND", "127.0.0.1:0")
         .env("SAGA__DATABASE__URL", &db.url)
         .env("SAGA__PARTICIPANT__INITIAL_BACKOFF_MS", "20")
         .env("SAGA__PARTICIPANT__MAX_BACKOFF_MS", "200")
         .env("SAGA__LOG__LEVEL", "debug,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,hyper_util=info,reqwest=info,h2=info,actix_server=info")
-        .env_remove("RUST_LOG")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -7,6 +7,7 @@ mod participant;
 mod advanced;
 mod api_contract;
 mod crash;
+mod definitions;
 mod observability;
 mod operations;
 mod tls;
