@@ -17,6 +17,8 @@ on_every_db!(
     exhausted_retries_compensate_the_step_that_may_have_acted,
     hang_and_dropped_connection_are_unknown_outcomes,
     idempotent_start_and_conflict,
+    ids_are_byte_exact,
+    the_exact_id_migration_fixes_existing_tables,
     long_poll_until_terminal,
     listing_pages_newest_first,
 );
@@ -56,6 +58,11 @@ async fn success_calls_actions_in_order_with_protocol_headers(db: TestDb) {
         assert_eq!(c.header("x-saga-attempt"), "1");
         assert_eq!(c.header("idempotency-key"), format!("ok-1/{name}/action"));
         assert_eq!(c.header("content-type"), "application/json");
+        assert_eq!(
+            c.header("x-saga-created-at"),
+            v["created_at"].as_str().unwrap(),
+            "when the saga was accepted, RFC 3339 with milliseconds"
+        );
     }
     assert_eq!(
         calls[0].body,
@@ -218,6 +225,55 @@ async fn hang_and_dropped_connection_are_unknown_outcomes(db: TestDb) {
         "{first}"
     );
     assert_eq!(h["steps"][1]["history"][0]["outcome"], "unknown");
+    app.stop().await;
+}
+
+/// `Order-1` and `order-1` are two sagas on every database (MariaDB compared them without case).
+async fn ids_are_byte_exact(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let (c1, _) = app
+        .post("/v1/sagas", &saga("Order-1", vec![p.step("a")]))
+        .await;
+    let (c2, v2) = app
+        .post(
+            "/v1/sagas",
+            &saga("order-1", vec![p.step("a"), p.step("b")]),
+        )
+        .await;
+    assert_eq!((c1, c2), (201, 201), "{v2}");
+    let a = app.wait_status("Order-1", &["succeeded"], 20).await;
+    let b = app.wait_status("order-1", &["succeeded"], 20).await;
+    assert_eq!(a["steps"].as_array().unwrap().len(), 1);
+    assert_eq!(b["steps"].as_array().unwrap().len(), 2);
+    let (_, list) = app.get("/v1/sagas?limit=10").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(app.get("/v1/sagas/ORDER-1").await.0, 404);
+    app.stop().await;
+}
+
+/// A database made by the first two migrations (MariaDB tables then compared ids without case)
+/// is fixed by the third: an existing `Order-1` no longer blocks a new `order-1`.
+async fn the_exact_id_migration_fixes_existing_tables(db: TestDb) {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::ConnectionTrait;
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    Migrator::up(&conn, Some(2)).await.unwrap();
+    conn.execute_unprepared(
+        "INSERT INTO sagas (id, name, mode, status, request, created_at, updated_at, version) \
+         VALUES ('Order-1', 'legacy', 'saga', 'succeeded', '{}', 1, 1, 0)",
+    )
+    .await
+    .unwrap();
+    let _ = conn.close().await;
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let (code, v) = app
+        .post("/v1/sagas", &saga("order-1", vec![p.step("a")]))
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let (code, old) = app.get("/v1/sagas/Order-1").await;
+    assert_eq!((code, &old["name"]), (200, &json!("legacy")), "{old}");
     app.stop().await;
 }
 
