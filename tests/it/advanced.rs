@@ -1,7 +1,7 @@
 //! TCC, parallel steps, delayed compensation across a restart, deadlines, abort → stuck → retry
 //! with alerts and operator history, and idle sagas leaving memory.
 
-use crate::helpers::{eventually, spawn_app, spawn_app_with, test_settings, TestDb};
+use crate::helpers::{eventually, metric, spawn_app, spawn_app_with, test_settings, TestDb};
 use crate::on_every_db;
 use crate::participant::{Participant, Reply};
 use serde_json::{json, Value};
@@ -255,17 +255,12 @@ async fn idle_sagas_leave_memory_and_wake_from_the_log(db: TestDb) {
         )
         .await;
     }
-    let live = |m: &str| -> i64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix("saga_live_actors "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(-1)
-    };
+    let live = |m: &str| metric(m, "saga_live_actors").unwrap_or(-1.0);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         // One scrape reads the log's counts before it renders the actor gauge: wait for both.
         let (_, m) = app.get_text("/metrics").await;
-        if live(&m) == 0 && m.contains("sagas_active{name=\"idle\",status=\"compensating\"} 20") {
+        if live(&m) == 0.0 && m.contains("sagas_active{name=\"idle\",status=\"compensating\"} 20") {
             break;
         }
         assert!(
@@ -283,6 +278,43 @@ async fn idle_sagas_leave_memory_and_wake_from_the_log(db: TestDb) {
         m.contains("sagas_active{name=\"idle\",status=\"compensating\"} 0"),
         "{m}"
     );
+    app.stop().await;
+}
+
+on_every_db!(ended_sagas_leave_no_timer_behind);
+
+/// A deadline far away (and a stuck saga's retries) must not stay in the timer once the saga
+/// ended: `saga_timers_pending` counts live wakes only.
+async fn ended_sagas_leave_no_timer_behind(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.default_reply("/no/action", Reply::code(409));
+    p.default_reply("/a/compensation", Reply::code(409));
+    for i in 0..10 {
+        let body = json!({"id": format!("dl-{i}"), "name": "dl", "timeout_ms": 3_600_000,
+                          "steps": [p.step("a"), p.step("b")]});
+        app.post("/v1/sagas", &body).await;
+    }
+    let body = json!({"id": "dl-stuck", "name": "dl", "timeout_ms": 3_600_000,
+                      "steps": [p.quick_step("a"), p.step("no")]});
+    app.post("/v1/sagas", &body).await;
+    for i in 0..10 {
+        app.wait_status(&format!("dl-{i}"), &["succeeded"], 20)
+            .await;
+    }
+    app.wait_status("dl-stuck", &["stuck"], 20).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, m) = app.get_text("/metrics").await;
+        if metric(&m, "saga_timers_pending") == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wakes of ended sagas stayed:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.stop().await;
 }
 

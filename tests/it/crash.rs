@@ -301,11 +301,7 @@ async fn failed_log_writes_restart_the_actor_from_the_log(db: TestDb) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, m) = app.get_text("/metrics").await;
-        let restarts = m
-            .lines()
-            .find_map(|l| l.strip_prefix("saga_actor_restarts_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok());
-        if restarts.unwrap_or(0.0) >= 1.0 {
+        if crate::helpers::metric(&m, "saga_actor_restarts_total").unwrap_or(0.0) >= 1.0 {
             break;
         }
         assert!(

@@ -349,3 +349,10 @@ pub async fn sigterm_and_wait(child: &mut std::process::Child) {
     };
     assert!(status.success(), "exit status {status}");
 }
+
+/// The value of one series (`name` or `name{labels}`) in a Prometheus text exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}

@@ -6,6 +6,7 @@ mod participant;
 
 mod advanced;
 mod api_contract;
+mod config;
 mod crash;
 mod definitions;
 mod observability;
