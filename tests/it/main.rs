@@ -3,6 +3,7 @@
 
 mod helpers;
 mod participant;
+mod proxy;
 
 mod advanced;
 mod api_contract;
@@ -11,4 +12,5 @@ mod crash;
 mod definitions;
 mod observability;
 mod operations;
+mod outage;
 mod tls;
