@@ -81,8 +81,8 @@ pub struct DatabaseSettings {
     pub url: String,
     /// Pool size.
     pub max_connections: u32,
-    /// Commit the transitions of concurrent sagas together (one writer, fewer commits).
-    pub group_commit: bool,
+    /// Log writers committing in parallel, sagas sharded over them by id (1 on SQLite).
+    pub writers: usize,
 }
 
 impl Default for DatabaseSettings {
@@ -90,7 +90,7 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             url: "sqlite://data/sagas.db?mode=rwc".into(),
             max_connections: 8,
-            group_commit: true,
+            writers: 2,
         }
     }
 }

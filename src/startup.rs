@@ -12,10 +12,10 @@ use actix::prelude::*;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
 use tracing_actix_web::TracingLogger;
 
 /// Why the service could not start.
@@ -60,21 +60,16 @@ impl Application {
         let roots = crate::outbound::ExtraRoots::from_pem_file(&settings.participant.ca_file)
             .map_err(|e| StartupError::Config(vec![format!("participant.ca_file: {e}")]))?;
         let db = store::connect(&settings.database.url, settings.database.max_connections).await?;
-        let store: Arc<dyn SagaStore> = Arc::new(if settings.database.group_commit {
-            SqlStore::with_group_commit(db)
-        } else {
-            SqlStore::new(db)
-        });
+        let store: Arc<dyn SagaStore> = Arc::new(SqlStore::new(db, settings.database.writers));
         let metrics = Arc::new(Metrics::new());
-        let (finished, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             store,
             participant: Participant::new(&roots).map_err(StartupError::Client)?,
             defaults: settings.participant.defaults(),
             metrics: metrics.clone(),
-            finished,
+            finished: Default::default(),
             stopping: AtomicBool::new(false),
-            busy: AtomicUsize::new(0),
+            work: TaskTracker::new(),
             alerter: crate::alerts::Alerter::new(
                 Some(settings.alerts.webhook_url.clone()),
                 settings.alerts.max_attempts,
@@ -169,11 +164,10 @@ impl Application {
         let res = self.server.await;
         signals.abort();
         self.shared.stopping.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + self.grace;
-        while self.shared.busy.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-        }
-        let left = self.shared.busy.load(Ordering::SeqCst);
+        // Calls in flight and the log writes of their answers; nothing new starts once stopping.
+        self.shared.work.close();
+        let _ = tokio::time::timeout(self.grace, self.shared.work.wait()).await;
+        let left = self.shared.work.len();
         tracing::info!(
             work_in_flight = left,
             "stopped; unfinished sagas resume at the next start"

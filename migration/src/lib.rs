@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_create_saga_log;
 mod m20261124_000002_create_operator_actions;
 mod m20261124_000003_exact_ids_and_definitions;
+mod m20261124_000004_steps_in_the_saga_row;
 
 /// Applies the saga log's migrations in order.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_create_saga_log::Migration),
             Box::new(m20261124_000002_create_operator_actions::Migration),
             Box::new(m20261124_000003_exact_ids_and_definitions::Migration),
+            Box::new(m20261124_000004_steps_in_the_saga_row::Migration),
         ]
     }
 }

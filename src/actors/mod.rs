@@ -3,18 +3,20 @@
 //! - [`registry::Registry`] starts sagas, supervises their actors and rehydrates them from the log.
 //! - [`saga::SagaActor`] turns state-machine commands into I/O and results back into events.
 //! - [`timer::Timer`] wakes sagas when a retry, a delayed compensation or a deadline is due.
+//! - [`finished::Finished`] wakes the requests that wait for a saga's end.
 
+pub mod finished;
 pub mod registry;
 pub mod saga;
 pub mod timer;
 
-use crate::domain::{Defaults, SagaStatus};
+use crate::domain::Defaults;
 use crate::metrics::Metrics;
 use crate::participant::Participant;
 use crate::store::SagaStore;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::broadcast;
+use tokio_util::task::TaskTracker;
 
 /// Everything the actors share: the log, the HTTP client, metrics and the shutdown flags.
 pub struct Shared {
@@ -22,16 +24,16 @@ pub struct Shared {
     pub store: Arc<dyn SagaStore>,
     /// Participant client.
     pub participant: Participant,
-    /// Defaults for steps that do not set their own.
+    /// Defaults for steps that do not set their own (applied when a saga is accepted).
     pub defaults: Defaults,
     /// Metrics of this application.
     pub metrics: Arc<Metrics>,
-    /// Every saga that reaches a terminal status, for long-polling readers.
-    pub finished: broadcast::Sender<(String, SagaStatus)>,
-    /// Set when the service is stopping: no new participant calls are sent.
+    /// Requests waiting for sagas to end.
+    pub finished: Arc<finished::Finished>,
+    /// Set when the service is stopping: no new participant calls are decided.
     pub stopping: AtomicBool,
     /// Participant calls and log writes in flight: what a stop waits for.
-    pub busy: AtomicUsize,
+    pub work: TaskTracker,
     /// Posts stuck-saga alerts to the webhook.
     pub alerter: crate::alerts::Alerter,
     /// A saga actor with nothing in flight and nothing due for this long is released.

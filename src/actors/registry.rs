@@ -4,8 +4,8 @@
 use super::saga::{Operate, SagaActor, Tick};
 use super::timer::{Schedule, Shutdown, Timer};
 use super::{now_ms, Shared};
-use crate::domain::{Command, Event, Input, Rejected, SagaDefinition, SagaState};
-use crate::store::{Created, LogRecord, SagaRecord, StepMeta, StoreError};
+use crate::domain::{Event, Input, Rejected, SagaDefinition, SagaState};
+use crate::store::{Created, SagaRecord, StepMeta, StoreError};
 use actix::prelude::*;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -167,35 +167,13 @@ impl Actor for Registry {
     }
 }
 
-/// The per-step facts stored beside the state. A step's `payload` is its own action body, or
-/// null when it sends the saga payload: a 1 MiB payload is stored once, not once per step.
+/// The per-step facts stored beside the state, for listings.
 pub fn step_metas(def: &SagaDefinition) -> Vec<StepMeta> {
     def.steps
         .iter()
         .map(|s| StepMeta {
             name: s.name.clone(),
-            service_name: s.forward.service.clone(),
-            payload: s.forward.body.clone().unwrap_or(serde_json::Value::Null),
-        })
-        .collect()
-}
-
-/// History rows for the calls a transition decided.
-pub fn started_calls(def: &SagaDefinition, cmds: &[Command], at: i64) -> Vec<LogRecord> {
-    cmds.iter()
-        .filter_map(|c| match c {
-            Command::Call {
-                step,
-                phase,
-                attempt,
-            } => Some(LogRecord::Started {
-                step: *step,
-                step_name: def.steps[*step].name.clone(),
-                phase: *phase,
-                attempt: *attempt,
-                at,
-            }),
-            _ => None,
+            service: s.forward.service.clone(),
         })
         .collect()
 }
@@ -223,12 +201,11 @@ impl Handler<StartSaga> for Registry {
             steps: step_metas(&def),
             state,
         };
-        let calls = started_calls(&def, &cmds, now);
         let store = self.shared.store.clone();
         let t = std::time::Instant::now();
         Box::pin(
             async move {
-                let res = store.create(&record, &calls).await;
+                let res = store.create(&record).await;
                 (res, record)
             }
             .into_actor(self)

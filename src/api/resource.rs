@@ -41,7 +41,7 @@ pub fn saga_json(r: &SagaRecord, history: Option<&History>) -> Value {
                 "next_attempt_at": opt_time(s.next_attempt_at),
                 "updated_at": rfc3339(s.updated_at),
                 "phase": s.phase.as_str(),
-                "service": m.service_name,
+                "service": m.service,
                 "stuck": s.stuck,
             });
             if r.mode == "tcc" {

@@ -12,34 +12,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast::{self, error::RecvError};
 
 type Result<T> = std::result::Result<T, Problem>;
-
-/// Waits until saga `id` is announced terminal, or `wait_ms` pass.
-async fn wait_terminal(
-    state: &AppState,
-    rx: &mut broadcast::Receiver<(String, SagaStatus)>,
-    id: &str,
-    wait_ms: u64,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Err(_) | Ok(Err(RecvError::Closed)) => return,
-            Ok(Ok((sid, _))) if sid == id => return,
-            Ok(Ok(_)) => {}
-            Ok(Err(RecvError::Lagged(_))) => {
-                // Missed announcements: ask the log instead.
-                if let Ok(Some(r)) = state.shared.store.load(id).await {
-                    if r.state.status.is_terminal() {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
 
 async fn load(state: &AppState, id: &str) -> Result<SagaRecord> {
     let t = Instant::now();
@@ -71,7 +45,7 @@ pub async fn create(
         .clone()
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     root.record("saga_id", id.as_str());
-    let mut rx = state.shared.finished.subscribe();
+    let ended = (wait > 0).then(|| state.shared.finished.subscribe(&id));
     let outcome = state
         .registry
         .send(StartSaga {
@@ -93,8 +67,8 @@ pub async fn create(
             ))
         }
     };
-    if wait > 0 && !record.state.status.is_terminal() {
-        wait_terminal(&state, &mut rx, &id, wait).await;
+    if let Some(ended) = ended.filter(|_| !record.state.status.is_terminal()) {
+        ended.wait(Duration::from_millis(wait)).await;
         record = load(&state, &id).await?;
     }
     Ok(HttpResponse::build(code)
@@ -129,10 +103,10 @@ pub async fn get(
     if !valid_saga_id(&id) {
         return Err(Problem::saga_not_found(&id));
     }
-    let mut rx = state.shared.finished.subscribe();
+    let ended = (wait > 0).then(|| state.shared.finished.subscribe(&id));
     let mut record = load(&state, &id).await?;
-    if wait > 0 && !record.state.status.is_terminal() {
-        wait_terminal(&state, &mut rx, &id, wait).await;
+    if let Some(ended) = ended.filter(|_| !record.state.status.is_terminal()) {
+        ended.wait(Duration::from_millis(wait)).await;
         record = load(&state, &id).await?;
     }
     let history = if attempts {

@@ -250,18 +250,7 @@ pub enum Event {
     /// The saga was loaded from the log after a restart; calls in flight lost their answers.
     Resume,
     /// A participant call ended.
-    CallFinished {
-        /// Step index.
-        step: usize,
-        /// Phase of the call.
-        phase: Phase,
-        /// Attempt number of the call.
-        attempt: u32,
-        /// Classified answer.
-        outcome: CallOutcome,
-        /// What went wrong, for people.
-        error: Option<String>,
-    },
+    CallFinished(Answer),
     /// A timer fired: something may be due.
     Tick,
     /// Operator: stop going forward and compensate.
@@ -269,6 +258,48 @@ pub enum Event {
     /// Operator: resume a stuck saga with a fresh retry budget.
     Retry,
 }
+
+/// A participant's answer to one call, as the shell observed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// Step index.
+    pub step: usize,
+    /// Phase of the call.
+    pub phase: Phase,
+    /// Attempt number of the call.
+    pub attempt: u32,
+    /// Classified answer.
+    pub outcome: CallOutcome,
+    /// HTTP status, when an answer came.
+    pub http_status: Option<u16>,
+    /// What went wrong, for people.
+    pub error: Option<String>,
+}
+
+/// One call of the history, written with the transition that accepted its answer (a stale
+/// answer makes none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    /// Step index.
+    pub step: usize,
+    /// Phase of the call.
+    pub phase: Phase,
+    /// Attempt number.
+    pub attempt: u32,
+    /// When the call started (ms).
+    pub started_at: i64,
+    /// When its answer was accepted (ms).
+    pub finished_at: i64,
+    /// HTTP status, when an answer came.
+    pub http_status: Option<u16>,
+    /// Classified answer.
+    pub outcome: CallOutcome,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+/// Why a call in flight at a restart counts as an unknown outcome.
+pub const LOST_ANSWER: &str = "the orchestrator restarted before the answer was recorded";
 
 /// The outside world's facts that an event is judged with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -319,6 +350,24 @@ pub enum Command {
     },
     /// The saga reached a terminal status.
     Finished(SagaStatus),
+    /// Write this call into the history, in the same transaction as the new state.
+    Record(CallRecord),
+    /// A call got an unknown outcome and is retried at `at` (for metrics and logs).
+    RetryScheduled {
+        /// Step index.
+        step: usize,
+        /// Phase retried.
+        phase: Phase,
+        /// When.
+        at: i64,
+    },
+    /// The forward phase stopped and the undo began (for metrics and logs).
+    UndoStarted {
+        /// The forward step whose failure stopped it; none for an abort or the deadline.
+        step: Option<usize>,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// An operator action that does not apply to the saga's current status (HTTP 409).
@@ -351,6 +400,9 @@ pub struct StepState {
     pub may_have_effect: bool,
     /// A call is in flight; its answer is not recorded yet.
     pub in_flight: bool,
+    /// When the latest call started (the history row of its answer keeps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
     /// The current phase ran out of retries (or was refused) and waits for an operator.
     pub stuck: bool,
     /// Last error of any call.
@@ -423,17 +475,12 @@ pub const ACTIVE_STATUSES: [SagaStatus; 3] = [
 ];
 
 impl SagaState {
-    /// When the saga must be looked at again, as the log stores it for start-up and for other
-    /// instances: at once while a call is in flight (after a restart nobody waits for its
-    /// answer), else its next wake; never once it is terminal or stuck.
-    pub fn next_wake(&self, now: i64) -> Option<i64> {
-        if !ACTIVE_STATUSES.contains(&self.status) {
-            return None;
-        }
-        if self.steps.iter().any(|s| s.in_flight) {
-            return Some(now);
-        }
+    /// When a timer must look at the saga again, as the log stores it (`next_wake_at`); never
+    /// once it is terminal or stuck. Calls in flight need no wake: their answers come back to
+    /// the shell that sent them, and after a crash every active saga is resumed.
+    pub fn next_wake(&self) -> Option<i64> {
         self.wake_at
+            .filter(|_| ACTIVE_STATUSES.contains(&self.status))
     }
 
     /// A fresh saga, nothing called yet.
@@ -456,6 +503,7 @@ impl SagaState {
                     budget_base: 0,
                     may_have_effect: false,
                     in_flight: false,
+                    started_at: None,
                     stuck: false,
                     last_error: None,
                     next_attempt_at: None,
@@ -492,46 +540,28 @@ impl SagaState {
                 for i in 0..self.steps.len() {
                     let s = &self.steps[i];
                     if s.in_flight {
-                        let (phase, attempt) = (s.phase, s.calls(s.phase));
-                        let err = "the orchestrator restarted before the answer was recorded";
-                        self.on_result(
-                            def,
-                            input,
-                            i,
-                            phase,
-                            attempt,
-                            CallOutcome::Unknown,
-                            Some(err),
-                            &mut out,
-                        );
+                        let answer = Answer {
+                            step: i,
+                            phase: s.phase,
+                            attempt: s.calls(s.phase),
+                            outcome: CallOutcome::Unknown,
+                            http_status: None,
+                            error: Some(LOST_ANSWER.into()),
+                        };
+                        self.on_result(def, input, &answer, &mut out);
                     }
                 }
             }
-            Event::CallFinished {
-                step,
-                phase,
-                attempt,
-                outcome,
-                error,
-            } => {
-                if *step < self.steps.len() {
-                    self.on_result(
-                        def,
-                        input,
-                        *step,
-                        *phase,
-                        *attempt,
-                        *outcome,
-                        error.as_deref(),
-                        &mut out,
-                    );
+            Event::CallFinished(answer) => {
+                if answer.step < self.steps.len() {
+                    self.on_result(def, input, answer, &mut out);
                 }
             }
             Event::Abort => {
                 if self.status != SagaStatus::Running {
                     return Err(Rejected::NotRunning(self.status));
                 }
-                self.begin_undo("aborted by operator".into(), false);
+                self.begin_undo("aborted by operator".into(), false, None, &mut out);
             }
             Event::Retry => {
                 if self.status != SagaStatus::Stuck {
@@ -562,18 +592,20 @@ impl SagaState {
         Ok(out)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_result(
         &mut self,
         def: &SagaDefinition,
         input: Input,
-        i: usize,
-        phase: Phase,
-        attempt: u32,
-        outcome: CallOutcome,
-        error: Option<&str>,
+        answer: &Answer,
         out: &mut Vec<Command>,
     ) {
+        let Answer {
+            step: i,
+            phase,
+            attempt,
+            outcome,
+            ..
+        } = *answer;
         let now = input.now_ms;
         let running = self.status == SagaStatus::Running;
         let policy = def.steps[i].retry;
@@ -583,10 +615,20 @@ impl SagaState {
         if !s.in_flight || s.phase != phase || s.calls(phase) != attempt {
             return;
         }
+        out.push(Command::Record(CallRecord {
+            step: i,
+            phase,
+            attempt,
+            started_at: s.started_at.unwrap_or(now),
+            finished_at: now,
+            http_status: answer.http_status,
+            outcome,
+            error: answer.error.clone(),
+        }));
         s.in_flight = false;
         s.updated_at = now;
-        if let Some(e) = error {
-            s.last_error = Some(e.to_string());
+        if let Some(e) = &answer.error {
+            s.last_error = Some(e.clone());
         }
         let err = s
             .last_error
@@ -604,7 +646,7 @@ impl SagaState {
                 CallOutcome::Failure => {
                     s.status = StepStatus::Failed;
                     if running {
-                        self.begin_undo(format!("{name}: {err}"), false);
+                        self.begin_undo(format!("{name}: {err}"), false, Some(i), out);
                     }
                 }
                 CallOutcome::Unknown => {
@@ -612,12 +654,19 @@ impl SagaState {
                     if running && budget_left {
                         s.status = phase.scheduled_status();
                         s.next_attempt_at = Some(retry_at);
+                        out.push(Command::RetryScheduled {
+                            step: i,
+                            phase,
+                            at: retry_at,
+                        });
                     } else {
                         s.status = StepStatus::Failed;
                         if running {
                             self.begin_undo(
                                 format!("{name}: gave up after {made} attempts: {err}"),
                                 false,
+                                Some(i),
+                                out,
                             );
                         }
                     }
@@ -629,6 +678,11 @@ impl SagaState {
                 CallOutcome::Unknown if budget_left => {
                     s.status = phase.scheduled_status();
                     s.next_attempt_at = Some(retry_at);
+                    out.push(Command::RetryScheduled {
+                        step: i,
+                        phase,
+                        at: retry_at,
+                    });
                 }
                 CallOutcome::Unknown | CallOutcome::Failure => {
                     s.stuck = true;
@@ -654,9 +708,20 @@ impl SagaState {
         }
     }
 
-    /// Stops the forward phase: pending steps are skipped, scheduled retries dropped.
-    fn begin_undo(&mut self, reason: String, deadline: bool) {
+    /// Stops the forward phase: pending steps are skipped, scheduled retries dropped. `cause`
+    /// is the forward step whose failure stopped it, if one did.
+    fn begin_undo(
+        &mut self,
+        reason: String,
+        deadline: bool,
+        cause: Option<usize>,
+        out: &mut Vec<Command>,
+    ) {
         self.status = SagaStatus::Compensating;
+        out.push(Command::UndoStarted {
+            step: cause,
+            reason: reason.clone(),
+        });
         if self.error.is_none() {
             self.error = Some(reason);
         }
@@ -682,6 +747,7 @@ impl SagaState {
         *s.calls_mut(phase) += 1;
         s.phase = phase;
         s.in_flight = true;
+        s.started_at = Some(now);
         s.next_attempt_at = None;
         s.status = phase.in_flight_status();
         s.updated_at = now;
@@ -718,7 +784,7 @@ impl SagaState {
             match self.status {
                 SagaStatus::Running => {
                     if self.deadline_at.is_some_and(|d| now >= d) {
-                        self.begin_undo("deadline exceeded".into(), true);
+                        self.begin_undo("deadline exceeded".into(), true, None, out);
                         continue;
                     }
                     let fwd = Phase::forward(def.mode);

@@ -31,13 +31,27 @@ fn seq(n: usize) -> SagaDefinition {
 }
 
 fn finished(step: usize, phase: Phase, attempt: u32, outcome: CallOutcome) -> Event {
-    Event::CallFinished {
+    Event::CallFinished(Answer {
         step,
         phase,
         attempt,
         outcome,
+        http_status: None,
         error: Some(format!("{outcome:?}")),
-    }
+    })
+}
+
+/// The commands that act (calls, wakes, alerts, ends), without history records and notes.
+fn decisions(cmds: &[Command]) -> Vec<Command> {
+    cmds.iter()
+        .filter(|c| {
+            !matches!(
+                c,
+                Command::Record(_) | Command::RetryScheduled { .. } | Command::UndoStarted { .. }
+            )
+        })
+        .cloned()
+        .collect()
 }
 
 fn calls(cmds: &[Command]) -> Vec<(usize, Phase, u32)> {
@@ -87,7 +101,10 @@ fn sequential_success_calls_each_action_in_order() {
             &finished(2, Phase::Action, 1, CallOutcome::Success),
         )
         .unwrap();
-    assert_eq!(c, vec![Command::Finished(SagaStatus::Succeeded)]);
+    assert_eq!(
+        decisions(&c),
+        vec![Command::Finished(SagaStatus::Succeeded)]
+    );
     assert_eq!(s.status, SagaStatus::Succeeded);
     assert!(s.steps.iter().all(|x| x.status == StepStatus::Succeeded));
 }
@@ -136,7 +153,10 @@ fn business_failure_compensates_earlier_steps_in_reverse_and_skips_later() {
             &finished(0, Phase::Compensation, 1, CallOutcome::Success),
         )
         .unwrap();
-    assert_eq!(c, vec![Command::Finished(SagaStatus::Compensated)]);
+    assert_eq!(
+        decisions(&c),
+        vec![Command::Finished(SagaStatus::Compensated)]
+    );
     assert_eq!(s.steps[0].status, StepStatus::Compensated);
     assert_eq!(s.steps[2].status, StepStatus::Failed);
 }
@@ -159,7 +179,7 @@ fn unknown_outcome_retries_with_backoff_then_compensates_the_step_itself() {
         )
         .unwrap();
     assert_eq!(s.steps[1].status, StepStatus::RetryScheduled);
-    assert_eq!(c, vec![Command::WakeAt(T0 + 100)]);
+    assert_eq!(decisions(&c), vec![Command::WakeAt(T0 + 100)]);
     // A tick before the due time does nothing.
     assert!(calls(&s.apply(&d, at(T0 + 99), &Event::Tick).unwrap()).is_empty());
     let c = s.apply(&d, at(T0 + 100), &Event::Tick).unwrap();
@@ -172,7 +192,7 @@ fn unknown_outcome_retries_with_backoff_then_compensates_the_step_itself() {
         )
         .unwrap();
     assert_eq!(
-        c,
+        decisions(&c),
         vec![Command::WakeAt(T0 + 300)],
         "second wait is initial × multiplier"
     );
@@ -209,7 +229,15 @@ fn jitter_scales_the_wait_down_to_half() {
             &finished(0, Phase::Action, 1, CallOutcome::Unknown),
         )
         .unwrap();
-    assert_eq!(c, vec![Command::WakeAt(T0 + 50)]);
+    assert_eq!(decisions(&c), vec![Command::WakeAt(T0 + 50)]);
+    assert!(
+        c.contains(&Command::RetryScheduled {
+            step: 0,
+            phase: Phase::Action,
+            at: T0 + 50
+        }),
+        "{c:?}"
+    );
 }
 
 #[test]
@@ -270,7 +298,7 @@ fn compensation_that_runs_out_of_retries_makes_the_saga_stuck_and_retry_resumes_
         } else {
             assert!(
                 matches!(
-                    c[0],
+                    decisions(&c)[0],
                     Command::Alert {
                         step: 0,
                         phase: Phase::Compensation,
@@ -316,7 +344,10 @@ fn compensation_that_runs_out_of_retries_makes_the_saga_stuck_and_retry_resumes_
             &finished(0, Phase::Compensation, 5, CallOutcome::Success),
         )
         .unwrap();
-    assert_eq!(c, vec![Command::Finished(SagaStatus::Compensated)]);
+    assert_eq!(
+        decisions(&c),
+        vec![Command::Finished(SagaStatus::Compensated)]
+    );
 }
 
 #[test]
@@ -343,7 +374,7 @@ fn compensation_refused_with_409_is_stuck_at_once() {
         )
         .unwrap();
     assert_eq!(s.status, SagaStatus::Stuck);
-    assert!(matches!(c[0], Command::Alert { .. }));
+    assert!(matches!(decisions(&c)[0], Command::Alert { .. }));
 }
 
 #[test]
@@ -463,11 +494,19 @@ fn stale_and_duplicate_answers_are_ignored() {
 fn resume_resends_a_call_whose_answer_was_lost() {
     let d = seq(2);
     let (mut s, _) = start(&d);
-    let c = s.apply(&d, at(T0), &Event::Resume).unwrap();
+    let c = s.apply(&d, at(T0 + 40), &Event::Resume).unwrap();
     assert_eq!(s.steps[0].status, StepStatus::RetryScheduled);
     assert!(s.steps[0].may_have_effect);
-    assert_eq!(c, vec![Command::WakeAt(T0 + 100)]);
-    let c = s.apply(&d, at(T0 + 100), &Event::Tick).unwrap();
+    assert_eq!(decisions(&c), vec![Command::WakeAt(T0 + 140)]);
+    // The lost answer enters the history as an unknown outcome, with the call's start time.
+    let Some(Command::Record(r)) = c.first() else {
+        panic!("{c:?}")
+    };
+    assert_eq!(
+        (r.started_at, r.finished_at, r.outcome, r.error.as_deref()),
+        (T0, T0 + 40, CallOutcome::Unknown, Some(LOST_ANSWER))
+    );
+    let c = s.apply(&d, at(T0 + 140), &Event::Tick).unwrap();
     assert_eq!(calls(&c), vec![(0, Phase::Action, 2)]);
 }
 
@@ -495,7 +534,7 @@ fn a_stopping_shell_records_answers_but_holds_new_calls_without_charging_them() 
     assert_eq!(s.steps[1].status, StepStatus::Pending);
     assert_eq!(s.steps[1].attempts, 0, "the held call is not charged");
     assert_eq!(
-        s.next_wake(T0 + 10),
+        s.next_wake(),
         Some(T0 + 10),
         "it is due at once after a restart"
     );
@@ -508,10 +547,11 @@ fn a_stopping_shell_records_answers_but_holds_new_calls_without_charging_them() 
 fn ended_and_stuck_sagas_wait_for_nothing() {
     let d = seq(1);
     let (mut s, _) = start(&d);
+    assert_eq!(s.next_wake(), None, "a call in flight needs no timer");
     assert_eq!(
-        s.next_wake(T0 + 5),
-        Some(T0 + 5),
-        "a call in flight needs a look at once"
+        s.steps[0].started_at,
+        Some(T0),
+        "when the call in flight started"
     );
     let c = s
         .apply(
@@ -521,7 +561,7 @@ fn ended_and_stuck_sagas_wait_for_nothing() {
         )
         .unwrap();
     assert!(!c.iter().any(|c| matches!(c, Command::WakeAt(_))), "{c:?}");
-    assert_eq!((s.wake_at, s.next_wake(T0 + 10)), (None, None));
+    assert_eq!((s.wake_at, s.next_wake()), (None, None));
 }
 
 #[test]
@@ -573,7 +613,7 @@ fn delayed_compensation_waits_its_delay() {
             &finished(1, Phase::Action, 1, CallOutcome::Failure),
         )
         .unwrap();
-    assert_eq!(c, vec![Command::WakeAt(T0 + 600_000)]);
+    assert_eq!(decisions(&c), vec![Command::WakeAt(T0 + 600_000)]);
     assert_eq!(s.steps[0].status, StepStatus::CompensationScheduled);
     assert!(calls(&s.apply(&d, at(T0 + 599_999), &Event::Tick).unwrap()).is_empty());
     let c = s.apply(&d, at(T0 + 600_000), &Event::Tick).unwrap();
@@ -668,7 +708,10 @@ fn tcc_confirms_only_after_every_try() {
             &finished(1, Phase::Confirm, 1, CallOutcome::Success),
         )
         .unwrap();
-    assert_eq!(c, vec![Command::Finished(SagaStatus::Succeeded)]);
+    assert_eq!(
+        decisions(&c),
+        vec![Command::Finished(SagaStatus::Succeeded)]
+    );
 }
 
 #[test]
@@ -697,7 +740,10 @@ fn tcc_failed_try_cancels_tried_steps() {
         )
         .unwrap();
     assert_eq!(s.steps[0].status, StepStatus::Cancelled);
-    assert_eq!(c, vec![Command::Finished(SagaStatus::Compensated)]);
+    assert_eq!(
+        decisions(&c),
+        vec![Command::Finished(SagaStatus::Compensated)]
+    );
 }
 
 #[test]
@@ -804,6 +850,8 @@ struct Sim<'a> {
     overtaken: Vec<(usize, Phase, u32)>,
     stopping: bool,
     accepted: Vec<Kind>,
+    /// History records the machine asked for.
+    recorded: usize,
 }
 
 impl Sim<'_> {
@@ -845,7 +893,14 @@ impl Sim<'_> {
                     attempt,
                 } => self.check_call(step, phase, attempt),
                 Command::WakeAt(t) => self.wake = Some(t),
-                Command::Alert { .. } | Command::Finished(_) => {}
+                Command::Record(r) => {
+                    assert!(r.started_at <= r.finished_at, "{r:?}");
+                    self.recorded += 1;
+                }
+                Command::Alert { .. }
+                | Command::Finished(_)
+                | Command::RetryScheduled { .. }
+                | Command::UndoStarted { .. } => {}
             }
         }
         assert_eq!(
@@ -986,7 +1041,7 @@ impl Sim<'_> {
                 } else {
                     attempt
                 };
-                let before = self.s.clone();
+                let (before, recorded) = (self.s.clone(), self.recorded);
                 let outcome = [
                     CallOutcome::Success,
                     CallOutcome::Failure,
@@ -996,6 +1051,7 @@ impl Sim<'_> {
                 self.step(Kind::Stale, ev, r)
                     .expect("answers are never rejected");
                 assert_eq!(self.s, before, "a stale answer changes nothing");
+                assert_eq!(self.recorded, recorded, "nor enters the history");
             }
         }
     }
@@ -1018,6 +1074,7 @@ fn simulate(d: &SagaDefinition, script: &[u8]) -> Run {
         overtaken: vec![],
         stopping: false,
         accepted: vec![],
+        recorded: 0,
     };
     sim.step(Kind::Tick, Event::Start, 0).unwrap();
     for pair in script.chunks(2) {
@@ -1087,7 +1144,7 @@ proptest! {
         let Run { state: s, log, .. } = simulate(&d, &script);
         prop_assert!(s.status.is_terminal(), "{:?}", s.status);
         prop_assert!(s.steps.iter().all(|x| !x.in_flight));
-        prop_assert_eq!(s.next_wake(T0), None);
+        prop_assert_eq!(s.next_wake(), None);
         if s.status == SagaStatus::Succeeded {
             let want = if d.mode == Mode::Tcc { StepStatus::Confirmed } else { StepStatus::Succeeded };
             prop_assert!(s.steps.iter().all(|x| x.status == want));

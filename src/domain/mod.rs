@@ -10,7 +10,7 @@ pub mod validation;
 
 pub use definition::{Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
 pub use machine::{
-    CallOutcome, Command, Event, Input, Phase, Rejected, SagaState, SagaStatus, StepState,
-    StepStatus,
+    Answer, CallOutcome, CallRecord, Command, Event, Input, Phase, Rejected, SagaState, SagaStatus,
+    StepState, StepStatus,
 };
 pub use validation::{parse_request, FieldError};

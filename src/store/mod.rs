@@ -1,16 +1,26 @@
-//! The saga log: every saga, step state and call, durably, behind the small [`SagaStore`] trait.
+//! The saga log: every saga with its state and its call history, behind the small
+//! [`SagaStore`] trait.
 //!
-//! Writes come from the actors only, through [`SagaStore::create`] and [`SagaStore::save`] (one
-//! writer path, so log writes can later be batched across sagas); reads are plain queries used
-//! by the HTTP layer.
+//! Layout (see `docs/saga-log.md`): one row per saga holding its status and the state of every
+//! step (one UPDATE per transition), and an append-only history with one row per call, written
+//! once, when its answer is accepted. Writes come from the actors only, through
+//! [`SagaStore::create`] and [`SagaStore::save`], and go through the log writer
+//! ([`writer`]), which commits the writes of many sagas together in a few multi-row statements.
+//! Reads are plain queries ([`queries`]).
 
+mod connect;
 pub mod entities;
+mod queries;
+mod rows;
 mod sql;
+mod writer;
 
-pub use sql::{connect, SqlStore};
+pub use connect::connect;
+pub use sql::SqlStore;
 
-use crate::domain::{CallOutcome, Phase, SagaDefinition, SagaState};
+use crate::domain::{CallRecord, SagaDefinition, SagaState};
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -31,15 +41,13 @@ pub enum StoreError {
     Db(#[from] sea_orm::DbErr),
 }
 
-/// Per-step facts that never change, stored beside the step state.
-#[derive(Debug, Clone, PartialEq)]
+/// Per-step facts that never change, stored beside the step states for listings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepMeta {
     /// Step name.
     pub name: String,
     /// Service label of the forward endpoint.
-    pub service_name: String,
-    /// Body of the forward call.
-    pub payload: Value,
+    pub service: String,
 }
 
 /// One saga as the log holds it.
@@ -80,35 +88,12 @@ pub enum LogRecord {
         /// When (ms).
         at: i64,
     },
-    /// A call was decided (it is sent only after this is durable).
-    Started {
-        /// Step index.
-        step: usize,
+    /// A call and its answer.
+    Call {
         /// Step name (the history keeps it beside the index).
         step_name: String,
-        /// Phase.
-        phase: Phase,
-        /// Attempt number.
-        attempt: u32,
-        /// When (ms).
-        at: i64,
-    },
-    /// The answer of a call.
-    Finished {
-        /// Step index.
-        step: usize,
-        /// Phase.
-        phase: Phase,
-        /// Attempt number.
-        attempt: u32,
-        /// When (ms).
-        at: i64,
-        /// HTTP status, if an answer came.
-        http_status: Option<u16>,
-        /// Classified outcome.
-        outcome: CallOutcome,
-        /// What went wrong.
-        error: Option<String>,
+        /// The call, as the state machine accepted it.
+        record: CallRecord,
     },
 }
 
@@ -169,16 +154,14 @@ pub struct ListQuery {
 /// The saga log.
 #[async_trait]
 pub trait SagaStore: Send + Sync + 'static {
-    /// Records a new saga with its initial state and first calls, unless the id exists.
-    async fn create(&self, record: &SagaRecord, calls: &[LogRecord])
-        -> Result<Created, StoreError>;
-    /// Records a transition; fails with `Conflict` unless the stored version is `version`.
-    /// Returns the new version.
+    /// Records a new saga with its initial state, unless the id exists.
+    async fn create(&self, record: &SagaRecord) -> Result<Created, StoreError>;
+    /// Records a transition to `new` with its history; fails with `Conflict` unless the stored
+    /// version is `version`. Returns the new version.
     async fn save(
         &self,
         id: &str,
         version: i64,
-        old: &SagaState,
         new: &SagaState,
         calls: &[LogRecord],
         now: i64,
@@ -192,8 +175,8 @@ pub trait SagaStore: Send + Sync + 'static {
     async fn without_definition(&self) -> Result<Vec<(String, Value)>, StoreError>;
     /// Stores the resolved definition of a saga that has none yet.
     async fn set_definition(&self, id: &str, def: &SagaDefinition) -> Result<(), StoreError>;
-    /// Every saga that is not terminal and not stuck, with the time it next needs attention
-    /// (`next_wake_at`: now if a call was in flight): what a start-up must wake.
+    /// Every saga that is not terminal and not stuck, with its next timer (`next_wake_at`;
+    /// none: it waits for answers, which a restart lost, so it needs a look at once).
     async fn active_wakes(&self) -> Result<Vec<(String, Option<i64>)>, StoreError>;
     /// The calls of a saga, in order.
     async fn calls(&self, id: &str) -> Result<Vec<CallRow>, StoreError>;

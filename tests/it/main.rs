@@ -14,3 +14,4 @@ mod observability;
 mod operations;
 mod outage;
 mod tls;
+mod upgrade;

@@ -1,4 +1,5 @@
-//! `sagas`: one row per saga, with its raw request and its status.
+//! `sagas`: one row per saga: its request, its resolved definition, its status and the state of
+//! every step.
 
 use sea_orm::entity::prelude::*;
 
@@ -21,6 +22,12 @@ pub struct Model {
     /// written before definitions were stored.
     #[sea_orm(column_type = "Text", nullable)]
     pub definition: Option<String>,
+    /// Names and service labels of the steps (JSON array of `StepMeta`), written once.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub step_names: Option<String>,
+    /// The state of every step (JSON array of `StepState`), rewritten by each transition.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub steps: Option<String>,
     /// Why the saga stopped going forward, or is stuck.
     #[sea_orm(column_type = "Text", nullable)]
     pub error: Option<String>,

@@ -1,21 +1,20 @@
 //! One actor per live saga: applies events to the state machine, makes each transition durable,
-//! and only then executes its commands (participant calls, timers, alerts).
+//! and only then executes its commands (participant calls, timers, history is in the write).
 //!
 //! On any failure to write the log the actor stops; its Supervisor restarts it and
 //! [`actix::Supervised::restarting`] drops the in-memory state, so it reloads from the log and
 //! resumes (a call whose answer was not recorded is sent again, same Idempotency-Key).
 
-use super::registry::{started_calls, Adopt, Op, OpError, Registry, Release};
+mod report;
+
+use super::registry::{Adopt, Op, OpError, Registry, Release};
 use super::timer::{Cancel, Schedule, Timer};
 use super::{now_ms, Shared};
 use crate::domain::machine::ACTIVE_STATUSES;
-use crate::domain::{
-    CallOutcome, Command, Endpoint, Event, Input, Phase, SagaDefinition, SagaState, SagaStatus,
-};
+use crate::domain::{Answer, Command, Endpoint, Event, Input, Phase, SagaDefinition, SagaState};
 use crate::participant::CallSpec;
 use crate::store::{LogRecord, SagaRecord, StoreError};
 use actix::prelude::*;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -45,23 +44,6 @@ struct Live {
     state: SagaState,
 }
 
-/// Counts work that shutdown waits for — a participant call, then the log write of its answer —
-/// for as long as it lives (also when dropped by a restart).
-struct Busy(Arc<Shared>);
-
-impl Busy {
-    fn new(shared: Arc<Shared>) -> Self {
-        shared.busy.fetch_add(1, Ordering::SeqCst);
-        Busy(shared)
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// Runs one saga.
 pub struct SagaActor {
     id: String,
@@ -71,6 +53,7 @@ pub struct SagaActor {
     live: Option<Live>,
     /// Commands of the creating transition, executed once the actor runs.
     initial: Vec<Command>,
+    /// The wake this actor last gave the timer.
     last_wake: Option<i64>,
     /// Participant calls this actor has in flight.
     calls: usize,
@@ -87,29 +70,22 @@ pub struct SagaActor {
 type Reply = Option<oneshot::Sender<Result<(), OpError>>>;
 
 impl SagaActor {
-    /// An actor for a saga just recorded by the registry, with its first commands.
-    pub fn fresh(
-        r: SagaRecord,
-        def: Arc<SagaDefinition>,
+    fn with(
+        id: String,
+        live: Option<Live>,
         initial: Vec<Command>,
         shared: Arc<Shared>,
         registry: Addr<Registry>,
         timer: Addr<Timer>,
     ) -> Self {
-        let span = tracing::info_span!("saga", saga_id = %r.id, saga_name = %r.name);
-        let live = Live {
-            def,
-            name: r.name,
-            created_at: r.created_at,
-            version: r.version,
-            state: r.state,
-        };
+        let name = live.as_ref().map(|l| l.name.as_str()).unwrap_or_default();
+        let span = tracing::info_span!("saga", saga_id = %id, saga_name = %name);
         SagaActor {
-            id: r.id,
+            id,
             shared,
             registry,
             timer,
-            live: Some(live),
+            live,
             initial,
             last_wake: None,
             calls: 0,
@@ -120,6 +96,25 @@ impl SagaActor {
         }
     }
 
+    /// An actor for a saga just recorded by the registry, with its first commands.
+    pub fn fresh(
+        r: SagaRecord,
+        def: Arc<SagaDefinition>,
+        initial: Vec<Command>,
+        shared: Arc<Shared>,
+        registry: Addr<Registry>,
+        timer: Addr<Timer>,
+    ) -> Self {
+        let live = Live {
+            def,
+            name: r.name,
+            created_at: r.created_at,
+            version: r.version,
+            state: r.state,
+        };
+        Self::with(r.id, Some(live), initial, shared, registry, timer)
+    }
+
     /// An actor that loads its saga from the log and resumes it.
     pub fn from_log(
         id: String,
@@ -127,21 +122,7 @@ impl SagaActor {
         registry: Addr<Registry>,
         timer: Addr<Timer>,
     ) -> Self {
-        let span = tracing::info_span!("saga", saga_id = %id, saga_name = tracing::field::Empty);
-        SagaActor {
-            id,
-            shared,
-            registry,
-            timer,
-            live: None,
-            initial: vec![],
-            last_wake: None,
-            calls: 0,
-            released: false,
-            restarts: 0,
-            unusable: None,
-            span,
-        }
+        Self::with(id, None, vec![], shared, registry, timer)
     }
 
     /// Tells the registry to forget this actor, whatever its state.
@@ -159,10 +140,8 @@ impl SagaActor {
     /// registers it again if work arrived after all.
     fn sync_registration(&mut self, ctx: &mut Context<Self>) {
         let Some(live) = &self.live else { return };
-        let st = live.state.status;
         let idle = self.calls == 0
-            && (st.is_terminal()
-                || st == SagaStatus::Stuck
+            && (!ACTIVE_STATUSES.contains(&live.state.status)
                 || self
                     .last_wake
                     .is_none_or(|at| at - now_ms() >= self.shared.evict_idle_after_ms));
@@ -187,14 +166,10 @@ impl SagaActor {
                 let active = ACTIVE_STATUSES.contains(&r.state.status);
                 let def = match r.definition {
                     Ok(d) => d,
+                    Err(why) if active => return act.unloadable(r.name, why, ctx),
                     Err(why) => {
-                        if active {
-                            act.unloadable(r.name, why, ctx);
-                        } else {
-                            act.unusable = Some(why);
-                            act.release(ctx);
-                        }
-                        return;
+                        act.unusable = Some(why);
+                        return act.release(ctx);
                     }
                 };
                 act.live = Some(Live {
@@ -225,27 +200,15 @@ impl SagaActor {
     /// rather than sit silently unfinished.
     fn unloadable(&mut self, name: String, why: String, ctx: &mut Context<Self>) {
         let reason = format!("the saga cannot be loaded: {why}");
-        let (store, id) = (self.shared.store.clone(), self.id.clone());
-        let msg = reason.clone();
+        let (store, id, msg) = (self.shared.store.clone(), self.id.clone(), reason.clone());
         let fut = async move { store.mark_stuck(&id, &msg, now_ms()).await };
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| {
             match res {
-                Ok(true) => {
-                    act.shared.metrics.stuck_total.with_label_values(&[&name, ""]).inc();
-                    act.shared.alerter.raise(serde_json::json!({
-                        "alert": "saga_stuck",
-                        "saga_id": act.id,
-                        "saga_name": name,
-                        "step": null,
-                        "phase": null,
-                        "error": reason,
-                        "at": crate::api::resource::rfc3339(now_ms()),
-                        "retry": format!("/v1/sagas/{}/retry", act.id),
-                    }));
-                    act.span.in_scope(|| tracing::error!(alert = true, error = %reason, "saga stuck: it cannot be loaded"));
-                }
+                Ok(true) => act.report_unloadable(&name, &reason),
                 Ok(false) => {}
-                Err(e) => act.span.in_scope(|| tracing::error!(error = %e, "cannot record that the saga cannot be loaded")),
+                Err(e) => act.span.in_scope(
+                    || tracing::error!(error = %e, "cannot record that the saga cannot be loaded"),
+                ),
             }
             act.unusable = Some(reason);
             act.timer.do_send(Cancel { id: act.id.clone() });
@@ -253,12 +216,12 @@ impl SagaActor {
         }));
     }
 
-    /// Decides, persists, then executes. `record` is the history row of the event itself (a call
-    /// answer or an operator action), written in the same transaction.
+    /// Decides, persists, then executes. `operator` is the history row of an operator action,
+    /// written in the same transaction (call rows come from the machine's `Record` commands).
     fn handle_event(
         &mut self,
         event: Event,
-        record: Option<LogRecord>,
+        operator: Option<LogRecord>,
         ctx: &mut Context<Self>,
         reply: Reply,
     ) {
@@ -287,7 +250,7 @@ impl SagaActor {
                 return;
             }
         };
-        if new == live.state && record.is_none() {
+        if new == live.state && operator.is_none() {
             // Nothing changed (an early or repeated tick): nothing to record.
             self.execute(cmds, ctx);
             if let Some(r) = reply {
@@ -295,49 +258,40 @@ impl SagaActor {
             }
             return;
         }
-        let mut calls: Vec<LogRecord> = record.into_iter().collect();
-        if event == Event::Resume {
-            for (i, s) in live
-                .state
-                .steps
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.in_flight)
-            {
-                calls.push(LogRecord::Finished {
-                    step: i,
-                    phase: s.phase,
-                    attempt: s.calls(s.phase),
-                    at: now,
-                    http_status: None,
-                    outcome: CallOutcome::Unknown,
-                    error: Some("the orchestrator restarted before the answer was recorded".into()),
-                });
-            }
-        }
-        calls.extend(started_calls(&live.def, &cmds, now));
-        let old = live.state.clone();
+        let history: Vec<LogRecord> = operator
+            .into_iter()
+            .chain(cmds.iter().filter_map(|c| match c {
+                Command::Record(record) => Some(LogRecord::Call {
+                    step_name: live.def.steps[record.step].name.clone(),
+                    record: record.clone(),
+                }),
+                _ => None,
+            }))
+            .collect();
         let (store, id, version) = (self.shared.store.clone(), self.id.clone(), live.version);
         let t = Instant::now();
-        let saved = new.clone();
         let fut = async move {
-            store
-                .save(&id, version, &old, &saved, &calls, now)
-                .await
-                .map(|v| (v, old))
+            let res = store.save(&id, version, &new, &history, now).await;
+            (res, new)
         };
-        let busy = Busy::new(self.shared.clone());
-        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| {
-            let _busy = busy;
-            act.shared.metrics.store_write.with_label_values(&["transition"]).observe(t.elapsed().as_secs_f64());
+        // The write of an answer is work a stop waits for.
+        let work = self.shared.work.token();
+        ctx.wait(fut.into_actor(self).map(move |(res, new), act, ctx| {
+            let _work = work;
+            act.shared
+                .metrics
+                .store_write
+                .with_label_values(&["transition"])
+                .observe(t.elapsed().as_secs_f64());
             match res {
-                Ok((v, old)) => {
+                Ok(v) => {
                     act.restarts = 0;
-                    if let Some(live) = act.live.as_mut() {
-                        live.version = v;
-                        live.state = new;
-                    }
-                    act.observe(&old, &event, &cmds);
+                    let Some(live) = act.live.as_mut() else {
+                        return;
+                    };
+                    live.version = v;
+                    let old = std::mem::replace(&mut live.state, new);
+                    act.report(&old, &cmds);
                     act.execute(cmds, ctx);
                     if let Some(r) = reply {
                         let _ = r.send(Ok(()));
@@ -347,98 +301,32 @@ impl SagaActor {
                     if let Some(r) = reply {
                         let _ = r.send(Err(OpError::Unavailable));
                     }
-                    if matches!(e, StoreError::Conflict(_)) {
-                        // Another actor wrote this saga: the log is the truth. Step aside and
-                        // let a wake load it afresh.
-                        act.span.in_scope(|| tracing::warn!(actor = "saga", "saga changed by another writer; reloading it from the log"));
-                        act.release(ctx);
-                    } else {
-                        act.span.in_scope(|| tracing::error!(actor = "saga", error = %e, "saga log write failed; restarting the actor to reload from the log"));
-                    }
-                    // The supervisor restarts a registered actor; a wake covers a released one.
-                    act.timer.do_send(Schedule { id: act.id.clone(), at_ms: now_ms() + 1_000 });
-                    ctx.stop();
+                    act.write_failed(e, ctx);
                 }
             }
         }));
     }
 
-    /// Metrics and logs of a durable transition.
-    fn observe(&mut self, old: &SagaState, event: &Event, cmds: &[Command]) {
-        let Some(live) = &self.live else { return };
-        let m = &self.shared.metrics;
-        let name = live.name.clone();
-        let new = &live.state;
-        if let Event::CallFinished {
-            step,
-            phase,
-            outcome,
-            ..
-        } = event
-        {
-            let sname = &live.def.steps[*step].name;
-            if *outcome == CallOutcome::Unknown && new.steps[*step].next_attempt_at.is_some() {
-                m.retries
-                    .with_label_values(&[&name, sname, phase.as_str()])
-                    .inc();
-            }
-            // The undo may finish in the same transition (nothing to compensate), hence the set.
-            if old.status == SagaStatus::Running
-                && matches!(
-                    new.status,
-                    SagaStatus::Compensating | SagaStatus::Compensated | SagaStatus::Stuck
-                )
-                && phase.is_forward()
-            {
-                m.failed.with_label_values(&[&name, sname]).inc();
-                self.span.in_scope(|| tracing::warn!(step = %sname, error = new.error.as_deref().unwrap_or(""), "step failed; compensating"));
-            }
-        }
-        if old.status == SagaStatus::Stuck && new.status != SagaStatus::Stuck {
-            self.span
-                .in_scope(|| tracing::info!("stuck saga resumed by operator"));
-        }
-        if old.status != new.status {
+    /// A transition could not be recorded: nothing of it happened. Stop; the log is the truth.
+    fn write_failed(&mut self, e: StoreError, ctx: &mut Context<Self>) {
+        if matches!(e, StoreError::Conflict(_)) {
+            // Another writer changed this saga: step aside and let a wake load it afresh.
             self.span.in_scope(|| {
-                tracing::info!(
-                    from = old.status.as_str(),
-                    to = new.status.as_str(),
-                    "saga status changed"
+                tracing::warn!(
+                    actor = "saga",
+                    "saga changed by another writer; reloading it from the log"
                 )
             });
+            self.release(ctx);
+        } else {
+            self.span.in_scope(|| tracing::error!(actor = "saga", error = %e, "saga log write failed; restarting the actor to reload from the log"));
         }
-        for c in cmds {
-            match c {
-                Command::Alert { step, phase, error } => {
-                    let sname = &live.def.steps[*step].name;
-                    m.stuck_total.with_label_values(&[&name, sname]).inc();
-                    self.shared.alerter.raise(serde_json::json!({
-                        "alert": "saga_stuck",
-                        "saga_id": self.id,
-                        "saga_name": name,
-                        "step": sname,
-                        "phase": phase.as_str(),
-                        "error": error,
-                        "at": crate::api::resource::rfc3339(now_ms()),
-                        "retry": format!("/v1/sagas/{}/retry", self.id),
-                    }));
-                    self.span.in_scope(|| tracing::error!(step = %sname, phase = phase.as_str(), error = %error, alert = true, "saga stuck: a call that must succeed gave up; resume with POST /v1/sagas/{}/retry", self.id));
-                }
-                Command::Finished(status) => {
-                    m.finished
-                        .with_label_values(&[&name, status.as_str()])
-                        .inc();
-                    let secs = (now_ms() - live.created_at).max(0) as f64 / 1000.0;
-                    m.saga_duration
-                        .with_label_values(&[&name, status.as_str()])
-                        .observe(secs);
-                    self.span.in_scope(|| {
-                        tracing::info!(status = status.as_str(), duration_s = secs, "saga finished")
-                    });
-                }
-                _ => {}
-            }
-        }
+        // The supervisor restarts a registered actor; a wake covers a released one.
+        self.timer.do_send(Schedule {
+            id: self.id.clone(),
+            at_ms: now_ms() + 1_000,
+        });
+        ctx.stop();
     }
 
     fn execute(&mut self, cmds: Vec<Command>, ctx: &mut Context<Self>) {
@@ -451,10 +339,11 @@ impl SagaActor {
                     attempt,
                 } => self.call(step, phase, attempt, ctx),
                 Command::WakeAt(at) => wake = Some(at),
-                Command::Finished(status) => {
-                    let _ = self.shared.finished.send((self.id.clone(), status));
-                }
-                Command::Alert { .. } => {}
+                Command::Finished(_) => self.shared.finished.notify(&self.id),
+                Command::Alert { .. }
+                | Command::Record(_)
+                | Command::RetryScheduled { .. }
+                | Command::UndoStarted { .. } => {}
             }
         }
         self.sync_wake(wake);
@@ -472,104 +361,76 @@ impl SagaActor {
             .live
             .as_ref()
             .is_some_and(|l| !ACTIVE_STATUSES.contains(&l.state.status));
+        let id = self.id.clone();
         match wake {
-            Some(at) if self.last_wake != Some(at) => self.timer.do_send(Schedule {
-                id: self.id.clone(),
-                at_ms: at,
-            }),
+            Some(at) if self.last_wake != Some(at) => {
+                self.timer.do_send(Schedule { id, at_ms: at })
+            }
             // An ended saga may still have a wake from before this actor (start-up, a nudge).
-            None if self.last_wake.is_some() || ended => self.timer.do_send(Cancel {
-                id: self.id.clone(),
-            }),
+            None if self.last_wake.is_some() || ended => self.timer.do_send(Cancel { id }),
             _ => {}
         }
         self.last_wake = wake;
     }
 
-    fn endpoint(def: &SagaDefinition, step: usize, phase: Phase) -> Option<Endpoint> {
+    fn endpoint(def: &SagaDefinition, step: usize, phase: Phase) -> Option<&Endpoint> {
         let s = &def.steps[step];
         match phase {
-            Phase::Action | Phase::Try => Some(s.forward.clone()),
-            Phase::Compensation | Phase::Cancel => s.undo.clone(),
-            Phase::Confirm => s.confirm.clone(),
+            Phase::Action | Phase::Try => Some(&s.forward),
+            Phase::Compensation | Phase::Cancel => s.undo.as_ref(),
+            Phase::Confirm => s.confirm.as_ref(),
         }
     }
 
+    /// Sends one participant call and feeds its answer back as an event. Sent even when a stop
+    /// began after the call was decided: it is recorded as sent, and calls in flight get the
+    /// grace period (decisions made while stopping start no call).
     fn call(&mut self, step: usize, phase: Phase, attempt: u32, ctx: &mut Context<Self>) {
         let Some(live) = &self.live else { return };
-        // Sent even when a stop began after it was decided: it is recorded as sent, and calls
-        // in flight get the grace period. Decisions made after the stop start no call.
-        let Some(endpoint) = Self::endpoint(&live.def, step, phase) else {
+        if Self::endpoint(&live.def, step, phase).is_none() {
             return;
-        };
-        let (def, created_at) = (live.def.clone(), live.created_at);
-        let shared = self.shared.clone();
-        let guard = Busy::new(shared.clone());
+        }
+        let (shared, def, created_at) = (self.shared.clone(), live.def.clone(), live.created_at);
+        let (id, name) = (self.id.clone(), live.name.clone());
+        let work = shared.work.token();
         self.calls += 1;
-        let (id, sname, timeout_ms, name) = (
-            self.id.clone(),
-            live.def.steps[step].name.clone(),
-            live.def.steps[step].timeout_ms,
-            live.name.clone(),
-        );
+        let sname = def.steps[step].name.clone();
         // One span per call: its lines carry saga_id, saga_name, step, phase and attempt.
         let span = tracing::info_span!(parent: &self.span, "participant_call", step = %sname, phase = phase.as_str(), attempt);
         let fut = async move {
+            let s = &def.steps[step];
+            let endpoint = Self::endpoint(&def, step, phase)?;
             tracing::debug!(url = %endpoint.url, "calling participant");
             let spec = CallSpec {
                 saga_id: &id,
-                step: &sname,
+                step: &s.name,
                 phase,
                 attempt,
-                endpoint: &endpoint,
-                body: def.body_of(&endpoint),
+                endpoint,
+                body: def.body_of(endpoint),
                 created_at,
-                timeout_ms,
+                timeout_ms: s.timeout_ms,
             };
             let t = Instant::now();
             let r = shared.participant.call(&spec).await;
-            let secs = t.elapsed().as_secs_f64();
-            shared
-                .metrics
-                .step_call_duration
-                .with_label_values(&[&name, &sname, phase.as_str()])
-                .observe(secs);
-            shared
-                .metrics
-                .step_calls
-                .with_label_values(&[&name, &sname, phase.as_str(), r.outcome.as_str()])
-                .inc();
-            tracing::info!(
-                outcome = r.outcome.as_str(),
-                http_status = r.http_status,
-                error = r.error.as_deref().unwrap_or(""),
-                duration_ms = (secs * 1000.0) as u64,
-                "participant answered"
-            );
-            (r, guard)
+            report::call_answered(&shared.metrics, &name, &s.name, phase, &r, t.elapsed());
+            Some((r, work))
         }
         .instrument(span);
-        ctx.spawn(fut.into_actor(self).map(move |(r, guard), act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.calls -= 1;
-            let rec = LogRecord::Finished {
+            let Some((r, work)) = res else { return };
+            let answer = Answer {
                 step,
                 phase,
                 attempt,
-                at: now_ms(),
+                outcome: r.outcome,
                 http_status: r.http_status,
-                outcome: r.outcome,
-                error: r.error.clone(),
-            };
-            let ev = Event::CallFinished {
-                step,
-                phase,
-                attempt,
-                outcome: r.outcome,
                 error: r.error,
             };
-            act.handle_event(ev, Some(rec), ctx, None);
-            // Released only once the write of this answer holds its own guard.
-            drop(guard);
+            act.handle_event(Event::CallFinished(answer), None, ctx, None);
+            // Released only once the write of this answer holds its own token.
+            drop(work);
         }));
     }
 }
@@ -634,18 +495,15 @@ impl Handler<Operate> for SagaActor {
 
     fn handle(&mut self, msg: Operate, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        let event = match msg.op {
-            Op::Abort => Event::Abort,
-            Op::Retry => Event::Retry,
+        let (event, action) = match msg.op {
+            Op::Abort => (Event::Abort, "abort"),
+            Op::Retry => (Event::Retry, "retry"),
         };
         self.span
-            .in_scope(|| tracing::info!(operator = %msg.who, action = ?msg.op, "operator action"));
+            .in_scope(|| tracing::info!(operator = %msg.who, action, "operator action"));
         let record = LogRecord::Operator {
-            action: match msg.op {
-                Op::Abort => "abort".into(),
-                Op::Retry => "retry".into(),
-            },
-            who: msg.who.clone(),
+            action: action.into(),
+            who: msg.who,
             at: now_ms(),
         };
         self.handle_event(event, Some(record), ctx, Some(tx));

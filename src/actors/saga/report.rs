@@ -1,0 +1,118 @@
+//! What a durable transition tells the outside world: metrics, log lines and alerts, read from
+//! the machine's commands (the shell never re-derives what the machine decided).
+
+use super::SagaActor;
+use crate::actors::now_ms;
+use crate::api::resource::rfc3339;
+use crate::domain::{Command, Phase, SagaState, SagaStatus};
+use crate::metrics::Metrics;
+use crate::participant::CallResult;
+use std::time::Duration;
+
+impl SagaActor {
+    /// Reports a transition from `old` to the current state with its commands.
+    pub(super) fn report(&self, old: &SagaState, cmds: &[Command]) {
+        let Some(live) = &self.live else { return };
+        let (m, name, new) = (&self.shared.metrics, live.name.as_str(), &live.state);
+        let step_name = |i: usize| live.def.steps[i].name.as_str();
+        for c in cmds {
+            match c {
+                Command::RetryScheduled { step, phase, .. } => m
+                    .retries
+                    .with_label_values(&[name, step_name(*step), phase.as_str()])
+                    .inc(),
+                Command::UndoStarted {
+                    step: Some(i),
+                    reason,
+                } => {
+                    m.failed.with_label_values(&[name, step_name(*i)]).inc();
+                    self.span.in_scope(|| tracing::warn!(step = step_name(*i), error = %reason, "step failed; compensating"));
+                }
+                Command::UndoStarted { step: None, reason } => self.span.in_scope(
+                    || tracing::info!(reason = %reason, "saga stops going forward; compensating"),
+                ),
+                Command::Alert { step, phase, error } => {
+                    self.alert(name, Some((step_name(*step), *phase)), error)
+                }
+                Command::Finished(status) => {
+                    m.finished.with_label_values(&[name, status.as_str()]).inc();
+                    let secs = (now_ms() - live.created_at).max(0) as f64 / 1000.0;
+                    m.saga_duration
+                        .with_label_values(&[name, status.as_str()])
+                        .observe(secs);
+                    self.span.in_scope(|| {
+                        tracing::info!(status = status.as_str(), duration_s = secs, "saga finished")
+                    });
+                }
+                Command::Call { .. } | Command::WakeAt(_) | Command::Record(_) => {}
+            }
+        }
+        if old.status == SagaStatus::Stuck && new.status != SagaStatus::Stuck {
+            self.span
+                .in_scope(|| tracing::info!("stuck saga resumed by operator"));
+        }
+        if old.status != new.status {
+            self.span.in_scope(|| {
+                tracing::info!(
+                    from = old.status.as_str(),
+                    to = new.status.as_str(),
+                    "saga status changed"
+                )
+            });
+        }
+    }
+
+    /// Reports a saga that became stuck because it cannot be loaded.
+    pub(super) fn report_unloadable(&self, name: &str, reason: &str) {
+        self.alert(name, None, reason);
+    }
+
+    /// A stuck saga: the `alert: true` error line, `saga_stuck_total`, and the webhook.
+    fn alert(&self, name: &str, at: Option<(&str, Phase)>, error: &str) {
+        let (step, phase) = match at {
+            Some((s, p)) => (s, Some(p.as_str())),
+            None => ("", None),
+        };
+        self.shared
+            .metrics
+            .stuck_total
+            .with_label_values(&[name, step])
+            .inc();
+        self.shared.alerter.raise(serde_json::json!({
+            "alert": "saga_stuck",
+            "saga_id": self.id,
+            "saga_name": name,
+            "step": (!step.is_empty()).then_some(step),
+            "phase": phase,
+            "error": error,
+            "at": rfc3339(now_ms()),
+            "retry": format!("/v1/sagas/{}/retry", self.id),
+        }));
+        self.span.in_scope(|| tracing::error!(step, phase, error = %error, alert = true, "saga stuck: a call that must succeed gave up; resume with POST /v1/sagas/{}/retry", self.id));
+    }
+}
+
+/// Metrics and the log line of one participant answer.
+pub(super) fn call_answered(
+    m: &Metrics,
+    name: &str,
+    step: &str,
+    phase: Phase,
+    r: &CallResult,
+    took: Duration,
+) {
+    let secs = took.as_secs_f64();
+    m.step_call_duration
+        .with_label_values(&[name, step, phase.as_str()])
+        .observe(secs);
+    m.step_calls
+        .with_label_values(&[name, step, phase.as_str(), r.outcome.as_str()])
+        .inc();
+    tracing::info!(
+        outcome = r.outcome.as_str(),
+        http_status = r.http_status,
+        error = r.error.as_deref().unwrap_or(""),
+        duration_ms = (secs * 1000.0) as u64,
+        "participant answered"
+    );
+}

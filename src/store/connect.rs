@@ -1,0 +1,82 @@
+//! Opening the saga log: the connection pool (a SQLite file and its folder are created when
+//! missing) and the migrations.
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, DatabaseConnection, DbErr};
+use std::time::Duration;
+
+/// Opens a pool on `url` (creating a SQLite file and its folder if needed) and applies migrations.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    if let Some(path) = sqlite_file(url) {
+        if let Some(dir) = std::path::Path::new(&path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+    }
+    let mut opts = ConnectOptions::new(url.to_string());
+    opts.max_connections(max_connections.max(1))
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            // WAL lets readers run beside the writer; NORMAL is durable across process crashes.
+            o.create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+        });
+    let db = sea_orm::Database::connect(opts).await?;
+    Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+/// How many migrations the database records as applied (None if it cannot say).
+pub(super) async fn migrations_applied(db: &DatabaseConnection) -> Option<i64> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let stmt = Statement::from_string(
+        db.get_database_backend(),
+        "SELECT COUNT(*) AS n FROM seaql_migrations",
+    );
+    let row = db.query_one_raw(stmt).await.ok()??;
+    row.try_get::<i64>("", "n").ok()
+}
+
+/// True when every migration this build knows is applied.
+pub(super) async fn migrated(db: &DatabaseConnection) -> bool {
+    // A plain count: get_pending_migrations would run CREATE TABLE IF NOT EXISTS (and log a
+    // PostgreSQL notice) on every probe.
+    migrations_applied(db)
+        .await
+        .is_some_and(|n| n >= Migrator::migrations().len() as i64)
+}
+
+/// The file behind a `sqlite:` URL, if it names one.
+fn sqlite_file(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| path.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_file;
+
+    #[test]
+    fn sqlite_file_is_found_in_urls() {
+        assert_eq!(
+            sqlite_file("sqlite://data/sagas.db?mode=rwc").as_deref(),
+            Some("data/sagas.db")
+        );
+        assert_eq!(
+            sqlite_file("sqlite:///tmp/x.db").as_deref(),
+            Some("/tmp/x.db")
+        );
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://h/db"), None);
+    }
+}

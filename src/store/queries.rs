@@ -1,0 +1,177 @@
+//! Reads of the saga log: plain queries over a connection, used by the API, the start-up and
+//! the metrics scrape.
+
+use super::entities::{saga, saga_call, saga_operator_action};
+use super::{rows, CallRow, ListQuery, OperatorRow, SagaRecord, StoreError};
+use crate::domain::machine::{ACTIVE_STATUSES, ALL_SAGA_STATUSES};
+use crate::domain::{SagaDefinition, SagaStatus};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+/// Statuses of sagas that have not ended (active or stuck), as stored.
+fn open_statuses() -> impl Iterator<Item = &'static str> {
+    ALL_SAGA_STATUSES
+        .iter()
+        .filter(|s| !s.is_terminal())
+        .map(|s| s.as_str())
+}
+
+/// One saga, whole.
+pub(super) async fn load(
+    db: &DatabaseConnection,
+    id: &str,
+) -> Result<Option<SagaRecord>, StoreError> {
+    match saga::Entity::find_by_id(id.to_string()).one(db).await? {
+        Some(m) => rows::record(m).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A page of sagas, newest first, without their requests and definitions.
+pub(super) async fn list(
+    db: &DatabaseConnection,
+    q: &ListQuery,
+) -> Result<Vec<SagaRecord>, StoreError> {
+    let mut query = saga::Entity::find().select_only().columns(rows::LISTED);
+    if !q.statuses.is_empty() {
+        query = query.filter(saga::Column::Status.is_in(q.statuses.iter().cloned()));
+    }
+    if let Some(name) = &q.name {
+        query = query.filter(saga::Column::Name.eq(name.as_str()));
+    }
+    if let Some((created, id)) = &q.after {
+        query = query.filter(
+            Condition::any()
+                .add(saga::Column::CreatedAt.lt(*created))
+                .add(
+                    Condition::all()
+                        .add(saga::Column::CreatedAt.eq(*created))
+                        .add(saga::Column::Id.lt(id.as_str())),
+                ),
+        );
+    }
+    query
+        .order_by_desc(saga::Column::CreatedAt)
+        .order_by_desc(saga::Column::Id)
+        .limit(q.limit)
+        .into_model::<rows::Listed>()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(rows::listed_record)
+        .collect()
+}
+
+/// The calls of a saga, in order.
+pub(super) async fn calls(db: &DatabaseConnection, id: &str) -> Result<Vec<CallRow>, StoreError> {
+    Ok(saga_call::Entity::find()
+        .filter(saga_call::Column::SagaId.eq(id))
+        .order_by_asc(saga_call::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(rows::call_from_row)
+        .collect())
+}
+
+/// The operator actions on a saga, in order.
+pub(super) async fn operator_actions(
+    db: &DatabaseConnection,
+    id: &str,
+) -> Result<Vec<OperatorRow>, StoreError> {
+    Ok(saga_operator_action::Entity::find()
+        .filter(saga_operator_action::Column::SagaId.eq(id))
+        .order_by_asc(saga_operator_action::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(rows::operator_from_row)
+        .collect())
+}
+
+/// Every active saga with its next timer.
+pub(super) async fn active_wakes(
+    db: &DatabaseConnection,
+) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+    Ok(saga::Entity::find()
+        .select_only()
+        .column(saga::Column::Id)
+        .column(saga::Column::NextWakeAt)
+        .filter(saga::Column::Status.is_in(ACTIVE_STATUSES.map(|s| s.as_str())))
+        .into_tuple::<(String, Option<i64>)>()
+        .all(db)
+        .await?)
+}
+
+/// How many sagas of each (name, status) have not ended.
+pub(super) async fn open_counts(
+    db: &DatabaseConnection,
+) -> Result<Vec<(String, String, i64)>, StoreError> {
+    Ok(saga::Entity::find()
+        .select_only()
+        .column(saga::Column::Name)
+        .column(saga::Column::Status)
+        .column_as(Expr::expr(Func::count(Expr::col(saga::Column::Id))), "n")
+        .filter(saga::Column::Status.is_in(open_statuses()))
+        .group_by(saga::Column::Name)
+        .group_by(saga::Column::Status)
+        .into_tuple::<(String, String, i64)>()
+        .all(db)
+        .await?)
+}
+
+/// Unfinished sagas without a stored definition: ids and requests.
+pub(super) async fn without_definition(
+    db: &DatabaseConnection,
+) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+    Ok(saga::Entity::find()
+        .select_only()
+        .column(saga::Column::Id)
+        .column(saga::Column::Request)
+        .filter(saga::Column::Definition.is_null())
+        .filter(saga::Column::Status.is_in(open_statuses()))
+        .into_tuple::<(String, serde_json::Value)>()
+        .all(db)
+        .await?)
+}
+
+/// Fills a missing definition (never replaces one).
+pub(super) async fn set_definition(
+    db: &DatabaseConnection,
+    id: &str,
+    def: &SagaDefinition,
+) -> Result<(), StoreError> {
+    saga::Entity::update_many()
+        .col_expr(saga::Column::Definition, Expr::value(def.to_stored()))
+        .filter(saga::Column::Id.eq(id))
+        .filter(saga::Column::Definition.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Makes an active saga stuck with `reason`; answers whether it was active.
+pub(super) async fn mark_stuck(
+    db: &DatabaseConnection,
+    id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let res = saga::Entity::update_many()
+        .col_expr(
+            saga::Column::Status,
+            Expr::value(SagaStatus::Stuck.as_str()),
+        )
+        .col_expr(saga::Column::Error, Expr::value(reason))
+        .col_expr(saga::Column::NextWakeAt, Expr::value(Option::<i64>::None))
+        .col_expr(saga::Column::UpdatedAt, Expr::value(now))
+        .col_expr(
+            saga::Column::Version,
+            Expr::col(saga::Column::Version).add(1),
+        )
+        .filter(saga::Column::Id.eq(id))
+        .filter(saga::Column::Status.is_in(ACTIVE_STATUSES.map(|s| s.as_str())))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
+}

@@ -1,0 +1,190 @@
+//! Row mapping: a saga (state, step names, definition) to and from a `sagas` row, and history
+//! records to `saga_calls` / `saga_operator_actions` rows.
+
+use super::entities::{saga, saga_call, saga_operator_action};
+use super::{CallRow, LogRecord, OperatorRow, SagaRecord, StepMeta, StoreError};
+use crate::domain::{SagaDefinition, SagaState, SagaStatus, StepState};
+use sea_orm::ActiveValue::{NotSet, Set};
+use std::sync::Arc;
+
+/// The `steps` column: every step's state, as JSON.
+pub(super) fn steps_json(state: &SagaState) -> String {
+    // Plain data into a String: cannot fail.
+    serde_json::to_string(&state.steps).unwrap_or_default()
+}
+
+/// The `sagas` row of a new saga.
+pub(super) fn new_row(r: &SagaRecord) -> saga::ActiveModel {
+    let st = &r.state;
+    saga::ActiveModel {
+        id: Set(r.id.clone()),
+        name: Set(r.name.clone()),
+        mode: Set(r.mode.clone()),
+        status: Set(st.status.as_str().to_string()),
+        request: Set(r.request.clone()),
+        definition: Set(r.definition.as_ref().ok().map(|d| d.to_stored())),
+        step_names: Set(Some(serde_json::to_string(&r.steps).unwrap_or_default())),
+        steps: Set(Some(steps_json(st))),
+        error: Set(st.error.clone()),
+        deadline_at: Set(st.deadline_at),
+        next_wake_at: Set(st.next_wake()),
+        created_at: Set(r.created_at),
+        updated_at: Set(r.updated_at),
+        finished_at: Set(st.status.is_terminal().then_some(r.updated_at)),
+        version: Set(r.version),
+        owner: Set(None),
+        lease_until: Set(None),
+    }
+}
+
+/// The columns a listing reads: everything but the request and the definition, which can be
+/// large and are not shown.
+#[derive(Debug, sea_orm::FromQueryResult)]
+pub(super) struct Listed {
+    pub id: String,
+    pub name: String,
+    pub mode: String,
+    pub status: String,
+    pub step_names: Option<String>,
+    pub steps: Option<String>,
+    pub error: Option<String>,
+    pub deadline_at: Option<i64>,
+    pub next_wake_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+}
+
+/// The columns of [`Listed`], for `select_only`.
+pub(super) const LISTED: [saga::Column; 12] = [
+    saga::Column::Id,
+    saga::Column::Name,
+    saga::Column::Mode,
+    saga::Column::Status,
+    saga::Column::StepNames,
+    saga::Column::Steps,
+    saga::Column::Error,
+    saga::Column::DeadlineAt,
+    saga::Column::NextWakeAt,
+    saga::Column::CreatedAt,
+    saga::Column::UpdatedAt,
+    saga::Column::Version,
+];
+
+/// Reads a whole `sagas` row back.
+pub(super) fn record(m: saga::Model) -> Result<SagaRecord, StoreError> {
+    let definition = match &m.definition {
+        Some(d) => SagaDefinition::from_stored(d).map(Arc::new),
+        None => Err("no stored definition (written before definitions were stored)".into()),
+    };
+    let request = m.request;
+    let listed = Listed {
+        id: m.id,
+        name: m.name,
+        mode: m.mode,
+        status: m.status,
+        step_names: m.step_names,
+        steps: m.steps,
+        error: m.error,
+        deadline_at: m.deadline_at,
+        next_wake_at: m.next_wake_at,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+        version: m.version,
+    };
+    let mut r = listed_record(listed)?;
+    r.request = request;
+    r.definition = definition;
+    Ok(r)
+}
+
+/// Reads a listed row back: request and definition are not loaded.
+pub(super) fn listed_record(m: Listed) -> Result<SagaRecord, StoreError> {
+    let bad = |what: &str| StoreError::Corrupt(format!("saga {}: {what}", m.id));
+    let status = SagaStatus::parse(&m.status).ok_or_else(|| bad("status"))?;
+    let steps: Vec<StepState> = serde_json::from_str(m.steps.as_deref().unwrap_or("[]"))
+        .map_err(|e| bad(&format!("steps: {e}")))?;
+    let metas: Vec<StepMeta> = serde_json::from_str(m.step_names.as_deref().unwrap_or("[]"))
+        .map_err(|e| bad(&format!("step_names: {e}")))?;
+    if metas.len() != steps.len() {
+        return Err(bad("step names and states differ in number"));
+    }
+    Ok(SagaRecord {
+        id: m.id,
+        name: m.name,
+        mode: m.mode,
+        request: serde_json::Value::Null,
+        definition: Err("not loaded by a listing".into()),
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+        version: m.version,
+        steps: metas,
+        state: SagaState {
+            status,
+            error: m.error,
+            deadline_at: m.deadline_at,
+            steps,
+            wake_at: m.next_wake_at,
+        },
+    })
+}
+
+/// The history row of a call record (none for an operator action).
+pub(super) fn call_row(saga_id: &str, r: &LogRecord) -> Option<saga_call::ActiveModel> {
+    let LogRecord::Call { step_name, record } = r else {
+        return None;
+    };
+    Some(saga_call::ActiveModel {
+        id: NotSet,
+        saga_id: Set(saga_id.to_string()),
+        step_idx: Set(record.step as i32),
+        step: Set(step_name.clone()),
+        phase: Set(record.phase.as_str().to_string()),
+        attempt: Set(record.attempt as i32),
+        started_at: Set(record.started_at),
+        finished_at: Set(Some(record.finished_at)),
+        http_status: Set(record.http_status.map(i32::from)),
+        outcome: Set(Some(record.outcome.as_str().to_string())),
+        error: Set(record.error.clone()),
+    })
+}
+
+/// The row of an operator action (none for a call).
+pub(super) fn operator_row(
+    saga_id: &str,
+    r: &LogRecord,
+) -> Option<saga_operator_action::ActiveModel> {
+    let LogRecord::Operator { action, who, at } = r else {
+        return None;
+    };
+    Some(saga_operator_action::ActiveModel {
+        id: NotSet,
+        saga_id: Set(saga_id.to_string()),
+        action: Set(action.clone()),
+        who: Set(who.chars().take(255).collect()),
+        at: Set(*at),
+    })
+}
+
+/// A history row for the API.
+pub(super) fn call_from_row(r: saga_call::Model) -> CallRow {
+    CallRow {
+        step: r.step_idx.max(0) as usize,
+        phase: r.phase,
+        attempt: r.attempt.max(0) as u32,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        http_status: r.http_status.and_then(|s| u16::try_from(s).ok()),
+        outcome: r.outcome,
+        error: r.error,
+    }
+}
+
+/// An operator action row for the API.
+pub(super) fn operator_from_row(r: saga_operator_action::Model) -> OperatorRow {
+    OperatorRow {
+        action: r.action,
+        who: r.who,
+        at: r.at,
+    }
+}

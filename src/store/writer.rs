@@ -1,0 +1,305 @@
+//! The log writer: commits the creates and transitions of many sagas together, in a few
+//! multi-row statements per batch, and answers each caller only after the commit.
+//!
+//! Per batch, whatever its size: one multi-row INSERT of the new sagas, one UPDATE of every
+//! saga that changed (a CASE per column, each row fenced by its version), one multi-row INSERT
+//! of the history, then COMMIT. A batch that cannot be written whole (a version conflict, an
+//! id that exists, a database error) is rolled back and its writes are retried one by one, so
+//! that each gets its own answer. Sagas are sharded over several writers by id (several
+//! connections commit at once on MariaDB and PostgreSQL; one on SQLite), which keeps the
+//! writes of one saga in order.
+
+use super::entities::{saga, saga_call, saga_operator_action};
+use super::{rows, Created, LogRecord, SagaRecord, StoreError};
+use crate::domain::SagaStatus;
+use sea_orm::sea_query::{CaseStatement, Condition, Expr, ExprTrait};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    QueryFilter, SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use std::hash::{Hash, Hasher};
+use tokio::sync::{mpsc, oneshot};
+
+/// One transition to record.
+pub(super) struct Transition {
+    pub id: String,
+    /// The version it was computed from; the write fails unless the log still has it.
+    pub version: i64,
+    pub status: SagaStatus,
+    pub error: Option<String>,
+    pub next_wake_at: Option<i64>,
+    /// The `steps` column (serialised by the caller, off the writer's task).
+    pub steps: String,
+    pub calls: Vec<LogRecord>,
+    pub now: i64,
+}
+
+/// A write and where its answer goes.
+pub(super) enum Job {
+    Create(
+        Box<SagaRecord>,
+        oneshot::Sender<Result<Created, StoreError>>,
+    ),
+    Save(Box<Transition>, oneshot::Sender<Result<i64, StoreError>>),
+}
+
+impl Job {
+    fn id(&self) -> &str {
+        match self {
+            Job::Create(r, _) => &r.id,
+            Job::Save(t, _) => &t.id,
+        }
+    }
+}
+
+/// Most writes committed together.
+const MAX_BATCH: usize = 512;
+
+/// The writers of one saga log.
+#[derive(Clone)]
+pub(super) struct Writer {
+    shards: Vec<mpsc::UnboundedSender<Job>>,
+}
+
+impl Writer {
+    /// Starts `shards` writer tasks on `db` (one on SQLite, which has one writer anyway).
+    /// Must be called inside a tokio runtime.
+    pub fn start(db: DatabaseConnection, shards: usize) -> Self {
+        let n = if db.get_database_backend() == DbBackend::Sqlite {
+            1
+        } else {
+            shards.max(1)
+        };
+        let shards = (0..n)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(write_loop(db.clone(), rx));
+                tx
+            })
+            .collect();
+        Writer { shards }
+    }
+
+    /// Queues a write on the shard of its saga.
+    pub fn send(&self, job: Job) -> Result<(), StoreError> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        job.id().hash(&mut h);
+        let shard = &self.shards[h.finish() as usize % self.shards.len()];
+        shard
+            .send(job)
+            .map_err(|_| StoreError::Db(DbErr::Custom("the log writer has stopped".into())))
+    }
+}
+
+/// Why a batch was not written whole.
+enum BatchError {
+    /// A saga's version moved: another writer changed it.
+    Conflict,
+    /// A new saga's id exists already.
+    Exists,
+    /// The database failed.
+    Db(DbErr),
+}
+
+impl From<DbErr> for BatchError {
+    fn from(e: DbErr) -> Self {
+        if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
+            BatchError::Exists
+        } else {
+            BatchError::Db(e)
+        }
+    }
+}
+
+/// Takes whatever is queued, writes it in one transaction, answers each write.
+async fn write_loop(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if batch.len() > 1 && write_batch(&db, &batch).await.is_ok() {
+            for job in batch.drain(..) {
+                answer_written(job);
+            }
+            continue;
+        }
+        // One by one: each write gets its own answer.
+        for job in batch.drain(..) {
+            let res = write_batch(&db, std::slice::from_ref(&job)).await;
+            match res {
+                Ok(()) => answer_written(job),
+                Err(e) => answer_failed(&db, job, e).await,
+            }
+        }
+    }
+}
+
+fn answer_written(job: Job) {
+    match job {
+        Job::Create(_, reply) => {
+            let _ = reply.send(Ok(Created::New));
+        }
+        Job::Save(t, reply) => {
+            let _ = reply.send(Ok(t.version + 1));
+        }
+    }
+}
+
+async fn answer_failed(db: &DatabaseConnection, job: Job, e: BatchError) {
+    match (job, e) {
+        (Job::Create(r, reply), BatchError::Exists) => {
+            let existing = super::queries::load(db, &r.id).await;
+            let _ = reply.send(match existing {
+                Ok(Some(found)) => Ok(Created::Existing(Box::new(found))),
+                Ok(None) => Err(StoreError::Db(DbErr::Custom(format!(
+                    "saga {} both exists and does not",
+                    r.id
+                )))),
+                Err(e) => Err(e),
+            });
+        }
+        (Job::Create(_, reply), BatchError::Db(e)) => {
+            let _ = reply.send(Err(e.into()));
+        }
+        (Job::Create(r, reply), BatchError::Conflict) => {
+            let _ = reply.send(Err(StoreError::Conflict(r.id.clone())));
+        }
+        (Job::Save(_, reply), BatchError::Db(e)) => {
+            let _ = reply.send(Err(e.into()));
+        }
+        (Job::Save(t, reply), BatchError::Conflict | BatchError::Exists) => {
+            let _ = reply.send(Err(StoreError::Conflict(t.id.clone())));
+        }
+    }
+}
+
+async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        // Take the write lock up front: a deferred read-then-write transaction fails with
+        // "database is locked" under concurrency, busy timeout or not.
+        db.begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await
+    } else {
+        db.begin().await
+    }
+}
+
+/// Writes every job in one transaction, or nothing.
+async fn write_batch(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), BatchError> {
+    let txn = begin(db).await?;
+    match write_in(&txn, jobs).await {
+        Ok(()) => Ok(txn.commit().await?),
+        Err(e) => {
+            let _ = txn.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchError> {
+    let creates: Vec<saga::ActiveModel> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Create(r, _) => Some(rows::new_row(r)),
+            Job::Save(..) => None,
+        })
+        .collect();
+    let saves: Vec<&Transition> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Save(t, _) => Some(&**t),
+            Job::Create(..) => None,
+        })
+        .collect();
+    if !creates.is_empty() {
+        saga::Entity::insert_many(creates)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    if !saves.is_empty() && update_versioned(txn, &saves).await? != saves.len() as u64 {
+        return Err(BatchError::Conflict);
+    }
+    let calls: Vec<saga_call::ActiveModel> = saves
+        .iter()
+        .flat_map(|t| t.calls.iter().filter_map(|c| rows::call_row(&t.id, c)))
+        .collect();
+    if !calls.is_empty() {
+        saga_call::Entity::insert_many(calls)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    let ops: Vec<saga_operator_action::ActiveModel> = saves
+        .iter()
+        .flat_map(|t| t.calls.iter().filter_map(|c| rows::operator_row(&t.id, c)))
+        .collect();
+    if !ops.is_empty() {
+        saga_operator_action::Entity::insert_many(ops)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// One UPDATE for every transition: each column is a CASE on the saga id, and each row is
+/// fenced by its version. Answers how many rows it matched.
+async fn update_versioned(txn: &DatabaseTransaction, saves: &[&Transition]) -> Result<u64, DbErr> {
+    let case = |col: saga::Column, value: &dyn Fn(&Transition) -> sea_orm::Value| -> Expr {
+        let mut it = saves.iter();
+        let first = it.next().expect("at least one transition");
+        let mut c = CaseStatement::new().case(saga::Column::Id.eq(first.id.as_str()), value(first));
+        for t in it {
+            c = c.case(saga::Column::Id.eq(t.id.as_str()), value(t));
+        }
+        c.finally(Expr::col(col)).into()
+    };
+    let fence = saves.iter().fold(Condition::any(), |any, t| {
+        any.add(
+            Condition::all()
+                .add(saga::Column::Id.eq(t.id.as_str()))
+                .add(saga::Column::Version.eq(t.version)),
+        )
+    });
+    let res = saga::Entity::update_many()
+        .col_expr(
+            saga::Column::Status,
+            case(saga::Column::Status, &|t| t.status.as_str().into()),
+        )
+        .col_expr(
+            saga::Column::Steps,
+            case(saga::Column::Steps, &|t| t.steps.clone().into()),
+        )
+        .col_expr(
+            saga::Column::Error,
+            case(saga::Column::Error, &|t| t.error.clone().into()),
+        )
+        .col_expr(
+            saga::Column::NextWakeAt,
+            case(saga::Column::NextWakeAt, &|t| t.next_wake_at.into()),
+        )
+        .col_expr(
+            saga::Column::UpdatedAt,
+            case(saga::Column::UpdatedAt, &|t| t.now.into()),
+        )
+        .col_expr(
+            saga::Column::FinishedAt,
+            case(saga::Column::FinishedAt, &|t| {
+                t.status.is_terminal().then_some(t.now).into()
+            }),
+        )
+        .col_expr(
+            saga::Column::Version,
+            Expr::col(saga::Column::Version).add(1),
+        )
+        .filter(fence)
+        .exec(txn)
+        .await?;
+    Ok(res.rows_affected)
+}
