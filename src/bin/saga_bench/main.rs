@@ -1,0 +1,173 @@
+//! Benchmark: starts the real service binary on a fresh database and measures one scenario,
+//! printing its figures (never failing on a slow machine):
+//! - `throughput` (default): N three-step sagas with C concurrent clients (a fraction failing at
+//!   step 3) against a fast loopback participant: throughput, end-to-end latency, the service's
+//!   CPU per 1000 sagas and its peak RSS;
+//! - `waiting`: N sagas left waiting on one-hour delayed compensations: memory while they wait;
+//! - `listing`: a log of N sagas, then listing latency of first and deep pages.
+//!
+//! `cargo build --release --bins && ./target/release/saga-bench --db sqlite --sagas 2000 --concurrency 64`
+//! Settings to try pass through from the environment (`SAGA__DATABASE__WRITERS=4 saga-bench …`).
+
+mod listing;
+mod sagas;
+
+use clap::{Parser, ValueEnum};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Db {
+    Sqlite,
+    Mysql,
+    Postgres,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Scenario {
+    /// Sagas run to the end; measures throughput and latency.
+    Throughput,
+    /// Sagas end up waiting on a one-hour delayed compensation; measures memory while they wait.
+    Waiting,
+    /// A log of `--sagas` sagas (use 1,000,000), then listing latency, first and deep pages.
+    Listing,
+}
+
+#[derive(Parser)]
+#[command(about = "Measure saga throughput, latency, CPU and memory of saga-orchestrator")]
+struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "throughput")]
+    scenario: Scenario,
+    /// Database to run on.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    db: Db,
+    /// Sagas to run.
+    #[arg(long, default_value_t = 2000)]
+    sagas: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Fraction of sagas whose step 3 answers 409 (they compensate steps 1 and 2).
+    #[arg(long, default_value_t = 0.1)]
+    fail_ratio: f64,
+    /// Admin URL for MariaDB/MySQL (a fresh database is created on it).
+    #[arg(long, default_value = "mysql://root@127.0.0.1:3306")]
+    mysql_url: String,
+    /// Admin URL for PostgreSQL (a fresh database is created on it).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres_url: String,
+}
+
+/// CPU seconds (user + system) and peak RSS (bytes) of a process, from /proc.
+fn proc_usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<u64>().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, hwm * 1024)
+}
+
+async fn fresh_db(args: &Args, dir: &std::path::Path) -> String {
+    let name = format!("saga_bench_{}", std::process::id());
+    let admin = match args.db {
+        Db::Sqlite => return format!("sqlite://{}/bench.db?mode=rwc", dir.display()),
+        Db::Mysql => &args.mysql_url,
+        Db::Postgres => &args.postgres_url,
+    };
+    let conn = Database::connect(admin).await.expect("admin connection");
+    let _ = conn
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+        .await;
+    conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let mut u = url::Url::parse(admin).expect("url");
+    u.set_path(&format!("/{name}"));
+    u.to_string()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Starts the service binary (beside this one) on `url` with `env` added; answers the child
+/// and its base URL. Settings in the bench's own environment (`SAGA__…`) pass through.
+pub fn start_service(url: &str, env: &[(&str, &str)]) -> (Child, String) {
+    let exe = std::env::current_exe()
+        .expect("own path")
+        .with_file_name("saga-orchestrator");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("serve")
+        .env("SAGA__SERVER__BIND", "127.0.0.1:0")
+        .env("SAGA__DATABASE__URL", url)
+        .env("SAGA__LOG__LEVEL", "warn,saga_orchestrator::startup=info")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot start {} ({e}); run `cargo build --release --bins` first",
+            exe.display()
+        )
+    });
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(b) = serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|v| v["bound"].as_str().map(String::from))
+            {
+                let _ = tx.send(b);
+            }
+        }
+    });
+    let bound = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("service logs its address");
+    (child, format!("http://{bound}"))
+}
+
+#[actix_web::main]
+async fn main() {
+    let args = Args::parse();
+    let dir = tempfile_dir();
+    let url = fresh_db(&args, &dir).await;
+    match args.scenario {
+        Scenario::Throughput | Scenario::Waiting => sagas::run(&args, &url, &dir).await,
+        Scenario::Listing => listing::run(&args, &url).await,
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A metric's value from the text exposition (first sample whose line starts with `prefix`).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("saga-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
