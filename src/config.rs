@@ -112,6 +112,8 @@ pub struct ParticipantSettings {
     /// PEM file of CA certificates trusted besides the platform's roots ("" = none); also used
     /// by the alert webhook.
     pub ca_file: String,
+    /// Participant calls in flight at once; more wait for a free slot.
+    pub max_in_flight: usize,
 }
 
 impl Default for ParticipantSettings {
@@ -124,6 +126,7 @@ impl Default for ParticipantSettings {
             max_backoff_ms: d.retry.max_backoff_ms,
             multiplier: d.retry.multiplier,
             ca_file: String::new(),
+            max_in_flight: 1024,
         }
     }
 }
@@ -359,6 +362,13 @@ impl Settings {
                 MULTIPLIER_RANGE.end()
             ),
             p.multiplier,
+        );
+        check(
+            &mut e,
+            (1..=65_536).contains(&p.max_in_flight),
+            "participant.max_in_flight",
+            "from 1 to 65536",
+            p.max_in_flight,
         );
         if let Err(why) = crate::outbound::ExtraRoots::from_pem_file(&p.ca_file) {
             e.push(format!(

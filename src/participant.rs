@@ -65,23 +65,32 @@ pub fn reason_from_body(body: &[u8]) -> String {
 #[derive(Clone)]
 pub struct Participant {
     client: reqwest::Client,
+    /// Calls allowed in flight at once; the others wait for a slot (not on their timeout).
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Participant {
-    /// Builds the pooled client, trusting the platform's roots and `roots`.
-    pub fn new(roots: &ExtraRoots) -> Result<Self, String> {
+    /// Builds the pooled client, trusting the platform's roots and `roots`, sending at most
+    /// `max_in_flight` calls at once (a restart with 100,000 due sagas must not open 100,000
+    /// connections).
+    pub fn new(roots: &ExtraRoots, max_in_flight: usize) -> Result<Self, String> {
         let client = roots
             .client_builder()
-            .pool_max_idle_per_host(256)
+            .pool_max_idle_per_host(max_in_flight.min(1024))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()
             .map_err(|e| format!("cannot build the participant HTTP client: {e}"))?;
-        Ok(Participant { client })
+        Ok(Participant {
+            client,
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
+        })
     }
 
     /// Makes one call and classifies its answer; never fails, an error is an unknown outcome.
     pub async fn call(&self, spec: &CallSpec<'_>) -> CallResult {
+        // The semaphore is never closed: acquiring fails only if it were.
+        let _slot = self.slots.acquire().await;
         let ep = spec.endpoint;
         let method =
             reqwest::Method::from_bytes(ep.method.as_bytes()).unwrap_or(reqwest::Method::POST);

@@ -64,7 +64,8 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let shared = Arc::new(Shared {
             store,
-            participant: Participant::new(&roots).map_err(StartupError::Client)?,
+            participant: Participant::new(&roots, settings.participant.max_in_flight)
+                .map_err(StartupError::Client)?,
             defaults: settings.participant.defaults(),
             metrics: metrics.clone(),
             finished: Default::default(),

@@ -4,12 +4,15 @@
 //!   step 3) against a fast loopback participant: throughput, end-to-end latency, the service's
 //!   CPU per 1000 sagas and its peak RSS;
 //! - `waiting`: N sagas left waiting on one-hour delayed compensations: memory while they wait;
-//! - `listing`: a log of N sagas, then listing latency of first and deep pages.
+//! - `listing`: a log of N sagas, then listing latency of first and deep pages;
+//! - `restart`: N sagas in flight, a kill, a start while their participant is down: time until
+//!   every saga is driven again, peak RSS, and API latency during the catch-up.
 //!
 //! `cargo build --release --bins && ./target/release/saga-bench --db sqlite --sagas 2000 --concurrency 64`
 //! Settings to try pass through from the environment (`SAGA__DATABASE__WRITERS=4 saga-bench …`).
 
 mod listing;
+mod restart;
 mod sagas;
 
 use clap::{Parser, ValueEnum};
@@ -34,6 +37,9 @@ enum Scenario {
     Waiting,
     /// A log of `--sagas` sagas (use 1,000,000), then listing latency, first and deep pages.
     Listing,
+    /// `--sagas` sagas in flight (use 100,000), a kill, a start while their participant is
+    /// down: time until each is driven again, RSS, and the API meanwhile.
+    Restart,
 }
 
 #[derive(Parser)]
@@ -113,7 +119,9 @@ pub fn start_service(url: &str, env: &[(&str, &str)]) -> (Child, String) {
         .expect("own path")
         .with_file_name("saga-orchestrator");
     let mut cmd = Command::new(&exe);
-    cmd.arg("serve")
+    // Outside any checkout: a config.toml in the working directory would apply too.
+    cmd.current_dir(std::env::temp_dir())
+        .arg("serve")
         .env("SAGA__SERVER__BIND", "127.0.0.1:0")
         .env("SAGA__DATABASE__URL", url)
         .env("SAGA__LOG__LEVEL", "warn,saga_orchestrator::startup=info")
@@ -153,6 +161,7 @@ async fn main() {
     match args.scenario {
         Scenario::Throughput | Scenario::Waiting => sagas::run(&args, &url, &dir).await,
         Scenario::Listing => listing::run(&args, &url).await,
+        Scenario::Restart => restart::run(&args, &url).await,
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,150 @@
+//! The restart scenario: `--sagas` unfinished sagas (use 100,000) are in the log with their
+//! calls in flight when the service is killed; it starts again while their participant is down
+//! (every call answers 503, so every saga keeps retrying). Measures how long until every saga
+//! was driven again (called at least once after the start), the service's peak RSS during the
+//! catch-up, and how the HTTP API answered meanwhile.
+
+use crate::{percentile, proc_usage, start_service, Args};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures::StreamExt;
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The participant: hangs (before the kill) or answers 503 (after), and notes who called.
+#[derive(Default)]
+struct Down {
+    /// false: hang every call; true: answer 503 at once.
+    refusing: AtomicBool,
+    /// Sagas called since the participant started refusing.
+    seen: Mutex<HashSet<String>>,
+}
+
+/// Runs the scenario on the (empty) database at `url`.
+pub async fn run(args: &Args, url: &str) {
+    let n = args.sagas;
+    let down = Arc::new(Down::default());
+    let d2 = down.clone();
+    let participant = HttpServer::new(move || {
+        let d = d2.clone();
+        App::new().default_service(web::to(move |req: HttpRequest| {
+            let d = d.clone();
+            async move {
+                if !d.refusing.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                if let Some(id) = req.headers().get("x-saga-id").and_then(|v| v.to_str().ok()) {
+                    d.seen
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id.to_string());
+                }
+                HttpResponse::ServiceUnavailable().json(json!({"error": "down"}))
+            }
+        }))
+    })
+    .workers(1)
+    .max_connections(200_000)
+    .bind("127.0.0.1:0")
+    .expect("participant binds");
+    let paddr = participant.addrs()[0];
+    actix_web::rt::spawn(participant.run());
+
+    // Calls hang for an hour: every saga has its first call in flight (or waiting for a slot).
+    let slow = [("SAGA__PARTICIPANT__CALL_TIMEOUT_MS", "3600000")];
+    let (mut child, base) = start_service(url, &slow);
+    let client = reqwest::Client::new();
+    let created = Instant::now();
+    let step = json!({"name": "pay", "action": {"url": format!("http://{paddr}/pay")},
+                      "retry": {"max_attempts": 1000, "initial_backoff_ms": 500, "max_backoff_ms": 2000}});
+    futures::stream::iter(0..n)
+        .for_each_concurrent(64, |i| {
+            let (client, base, step) = (client.clone(), base.clone(), step.clone());
+            async move {
+                let body = json!({"id": format!("r-{i}"), "name": "restart", "steps": [step]});
+                let r = client
+                    .post(format!("{base}/v1/sagas"))
+                    .json(&body)
+                    .send()
+                    .await;
+                assert!(r.is_ok_and(|r| r.status().as_u16() == 201), "start r-{i}");
+            }
+        })
+        .await;
+    eprintln!(
+        "  {n} sagas started in {:.0} s; killing the service",
+        created.elapsed().as_secs_f64()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    down.refusing.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    let (mut child, base) = start_service(url, &[]);
+    let pid = child.id();
+    let up = t0.elapsed();
+    let mut api = Vec::new();
+    let mut all_driven = None;
+    let mut peak_rss = 0u64;
+    while t0.elapsed() < Duration::from_secs(120) {
+        let seen = down.seen.lock().map(|s| s.len()).unwrap_or(0);
+        peak_rss = peak_rss.max(proc_usage(pid).1);
+        if seen >= n {
+            all_driven = Some(t0.elapsed());
+            break;
+        }
+        // The API during the catch-up: a saga, a listing and a new start, each timed.
+        let i = api.len() % n;
+        for (method, url, body) in [
+            ("GET", format!("{base}/v1/sagas/r-{i}"), None),
+            (
+                "GET",
+                format!("{base}/v1/sagas?status=running&limit=50"),
+                None,
+            ),
+            (
+                "POST",
+                format!("{base}/v1/sagas"),
+                Some(json!({"name": "probe", "steps": [step.clone()]})),
+            ),
+        ] {
+            let t = Instant::now();
+            let req = match body {
+                Some(b) => client.post(&url).json(&b),
+                None => client.request(method.parse().unwrap(), &url),
+            };
+            let ok = req.send().await.is_ok_and(|r| r.status().is_success());
+            assert!(ok, "{method} {url} failed during the catch-up");
+            api.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, hwm) = proc_usage(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    api.sort_by(|a, b| a.total_cmp(b));
+    let seen = down.seen.lock().map(|s| s.len()).unwrap_or(0);
+    println!("saga-bench scenario=restart db={:?} sagas={n}", args.db);
+    println!("  service listening after:  {:.1} s", up.as_secs_f64());
+    match all_driven {
+        Some(t) => println!(
+            "  every saga driven again:  {:.1} s after start-up",
+            t.as_secs_f64()
+        ),
+        None => println!("  driven again within 120 s: {seen} of {n}"),
+    }
+    println!(
+        "  service peak RSS:         {:.1} MiB (sampled {:.1} MiB)",
+        hwm as f64 / 1048576.0,
+        peak_rss as f64 / 1048576.0
+    );
+    println!(
+        "  API during the catch-up:  {} requests, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        api.len(),
+        percentile(&api, 0.5),
+        percentile(&api, 0.99),
+        api.last().copied().unwrap_or(0.0)
+    );
+}
