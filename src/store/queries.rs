@@ -65,14 +65,12 @@ async fn list_range(db: &DatabaseConnection, q: &ListQuery) -> Result<Vec<SagaRe
         query = query.filter(saga::Column::Name.eq(name.as_str()));
     }
     if let Some((created, id)) = &q.after {
-        query = query.filter(
+        // `created_at <= c` bounds the index range on every database; the OR only sorts out
+        // the sagas created in the same millisecond as the cursor.
+        query = query.filter(saga::Column::CreatedAt.lte(*created)).filter(
             Condition::any()
                 .add(saga::Column::CreatedAt.lt(*created))
-                .add(
-                    Condition::all()
-                        .add(saga::Column::CreatedAt.eq(*created))
-                        .add(saga::Column::Id.lt(id.as_str())),
-                ),
+                .add(saga::Column::Id.lt(id.as_str())),
         );
     }
     query

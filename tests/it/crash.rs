@@ -16,16 +16,8 @@ async fn sigkill_mid_flight_then_restart_finishes_every_saga(db: TestDb) {
         p.default_reply(&format!("/{s}/action"), Reply::slow(150));
         p.default_reply(&format!("/{s}/compensation"), Reply::slow(50));
     }
-    p.default_reply(
-        "/no/action",
-        Reply::Status {
-            code: 409,
-            body: json!({"error": "no"}),
-            delay_ms: 150,
-        },
-    );
-    let (mut child, base, _) = start_binary(&db);
-    let client = reqwest::Client::new();
+    p.default_reply("/no/action", Reply::refuse(150));
+    let (mut child, api, _) = start_binary(&db);
     let n = 12;
     for i in 0..n {
         let last = if i % 3 == 0 { "no" } else { "s3" };
@@ -35,13 +27,8 @@ async fn sigkill_mid_flight_then_restart_finishes_every_saga(db: TestDb) {
             .map(|(k, s)| json!({"name": format!("step{k}"), "action": {"url": p.url(&format!("/{s}/action"))},
                                  "compensation": {"url": p.url(&format!("/{s}/compensation"))}}))
             .collect();
-        let r = client
-            .post(format!("{base}/v1/sagas"))
-            .json(&json!({"id": format!("crash-{i}"), "name": "crash", "steps": steps}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
+        let body = json!({"id": format!("crash-{i}"), "name": "crash", "steps": steps});
+        assert_eq!(api.post("/v1/sagas", &body).await.0, 201);
     }
     // Kill while calls are in flight: some sagas are halfway, some answers unrecorded.
     eventually(30, "some progress before the kill", || p.calls().len() >= n).await;
@@ -53,30 +40,14 @@ async fn sigkill_mid_flight_then_restart_finishes_every_saga(db: TestDb) {
         "the kill came too late to test anything ({killed_at} calls)"
     );
 
-    let (mut child, base, _) = start_binary(&db);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut child, api, _) = start_binary(&db);
     let mut finals = HashMap::new();
     for i in 0..n {
         let id = format!("crash-{i}");
-        loop {
-            let v: Value = client
-                .get(format!("{base}/v1/sagas/{id}?wait_ms=1000"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let st = v["status"].as_str().unwrap().to_string();
-            if st == "succeeded" || st == "compensated" {
-                finals.insert(id.clone(), v);
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id} never finished after the restart: {v}"
-            );
-        }
+        let v = api
+            .wait_status(&id, &["succeeded", "compensated"], 60)
+            .await;
+        finals.insert(id, v);
     }
     child.kill().ok();
     let _ = child.wait();
@@ -114,26 +85,23 @@ on_every_db!(sigterm_finishes_calls_in_flight_and_exits);
 async fn sigterm_finishes_calls_in_flight_and_exits(db: TestDb) {
     let p = Participant::start().await;
     p.default_reply("/slow/action", Reply::slow(1500));
-    let (mut child, base, _) = start_binary(&db);
-    let client = reqwest::Client::new();
+    let (mut child, api, _) = start_binary(&db);
     let body = json!({"id": "term-1", "name": "term", "steps": [
         {"name": "slow", "action": {"url": p.url("/slow/action")}, "compensation": {"url": p.url("/slow/compensation")}},
         {"name": "next", "action": {"url": p.url("/next/action")}, "compensation": {"url": p.url("/next/compensation")}}
     ]});
-    let r = client
-        .post(format!("{base}/v1/sagas"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(api.post("/v1/sagas", &body).await.0, 201);
     eventually(10, "the slow call in flight", || {
         !p.calls_of("term-1").is_empty()
     })
     .await;
     sigterm_and_wait(&mut child).await;
     assert!(
-        client.get(format!("{base}/healthz")).send().await.is_err(),
+        api.client
+            .get(format!("{}/healthz", api.base))
+            .send()
+            .await
+            .is_err(),
         "no longer serving"
     );
     let before = p.calls_of("term-1");
@@ -144,17 +112,10 @@ async fn sigterm_finishes_calls_in_flight_and_exits(db: TestDb) {
         before.iter().map(|c| &c.path).collect::<Vec<_>>()
     );
 
-    let (mut child, base, _) = start_binary(&db);
-    let v: Value = client
-        .get(format!(
-            "{base}/v1/sagas/term-1?wait_ms=20000&include=attempts"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (mut child, api, _) = start_binary(&db);
+    let (_, v) = api
+        .get("/v1/sagas/term-1?wait_ms=20000&include=attempts")
+        .await;
     child.kill().ok();
     let _ = child.wait();
     assert_eq!(v["status"], "succeeded", "{v}");
@@ -176,18 +137,11 @@ on_every_db!(a_graceful_stop_does_not_invent_attempts);
 async fn a_graceful_stop_does_not_invent_attempts(db: TestDb) {
     let p = Participant::start().await;
     p.default_reply("/slow/action", Reply::slow(1500));
-    let (mut child, base, _) = start_binary(&db);
-    let client = reqwest::Client::new();
+    let (mut child, api, _) = start_binary(&db);
     let mut next = p.step("next");
     next["retry"] = json!({"max_attempts": 1});
     let body = json!({"id": "stop-1", "name": "stop", "steps": [p.step("slow"), next]});
-    let r = client
-        .post(format!("{base}/v1/sagas"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(api.post("/v1/sagas", &body).await.0, 201);
     eventually(10, "step 1 in flight", || !p.calls_of("stop-1").is_empty()).await;
     sigterm_and_wait(&mut child).await;
     assert_eq!(
@@ -196,17 +150,10 @@ async fn a_graceful_stop_does_not_invent_attempts(db: TestDb) {
         "nothing sent after the stop"
     );
 
-    let (mut child, base, _) = start_binary(&db);
-    let v: Value = client
-        .get(format!(
-            "{base}/v1/sagas/stop-1?wait_ms=20000&include=attempts"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (mut child, api, _) = start_binary(&db);
+    let (_, v) = api
+        .get("/v1/sagas/stop-1?wait_ms=20000&include=attempts")
+        .await;
     child.kill().ok();
     let _ = child.wait();
     assert_eq!(v["status"], "succeeded", "{v}");

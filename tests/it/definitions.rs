@@ -2,7 +2,7 @@
 //! defaults changes new sagas only, and a saga that cannot be loaded becomes stuck with an
 //! alert instead of staying silently unfinished.
 
-use crate::helpers::{eventually, sigterm_and_wait, start_binary_with, wait_status_at, TestDb};
+use crate::helpers::{eventually, sigterm_and_wait, start_binary_with, TestDb};
 use crate::on_every_db;
 use crate::participant::{Participant, Reply};
 use serde_json::json;
@@ -13,28 +13,15 @@ async fn new_defaults_change_only_new_sagas_and_unloadable_sagas_get_stuck(db: T
     use sea_orm::ConnectionTrait;
     let p = Participant::start().await;
     p.default_reply("/flaky/action", Reply::code(503));
-    let client = reqwest::Client::new();
-    let post = |base: String, id: &'static str| {
-        let (client, p) = (client.clone(), p.clone());
-        async move {
-            let body = json!({"id": id, "name": "defs", "steps": [p.step("flaky")]});
-            let r = client
-                .post(format!("{base}/v1/sagas"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 201);
-        }
-    };
+    let body = |id: &str| json!({"id": id, "name": "defs", "steps": [p.step("flaky")]});
     let old = [
         ("SAGA__PARTICIPANT__MAX_ATTEMPTS", "4"),
         ("SAGA__PARTICIPANT__INITIAL_BACKOFF_MS", "300"),
         ("SAGA__PARTICIPANT__MAX_BACKOFF_MS", "400"),
     ];
-    let (mut child, base, _) = start_binary_with(&db, &old);
+    let (mut child, api, _) = start_binary_with(&db, &old);
     for id in ["def-1", "def-3", "def-4", "def-5"] {
-        post(base.clone(), id).await;
+        assert_eq!(api.post("/v1/sagas", &body(id)).await.0, 201);
     }
     eventually(10, "each saga called once", || {
         ["def-1", "def-3", "def-4", "def-5"]
@@ -60,14 +47,14 @@ async fn new_defaults_change_only_new_sagas_and_unloadable_sagas_get_stuck(db: T
         ("SAGA__PARTICIPANT__MAX_ATTEMPTS", "1"),
         ("SAGA__PARTICIPANT__CALL_TIMEOUT_MS", "50"),
     ];
-    let (mut child, base, lines) = start_binary_with(&db, &new);
-    post(base.clone(), "def-2").await;
+    let (mut child, api, lines) = start_binary_with(&db, &new);
+    assert_eq!(api.post("/v1/sagas", &body("def-2")).await.0, 201);
     let ended = ["compensated", "stuck", "succeeded"];
-    let def1 = wait_status_at(&client, &base, "def-1", &ended, 20).await;
-    let def2 = wait_status_at(&client, &base, "def-2", &ended, 20).await;
-    let def4 = wait_status_at(&client, &base, "def-4", &ended, 20).await;
-    let def3 = wait_status_at(&client, &base, "def-3", &ended, 20).await;
-    let def5 = wait_status_at(&client, &base, "def-5", &ended, 20).await;
+    let def1 = api.wait_status("def-1", &ended, 20).await;
+    let def2 = api.wait_status("def-2", &ended, 20).await;
+    let def4 = api.wait_status("def-4", &ended, 20).await;
+    let def3 = api.wait_status("def-3", &ended, 20).await;
+    let def5 = api.wait_status("def-5", &ended, 20).await;
     child.kill().ok();
     let _ = child.wait();
 

@@ -108,12 +108,24 @@ pub fn test_settings(db: &TestDb) -> Settings {
     s
 }
 
-/// A running application.
-pub struct TestApp {
+/// A client of one running service (in-process or the real binary).
+pub struct Api {
     pub base: String,
     pub client: reqwest::Client,
+}
+
+/// A running application; it derefs to its [`Api`].
+pub struct TestApp {
+    pub api: Api,
     pub handle: actix_web::dev::ServerHandle,
     pub done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 fn init_logs() {
@@ -139,13 +151,8 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         let _ = app.run_until_stopped().await;
         let _ = tx.send(());
     });
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()
-        .unwrap();
     TestApp {
-        base,
-        client,
+        api: Api::new(base),
         handle,
         done,
     }
@@ -156,7 +163,16 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
     spawn_app_with(test_settings(db)).await
 }
 
-impl TestApp {
+impl Api {
+    /// A client of the service at `base` (http://host:port).
+    pub fn new(base: String) -> Api {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(90))
+            .build()
+            .unwrap();
+        Api { base, client }
+    }
+
     /// POSTs JSON, answers (status, body).
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let r = self
@@ -192,42 +208,26 @@ impl TestApp {
 
     /// Waits (long-polling) until saga `id` is in one of `statuses`, failing after `secs`.
     pub async fn wait_status(&self, id: &str, statuses: &[&str], secs: u64) -> Value {
-        wait_status_at(&self.client, &self.base, id, statuses, secs).await
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (code, v) = self.get(&format!("/v1/sagas/{id}?wait_ms=200")).await;
+            assert_eq!(code, 200, "{v}");
+            if statuses.contains(&v["status"].as_str().unwrap_or("")) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "saga {id} did not reach {statuses:?} in {secs}s: {v}"
+            );
+        }
     }
+}
 
+impl TestApp {
     /// Stops the HTTP server gracefully and waits for the application to finish.
     pub async fn stop(self) {
         self.handle.stop(true).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.done).await;
-    }
-}
-
-/// Waits (long-polling) until saga `id` of the service at `base` is in one of `statuses`,
-/// failing after `secs`.
-pub async fn wait_status_at(
-    client: &reqwest::Client,
-    base: &str,
-    id: &str,
-    statuses: &[&str],
-    secs: u64,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let r = client
-            .get(format!("{base}/v1/sagas/{id}?wait_ms=200"))
-            .send()
-            .await
-            .expect("get");
-        let code = r.status().as_u16();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert_eq!(code, 200, "{v}");
-        if statuses.contains(&v["status"].as_str().unwrap_or("")) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "saga {id} did not reach {statuses:?} in {secs}s: {v}"
-        );
     }
 }
 
@@ -279,17 +279,14 @@ macro_rules! on_every_db {
 /// Every stdout line of a started binary.
 pub type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
-/// Starts the real binary on a random port and `db`; answers the child, its base URL and its
+/// Starts the real binary on a random port and `db`; answers the child, a client of it and its
 /// stdout lines as they come.
-pub fn start_binary(db: &TestDb) -> (std::process::Child, String, Lines) {
+pub fn start_binary(db: &TestDb) -> (std::process::Child, Api, Lines) {
     start_binary_with(db, &[])
 }
 
 /// [`start_binary`] with more `SAGA__…` settings in its environment.
-pub fn start_binary_with(
-    db: &TestDb,
-    env: &[(&str, &str)],
-) -> (std::process::Child, String, Lines) {
+pub fn start_binary_with(db: &TestDb, env: &[(&str, &str)]) -> (std::process::Child, Api, Lines) {
     use std::io::BufRead;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_saga-orchestrator"));
     cmd.arg("serve")
@@ -328,7 +325,7 @@ pub fn start_binary_with(
     let bound = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("a \"bound\" log line");
-    (child, format!("http://{bound}"), lines)
+    (child, Api::new(format!("http://{bound}")), lines)
 }
 
 /// Sends SIGTERM to a child this test started and waits (up to 20 s) for a successful exit.

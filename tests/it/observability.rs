@@ -105,24 +105,13 @@ async fn json_logs_carry_the_saga_id(db: TestDb) {
     let p = Participant::start().await;
     p.script("/a/action", [Reply::code(503)]);
     p.default_reply("/b/action", Reply::code(409));
-    let (mut child, base, lines) = start_binary(&db);
-    let client = reqwest::Client::new();
+    let (mut child, api, lines) = start_binary(&db);
     let id = "logged-saga-7";
     let body = json!({"id": id, "name": "logged", "steps": [p.quick_step("a"), p.quick_step("b")]});
-    let r = client
-        .post(format!("{base}/v1/sagas?wait_ms=20000"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
+    let (_, v) = api.post("/v1/sagas?wait_ms=20000", &body).await;
     assert_eq!(v["status"], "compensated", "{v}");
-    let r = client
-        .get(format!("{base}/v1/sagas/{id}?include=attempts"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let (code, _) = api.get(&format!("/v1/sagas/{id}?include=attempts")).await;
+    assert_eq!(code, 200);
     crate::helpers::eventually(10, "the GET access line", || {
         lines
             .lock()

@@ -39,14 +39,7 @@ async fn database_outages_are_survived(db: TestDb) {
     for s in ["a", "b", "c", "no"] {
         p.default_reply(&format!("/{s}/action"), Reply::slow(150));
     }
-    p.default_reply(
-        "/no/action",
-        Reply::Status {
-            code: 409,
-            body: json!({"error": "no"}),
-            delay_ms: 150,
-        },
-    );
+    p.default_reply("/no/action", Reply::refuse(150));
 
     for (round, cut) in [Mode::Refuse, Mode::Partition].into_iter().enumerate() {
         let ids: Vec<String> = (0..12).map(|i| format!("cut-{round}-{i}")).collect();

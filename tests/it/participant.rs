@@ -41,6 +41,14 @@ impl Reply {
             delay_ms: 0,
         }
     }
+    /// A 409 "no" (a business failure) after `delay_ms`.
+    pub fn refuse(delay_ms: u64) -> Reply {
+        Reply::Status {
+            code: 409,
+            body: serde_json::json!({"error": "no"}),
+            delay_ms,
+        }
+    }
     pub fn slow(delay_ms: u64) -> Reply {
         Reply::Status {
             code: 200,

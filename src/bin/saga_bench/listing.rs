@@ -119,6 +119,13 @@ async fn fill(url: &str, n: usize, t0: i64, spacing: i64) {
                 for s in &mut state.steps {
                     s.status = step;
                 }
+                if state.status == SagaStatus::Running {
+                    // Waiting on a retry a day away: the log is read, not driven, meanwhile.
+                    let later = chrono::Utc::now().timestamp_millis() + 86_400_000;
+                    state.steps[0].status = StepStatus::RetryScheduled;
+                    state.steps[0].next_attempt_at = Some(later);
+                    state.wake_at = Some(later);
+                }
                 let r = SagaRecord {
                     id: format!("list-{i:07}"),
                     name: KINDS[i % KINDS.len()].into(),
