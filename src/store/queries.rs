@@ -29,16 +29,28 @@ pub(super) async fn load(
 
 /// A page of sagas, newest first, without their requests and definitions.
 ///
-/// Several statuses are read as one index range each (`status[, name], created_at, id`) and
-/// merged here: one range per query keeps a deep page as cheap as the first on every database.
+/// Several statuses are read as one index range each (`status, created_at, id` or
+/// `name, status, created_at, id`) and merged here: one range per query keeps a deep page as
+/// cheap as the first on every database.
 pub(super) async fn list(
     db: &DatabaseConnection,
     q: &ListQuery,
 ) -> Result<Vec<SagaRecord>, StoreError> {
-    if q.statuses.len() <= 1 {
+    // A name without statuses reads every status's range of (name, status, created_at, id).
+    let all: Vec<String>;
+    let statuses = if q.statuses.is_empty() && q.name.is_some() {
+        all = ALL_SAGA_STATUSES
+            .iter()
+            .map(|s| s.as_str().into())
+            .collect();
+        &all
+    } else {
+        &q.statuses
+    };
+    if statuses.len() <= 1 {
         return list_range(db, q).await;
     }
-    let ranges = q.statuses.iter().map(|st| {
+    let ranges = statuses.iter().map(|st| {
         let one = ListQuery {
             statuses: vec![st.clone()],
             ..q.clone()

@@ -375,6 +375,28 @@ async fn listing_pages_newest_first(db: TestDb) {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec!["ls-3", "ls-1"]);
+    // Several statuses of one name are read as a range each and merged, page after page.
+    let mut walked = vec![];
+    let mut cursor = String::new();
+    loop {
+        let (_, page) = app
+            .get(&format!(
+                "/v1/sagas?name=listed&status=succeeded,compensated&limit=1&cursor={cursor}"
+            ))
+            .await;
+        walked.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(walked, vec!["ls-3", "ls-2", "ls-1", "ls-0"]);
     let (code, bad) = app.get("/v1/sagas?limit=0&status=nope").await;
     assert_eq!(code, 400);
     assert_eq!(bad["errors"].as_array().unwrap().len(), 2, "{bad}");

@@ -86,12 +86,30 @@ fn proc_usage(pid: u32) -> (f64, u64) {
     (ticks / 100.0, hwm * 1024)
 }
 
-async fn fresh_db(args: &Args, dir: &std::path::Path) -> String {
+/// The bench's own database on the server (`None` on SQLite): `saga_bench_{pid}`.
+fn db_name(args: &Args) -> Option<(String, &str)> {
     let name = format!("saga_bench_{}", std::process::id());
-    let admin = match args.db {
-        Db::Sqlite => return format!("sqlite://{}/bench.db?mode=rwc", dir.display()),
-        Db::Mysql => &args.mysql_url,
-        Db::Postgres => &args.postgres_url,
+    match args.db {
+        Db::Sqlite => None,
+        Db::Mysql => Some((name, &args.mysql_url)),
+        Db::Postgres => Some((name, &args.postgres_url)),
+    }
+}
+
+/// Drops the bench's database, so that large fixtures do not pile up on the server.
+async fn drop_db(args: &Args) {
+    if let Some((name, admin)) = db_name(args) {
+        if let Ok(conn) = Database::connect(admin).await {
+            let _ = conn
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await;
+        }
+    }
+}
+
+async fn fresh_db(args: &Args, dir: &std::path::Path) -> String {
+    let Some((name, admin)) = db_name(args) else {
+        return format!("sqlite://{}/bench.db?mode=rwc", dir.display());
     };
     let conn = Database::connect(admin).await.expect("admin connection");
     let _ = conn
@@ -163,6 +181,7 @@ async fn main() {
         Scenario::Listing => listing::run(&args, &url).await,
         Scenario::Restart => restart::run(&args, &url).await,
     }
+    drop_db(&args).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
