@@ -54,6 +54,35 @@ impl Job {
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
+/// Most rows in one statement.
+const MAX_CHUNK: usize = 256;
+
+/// Splits `n` rows into statements of power-of-two sizes (largest first, at most `MAX_CHUNK`):
+/// whatever the batch size, every connection prepares a few fixed statement shapes once and
+/// reuses them, instead of preparing (and caching, and evicting) a new one per batch size.
+fn pow2_sizes(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    while n > 0 {
+        let size = (1usize << n.ilog2()).min(MAX_CHUNK);
+        out.push(size);
+        n -= size;
+    }
+    out
+}
+
+/// Runs `rows` as multi-row INSERTs of power-of-two sizes.
+async fn insert_chunked<E, A>(txn: &DatabaseTransaction, mut rows: Vec<A>) -> Result<(), DbErr>
+where
+    E: EntityTrait,
+    A: sea_orm::ActiveModelTrait<Entity = E> + Send,
+{
+    for size in pow2_sizes(rows.len()) {
+        let rest = rows.split_off(size);
+        E::insert_many(rows).exec_without_returning(txn).await?;
+        rows = rest;
+    }
+    Ok(())
+}
 
 /// The writers of one saga log.
 #[derive(Clone)]
@@ -219,38 +248,37 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
             Job::Create(..) => None,
         })
         .collect();
-    if !creates.is_empty() {
-        saga::Entity::insert_many(creates)
-            .exec_without_returning(txn)
-            .await?;
-    }
-    if !saves.is_empty() && update_versioned(txn, &saves).await? != saves.len() as u64 {
-        return Err(BatchError::Conflict);
+    insert_chunked(txn, creates).await?;
+    for part in saves.chunks(MAX_CHUNK) {
+        if update_versioned(txn, part).await? != part.len() as u64 {
+            return Err(BatchError::Conflict);
+        }
     }
     let calls: Vec<saga_call::ActiveModel> = saves
         .iter()
         .flat_map(|t| t.calls.iter().filter_map(|c| rows::call_row(&t.id, c)))
         .collect();
-    if !calls.is_empty() {
-        saga_call::Entity::insert_many(calls)
-            .exec_without_returning(txn)
-            .await?;
-    }
+    insert_chunked(txn, calls).await?;
     let ops: Vec<saga_operator_action::ActiveModel> = saves
         .iter()
         .flat_map(|t| t.calls.iter().filter_map(|c| rows::operator_row(&t.id, c)))
         .collect();
-    if !ops.is_empty() {
-        saga_operator_action::Entity::insert_many(ops)
-            .exec_without_returning(txn)
-            .await?;
-    }
+    insert_chunked(txn, ops).await?;
     Ok(())
 }
 
 /// One UPDATE for every transition: each column is a CASE on the saga id, and each row is
-/// fenced by its version. Answers how many rows it matched.
-async fn update_versioned(txn: &DatabaseTransaction, saves: &[&Transition]) -> Result<u64, DbErr> {
+/// fenced by its version. Answers how many rows it matched. The list is padded to a power of
+/// two with its last transition (a fixed statement shape; a repeated `(id, version)` matches
+/// its row once).
+async fn update_versioned(txn: &DatabaseTransaction, part: &[&Transition]) -> Result<u64, DbErr> {
+    let padded: Vec<&Transition> = part
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(part[part.len() - 1]))
+        .take(part.len().next_power_of_two())
+        .collect();
+    let saves = &padded[..];
     let case = |col: saga::Column, value: &dyn Fn(&Transition) -> sea_orm::Value| -> Expr {
         let mut it = saves.iter();
         let first = it.next().expect("at least one transition");
@@ -302,4 +330,25 @@ async fn update_versioned(txn: &DatabaseTransaction, saves: &[&Transition]) -> R
         .exec(txn)
         .await?;
     Ok(res.rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pow2_sizes, MAX_CHUNK};
+
+    #[test]
+    fn batches_split_into_few_fixed_sizes() {
+        assert_eq!(pow2_sizes(0), Vec::<usize>::new());
+        assert_eq!(pow2_sizes(37), vec![32, 4, 1]);
+        assert_eq!(pow2_sizes(64), vec![64]);
+        assert_eq!(
+            pow2_sizes(MAX_CHUNK * 2 + 3),
+            vec![MAX_CHUNK, MAX_CHUNK, 2, 1]
+        );
+        for n in 0..2000 {
+            let sizes = pow2_sizes(n);
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= MAX_CHUNK));
+        }
+    }
 }
