@@ -61,6 +61,9 @@ pub fn reason_from_body(body: &[u8]) -> String {
     r.chars().take(200).collect()
 }
 
+/// Permission to have one call in flight (released when dropped).
+pub struct Slot(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
+
 /// One pooled HTTP client for every participant call.
 #[derive(Clone)]
 pub struct Participant {
@@ -87,10 +90,16 @@ impl Participant {
         })
     }
 
-    /// Makes one call and classifies its answer; never fails, an error is an unknown outcome.
-    pub async fn call(&self, spec: &CallSpec<'_>) -> CallResult {
-        // The semaphore is never closed: acquiring fails only if it were.
-        let _slot = self.slots.acquire().await;
+    /// Waits for one of the `max_in_flight` slots; a call needs one.
+    pub async fn slot(&self) -> Slot {
+        // The semaphore is never closed, so acquiring cannot fail.
+        Slot(self.slots.clone().acquire_owned().await.ok())
+    }
+
+    /// Makes one call in `slot` and classifies its answer; never fails, an error is an unknown
+    /// outcome.
+    pub async fn call(&self, slot: Slot, spec: &CallSpec<'_>) -> CallResult {
+        let _slot = slot;
         let ep = spec.endpoint;
         let method =
             reqwest::Method::from_bytes(ep.method.as_bytes()).unwrap_or(reqwest::Method::POST);

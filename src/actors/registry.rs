@@ -8,7 +8,7 @@ use crate::domain::{Event, Input, Rejected, SagaDefinition, SagaState};
 use crate::store::{Created, SagaRecord, StepMeta, StoreError};
 use actix::prelude::*;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Start a new saga (or find the existing one with that id).
@@ -109,7 +109,15 @@ pub struct Registry {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     live: HashMap<String, Addr<SagaActor>>,
+    /// Sagas woken without an actor, waiting to be loaded (in batches, not a query each).
+    due: Vec<String>,
+    due_set: HashSet<String>,
+    /// A batch of `due` is being loaded.
+    loading: bool,
 }
+
+/// Most sagas loaded by one query when they are woken.
+const LOAD_BATCH: usize = 500;
 
 impl Registry {
     /// A registry placing saga actors round-robin on `arbiters`.
@@ -120,6 +128,88 @@ impl Registry {
             arbiters,
             next_arbiter: 0,
             live: HashMap::new(),
+            due: Vec::new(),
+            due_set: HashSet::new(),
+            loading: false,
+        }
+    }
+
+    /// The live actor of `id`, if it is running.
+    fn running(&self, id: &str) -> Option<&Addr<SagaActor>> {
+        self.live.get(id).filter(|a| a.connected())
+    }
+
+    /// Loads a batch of woken sagas with one query and starts their actors; one batch at a
+    /// time, so that a start-up with 100,000 due sagas does not queue 100,000 queries.
+    fn load_due(&mut self, ctx: &mut Context<Self>) {
+        if self.loading || self.due.is_empty() {
+            return;
+        }
+        self.loading = true;
+        let n = self.due.len().min(LOAD_BATCH);
+        let ids: Vec<String> = self.due.drain(..n).collect();
+        let store = self.shared.store.clone();
+        let fut = async move {
+            let res = store.load_many(&ids).await;
+            (ids, res)
+        };
+        ctx.spawn(fut.into_actor(self).map(|(ids, res), act, ctx| {
+            act.loading = false;
+            for id in &ids {
+                act.due_set.remove(id);
+            }
+            match res {
+                Ok(records) => {
+                    let mut found = HashSet::with_capacity(records.len());
+                    for r in records {
+                        found.insert(r.id.clone());
+                        act.start_loaded(r, ctx);
+                    }
+                    // Missing or unreadable rows take the one-by-one path, which reports them.
+                    for id in ids.iter().filter(|id| !found.contains(*id)) {
+                        act.tick(id, ctx);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(actor = "registry", error = %e, "cannot load woken sagas; trying again in 1 s");
+                    for id in ids {
+                        act.timer.do_send(Schedule { id, at_ms: now_ms() + 1_000 });
+                    }
+                }
+            }
+            act.load_due(ctx);
+        }));
+    }
+
+    /// Starts the actor of a saga loaded by the registry (or ticks the one that started meanwhile).
+    fn start_loaded(&mut self, r: SagaRecord, ctx: &mut Context<Self>) {
+        if self.running(&r.id).is_some() {
+            let id = r.id.clone();
+            return self.tick(&id, ctx);
+        }
+        let (shared, timer, id) = (self.shared.clone(), self.timer.clone(), r.id.clone());
+        self.spawn(id, move |reg| SagaActor::loaded(r, shared, reg, timer), ctx);
+    }
+
+    /// Nudges the actor of `id`, starting it from the log if it has none.
+    fn tick(&mut self, id: &str, ctx: &mut Context<Self>) {
+        let addr = self.ensure_live(id, ctx);
+        match addr.try_send(Tick) {
+            Ok(()) => {}
+            Err(SendError::Full(_)) => {
+                // The actor is busy; a tick is only a nudge, so try again shortly.
+                self.timer.do_send(Schedule {
+                    id: id.to_string(),
+                    at_ms: now_ms() + 50,
+                });
+            }
+            Err(SendError::Closed(_)) => {
+                self.live.remove(id);
+                self.timer.do_send(Schedule {
+                    id: id.to_string(),
+                    at_ms: now_ms(),
+                });
+            }
         }
     }
 
@@ -231,24 +321,13 @@ impl Handler<Wake> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Wake, ctx: &mut Context<Self>) {
-        let addr = self.ensure_live(&msg.id, ctx);
-        match addr.try_send(Tick) {
-            Ok(()) => {}
-            Err(SendError::Full(_)) => {
-                // The actor is busy; a tick is only a nudge, so try again shortly.
-                self.timer.do_send(Schedule {
-                    id: msg.id,
-                    at_ms: now_ms() + 50,
-                });
-            }
-            Err(SendError::Closed(_)) => {
-                self.live.remove(&msg.id);
-                self.timer.do_send(Schedule {
-                    id: msg.id,
-                    at_ms: now_ms(),
-                });
-            }
+        if self.running(&msg.id).is_some() {
+            return self.tick(&msg.id, ctx);
         }
+        if self.due_set.insert(msg.id.clone()) {
+            self.due.push(msg.id);
+        }
+        self.load_due(ctx);
     }
 }
 

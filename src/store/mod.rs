@@ -168,6 +168,8 @@ pub trait SagaStore: Send + Sync + 'static {
     ) -> Result<i64, StoreError>;
     /// Loads one saga.
     async fn load(&self, id: &str) -> Result<Option<SagaRecord>, StoreError>;
+    /// Loads several sagas with one query; ids not found (or unreadable) are left out.
+    async fn load_many(&self, ids: &[String]) -> Result<Vec<SagaRecord>, StoreError>;
     /// Makes a saga that cannot be run (its definition or state cannot be read) `stuck` with
     /// `reason`, unless it already ended. Answers whether it changed.
     async fn mark_stuck(&self, id: &str, reason: &str, now: i64) -> Result<bool, StoreError>;

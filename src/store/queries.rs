@@ -27,6 +27,25 @@ pub(super) async fn load(
     }
 }
 
+/// Several sagas, whole, with one query; unreadable rows are left out (logged).
+pub(super) async fn load_many(
+    db: &DatabaseConnection,
+    ids: &[String],
+) -> Result<Vec<SagaRecord>, StoreError> {
+    let rows = saga::Entity::find()
+        .filter(saga::Column::Id.is_in(ids.iter().cloned()))
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|m| {
+            rows::record(m)
+                .map_err(|e| tracing::warn!(error = %e, "saga left out of a batch load"))
+                .ok()
+        })
+        .collect())
+}
+
 /// A page of sagas, newest first, without their requests and definitions.
 ///
 /// Several statuses are read as one index range each (`status, created_at, id` or

@@ -71,6 +71,10 @@ impl SagaStore for SqlStore {
         queries::load(&self.db, id).await
     }
 
+    async fn load_many(&self, ids: &[String]) -> Result<Vec<SagaRecord>, StoreError> {
+        queries::load_many(&self.db, ids).await
+    }
+
     async fn mark_stuck(&self, id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
         queries::mark_stuck(&self.db, id, reason, now).await
     }

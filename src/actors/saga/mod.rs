@@ -63,6 +63,8 @@ pub struct SagaActor {
     restarts: u32,
     /// Why the saga cannot be loaded, when it cannot (operator actions answer with it).
     unusable: Option<String>,
+    /// The saga as the registry read it, taken over when the actor starts.
+    record: Option<Box<SagaRecord>>,
     /// The saga's span: every line logged about the saga is inside it (saga_id, saga_name).
     span: tracing::Span,
 }
@@ -92,6 +94,7 @@ impl SagaActor {
             released: false,
             restarts: 0,
             unusable: None,
+            record: None,
             span,
         }
     }
@@ -113,6 +116,18 @@ impl SagaActor {
             state: r.state,
         };
         Self::with(r.id, Some(live), initial, shared, registry, timer)
+    }
+
+    /// An actor for a saga the registry read from the log; it resumes it.
+    pub fn loaded(
+        r: SagaRecord,
+        shared: Arc<Shared>,
+        registry: Addr<Registry>,
+        timer: Addr<Timer>,
+    ) -> Self {
+        let mut a = Self::with(r.id.clone(), None, vec![], shared, registry, timer);
+        a.record = Some(Box::new(r));
+        a
     }
 
     /// An actor that loads its saga from the log and resumes it.
@@ -161,31 +176,7 @@ impl SagaActor {
         let id = self.id.clone();
         let fut = async move { store.load(&id).await };
         ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
-            Ok(Some(r)) => {
-                act.span.record("saga_name", r.name.as_str());
-                let active = ACTIVE_STATUSES.contains(&r.state.status);
-                let def = match r.definition {
-                    Ok(d) => d,
-                    Err(why) if active => return act.unloadable(r.name, why, ctx),
-                    Err(why) => {
-                        act.unusable = Some(why);
-                        return act.release(ctx);
-                    }
-                };
-                act.live = Some(Live {
-                    def,
-                    name: r.name,
-                    created_at: r.created_at,
-                    version: r.version,
-                    state: r.state,
-                });
-                if active {
-                    act.handle_event(Event::Resume, None, ctx, None);
-                } else {
-                    // Terminal or stuck: nothing to do unless an operator message is queued.
-                    act.sync_registration(ctx);
-                }
-            }
+            Ok(Some(r)) => act.adopt(r, ctx),
             Ok(None) => act.release(ctx),
             Err(e) => {
                 act.span.in_scope(
@@ -194,6 +185,33 @@ impl SagaActor {
                 ctx.run_later(Duration::from_secs(1), |act, ctx| act.load(ctx));
             }
         }));
+    }
+
+    /// Takes over a saga read from the log: an active one resumes (calls whose answers were
+    /// not recorded count as lost), an ended or stuck one waits for operator messages.
+    fn adopt(&mut self, r: SagaRecord, ctx: &mut Context<Self>) {
+        self.span.record("saga_name", r.name.as_str());
+        let active = ACTIVE_STATUSES.contains(&r.state.status);
+        let def = match r.definition {
+            Ok(d) => d,
+            Err(why) if active => return self.unloadable(r.name, why, ctx),
+            Err(why) => {
+                self.unusable = Some(why);
+                return self.release(ctx);
+            }
+        };
+        self.live = Some(Live {
+            def,
+            name: r.name,
+            created_at: r.created_at,
+            version: r.version,
+            state: r.state,
+        });
+        if active {
+            self.handle_event(Event::Resume, None, ctx, None);
+        } else {
+            self.sync_registration(ctx);
+        }
     }
 
     /// A saga whose definition cannot be read back cannot run: it becomes `stuck` with an alert
@@ -411,8 +429,10 @@ impl SagaActor {
                 created_at,
                 timeout_ms: s.timeout_ms,
             };
+            // A call waiting for a slot stays small: its HTTP future exists once it has one.
+            let slot = shared.participant.slot().await;
             let t = Instant::now();
-            let r = shared.participant.call(&spec).await;
+            let r = Box::pin(shared.participant.call(slot, &spec)).await;
             report::call_answered(&shared.metrics, &name, &s.name, phase, &r, t.elapsed());
             Some((r, work))
         }
@@ -446,6 +466,8 @@ impl Actor for SagaActor {
         if self.live.is_some() {
             let cmds = std::mem::take(&mut self.initial);
             self.execute(cmds, ctx);
+        } else if let Some(r) = self.record.take() {
+            self.adopt(*r, ctx);
         } else if self.restarts > 0 {
             // Back off while the log keeps failing, rather than spin on restarts.
             let wait = 100u64.saturating_mul(1 << self.restarts.min(7));
@@ -475,6 +497,7 @@ impl Supervised for SagaActor {
             )
         });
         self.live = None;
+        self.record = None;
         self.initial.clear();
         self.last_wake = None;
         self.calls = 0;
