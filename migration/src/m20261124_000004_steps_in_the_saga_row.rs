@@ -6,7 +6,8 @@
 //! Adds `sagas.step_names` (names and service labels, written once) and `sagas.steps` (the
 //! step states as JSON, the same field names as `saga_steps` had), fills them from
 //! `saga_steps`, moves the start time of unfinished calls into the state of their step and
-//! deletes those rows, then drops `saga_steps`. Replaces the index on (name, created_at, id)
+//! deletes those rows, then drops `saga_steps`. The history's unique index (saga, step, phase,
+//! attempt) becomes a plain index on the saga id. Replaces the index on (name, created_at, id)
 //! with one on (name, status, created_at, id), which listings filtered by name read.
 
 use sea_orm_migration::prelude::*;
@@ -80,6 +81,24 @@ impl MigrationTrait for Migration {
             .and_where(Expr::col(SagaCalls::FinishedAt).is_null())
             .to_owned();
         db.execute(&unfinished).await?;
+        // History rows are written once and read by saga: a plain index on saga_id replaces the
+        // unique one the insert-then-update layout needed (cheaper to maintain on insert).
+        m.drop_index(
+            Index::drop()
+                .name("idx_saga_calls_call")
+                .table(SagaCalls::Table)
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_saga_calls_saga")
+                .table(SagaCalls::Table)
+                .col(SagaCalls::SagaId)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
         m.drop_table(Table::drop().table(SagaSteps::Table).to_owned())
             .await?;
         // Listings filtered by name read one range of this index per status; it replaces the

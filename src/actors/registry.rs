@@ -112,12 +112,14 @@ pub struct Registry {
     /// Sagas woken without an actor, waiting to be loaded (in batches, not a query each).
     due: Vec<String>,
     due_set: HashSet<String>,
-    /// A batch of `due` is being loaded.
-    loading: bool,
+    /// Batches of `due` being loaded.
+    loading: usize,
 }
 
 /// Most sagas loaded by one query when they are woken.
 const LOAD_BATCH: usize = 500;
+/// Batch loads in flight at once.
+const LOADS: usize = 4;
 
 impl Registry {
     /// A registry placing saga actors round-robin on `arbiters`.
@@ -130,7 +132,7 @@ impl Registry {
             live: HashMap::new(),
             due: Vec::new(),
             due_set: HashSet::new(),
-            loading: false,
+            loading: 0,
         }
     }
 
@@ -139,13 +141,17 @@ impl Registry {
         self.live.get(id).filter(|a| a.connected())
     }
 
-    /// Loads a batch of woken sagas with one query and starts their actors; one batch at a
-    /// time, so that a start-up with 100,000 due sagas does not queue 100,000 queries.
+    /// Loads batches of woken sagas, one query each, and starts their actors; a few batches at
+    /// a time, so that a start-up with 100,000 due sagas does not queue 100,000 queries.
     fn load_due(&mut self, ctx: &mut Context<Self>) {
-        if self.loading || self.due.is_empty() {
-            return;
+        while self.loading < LOADS && !self.due.is_empty() {
+            self.load_batch(ctx);
         }
-        self.loading = true;
+    }
+
+    /// Loads one batch of `due`.
+    fn load_batch(&mut self, ctx: &mut Context<Self>) {
+        self.loading += 1;
         let n = self.due.len().min(LOAD_BATCH);
         let ids: Vec<String> = self.due.drain(..n).collect();
         let store = self.shared.store.clone();
@@ -154,7 +160,7 @@ impl Registry {
             (ids, res)
         };
         ctx.spawn(fut.into_actor(self).map(|(ids, res), act, ctx| {
-            act.loading = false;
+            act.loading -= 1;
             for id in &ids {
                 act.due_set.remove(id);
             }

@@ -247,7 +247,8 @@ impl CallOutcome {
 pub enum Event {
     /// The saga was just created.
     Start,
-    /// The saga was loaded from the log after a restart; calls in flight lost their answers.
+    /// The saga was loaded from the log after a restart; calls in flight lost their answers:
+    /// each counts as an unknown outcome and, budget allowing, is sent again at once.
     Resume,
     /// A participant call ended.
     CallFinished(Answer),
@@ -548,13 +549,15 @@ impl SagaState {
                             http_status: None,
                             error: Some(LOST_ANSWER.into()),
                         };
-                        self.on_result(def, input, &answer, &mut out);
+                        // The orchestrator lost the answer, the participant refused nothing:
+                        // the call goes again at once (same key), without a backoff.
+                        self.on_result(def, input, &answer, false, &mut out);
                     }
                 }
             }
             Event::CallFinished(answer) => {
                 if answer.step < self.steps.len() {
-                    self.on_result(def, input, answer, &mut out);
+                    self.on_result(def, input, answer, true, &mut out);
                 }
             }
             Event::Abort => {
@@ -592,11 +595,14 @@ impl SagaState {
         Ok(out)
     }
 
+    /// Records an answer; `backoff` is false for an answer the orchestrator lost (a retry then
+    /// goes at once).
     fn on_result(
         &mut self,
         def: &SagaDefinition,
         input: Input,
         answer: &Answer,
+        backoff: bool,
         out: &mut Vec<Command>,
     ) {
         let Answer {
@@ -636,7 +642,12 @@ impl SagaState {
             .unwrap_or_else(|| outcome.as_str().into());
         let made = s.calls(phase) - s.budget_base;
         let budget_left = made < policy.max_attempts;
-        let retry_at = now.saturating_add(policy.jittered_backoff_ms(made, input.jitter) as i64);
+        let wait = if backoff {
+            policy.jittered_backoff_ms(made, input.jitter)
+        } else {
+            0
+        };
+        let retry_at = now.saturating_add(wait as i64);
         if phase.is_forward() {
             match outcome {
                 CallOutcome::Success => {
