@@ -24,6 +24,47 @@ pub struct Settings {
     pub demo: DemoSettings,
     /// Where stuck sagas are reported.
     pub alerts: AlertSettings,
+    /// Several instances on one database.
+    pub cluster: ClusterSettings,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// This instance's id in the saga log ("" = host name, process id and a random suffix).
+    pub instance_id: String,
+    /// How long a lease on a saga holds without renewal.
+    pub lease_ms: u64,
+    /// How often the log is asked for due timers, expired leases and operator requests.
+    pub poll_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            instance_id: String::new(),
+            lease_ms: 10_000,
+            poll_ms: 1_000,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// The configured instance id, or host name + process id + a random suffix.
+    pub fn resolved_instance_id(&self) -> String {
+        if !self.instance_id.is_empty() {
+            return self.instance_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".into());
+        let suffix: u32 = rand::random();
+        format!("{host}-{}-{suffix:08x}", std::process::id())
+    }
 }
 
 /// `[alerts]`
@@ -262,12 +303,13 @@ impl Settings {
     /// Every value out of its accepted range, each naming its key and the range.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut e = Vec::new();
-        let (s, d, p, r, a) = (
+        let (s, d, p, r, a, c) = (
             &self.server,
             &self.database,
             &self.participant,
             &self.runtime,
             &self.alerts,
+            &self.cluster,
         );
         let dur = format!("from 1 to {MAX_DURATION_MS}");
         check(
@@ -410,6 +452,37 @@ impl Settings {
             "alerts.timeout_ms",
             "from 1 to 600000",
             a.timeout_ms,
+        );
+        check(
+            &mut e,
+            (1..=64).contains(&d.writers),
+            "database.writers",
+            "from 1 to 64",
+            d.writers,
+        );
+        check(
+            &mut e,
+            c.instance_id.len() <= 100
+                && c.instance_id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.:".contains(ch)),
+            "cluster.instance_id",
+            "\"\" or at most 100 of A-Z a-z 0-9 - _ . :",
+            &c.instance_id,
+        );
+        check(
+            &mut e,
+            (1_000..=3_600_000).contains(&c.lease_ms),
+            "cluster.lease_ms",
+            "from 1000 to 3600000",
+            c.lease_ms,
+        );
+        check(
+            &mut e,
+            c.poll_ms >= 10 && c.poll_ms * 2 <= c.lease_ms,
+            "cluster.poll_ms",
+            &format!("from 10 to half of cluster.lease_ms ({})", c.lease_ms / 2),
+            c.poll_ms,
         );
         let hook_ok = a.webhook_url.is_empty()
             || url::Url::parse(&a.webhook_url)

@@ -45,6 +45,12 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Latency of reads behind the API.
     pub store_read: Histogram,
+    /// `saga_leases_total{event}`: leases claimed, taken_over, renewed, released, lost.
+    pub leases: IntCounterVec,
+    /// `sagas_owned`: sagas this instance holds a lease on (at the last renewal).
+    pub owned: IntGauge,
+    /// `saga_start_overloaded_total`: starts refused with 503 because a bound was reached.
+    pub overloaded: IntCounter,
     /// Label sets the open-saga gauges have shown, so that they drop to 0 rather than vanish.
     seen: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
@@ -119,7 +125,27 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(store_read.clone())).expect("unique");
+        let owned = IntGauge::new(
+            "sagas_owned",
+            "Sagas this instance holds a lease on (at the last renewal)",
+        )
+        .expect("valid");
+        r.register(Box::new(owned.clone())).expect("unique");
+        let overloaded = IntCounter::new(
+            "saga_start_overloaded_total",
+            "Starts refused with 503 because live sagas or queued log writes reached their bound",
+        )
+        .expect("valid");
+        r.register(Box::new(overloaded.clone())).expect("unique");
         Metrics {
+            leases: counter(
+                &r,
+                "saga_leases_total",
+                "Saga leases claimed, taken over (from an expired lease), renewed, released and lost",
+                &["event"],
+            ),
+            owned,
+            overloaded,
             started: counter(&r, "saga_started_total", "Sagas started", &["name"]),
             finished: counter(
                 &r,

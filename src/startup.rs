@@ -1,5 +1,6 @@
 //! Builds the whole service: database, actors, HTTP server. Tests start the real thing on port 0.
 
+use crate::actors::lease::Lease;
 use crate::actors::registry::{Registry, Rehydrate};
 use crate::actors::timer::{SetRegistry, Shutdown, Timer};
 use crate::actors::Shared;
@@ -43,6 +44,10 @@ pub enum StartupError {
 
 /// A built, listening service.
 pub struct Application {
+    /// SQLite's one-instance lock, held while the application lives.
+    _single: Option<std::fs::File>,
+    /// Renews this instance's leases.
+    keeper: actix_web::rt::task::JoinHandle<()>,
     port: u16,
     server: Server,
     shared: Arc<Shared>,
@@ -59,9 +64,12 @@ impl Application {
         settings.validate().map_err(StartupError::Config)?;
         let roots = crate::outbound::ExtraRoots::from_pem_file(&settings.participant.ca_file)
             .map_err(|e| StartupError::Config(vec![format!("participant.ca_file: {e}")]))?;
+        let single = store::lock_single_instance(&settings.database.url)?;
         let db = store::connect(&settings.database.url, settings.database.max_connections).await?;
         let store: Arc<dyn SagaStore> = Arc::new(SqlStore::new(db, settings.database.writers));
         let metrics = Arc::new(Metrics::new());
+        let instance_id = settings.cluster.resolved_instance_id();
+        let lease = Arc::new(Lease::new(&instance_id, settings.cluster.lease_ms));
         let shared = Arc::new(Shared {
             store,
             participant: Participant::new(&roots, settings.participant.max_in_flight)
@@ -78,6 +86,7 @@ impl Application {
                 &roots,
             ),
             evict_idle_after_ms: settings.runtime.evict_idle_after_ms as i64,
+            lease: lease.clone(),
         });
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -88,15 +97,23 @@ impl Application {
             settings.runtime.saga_arbiters
         };
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
-        let timer = Timer::new(metrics).start();
+        let timer = Timer::new(metrics.clone()).start();
         let registry = Registry::new(
             shared.clone(),
             timer.clone(),
             arbiters.iter().map(Arbiter::handle).collect(),
+            settings.cluster.poll_ms,
         )
         .start();
         timer.do_send(SetRegistry(registry.clone()));
         registry.send(Rehydrate).await??;
+        let keeper = actix_web::rt::spawn(crate::actors::lease::keep(
+            lease.clone(),
+            shared.store.clone(),
+            registry.clone(),
+            metrics,
+        ));
+        tracing::info!(instance_id = %instance_id, lease_ms = settings.cluster.lease_ms, "instance");
 
         let listener = TcpListener::bind(&settings.server.bind)?;
         let addr = listener.local_addr()?;
@@ -130,6 +147,8 @@ impl Application {
         let server = server.run();
         tracing::info!(bound = %addr, demo, "listening");
         Ok(Application {
+            _single: single,
+            keeper,
             port: addr.port(),
             server,
             shared,
@@ -169,10 +188,29 @@ impl Application {
         self.shared.work.close();
         let _ = tokio::time::timeout(self.grace, self.shared.work.wait()).await;
         let left = self.shared.work.len();
-        tracing::info!(
-            work_in_flight = left,
-            "stopped; unfinished sagas resume at the next start"
-        );
+        // Another instance takes over at once rather than after the lease; what is unfinished
+        // here resumes there (or at this instance's next start).
+        self.keeper.abort();
+        let owner = self.shared.lease.token().owner;
+        match self.shared.store.release_all(&owner).await {
+            Ok(n) => {
+                self.shared
+                    .metrics
+                    .leases
+                    .with_label_values(&["released"])
+                    .inc_by(n);
+                tracing::info!(
+                    work_in_flight = left,
+                    released = n,
+                    "stopped; unfinished sagas resume on another instance or at the next start"
+                );
+            }
+            Err(e) => tracing::warn!(
+                work_in_flight = left,
+                error = %e,
+                "stopped; leases could not be given up and expire after cluster.lease_ms"
+            ),
+        }
         self.registry.do_send(Shutdown);
         self.timer.do_send(Shutdown);
         for a in &self.arbiters {

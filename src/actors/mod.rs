@@ -4,8 +4,10 @@
 //! - [`saga::SagaActor`] turns state-machine commands into I/O and results back into events.
 //! - [`timer::Timer`] wakes sagas when a retry, a delayed compensation or a deadline is due.
 //! - [`finished::Finished`] wakes the requests that wait for a saga's end.
+//! - [`lease`] holds this instance's leases on its sagas and renews them.
 
 pub mod finished;
+pub mod lease;
 pub mod registry;
 pub mod saga;
 pub mod timer;
@@ -38,6 +40,8 @@ pub struct Shared {
     pub alerter: crate::alerts::Alerter,
     /// A saga actor with nothing in flight and nothing due for this long is released.
     pub evict_idle_after_ms: i64,
+    /// This instance's leases on the sagas it drives.
+    pub lease: Arc<lease::Lease>,
 }
 
 impl Shared {

@@ -1,11 +1,13 @@
 //! The registry actor: starts sagas, keeps one supervised actor per live saga, and rehydrates
 //! unfinished sagas from the saga log at start-up (or whenever an actor is found dead).
 
-use super::saga::{Operate, SagaActor, Tick};
+use super::saga::{Disown, Operate, SagaActor, Tick};
 use super::timer::{Schedule, Shutdown, Timer};
 use super::{now_ms, Shared};
 use crate::domain::{Event, Input, Rejected, SagaDefinition, SagaState};
-use crate::store::{Created, SagaRecord, StepMeta, StoreError};
+use crate::store::{
+    Claimed, Created, LeaseTerms, OperatorRequest, SagaRecord, StepMeta, StoreError,
+};
 use actix::prelude::*;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -50,6 +52,8 @@ pub struct OperatorAction {
     pub op: Op,
     /// Who asked (the caller's address).
     pub who: String,
+    /// Carry it out here or not at all (a request left by another instance).
+    pub here_only: bool,
 }
 
 /// Operator actions of API.md section 4.
@@ -73,6 +77,27 @@ pub enum OpError {
     /// The saga cannot be loaded (its stored definition is unreadable): nothing to act on (409).
     #[error("{0}")]
     Unloadable(String),
+    /// The actor asked gave up the saga's lease: the registry claims the saga again.
+    #[error("the saga was released; try again")]
+    Released,
+}
+
+/// This instance lost its leases (of generation `generation`): every saga actor stops at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaseLost {
+    /// The generation that was lost.
+    pub generation: u64,
+}
+
+/// Where an operator action goes after the first look.
+enum Route {
+    /// Answered.
+    Done(Result<(), OpError>),
+    /// Claimed here: start its actor and hand it the action.
+    Claimed(Box<Claimed>),
+    /// Another instance holds the saga (or nobody can): check the rule and leave a request.
+    Elsewhere,
 }
 
 /// A saga actor has nothing to do for a while (terminal, stuck, or only waiting on a timer):
@@ -97,9 +122,10 @@ pub struct Adopt {
     pub addr: Addr<SagaActor>,
 }
 
-/// Schedule a wake for every unfinished saga in the log. Answers how many.
+/// Resolves the definitions of sagas from older versions, then starts looking in the log for
+/// work every `cluster.poll_ms` (due timers, expired leases, operator requests).
 #[derive(Message)]
-#[rtype(result = "Result<usize, StoreError>")]
+#[rtype(result = "Result<(), StoreError>")]
 pub struct Rehydrate;
 
 /// Owns the map of live saga actors.
@@ -114,6 +140,12 @@ pub struct Registry {
     due_set: HashSet<String>,
     /// Batches of `due` being loaded.
     loading: usize,
+    /// Polls of the log in flight.
+    polling: usize,
+    /// A look at the operator requests is in flight.
+    requests_busy: bool,
+    /// How often the log is polled.
+    poll_every: std::time::Duration,
 }
 
 /// Most sagas loaded by one query when they are woken.
@@ -123,7 +155,12 @@ const LOADS: usize = 4;
 
 impl Registry {
     /// A registry placing saga actors round-robin on `arbiters`.
-    pub fn new(shared: Arc<Shared>, timer: Addr<Timer>, arbiters: Vec<ArbiterHandle>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        timer: Addr<Timer>,
+        arbiters: Vec<ArbiterHandle>,
+        poll_ms: u64,
+    ) -> Self {
         Registry {
             shared,
             timer,
@@ -133,7 +170,134 @@ impl Registry {
             due: Vec::new(),
             due_set: HashSet::new(),
             loading: 0,
+            polling: 0,
+            requests_busy: false,
+            poll_every: std::time::Duration::from_millis(poll_ms),
         }
+    }
+
+    /// The terms of a claim made now.
+    fn terms(&self) -> LeaseTerms {
+        let now = now_ms();
+        let ahead = (self.poll_every.as_millis() as i64).min(self.shared.evict_idle_after_ms);
+        LeaseTerms {
+            owner: self.shared.lease.token().owner.to_string(),
+            now,
+            until: self.shared.lease.until(),
+            horizon: now + ahead,
+        }
+    }
+
+    /// Asks the log for sagas that need a driver (due timers, expired leases) and starts them;
+    /// a full batch asks again at once, a few polls at a time.
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        if self.polling >= LOADS || self.shared.is_stopping() {
+            return;
+        }
+        let token = self.shared.lease.token();
+        if self.shared.lease.remaining(&token).is_none() {
+            return;
+        }
+        self.polling += 1;
+        let (store, terms) = (self.shared.store.clone(), self.terms());
+        // Bounded: a query stuck on a cut connection must not hold a poll slot for good.
+        let limit = std::time::Duration::from_millis(self.shared.lease.lease_ms());
+        let fut = async move {
+            tokio::time::timeout(limit, store.claim_due(&terms, LOAD_BATCH as u64))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Db(sea_orm::DbErr::Custom("timed out".into()))))
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.polling -= 1;
+            match res {
+                Ok(claimed) => {
+                    let full = claimed.len() >= LOAD_BATCH;
+                    for c in claimed {
+                        act.claimed(c, ctx);
+                    }
+                    if full {
+                        act.poll(ctx);
+                        act.poll(ctx);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(actor = "registry", error = %e, "cannot look for due sagas in the log")
+                }
+            }
+        }));
+        self.poll_requests(ctx);
+    }
+
+    /// Counts and logs a claim, then starts the saga's actor.
+    fn claimed(&mut self, c: Claimed, ctx: &mut Context<Self>) -> Addr<SagaActor> {
+        let m = &self.shared.metrics;
+        match &c.taken_from {
+            Some(from) => {
+                m.leases.with_label_values(&["taken_over"]).inc();
+                tracing::info!(
+                    actor = "registry",
+                    instance_id = %self.shared.lease.instance_id(),
+                    saga_id = %c.record.id,
+                    from = %from,
+                    "took over a saga whose lease expired"
+                );
+            }
+            None => m.leases.with_label_values(&["claimed"]).inc(),
+        }
+        self.start_loaded(c.record, ctx)
+    }
+
+    /// Carries out the operator actions asked of other instances for sagas this one can drive.
+    fn poll_requests(&mut self, ctx: &mut Context<Self>) {
+        if self.requests_busy {
+            return;
+        }
+        self.requests_busy = true;
+        let store = self.shared.store.clone();
+        let limit = std::time::Duration::from_millis(self.shared.lease.lease_ms());
+        let fut = async move {
+            tokio::time::timeout(limit, store.operation_requests(100))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Db(sea_orm::DbErr::Custom("timed out".into()))))
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.requests_busy = false;
+            let Ok(requests) = res else { return };
+            let me = ctx.address();
+            for r in requests {
+                let op = match r.action.as_str() {
+                    "abort" => Op::Abort,
+                    _ => Op::Retry,
+                };
+                let msg = OperatorAction {
+                    id: r.saga_id.clone(),
+                    op,
+                    who: r.who.clone(),
+                    here_only: true,
+                };
+                let (store, me) = (act.shared.store.clone(), me.clone());
+                let stale = now_ms() - r.at > act.shared.lease.lease_ms() as i64 + 2 * act.poll_every.as_millis() as i64;
+                actix::spawn(async move {
+                    let res = me.send(msg).await;
+                    let done = match &res {
+                        Ok(Ok(())) | Ok(Err(OpError::Rejected(_))) | Ok(Err(OpError::Unloadable(_))) => true,
+                        _ if stale => {
+                            tracing::warn!(saga_id = %r.saga_id, action = %r.action, who = %r.who, "operator action not carried out: no instance took the saga");
+                            true
+                        }
+                        _ => false,
+                    };
+                    if let Ok(Err(e)) = &res {
+                        if done && !stale {
+                            tracing::warn!(saga_id = %r.saga_id, action = %r.action, error = %e, "operator action asked of another instance refused");
+                        }
+                    }
+                    if done {
+                        let _ = store.drop_operation_request(r.request_id).await;
+                    }
+                });
+            }
+        }));
     }
 
     /// The live actor of `id`, if it is running.
@@ -154,9 +318,9 @@ impl Registry {
         self.loading += 1;
         let n = self.due.len().min(LOAD_BATCH);
         let ids: Vec<String> = self.due.drain(..n).collect();
-        let store = self.shared.store.clone();
+        let (store, terms) = (self.shared.store.clone(), self.terms());
         let fut = async move {
-            let res = store.load_many(&ids).await;
+            let res = store.claim(&ids, &terms).await;
             (ids, res)
         };
         ctx.spawn(fut.into_actor(self).map(|(ids, res), act, ctx| {
@@ -165,15 +329,11 @@ impl Registry {
                 act.due_set.remove(id);
             }
             match res {
-                Ok(records) => {
-                    let mut found = HashSet::with_capacity(records.len());
-                    for r in records {
-                        found.insert(r.id.clone());
-                        act.start_loaded(r, ctx);
-                    }
-                    // Missing or unreadable rows take the one-by-one path, which reports them.
-                    for id in ids.iter().filter(|id| !found.contains(*id)) {
-                        act.tick(id, ctx);
+                Ok(claimed) => {
+                    // Sagas not claimed ended, are driven by another instance, or are
+                    // unreadable (claimed by nobody until their actor reports them: rare).
+                    for c in claimed {
+                        act.claimed(c, ctx);
                     }
                 }
                 Err(e) => {
@@ -187,14 +347,15 @@ impl Registry {
         }));
     }
 
-    /// Starts the actor of a saga loaded by the registry (or ticks the one that started meanwhile).
-    fn start_loaded(&mut self, r: SagaRecord, ctx: &mut Context<Self>) {
-        if self.running(&r.id).is_some() {
+    /// Starts the actor of a saga claimed by the registry (or ticks the one that started meanwhile).
+    fn start_loaded(&mut self, r: SagaRecord, ctx: &mut Context<Self>) -> Addr<SagaActor> {
+        if let Some(a) = self.running(&r.id).cloned() {
             let id = r.id.clone();
-            return self.tick(&id, ctx);
+            self.tick(&id, ctx);
+            return a;
         }
         let (shared, timer, id) = (self.shared.clone(), self.timer.clone(), r.id.clone());
-        self.spawn(id, move |reg| SagaActor::loaded(r, shared, reg, timer), ctx);
+        self.spawn(id, move |reg| SagaActor::loaded(r, shared, reg, timer), ctx)
     }
 
     /// Nudges the actor of `id`, starting it from the log if it has none.
@@ -285,7 +446,10 @@ impl Handler<StartSaga> for Registry {
         let cmds = state
             .apply(&def, Input::new(now, 1.0), &Event::Start)
             .unwrap_or_default();
+        let token = self.shared.lease.token();
         let record = SagaRecord {
+            owner: Some(token.owner.to_string()),
+            lease_until: Some(self.shared.lease.until()),
             id: msg.id,
             name: def.name.clone(),
             mode: def.mode.as_str().into(),
@@ -314,7 +478,7 @@ impl Handler<StartSaga> for Registry {
                         tracing::info!(saga_id = %record.id, saga_name = %record.name, steps = record.steps.len(), "saga started");
                         let (shared, timer, r) = (act.shared.clone(), act.timer.clone(), record.clone());
                         let id = record.id.clone();
-                        act.spawn(id, move |reg| SagaActor::fresh(r, def, cmds, shared, reg, timer), ctx);
+                        act.spawn(id, move |reg| SagaActor::fresh(r, def, cmds, token, shared, reg, timer), ctx);
                         Ok(StartOutcome::Created(Box::new(record)))
                     }
                 }
@@ -338,27 +502,86 @@ impl Handler<Wake> for Registry {
 }
 
 impl Handler<OperatorAction> for Registry {
-    type Result = ResponseFuture<Result<(), OpError>>;
+    type Result = ResponseActFuture<Self, Result<(), OpError>>;
 
-    fn handle(&mut self, msg: OperatorAction, ctx: &mut Context<Self>) -> Self::Result {
-        let addr = self.ensure_live(&msg.id, ctx);
-        let me = ctx.address();
-        Box::pin(async move {
-            match addr
-                .send(Operate {
-                    op: msg.op,
-                    who: msg.who,
-                })
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => {
-                    me.do_send(Wake { id: msg.id });
-                    Err(OpError::Unavailable)
+    /// To the saga's actor here; else the saga is claimed here; else (another instance drives
+    /// it) the rule is checked on the log and the action left for its owner, who carries it
+    /// out within one poll interval.
+    fn handle(&mut self, msg: OperatorAction, _: &mut Context<Self>) -> Self::Result {
+        let live = self.running(&msg.id).cloned();
+        let (store, terms) = (self.shared.store.clone(), self.terms());
+        let (id, op, who, here_only) = (msg.id, msg.op, msg.who, msg.here_only);
+        let operate = Operate {
+            op,
+            who: who.clone(),
+        };
+        let first = {
+            let (id, operate) = (id.clone(), operate.clone());
+            async move {
+                if let Some(addr) = live {
+                    match addr.send(operate).await {
+                        Ok(Err(OpError::Released)) | Err(_) => {}
+                        Ok(r) => return Route::Done(r),
+                    }
+                }
+                match store.claim(std::slice::from_ref(&id), &terms).await {
+                    Ok(mut c) if !c.is_empty() => Route::Claimed(Box::new(c.remove(0))),
+                    Ok(_) if here_only => Route::Done(Err(OpError::Unavailable)),
+                    Ok(_) => Route::Elsewhere,
+                    Err(_) => Route::Done(Err(OpError::Unavailable)),
                 }
             }
-        })
+        };
+        let store = self.shared.store.clone();
+        Box::pin(first.into_actor(self).then(move |route, act, ctx| {
+            let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), OpError>>>> =
+                match route {
+                    Route::Done(r) => Box::pin(async move { r }),
+                    Route::Claimed(c) => {
+                        let addr = act.claimed(*c, ctx);
+                        Box::pin(async move {
+                            addr.send(operate)
+                                .await
+                                .unwrap_or(Err(OpError::Unavailable))
+                        })
+                    }
+                    Route::Elsewhere => {
+                        Box::pin(async move { leave_for_owner(&*store, &id, op, who).await })
+                    }
+                };
+            fut.into_actor(act)
+        }))
     }
+}
+
+/// Checks the action against the saga's state in the log (the rule is the state machine's)
+/// and leaves it for the instance that drives the saga.
+async fn leave_for_owner(
+    store: &dyn crate::store::SagaStore,
+    id: &str,
+    op: Op,
+    who: String,
+) -> Result<(), OpError> {
+    let r = match store.load(id).await {
+        Ok(Some(r)) => r,
+        Ok(None) | Err(_) => return Err(OpError::Unavailable),
+    };
+    let def = r.definition.map_err(OpError::Unloadable)?;
+    let (event, action) = match op {
+        Op::Abort => (Event::Abort, "abort"),
+        Op::Retry => (Event::Retry, "retry"),
+    };
+    r.state.decide(&def, Input::new(now_ms(), 1.0), &event)?;
+    store
+        .request_operation(&OperatorRequest {
+            request_id: 0,
+            saga_id: id.to_string(),
+            action: action.into(),
+            who,
+            at: now_ms(),
+        })
+        .await
+        .map_err(|_| OpError::Unavailable)
 }
 
 impl Handler<Release> for Registry {
@@ -383,35 +606,39 @@ impl Handler<Adopt> for Registry {
 }
 
 impl Handler<Rehydrate> for Registry {
-    type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
+    type Result = ResponseActFuture<Self, Result<(), StoreError>>;
 
     fn handle(&mut self, _: Rehydrate, _: &mut Context<Self>) -> Self::Result {
         let (store, defaults) = (self.shared.store.clone(), self.shared.defaults);
         Box::pin(
-            async move {
-                resolve_legacy_definitions(&*store, &defaults).await?;
-                store.active_wakes().await
-            }
-            .into_actor(self)
-            .map(|res, act, _| {
-                // Only timers are loaded: a saga gets an actor when it is due, so that
-                // many sagas waiting on long delays cost no memory after a restart.
-                let wakes = res?;
-                let now = now_ms();
-                for (id, at) in &wakes {
-                    act.timer.do_send(Schedule {
-                        id: id.clone(),
-                        at_ms: at.unwrap_or(now),
-                    });
-                }
-                tracing::info!(
-                    actor = "registry",
-                    sagas = wakes.len(),
-                    "rehydrated unfinished sagas from the saga log"
-                );
-                Ok(wakes.len())
-            }),
+            async move { resolve_legacy_definitions(&*store, &defaults).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    res?;
+                    // Work is found by query, not by memory: nothing is loaded up front, and
+                    // sagas with long delays cost no memory until they are due.
+                    act.poll(ctx);
+                    ctx.run_interval(act.poll_every, |act, ctx| act.poll(ctx));
+                    tracing::info!(
+                        actor = "registry",
+                        instance_id = %act.shared.lease.instance_id(),
+                        "looking for due sagas in the saga log"
+                    );
+                    Ok(())
+                }),
         )
+    }
+}
+
+impl Handler<LeaseLost> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaseLost, _: &mut Context<Self>) {
+        for (_, addr) in self.live.drain() {
+            addr.do_send(Disown {
+                generation: msg.generation,
+            });
+        }
     }
 }
 

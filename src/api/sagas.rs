@@ -219,6 +219,7 @@ async fn operate(
             id: id.clone(),
             op,
             who,
+            here_only: false,
         })
         .await
         .map_err(|_| Problem::unavailable("the registry is not running"))?;
@@ -232,8 +233,8 @@ async fn operate(
                 r.to_string(),
             ))
         }
-        Err(OpError::Unavailable) => {
-            return Err(Problem::unavailable(OpError::Unavailable.to_string()))
+        Err(e @ (OpError::Unavailable | OpError::Released)) => {
+            return Err(Problem::unavailable(e.to_string()))
         }
         Err(OpError::Unloadable(why)) => {
             return Err(Problem::new(

@@ -34,6 +34,38 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     Ok(db)
 }
 
+/// SQLite serves one instance: takes an exclusive lock beside the database file
+/// (`FILE.lock`), held while the returned file is open (the OS drops it when the process dies).
+/// None for other databases, which several instances share by leases.
+pub fn lock_single_instance(url: &str) -> Result<Option<std::fs::File>, DbErr> {
+    let Some(path) = sqlite_file(url) else {
+        return Ok(None);
+    };
+    if let Some(dir) = std::path::Path::new(&path).parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
+        }
+    }
+    let lock_path = format!("{path}.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| DbErr::Custom(format!("cannot open {lock_path}: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DbErr::Custom(format!(
+            "the SQLite database {path} is in use by another saga-orchestrator process: SQLite \
+             serves a single instance (run several instances on MariaDB/MySQL or PostgreSQL)"
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(DbErr::Custom(format!("cannot lock {lock_path}: {e}")))
+        }
+    }
+}
+
 /// How many migrations the database records as applied (None if it cannot say).
 pub(super) async fn migrations_applied(db: &DatabaseConnection) -> Option<i64> {
     use sea_orm::{ConnectionTrait, Statement};

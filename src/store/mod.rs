@@ -10,12 +10,13 @@
 
 mod connect;
 pub mod entities;
+mod leases;
 mod queries;
 mod rows;
 mod sql;
 mod writer;
 
-pub use connect::connect;
+pub use connect::{connect, lock_single_instance};
 pub use sql::SqlStore;
 
 use crate::domain::{CallRecord, SagaDefinition, SagaState};
@@ -69,6 +70,10 @@ pub struct SagaRecord {
     pub updated_at: i64,
     /// Optimistic concurrency counter.
     pub version: i64,
+    /// The token of the instance that drives the saga; none while it only waits or has ended.
+    pub owner: Option<String>,
+    /// Until when the owner's lease holds (ms).
+    pub lease_until: Option<i64>,
     /// Step names and the like, in order.
     pub steps: Vec<StepMeta>,
     /// The state machine's state.
@@ -129,6 +134,62 @@ pub struct OperatorRow {
     pub at: i64,
 }
 
+/// A transition to record, fenced by owner and version.
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a> {
+    /// Saga id.
+    pub id: &'a str,
+    /// The writer's lease token: the write fails unless the saga is still held by it.
+    pub owner: &'a str,
+    /// The version the transition was computed from.
+    pub version: i64,
+    /// The new state.
+    pub state: &'a SagaState,
+    /// History rows written with it.
+    pub history: &'a [LogRecord],
+    /// When (ms).
+    pub now: i64,
+    /// Give up the lease with this write (the saga ended, or only waits for a while).
+    pub release: bool,
+}
+
+/// What a claim writes: whose lease, until when, and what counts as due.
+#[derive(Debug, Clone)]
+pub struct LeaseTerms {
+    /// The claiming instance's lease token.
+    pub owner: String,
+    /// Now (ms): leases that ended before are expired.
+    pub now: i64,
+    /// End of the new leases (ms).
+    pub until: i64,
+    /// Sagas due by then (ms) are claimed.
+    pub horizon: i64,
+}
+
+/// A saga claimed by this instance.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The saga as loaded after the claim.
+    pub record: SagaRecord,
+    /// The instance whose expired lease was taken over, if any.
+    pub taken_from: Option<String>,
+}
+
+/// An operator action waiting for the instance that drives its saga.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorRequest {
+    /// Row id (0 before it is stored).
+    pub request_id: i64,
+    /// Saga id.
+    pub saga_id: String,
+    /// `abort` or `retry`.
+    pub action: String,
+    /// Who asked.
+    pub who: String,
+    /// When (ms).
+    pub at: i64,
+}
+
 /// Result of [`SagaStore::create`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
@@ -156,16 +217,9 @@ pub struct ListQuery {
 pub trait SagaStore: Send + Sync + 'static {
     /// Records a new saga with its initial state, unless the id exists.
     async fn create(&self, record: &SagaRecord) -> Result<Created, StoreError>;
-    /// Records a transition to `new` with its history; fails with `Conflict` unless the stored
-    /// version is `version`. Returns the new version.
-    async fn save(
-        &self,
-        id: &str,
-        version: i64,
-        new: &SagaState,
-        calls: &[LogRecord],
-        now: i64,
-    ) -> Result<i64, StoreError>;
+    /// Records a transition with its history; fails with `Conflict` unless the stored saga is
+    /// still at `t.version` and held by `t.owner` (the fence). Returns the new version.
+    async fn save(&self, t: Transition<'_>) -> Result<i64, StoreError>;
     /// Loads one saga.
     async fn load(&self, id: &str) -> Result<Option<SagaRecord>, StoreError>;
     /// Loads several sagas with one query; ids not found (or unreadable) are left out.
@@ -177,9 +231,25 @@ pub trait SagaStore: Send + Sync + 'static {
     async fn without_definition(&self) -> Result<Vec<(String, Value)>, StoreError>;
     /// Stores the resolved definition of a saga that has none yet.
     async fn set_definition(&self, id: &str, def: &SagaDefinition) -> Result<(), StoreError>;
-    /// Every saga that is not terminal and not stuck, with its next timer (`next_wake_at`;
-    /// none: it waits for answers, which a restart lost, so it needs a look at once).
-    async fn active_wakes(&self) -> Result<Vec<(String, Option<i64>)>, StoreError>;
+    /// Claims for `lease.owner` the sagas that need a driver, at most `limit`: unfinished ones
+    /// nobody holds that are due by `lease.horizon`, and any whose lease expired before
+    /// `lease.now` (its instance died or stalled). Answers them loaded.
+    async fn claim_due(&self, lease: &LeaseTerms, limit: u64) -> Result<Vec<Claimed>, StoreError>;
+    /// Claims these sagas, unless another instance holds a live lease on them (a wake, an
+    /// operator action). Answers those claimed, loaded.
+    async fn claim(&self, ids: &[String], lease: &LeaseTerms) -> Result<Vec<Claimed>, StoreError>;
+    /// Extends every lease of `owner` to `until`. Answers how many sagas it holds.
+    async fn renew(&self, owner: &str, until: i64) -> Result<u64, StoreError>;
+    /// Gives up the lease of `owner` on one saga, if it still has it.
+    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+    /// Gives up every lease of `owner` (a graceful stop): another instance takes over at once.
+    async fn release_all(&self, owner: &str) -> Result<u64, StoreError>;
+    /// Records an operator action for the instance that drives the saga.
+    async fn request_operation(&self, req: &OperatorRequest) -> Result<(), StoreError>;
+    /// The operator actions waiting for their saga's driver, oldest first.
+    async fn operation_requests(&self, limit: u64) -> Result<Vec<OperatorRequest>, StoreError>;
+    /// Forgets a waiting operator action (it was carried out or refused).
+    async fn drop_operation_request(&self, request_id: i64) -> Result<(), StoreError>;
     /// The calls of a saga, in order.
     async fn calls(&self, id: &str) -> Result<Vec<CallRow>, StoreError>;
     /// The operator actions on a saga, in order.

@@ -143,20 +143,6 @@ pub(super) async fn operator_actions(
         .collect())
 }
 
-/// Every active saga with its next timer.
-pub(super) async fn active_wakes(
-    db: &DatabaseConnection,
-) -> Result<Vec<(String, Option<i64>)>, StoreError> {
-    Ok(saga::Entity::find()
-        .select_only()
-        .column(saga::Column::Id)
-        .column(saga::Column::NextWakeAt)
-        .filter(saga::Column::Status.is_in(ACTIVE_STATUSES.map(|s| s.as_str())))
-        .into_tuple::<(String, Option<i64>)>()
-        .all(db)
-        .await?)
-}
-
 /// How many sagas of each (name, status) have not ended.
 pub(super) async fn open_counts(
     db: &DatabaseConnection,
@@ -218,6 +204,8 @@ pub(super) async fn mark_stuck(
         )
         .col_expr(saga::Column::Error, Expr::value(reason))
         .col_expr(saga::Column::NextWakeAt, Expr::value(Option::<i64>::None))
+        .col_expr(saga::Column::Owner, Expr::value(Option::<String>::None))
+        .col_expr(saga::Column::LeaseUntil, Expr::value(Option::<i64>::None))
         .col_expr(saga::Column::UpdatedAt, Expr::value(now))
         .col_expr(
             saga::Column::Version,

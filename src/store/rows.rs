@@ -32,8 +32,8 @@ pub(super) fn new_row(r: &SagaRecord) -> saga::ActiveModel {
         updated_at: Set(r.updated_at),
         finished_at: Set(st.status.is_terminal().then_some(r.updated_at)),
         version: Set(r.version),
-        owner: Set(None),
-        lease_until: Set(None),
+        owner: Set(r.owner.clone()),
+        lease_until: Set(r.lease_until),
     }
 }
 
@@ -53,10 +53,12 @@ pub(super) struct Listed {
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
+    pub owner: Option<String>,
+    pub lease_until: Option<i64>,
 }
 
 /// The columns of [`Listed`], for `select_only`.
-pub(super) const LISTED: [saga::Column; 12] = [
+pub(super) const LISTED: [saga::Column; 14] = [
     saga::Column::Id,
     saga::Column::Name,
     saga::Column::Mode,
@@ -69,6 +71,8 @@ pub(super) const LISTED: [saga::Column; 12] = [
     saga::Column::CreatedAt,
     saga::Column::UpdatedAt,
     saga::Column::Version,
+    saga::Column::Owner,
+    saga::Column::LeaseUntil,
 ];
 
 /// Reads a whole `sagas` row back.
@@ -91,6 +95,8 @@ pub(super) fn record(m: saga::Model) -> Result<SagaRecord, StoreError> {
         created_at: m.created_at,
         updated_at: m.updated_at,
         version: m.version,
+        owner: m.owner,
+        lease_until: m.lease_until,
     };
     let mut r = listed_record(listed)?;
     r.request = request;
@@ -118,6 +124,8 @@ pub(super) fn listed_record(m: Listed) -> Result<SagaRecord, StoreError> {
         created_at: m.created_at,
         updated_at: m.updated_at,
         version: m.version,
+        owner: m.owner,
+        lease_until: m.lease_until,
         steps: metas,
         state: SagaState {
             status,

@@ -1,12 +1,12 @@
 //! [`SagaStore`] over sea-orm: the same code for SQLite, MariaDB/MySQL and PostgreSQL. Writes go
 //! to the log writer, reads are plain queries.
 
-use super::writer::{Job, Transition, Writer};
+use super::writer::{Job, Write, Writer};
 use super::{
-    connect, queries, rows, CallRow, Created, ListQuery, LogRecord, OperatorRow, SagaRecord,
-    SagaStore, StoreError,
+    connect, leases, queries, rows, CallRow, Claimed, Created, LeaseTerms, ListQuery,
+    OperatorRequest, OperatorRow, SagaRecord, SagaStore, StoreError, Transition,
 };
-use crate::domain::{SagaDefinition, SagaState};
+use crate::domain::SagaDefinition;
 use async_trait::async_trait;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::oneshot;
@@ -44,26 +44,21 @@ impl SagaStore for SqlStore {
         answer.await.map_err(writer_gone)?
     }
 
-    async fn save(
-        &self,
-        id: &str,
-        version: i64,
-        new: &SagaState,
-        calls: &[LogRecord],
-        now: i64,
-    ) -> Result<i64, StoreError> {
-        let t = Transition {
-            id: id.to_string(),
-            version,
-            status: new.status,
-            error: new.error.clone(),
-            next_wake_at: new.next_wake(),
-            steps: rows::steps_json(new),
-            calls: calls.to_vec(),
-            now,
+    async fn save(&self, t: Transition<'_>) -> Result<i64, StoreError> {
+        let w = Write {
+            id: t.id.to_string(),
+            version: t.version,
+            owner: t.owner.to_string(),
+            release: t.release,
+            status: t.state.status,
+            error: t.state.error.clone(),
+            next_wake_at: t.state.next_wake(),
+            steps: rows::steps_json(t.state),
+            calls: t.history.to_vec(),
+            now: t.now,
         };
         let (reply, answer) = oneshot::channel();
-        self.writer.send(Job::Save(Box::new(t), reply))?;
+        self.writer.send(Job::Save(Box::new(w), reply))?;
         answer.await.map_err(writer_gone)?
     }
 
@@ -87,8 +82,36 @@ impl SagaStore for SqlStore {
         queries::set_definition(&self.db, id, def).await
     }
 
-    async fn active_wakes(&self) -> Result<Vec<(String, Option<i64>)>, StoreError> {
-        queries::active_wakes(&self.db).await
+    async fn claim_due(&self, lease: &LeaseTerms, limit: u64) -> Result<Vec<Claimed>, StoreError> {
+        leases::claim_due(&self.db, lease, limit).await
+    }
+
+    async fn claim(&self, ids: &[String], lease: &LeaseTerms) -> Result<Vec<Claimed>, StoreError> {
+        leases::claim(&self.db, ids, lease).await
+    }
+
+    async fn renew(&self, owner: &str, until: i64) -> Result<u64, StoreError> {
+        leases::renew(&self.db, owner, until).await
+    }
+
+    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        leases::release(&self.db, id, owner).await
+    }
+
+    async fn release_all(&self, owner: &str) -> Result<u64, StoreError> {
+        leases::release_all(&self.db, owner).await
+    }
+
+    async fn request_operation(&self, req: &OperatorRequest) -> Result<(), StoreError> {
+        leases::request_operation(&self.db, req).await
+    }
+
+    async fn operation_requests(&self, limit: u64) -> Result<Vec<OperatorRequest>, StoreError> {
+        leases::operation_requests(&self.db, limit).await
+    }
+
+    async fn drop_operation_request(&self, request_id: i64) -> Result<(), StoreError> {
+        leases::drop_operation_request(&self.db, request_id).await
     }
 
     async fn calls(&self, id: &str) -> Result<Vec<CallRow>, StoreError> {

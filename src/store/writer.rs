@@ -21,10 +21,14 @@ use std::hash::{Hash, Hasher};
 use tokio::sync::{mpsc, oneshot};
 
 /// One transition to record.
-pub(super) struct Transition {
+pub(super) struct Write {
     pub id: String,
     /// The version it was computed from; the write fails unless the log still has it.
     pub version: i64,
+    /// The writer's lease token; the write fails unless the saga is still held by it.
+    pub owner: String,
+    /// Give up the lease with this write.
+    pub release: bool,
     pub status: SagaStatus,
     pub error: Option<String>,
     pub next_wake_at: Option<i64>,
@@ -40,7 +44,7 @@ pub(super) enum Job {
         Box<SagaRecord>,
         oneshot::Sender<Result<Created, StoreError>>,
     ),
-    Save(Box<Transition>, oneshot::Sender<Result<i64, StoreError>>),
+    Save(Box<Write>, oneshot::Sender<Result<i64, StoreError>>),
 }
 
 impl Job {
@@ -242,7 +246,7 @@ async fn answer_failed(db: &DatabaseConnection, job: Job, e: BatchError) {
     }
 }
 
-async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+pub(super) async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
     if db.get_database_backend() == DbBackend::Sqlite {
         // Take the write lock up front: a deferred read-then-write transaction fails with
         // "database is locked" under concurrency, busy timeout or not.
@@ -276,7 +280,7 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
             Job::Save(..) => None,
         })
         .collect();
-    let saves: Vec<&Transition> = jobs
+    let saves: Vec<&Write> = jobs
         .iter()
         .filter_map(|j| match j {
             Job::Save(t, _) => Some(&**t),
@@ -303,18 +307,18 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
 }
 
 /// One UPDATE for every transition: each column is a CASE on the saga id, and each row is
-/// fenced by its version. Answers how many rows it matched. The list is padded to a power of
+/// fenced by its version and owner. Answers how many rows it matched. The list is padded to a power of
 /// two with its last transition (a fixed statement shape; a repeated `(id, version)` matches
 /// its row once).
-async fn update_versioned(txn: &DatabaseTransaction, part: &[&Transition]) -> Result<u64, DbErr> {
-    let padded: Vec<&Transition> = part
+async fn update_versioned(txn: &DatabaseTransaction, part: &[&Write]) -> Result<u64, DbErr> {
+    let padded: Vec<&Write> = part
         .iter()
         .copied()
         .chain(std::iter::repeat(part[part.len() - 1]))
         .take(part.len().next_power_of_two())
         .collect();
     let saves = &padded[..];
-    let case = |col: saga::Column, value: &dyn Fn(&Transition) -> sea_orm::Value| -> Expr {
+    let case = |col: saga::Column, value: &dyn Fn(&Write) -> sea_orm::Value| -> Expr {
         let mut it = saves.iter();
         let first = it.next().expect("at least one transition");
         let mut c = CaseStatement::new().case(saga::Column::Id.eq(first.id.as_str()), value(first));
@@ -327,9 +331,20 @@ async fn update_versioned(txn: &DatabaseTransaction, part: &[&Transition]) -> Re
         any.add(
             Condition::all()
                 .add(saga::Column::Id.eq(t.id.as_str()))
-                .add(saga::Column::Version.eq(t.version)),
+                .add(saga::Column::Version.eq(t.version))
+                .add(saga::Column::Owner.eq(t.owner.as_str())),
         )
     });
+    // A released lease: no owner, no lease end; other rows keep theirs (renewals change it).
+    let mut unlease = CaseStatement::new();
+    for t in saves {
+        unlease = unlease.case(
+            Condition::all()
+                .add(saga::Column::Id.eq(t.id.as_str()))
+                .add(Expr::val(t.release)),
+            Expr::val(Option::<i64>::None),
+        );
+    }
     let res = saga::Entity::update_many()
         .col_expr(
             saga::Column::Status,
@@ -356,6 +371,16 @@ async fn update_versioned(txn: &DatabaseTransaction, part: &[&Transition]) -> Re
             case(saga::Column::FinishedAt, &|t| {
                 t.status.is_terminal().then_some(t.now).into()
             }),
+        )
+        .col_expr(
+            saga::Column::Owner,
+            case(saga::Column::Owner, &|t| {
+                (!t.release).then(|| t.owner.clone()).into()
+            }),
+        )
+        .col_expr(
+            saga::Column::LeaseUntil,
+            unlease.finally(Expr::col(saga::Column::LeaseUntil)).into(),
         )
         .col_expr(
             saga::Column::Version,

@@ -7,13 +7,14 @@
 
 mod report;
 
+use super::lease::Token;
 use super::registry::{Adopt, Op, OpError, Registry, Release};
 use super::timer::{Cancel, Schedule, Timer};
 use super::{now_ms, Shared};
 use crate::domain::machine::ACTIVE_STATUSES;
 use crate::domain::{Answer, Command, Endpoint, Event, Input, Phase, SagaDefinition, SagaState};
 use crate::participant::CallSpec;
-use crate::store::{LogRecord, SagaRecord, StoreError};
+use crate::store::{LogRecord, SagaRecord, StoreError, Transition};
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,8 +26,16 @@ use tracing::Instrument;
 #[rtype(result = "()")]
 pub struct Tick;
 
-/// An operator action, answered once its transition is durable.
+/// This instance lost the lease of generation `generation`: stop at once, send nothing more.
 #[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disown {
+    /// The generation lost.
+    pub generation: u64,
+}
+
+/// An operator action, answered once its transition is durable.
+#[derive(Message, Clone)]
 #[rtype(result = "Result<(), OpError>")]
 pub struct Operate {
     /// Abort or retry.
@@ -67,6 +76,10 @@ pub struct SagaActor {
     record: Option<Box<SagaRecord>>,
     /// The saga's span: every line logged about the saga is inside it (saga_id, saga_name).
     span: tracing::Span,
+    /// The lease token this actor writes and calls under.
+    token: Token,
+    /// The log says this instance (`token`) holds the saga: only then may it write or call.
+    holds: bool,
 }
 
 type Reply = Option<oneshot::Sender<Result<(), OpError>>>;
@@ -82,7 +95,10 @@ impl SagaActor {
     ) -> Self {
         let name = live.as_ref().map(|l| l.name.as_str()).unwrap_or_default();
         let span = tracing::info_span!("saga", saga_id = %id, saga_name = %name);
+        let token = shared.lease.token();
         SagaActor {
+            token,
+            holds: false,
             id,
             shared,
             registry,
@@ -99,11 +115,13 @@ impl SagaActor {
         }
     }
 
-    /// An actor for a saga just recorded by the registry, with its first commands.
+    /// An actor for a saga just recorded by the registry (held under `token`), with its first
+    /// commands.
     pub fn fresh(
         r: SagaRecord,
         def: Arc<SagaDefinition>,
         initial: Vec<Command>,
+        token: Token,
         shared: Arc<Shared>,
         registry: Addr<Registry>,
         timer: Addr<Timer>,
@@ -115,7 +133,10 @@ impl SagaActor {
             version: r.version,
             state: r.state,
         };
-        Self::with(r.id, Some(live), initial, shared, registry, timer)
+        let mut a = Self::with(r.id, Some(live), initial, shared, registry, timer);
+        a.token = token;
+        a.holds = true;
+        a
     }
 
     /// An actor for a saga the registry read from the log; it resumes it.
@@ -140,8 +161,27 @@ impl SagaActor {
         Self::with(id, None, vec![], shared, registry, timer)
     }
 
-    /// Tells the registry to forget this actor, whatever its state.
+    /// Tells the registry to forget this actor, whatever its state, and gives up the saga's
+    /// lease if the log still has it (a saga claimed but left as it was: stuck, ended).
     fn release(&mut self, ctx: &mut Context<Self>) {
+        if self.holds {
+            self.holds = false;
+            let (store, id, owner) = (
+                self.shared.store.clone(),
+                self.id.clone(),
+                self.token.owner.clone(),
+            );
+            self.shared
+                .metrics
+                .leases
+                .with_label_values(&["released"])
+                .inc();
+            actix::spawn(async move {
+                if let Err(e) = store.release(&id, &owner).await {
+                    tracing::warn!(saga_id = %id, error = %e, "cannot give up the lease of a saga (it expires)");
+                }
+            });
+        }
         if !self.released {
             self.released = true;
             self.registry.do_send(Release {
@@ -155,11 +195,12 @@ impl SagaActor {
     /// registers it again if work arrived after all.
     fn sync_registration(&mut self, ctx: &mut Context<Self>) {
         let Some(live) = &self.live else { return };
-        let idle = self.calls == 0
-            && (!ACTIVE_STATUSES.contains(&live.state.status)
-                || self
-                    .last_wake
-                    .is_none_or(|at| at - now_ms() >= self.shared.evict_idle_after_ms));
+        let idle = !self.holds
+            || self.calls == 0
+                && (!ACTIVE_STATUSES.contains(&live.state.status)
+                    || self
+                        .last_wake
+                        .is_none_or(|at| at - now_ms() >= self.shared.evict_idle_after_ms));
         if idle {
             self.release(ctx);
         } else if self.released {
@@ -171,10 +212,24 @@ impl SagaActor {
         }
     }
 
+    /// Claims the saga and loads it (another instance may hold it: then this actor goes).
     fn load(&mut self, ctx: &mut Context<Self>) {
         let store = self.shared.store.clone();
         let id = self.id.clone();
-        let fut = async move { store.load(&id).await };
+        let terms = crate::store::LeaseTerms {
+            owner: self.token.owner.to_string(),
+            now: now_ms(),
+            until: self.shared.lease.until(),
+            horizon: now_ms(),
+        };
+        let fut = async move {
+            let claimed = store.claim(std::slice::from_ref(&id), &terms).await?;
+            match claimed.into_iter().next() {
+                Some(c) => Ok(Some(c.record)),
+                // Not claimable: still report a saga that cannot be read at all.
+                None => store.load(&id).await.map(|_| None),
+            }
+        };
         ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
             Ok(Some(r)) => act.adopt(r, ctx),
             Ok(None) => act.release(ctx),
@@ -191,6 +246,11 @@ impl SagaActor {
     /// not recorded count as lost), an ended or stuck one waits for operator messages.
     fn adopt(&mut self, r: SagaRecord, ctx: &mut Context<Self>) {
         self.span.record("saga_name", r.name.as_str());
+        self.holds = r.owner.as_deref() == Some(&*self.token.owner);
+        if !self.holds {
+            // Claimed under a token this instance has since lost: the claim expires.
+            return self.release(ctx);
+        }
         let active = ACTIVE_STATUSES.contains(&r.state.status);
         let def = match r.definition {
             Ok(d) => d,
@@ -210,7 +270,10 @@ impl SagaActor {
         if active {
             self.handle_event(Event::Resume, None, ctx, None);
         } else {
-            self.sync_registration(ctx);
+            // Claimed for an operator action (a stuck saga), which is queued right behind:
+            // give it a moment before giving the lease up again.
+            let linger = Duration::from_millis(self.shared.evict_idle_after_ms.max(100) as u64);
+            ctx.run_later(linger, |act, ctx| act.sync_registration(ctx));
         }
     }
 
@@ -243,6 +306,12 @@ impl SagaActor {
         ctx: &mut Context<Self>,
         reply: Reply,
     ) {
+        if !self.holds && self.live.is_some() {
+            if let Some(r) = reply {
+                let _ = r.send(Err(OpError::Released));
+            }
+            return;
+        }
         let Some(live) = &self.live else {
             if let Some(r) = reply {
                 let _ = r.send(Err(match &self.unusable {
@@ -286,10 +355,33 @@ impl SagaActor {
                 _ => None,
             }))
             .collect();
+        // The lease is given up with the write that leaves the saga idle (ended, or waiting on
+        // a timer further away than `evict_idle_after_ms`): any instance finds it when it is due.
+        let calls_after = self.calls
+            + cmds
+                .iter()
+                .filter(|c| matches!(c, Command::Call { .. }))
+                .count();
+        let release = calls_after == 0
+            && (!ACTIVE_STATUSES.contains(&new.status)
+                || new
+                    .next_wake()
+                    .is_none_or(|at| at - now >= self.shared.evict_idle_after_ms));
         let (store, id, version) = (self.shared.store.clone(), self.id.clone(), live.version);
+        let owner = self.token.owner.clone();
         let t = Instant::now();
         let fut = async move {
-            let res = store.save(&id, version, &new, &history, now).await;
+            let res = store
+                .save(Transition {
+                    id: &id,
+                    owner: &owner,
+                    version,
+                    state: &new,
+                    history: &history,
+                    now,
+                    release,
+                })
+                .await;
             (res, new)
         };
         // The write of an answer is work a stop waits for.
@@ -304,6 +396,14 @@ impl SagaActor {
             match res {
                 Ok(v) => {
                     act.restarts = 0;
+                    if release {
+                        act.holds = false;
+                        act.shared
+                            .metrics
+                            .leases
+                            .with_label_values(&["released"])
+                            .inc();
+                    }
                     let Some(live) = act.live.as_mut() else {
                         return;
                     };
@@ -328,7 +428,8 @@ impl SagaActor {
     /// A transition could not be recorded: nothing of it happened. Stop; the log is the truth.
     fn write_failed(&mut self, e: StoreError, ctx: &mut Context<Self>) {
         if matches!(e, StoreError::Conflict(_)) {
-            // Another writer changed this saga: step aside and let a wake load it afresh.
+            self.holds = false;
+            // Another writer changed this saga, or another instance holds it now: step aside and let a wake load it afresh.
             self.span.in_scope(|| {
                 tracing::warn!(
                     actor = "saga",
@@ -380,6 +481,8 @@ impl SagaActor {
             .as_ref()
             .is_some_and(|l| !ACTIVE_STATUSES.contains(&l.state.status));
         let id = self.id.clone();
+        // A saga this instance gave up is found in the log when due, not kept in memory.
+        let wake = wake.filter(|_| self.holds);
         match wake {
             Some(at) if self.last_wake != Some(at) => {
                 self.timer.do_send(Schedule { id, at_ms: at })
@@ -409,7 +512,7 @@ impl SagaActor {
             return;
         }
         let (shared, def, created_at) = (self.shared.clone(), live.def.clone(), live.created_at);
-        let (id, name) = (self.id.clone(), live.name.clone());
+        let (id, name, token) = (self.id.clone(), live.name.clone(), self.token.clone());
         let work = shared.work.token();
         self.calls += 1;
         let sname = def.steps[step].name.clone();
@@ -431,15 +534,33 @@ impl SagaActor {
             };
             // A call waiting for a slot stays small: its HTTP future exists once it has one.
             let slot = shared.participant.slot().await;
+            // Only under a live lease, and never past it: once it expires another instance
+            // may send this call again.
+            let Some(left) = shared.lease.remaining(&token) else {
+                tracing::warn!("lease lost before the call was sent; not sending it");
+                return Some(Err(work));
+            };
+            let spec = CallSpec {
+                timeout_ms: spec.timeout_ms.min(left.as_millis() as u64),
+                ..spec
+            };
             let t = Instant::now();
             let r = Box::pin(shared.participant.call(slot, &spec)).await;
             report::call_answered(&shared.metrics, &name, &s.name, phase, &r, t.elapsed());
-            Some((r, work))
+            Some(Ok((r, work)))
         }
         .instrument(span);
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.calls -= 1;
-            let Some((r, work)) = res else { return };
+            let (r, work) = match res {
+                Some(Ok(x)) => x,
+                Some(Err(_work)) => {
+                    act.holds = false;
+                    act.release(ctx);
+                    return ctx.stop();
+                }
+                None => return,
+            };
             let answer = Answer {
                 step,
                 phase,
@@ -498,6 +619,8 @@ impl Supervised for SagaActor {
         });
         self.live = None;
         self.record = None;
+        self.token = self.shared.lease.token();
+        self.holds = false;
         self.initial.clear();
         self.last_wake = None;
         self.calls = 0;
@@ -508,6 +631,9 @@ impl Handler<Tick> for SagaActor {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        if !self.holds {
+            return;
+        }
         self.last_wake = None;
         self.handle_event(Event::Tick, None, ctx, None);
     }
@@ -531,5 +657,18 @@ impl Handler<Operate> for SagaActor {
         };
         self.handle_event(event, Some(record), ctx, Some(tx));
         Box::pin(async move { rx.await.unwrap_or(Err(OpError::Unavailable)) })
+    }
+}
+
+impl Handler<Disown> for SagaActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disown, ctx: &mut Context<Self>) {
+        if msg.generation == self.token.generation {
+            // Not `release`: the log's rows of the lost token are claimed afresh, by anyone.
+            self.holds = false;
+            self.released = true;
+            ctx.stop();
+        }
     }
 }

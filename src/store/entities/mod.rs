@@ -3,3 +3,4 @@
 pub mod saga;
 pub mod saga_call;
 pub mod saga_operator_action;
+pub mod saga_operator_request;

@@ -1,0 +1,252 @@
+//! Ownership of sagas by several instances: claims (of due sagas and of expired leases),
+//! renewals, releases, and the operator actions waiting for a saga's owner.
+//!
+//! A claim is a conditional UPDATE (owner and lease end), so that of two instances claiming the
+//! same saga exactly one gets it; on MariaDB/MySQL and PostgreSQL the candidates are read with
+//! `FOR UPDATE SKIP LOCKED`, so that instances polling at once split the work instead of
+//! queueing on each other's rows.
+
+use super::entities::{saga, saga_operator_request};
+use super::{queries, Claimed, LeaseTerms, OperatorRequest, StoreError};
+use crate::domain::machine::ACTIVE_STATUSES;
+use crate::domain::SagaStatus;
+use sea_orm::sea_query::{Condition, Expr, LockBehavior, LockType};
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IsolationLevel,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use std::collections::HashMap;
+
+fn active() -> impl Iterator<Item = &'static str> {
+    ACTIVE_STATUSES.iter().map(|s| s.as_str())
+}
+
+/// What a claim by id may take: unfinished sagas, and stuck ones (for an operator's retry).
+fn drivable() -> impl Iterator<Item = &'static str> {
+    active().chain([SagaStatus::Stuck.as_str()])
+}
+
+/// Who may take a saga: nobody holds it, or its lease ended before `now`.
+fn claimable(now: i64) -> Condition {
+    Condition::any()
+        .add(saga::Column::Owner.is_null())
+        .add(saga::Column::LeaseUntil.lt(now))
+}
+
+/// Claims the sagas that need a driver: unowned and due by the horizon, or with an expired lease.
+pub(super) async fn claim_due(
+    db: &DatabaseConnection,
+    lease: &LeaseTerms,
+    limit: u64,
+) -> Result<Vec<Claimed>, StoreError> {
+    let locking = db.get_database_backend() != DbBackend::Sqlite;
+    let txn = if locking {
+        // READ COMMITTED: InnoDB's locking reads then lock the rows they return, not the gaps
+        // of the index ranges they scan, which would block the inserts of new sagas.
+        db.begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+            .await?
+    } else {
+        super::writer::begin(db).await?
+    };
+    // Two index ranges: timers (idx_sagas_next_wake) and leases (idx_sagas_lease).
+    let mut due = saga::Entity::find()
+        .select_only()
+        .column(saga::Column::Id)
+        .column(saga::Column::Owner)
+        .filter(saga::Column::NextWakeAt.lte(lease.horizon))
+        .filter(saga::Column::Owner.is_null())
+        .filter(saga::Column::Status.is_in(active()))
+        .order_by_asc(saga::Column::NextWakeAt)
+        .limit(limit);
+    let mut expired = saga::Entity::find()
+        .select_only()
+        .column(saga::Column::Id)
+        .column(saga::Column::Owner)
+        .filter(saga::Column::LeaseUntil.lt(lease.now))
+        .filter(saga::Column::Status.is_in(active()))
+        .limit(limit);
+    if locking {
+        due = due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        expired = expired.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let mut found: Vec<(String, Option<String>)> = expired.into_tuple().all(&txn).await?;
+    found.extend(
+        due.into_tuple::<(String, Option<String>)>()
+            .all(&txn)
+            .await?,
+    );
+    found.truncate(limit as usize);
+    let ids: Vec<String> = found.iter().map(|(id, _)| id.clone()).collect();
+    take(&txn, &ids, lease, claimable(lease.now), active()).await?;
+    txn.commit().await?;
+    loaded(db, &ids, lease, found.into_iter().collect()).await
+}
+
+/// Claims the given sagas unless another instance holds a live lease on them.
+pub(super) async fn claim(
+    db: &DatabaseConnection,
+    ids: &[String],
+    lease: &LeaseTerms,
+) -> Result<Vec<Claimed>, StoreError> {
+    let before: HashMap<String, Option<String>> = saga::Entity::find()
+        .select_only()
+        .column(saga::Column::Id)
+        .column(saga::Column::Owner)
+        .filter(saga::Column::Id.is_in(ids.iter().cloned()))
+        .into_tuple::<(String, Option<String>)>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    let mine = claimable(lease.now).add(saga::Column::Owner.eq(lease.owner.as_str()));
+    take(db, ids, lease, mine, drivable()).await?;
+    loaded(db, ids, lease, before).await
+}
+
+/// The conditional UPDATE of a claim: only rows that still satisfy `allowed` change hands.
+async fn take<C: ConnectionTrait>(
+    db: &C,
+    ids: &[String],
+    lease: &LeaseTerms,
+    allowed: Condition,
+    statuses: impl Iterator<Item = &'static str>,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    saga::Entity::update_many()
+        .col_expr(saga::Column::Owner, Expr::value(lease.owner.as_str()))
+        .col_expr(saga::Column::LeaseUntil, Expr::value(lease.until))
+        .filter(saga::Column::Id.is_in(ids.iter().cloned()))
+        .filter(saga::Column::Status.is_in(statuses))
+        .filter(allowed)
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Loads the sagas of `ids` that `lease.owner` now holds; `before` tells whose lease each had.
+async fn loaded(
+    db: &DatabaseConnection,
+    ids: &[String],
+    lease: &LeaseTerms,
+    before: HashMap<String, Option<String>>,
+) -> Result<Vec<Claimed>, StoreError> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(queries::load_many(db, ids)
+        .await?
+        .into_iter()
+        .filter(|r| r.owner.as_deref() == Some(lease.owner.as_str()))
+        .map(|record| {
+            let taken_from = before
+                .get(&record.id)
+                .cloned()
+                .flatten()
+                .filter(|o| *o != lease.owner);
+            Claimed { record, taken_from }
+        })
+        .collect())
+}
+
+/// Extends the leases of `owner`.
+pub(super) async fn renew(
+    db: &DatabaseConnection,
+    owner: &str,
+    until: i64,
+) -> Result<u64, StoreError> {
+    // `lease_until IS NOT NULL` reads the (small) lease index instead of the whole table.
+    let res = saga::Entity::update_many()
+        .col_expr(saga::Column::LeaseUntil, Expr::value(until))
+        .filter(saga::Column::LeaseUntil.is_not_null())
+        .filter(saga::Column::Owner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// Gives up the lease of `owner` on one saga it left as it was.
+pub(super) async fn release(
+    db: &DatabaseConnection,
+    id: &str,
+    owner: &str,
+) -> Result<(), StoreError> {
+    saga::Entity::update_many()
+        .col_expr(saga::Column::Owner, Expr::value(Option::<String>::None))
+        .col_expr(saga::Column::LeaseUntil, Expr::value(Option::<i64>::None))
+        .filter(saga::Column::Id.eq(id))
+        .filter(saga::Column::Owner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Gives up the leases of `owner`; what was due stays due, so another instance takes it at once.
+pub(super) async fn release_all(db: &DatabaseConnection, owner: &str) -> Result<u64, StoreError> {
+    let res = saga::Entity::update_many()
+        .col_expr(saga::Column::Owner, Expr::value(Option::<String>::None))
+        .col_expr(saga::Column::LeaseUntil, Expr::value(Option::<i64>::None))
+        .col_expr(
+            saga::Column::NextWakeAt,
+            Expr::expr(sea_orm::sea_query::Func::coalesce([
+                Expr::col(saga::Column::NextWakeAt),
+                Expr::col(saga::Column::UpdatedAt),
+            ])),
+        )
+        .filter(saga::Column::LeaseUntil.is_not_null())
+        .filter(saga::Column::Owner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// Stores an operator action for the saga's owner.
+pub(super) async fn request_operation(
+    db: &DatabaseConnection,
+    r: &OperatorRequest,
+) -> Result<(), StoreError> {
+    saga_operator_request::Entity::insert(saga_operator_request::ActiveModel {
+        id: NotSet,
+        saga_id: Set(r.saga_id.clone()),
+        action: Set(r.action.clone()),
+        who: Set(r.who.chars().take(255).collect()),
+        at: Set(r.at),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// The waiting operator actions, oldest first.
+pub(super) async fn operation_requests(
+    db: &DatabaseConnection,
+    limit: u64,
+) -> Result<Vec<OperatorRequest>, StoreError> {
+    Ok(saga_operator_request::Entity::find()
+        .order_by_asc(saga_operator_request::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| OperatorRequest {
+            request_id: m.id,
+            saga_id: m.saga_id,
+            action: m.action,
+            who: m.who,
+            at: m.at,
+        })
+        .collect())
+}
+
+/// Forgets a waiting operator action.
+pub(super) async fn drop_operation_request(
+    db: &DatabaseConnection,
+    request_id: i64,
+) -> Result<(), StoreError> {
+    saga_operator_request::Entity::delete_by_id(request_id)
+        .exec(db)
+        .await?;
+    Ok(())
+}
