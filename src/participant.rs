@@ -24,6 +24,8 @@ pub struct CallSpec<'a> {
     pub created_at: i64,
     /// Timeout of the whole call.
     pub timeout_ms: u64,
+    /// The instance sending it (its lease token), sent as `X-Saga-Instance`.
+    pub instance: &'a str,
 }
 
 /// The classified answer of a call.
@@ -126,6 +128,7 @@ impl Participant {
                 "x-saga-created-at",
                 crate::api::resource::rfc3339(spec.created_at),
             ),
+            ("x-saga-instance", spec.instance.to_string()),
         ];
         for (k, v) in protocol {
             if let Ok(v) = HeaderValue::from_str(&v) {

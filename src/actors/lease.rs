@@ -164,3 +164,35 @@ pub async fn keep(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_hold_until_expiry_and_a_late_renewal_does_not_revive_them() {
+        let lease = Lease::new("i", 1_000);
+        let t = lease.token();
+        let left = lease.remaining(&t).expect("a fresh lease holds");
+        assert!(
+            left <= Duration::from_millis(800),
+            "{left:?}: the margin is kept"
+        );
+        assert_eq!(lease.expire_if_late(), None, "not late yet");
+        let sent = Instant::now();
+        std::thread::sleep(Duration::from_millis(850));
+        assert_eq!(lease.remaining(&t), None, "expired: no call may be sent");
+        // The renewal sent before the expiry answers after it: it must not revive the lease.
+        lease.renewed(sent, t.generation);
+        assert_eq!(lease.remaining(&t), None);
+        assert_eq!(lease.expire_if_late(), Some(0), "generation 0 is given up");
+        let t1 = lease.token();
+        assert_eq!(t1.generation, 1);
+        assert_eq!(&*t1.owner, "i#1");
+        assert_eq!(lease.remaining(&t), None, "the old token never holds again");
+        assert!(lease.remaining(&t1).is_some(), "the new token holds");
+        // A renewal of the old generation does not extend the new one.
+        lease.renewed(Instant::now(), 0);
+        assert!(lease.remaining(&t1).unwrap() <= Duration::from_millis(800));
+    }
+}

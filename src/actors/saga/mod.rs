@@ -531,6 +531,7 @@ impl SagaActor {
                 body: def.body_of(endpoint),
                 created_at,
                 timeout_ms: s.timeout_ms,
+                instance: "",
             };
             // A call waiting for a slot stays small: its HTTP future exists once it has one.
             let slot = shared.participant.slot().await;
@@ -542,6 +543,7 @@ impl SagaActor {
             };
             let spec = CallSpec {
                 timeout_ms: spec.timeout_ms.min(left.as_millis() as u64),
+                instance: &token.owner,
                 ..spec
             };
             let t = Instant::now();

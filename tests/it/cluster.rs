@@ -1,0 +1,289 @@
+//! Several instances on one MariaDB or PostgreSQL database: one driver per saga (leases), a
+//! killed, stopped or paused instance's sagas taken over, operator actions on any instance, and
+//! SQLite refusing a second instance. Real binaries, so that SIGKILL and SIGSTOP are real.
+
+use crate::helpers::{
+    eventually, metric, sigterm_and_wait, start_binary_with, Api, Kind, Lines, TestDb,
+};
+use crate::participant::{Call, Participant, Reply};
+use serde_json::json;
+use std::collections::HashMap;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// Short leases and polls, so that takeovers happen within a test's patience.
+const LEASE_MS: u64 = 2_000;
+
+fn start(db: &TestDb, id: &str) -> (Child, Api, Lines) {
+    let lease = LEASE_MS.to_string();
+    start_binary_with(
+        db,
+        &[
+            ("SAGA__CLUSTER__INSTANCE_ID", id),
+            ("SAGA__CLUSTER__LEASE_MS", &lease),
+            ("SAGA__CLUSTER__POLL_MS", "100"),
+            ("SAGA__PARTICIPANT__CALL_TIMEOUT_MS", "1000"),
+        ],
+    )
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on the pid of a child process this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// The instance id behind an `X-Saga-Instance` token (`{id}#{generation}`).
+fn instance_of(c: &Call) -> &str {
+    c.header("x-saga-instance")
+        .split('#')
+        .next()
+        .unwrap_or_default()
+}
+
+/// No two calls of the same step and phase overlap: with every answer `slow(ms)`, the calls of
+/// one idempotency key are at least `ms` apart.
+fn no_overlapping_calls(calls: &[Call], answer_ms: u64) {
+    let mut by_key: HashMap<&str, Vec<Instant>> = HashMap::new();
+    for c in calls {
+        by_key
+            .entry(c.header("idempotency-key"))
+            .or_default()
+            .push(c.at);
+    }
+    for (key, mut at) in by_key {
+        at.sort();
+        for w in at.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(
+                gap >= Duration::from_millis(answer_ms),
+                "{key}: two calls in flight at once ({gap:?} apart)"
+            );
+        }
+    }
+}
+
+macro_rules! on_shared_dbs {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::helpers::{Kind, TestDb};
+                #[actix_web::test]
+                async fn mysql() {
+                    if let Some(db) = TestDb::new(Kind::Mysql).await { super::$name(db).await }
+                }
+                #[actix_web::test]
+                async fn postgres() {
+                    if let Some(db) = TestDb::new(Kind::Postgres).await { super::$name(db).await }
+                }
+            }
+        )*
+    };
+}
+
+on_shared_dbs!(
+    a_killed_instance_is_taken_over_without_doubled_calls,
+    a_stopped_instance_hands_over_at_once,
+    a_paused_instance_calls_nothing_after_its_lease,
+    operator_actions_work_on_any_instance,
+);
+
+async fn a_killed_instance_is_taken_over_without_doubled_calls(db: TestDb) {
+    let p = Participant::start().await;
+    for s in ["a", "b", "c"] {
+        p.default_reply(&format!("/{s}/action"), Reply::slow(300));
+    }
+    let (mut a, api_a, _) = start(&db, "a");
+    let (mut b, api_b, lines_b) = start(&db, "b");
+    let ids: Vec<String> = (0..20).map(|i| format!("k-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let api = if i % 2 == 0 { &api_a } else { &api_b };
+        let body = json!({"id": id, "name": "k", "steps": [p.step("a"), p.step("b"), p.step("c")]});
+        assert_eq!(api.post("/v1/sagas", &body).await.0, 201);
+    }
+    // Kill A while its sagas have calls in flight.
+    eventually(10, "calls in flight from a", || {
+        p.calls().iter().any(|c| instance_of(c) == "a")
+    })
+    .await;
+    a.kill().unwrap();
+    let _ = a.wait();
+    let killed = Instant::now();
+    for id in &ids {
+        let s = api_b.wait_status(id, &["succeeded"], 30).await;
+        assert_eq!(s["status"], "succeeded", "{s}");
+    }
+    assert!(
+        killed.elapsed() < Duration::from_secs(25),
+        "takeover took {:?}",
+        killed.elapsed()
+    );
+    for id in &ids {
+        no_overlapping_calls(&p.calls_of(id), 300);
+    }
+    let (_, m) = api_b.get_text("/metrics").await;
+    let taken = metric(&m, "saga_leases_total{event=\"taken_over\"}").unwrap_or(0.0);
+    assert!(taken >= 1.0, "B took over A's sagas: {taken}");
+    let lines = lines_b.lock().unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("took over a saga")
+            && l.contains("\"instance_id\":\"b\"")
+            && l.contains("\"from\":\"a#")),
+        "a takeover log line names both instances"
+    );
+    drop(lines);
+    b.kill().ok();
+    let _ = b.wait();
+}
+
+async fn a_stopped_instance_hands_over_at_once(db: TestDb) {
+    let p = Participant::start().await;
+    // Step b fails for a while (unknown outcome), so A holds sagas that are retrying.
+    p.default_reply("/a/action", Reply::ok());
+    p.default_reply("/b/action", Reply::code(503));
+    let long = LEASE_MS * 10;
+    let (mut a, api_a, _) = start_binary_with(
+        &db,
+        &[
+            ("SAGA__CLUSTER__INSTANCE_ID", "a"),
+            ("SAGA__CLUSTER__LEASE_MS", &long.to_string()),
+            ("SAGA__CLUSTER__POLL_MS", "100"),
+        ],
+    );
+    let (mut b, api_b, _) = start(&db, "b");
+    let mut step_b = p.step("b");
+    step_b["retry"] = json!({"max_attempts": 1000, "initial_backoff_ms": 50, "max_backoff_ms": 50});
+    let body = json!({"id": "h-1", "name": "h", "steps": [p.step("a"), step_b]});
+    assert_eq!(api_a.post("/v1/sagas", &body).await.0, 201);
+    eventually(10, "b retried by a", || {
+        p.calls_of("h-1")
+            .iter()
+            .filter(|c| c.path == "/b/action" && instance_of(c) == "a")
+            .count()
+            >= 2
+    })
+    .await;
+    sigterm_and_wait(&mut a).await;
+    let stopped = Instant::now();
+    p.default_reply("/b/action", Reply::ok());
+    let s = api_b.wait_status("h-1", &["succeeded"], 20).await;
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert!(
+        stopped.elapsed() < Duration::from_millis(long / 2),
+        "B took over a released saga in {:?}, not after A's {long} ms lease",
+        stopped.elapsed()
+    );
+    assert!(p
+        .calls_of("h-1")
+        .iter()
+        .any(|c| c.path == "/b/action" && instance_of(c) == "b"));
+    b.kill().ok();
+    let _ = b.wait();
+}
+
+async fn a_paused_instance_calls_nothing_after_its_lease(db: TestDb) {
+    let p = Participant::start().await;
+    p.default_reply("/a/action", Reply::ok());
+    p.default_reply("/b/action", Reply::code(503));
+    let (mut a, api_a, _) = start(&db, "a");
+    let (mut b, api_b, _) = start(&db, "b");
+    let mut step_b = p.step("b");
+    step_b["retry"] = json!({"max_attempts": 1000, "initial_backoff_ms": 20, "max_backoff_ms": 20});
+    let body = json!({"id": "z-1", "name": "z", "steps": [p.step("a"), step_b]});
+    assert_eq!(api_a.post("/v1/sagas", &body).await.0, 201);
+    let from = |who: &str| {
+        p.calls_of("z-1")
+            .into_iter()
+            .filter(|c| c.path == "/b/action" && instance_of(c) == who)
+            .collect::<Vec<_>>()
+    };
+    eventually(10, "a retrying b", || from("a").len() >= 2).await;
+    signal(&a, libc::SIGSTOP);
+    eventually(20, "b took the saga over", || !from("b").is_empty()).await;
+    let first_b = from("b")[0].at;
+    signal(&a, libc::SIGCONT);
+    // A wakes with timers due and an expired lease: give it time to (wrongly) act.
+    tokio::time::sleep(Duration::from_millis(LEASE_MS)).await;
+    let late: Vec<_> = from("a").into_iter().filter(|c| c.at > first_b).collect();
+    assert!(
+        late.is_empty(),
+        "A called after B took over: {:?}",
+        late.iter()
+            .map(|c| c.header("x-saga-attempt"))
+            .collect::<Vec<_>>()
+    );
+    p.default_reply("/b/action", Reply::ok());
+    let s = api_b.wait_status("z-1", &["succeeded"], 20).await;
+    assert_eq!(s["status"], "succeeded", "{s}");
+    let (_, m) = api_a.get_text("/metrics").await;
+    assert!(
+        metric(&m, "saga_leases_total{event=\"lost\"}").unwrap_or(0.0) >= 1.0,
+        "A counts its lost leases: {m}"
+    );
+    for c in [&mut a, &mut b] {
+        c.kill().ok();
+        let _ = c.wait();
+    }
+}
+
+async fn operator_actions_work_on_any_instance(db: TestDb) {
+    let p = Participant::start().await;
+    p.default_reply("/a/action", Reply::ok());
+    p.default_reply("/b/action", Reply::code(503));
+    let (mut a, api_a, _) = start(&db, "a");
+    let (mut b, api_b, _) = start(&db, "b");
+    let mut step_b = p.step("b");
+    step_b["retry"] = json!({"max_attempts": 1000, "initial_backoff_ms": 20, "max_backoff_ms": 20});
+    let body = json!({"id": "o-1", "name": "o", "steps": [p.step("a"), step_b]});
+    assert_eq!(api_a.post("/v1/sagas", &body).await.0, 201);
+    eventually(10, "a retrying b", || {
+        p.calls_of("o-1")
+            .iter()
+            .filter(|c| c.path == "/b/action")
+            .count()
+            >= 2
+    })
+    .await;
+    // Abort through B, which does not drive the saga: A carries it out.
+    let (code, _) = api_b.post("/v1/sagas/o-1/abort", &json!({})).await;
+    assert_eq!(code, 202);
+    let s = api_b.wait_status("o-1", &["compensated"], 20).await;
+    assert_eq!(s["status"], "compensated", "{s}");
+    let (_, full) = api_a.get("/v1/sagas/o-1?include=attempts").await;
+    assert_eq!(full["operator_actions"][0]["action"], "abort", "{full}");
+    // A second abort is refused on either instance: the rule is the state machine's.
+    assert_eq!(api_b.post("/v1/sagas/o-1/abort", &json!({})).await.0, 409);
+    assert_eq!(api_a.post("/v1/sagas/o-1/abort", &json!({})).await.0, 409);
+    for c in [&mut a, &mut b] {
+        c.kill().ok();
+        let _ = c.wait();
+    }
+}
+
+#[actix_web::test]
+async fn sqlite_refuses_a_second_instance() {
+    let Some(db) = TestDb::new(Kind::Sqlite).await else {
+        return;
+    };
+    let (mut first, api, _) = start(&db, "one");
+    assert_eq!(api.get("/healthz").await.0, 200);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_saga-orchestrator"))
+        .arg("serve")
+        .env("SAGA__SERVER__BIND", "127.0.0.1:0")
+        .env("SAGA__DATABASE__URL", &db.url)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("second instance runs");
+    assert!(!out.status.success(), "a second instance must not start");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("in use by another saga-orchestrator process"),
+        "{text}"
+    );
+    assert_eq!(api.get("/healthz").await.0, 200, "the first one goes on");
+    first.kill().ok();
+    let _ = first.wait();
+}
