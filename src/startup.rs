@@ -1,6 +1,6 @@
 //! Builds the whole service: database, actors, HTTP server. Tests start the real thing on port 0.
 
-use crate::actors::lease::Lease;
+use crate::actors::lease::{EarlierRuns, Lease};
 use crate::actors::registry::{Registry, Rehydrate};
 use crate::actors::timer::{SetRegistry, Shutdown, Timer};
 use crate::actors::Shared;
@@ -70,6 +70,16 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let instance_id = settings.cluster.resolved_instance_id();
         let lease = Arc::new(Lease::new(&instance_id, settings.cluster.lease_ms));
+        // A configured id names this instance across restarts: its earlier runs are dead; on
+        // SQLite every earlier run is (this process holds the lock).
+        let earlier = if single.is_some() {
+            EarlierRuns::AllDead
+        } else if !settings.cluster.instance_id.is_empty() {
+            EarlierRuns::OfThisId
+        } else {
+            EarlierRuns::MayLive
+        };
+        crate::actors::lease::register(&lease, &*store, earlier).await?;
         let shared = Arc::new(Shared {
             store,
             participant: Participant::new(&roots, settings.participant.max_in_flight)

@@ -1,16 +1,18 @@
 //! Several instances on one database: sagas are held by lease, and work is found by query.
 //!
-//! `sagas.owner` and `sagas.lease_until` existed unread; from now on a saga with a driver has its
-//! owner's token and lease there, and a saga that only waits (or has ended) has neither. Due
-//! timers are found through the index on `next_wake_at`, expired leases through a new one on
-//! `lease_until`. An unfinished saga with no timer was waiting for answers a restart lost: it
-//! gets `next_wake_at` = its last change, i.e. "look at once". `saga_operator_requests` holds
-//! the abort and retry asked of an instance that does not drive the saga, for its owner.
+//! `saga_instances` holds one row per running instance (per lease token) with the end of its
+//! lease, which the instance renews: one row renewed, whatever the number of sagas it drives.
+//! `sagas.owner` (which existed unread) now names the token of the instance driving the saga;
+//! a saga that only waits, or has ended, has none. Due timers are found through the index on
+//! `next_wake_at`, sagas of dead instances through a new one on `owner`. An unfinished saga
+//! with no timer was waiting for answers a restart lost: it gets `next_wake_at` = its last
+//! change, i.e. "look at once". `saga_operator_requests` holds the abort and retry asked of an
+//! instance that does not drive the saga, for its owner.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
-/// Adds the lease indexes and `saga_operator_requests`.
+/// Adds `saga_instances`, the owner index and `saga_operator_requests`.
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -22,6 +24,14 @@ enum Sagas {
     LeaseUntil,
     NextWakeAt,
     UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum SagaInstances {
+    Table,
+    Owner,
+    InstanceId,
+    LeaseUntil,
 }
 
 #[derive(DeriveIden)]
@@ -57,10 +67,33 @@ impl MigrationTrait for Migration {
         // Due timers are read through idx_sagas_next_wake (from the first migration).
         m.create_index(
             Index::create()
-                .name("idx_sagas_lease")
+                .name("idx_sagas_owner")
                 .table(Sagas::Table)
-                .col(Sagas::LeaseUntil)
+                .col(Sagas::Owner)
                 .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(SagaInstances::Table)
+                .if_not_exists()
+                .col(
+                    ColumnDef::new(SagaInstances::Owner)
+                        .string_len(160)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(SagaInstances::InstanceId)
+                        .string_len(128)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(SagaInstances::LeaseUntil)
+                        .big_integer()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
@@ -99,10 +132,12 @@ impl MigrationTrait for Migration {
         )
         .await?;
         if m.get_database_backend() == DbBackend::MySql {
-            db.execute_unprepared(
-                "ALTER TABLE `saga_operator_requests` CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
-            )
-            .await?;
+            for t in ["saga_operator_requests", "saga_instances"] {
+                db.execute_unprepared(&format!(
+                    "ALTER TABLE `{t}` CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                ))
+                .await?;
+            }
         }
         Ok(())
     }
@@ -110,9 +145,11 @@ impl MigrationTrait for Migration {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(SagaOperatorRequests::Table).to_owned())
             .await?;
+        m.drop_table(Table::drop().table(SagaInstances::Table).to_owned())
+            .await?;
         m.drop_index(
             Index::drop()
-                .name("idx_sagas_lease")
+                .name("idx_sagas_owner")
                 .table(Sagas::Table)
                 .to_owned(),
         )

@@ -1,12 +1,14 @@
-//! This instance's leases: its token, until when the leases it holds are safe to act on, and the
-//! keeper that renews them.
+//! This instance's lease: its token, until when the sagas it holds are safe to act on, and the
+//! keeper that renews it.
 //!
-//! Every saga this instance drives carries its token in `sagas.owner` and a lease end in
-//! `sagas.lease_until`. One statement renews all of them every `lease_ms / 5`. The instance
-//! trusts its leases until the start of its last successful renewal + `lease_ms` − a margin
-//! (clock skew between instances, commit delay), measured on the monotonic clock: a process
-//! paused past that (GC, SIGSTOP, a partition) finds its leases gone when it wakes, sends no
-//! call, and takes a new token: its old sagas are claimed afresh, by whichever instance is first.
+//! Every saga this instance drives carries its token in `sagas.owner`; the token's row in
+//! `saga_instances` has the lease end, renewed every `lease_ms / 5` (one row, whatever the
+//! number of sagas). The instance trusts its lease until the start of its last successful
+//! renewal + `lease_ms` − a margin (clock skew between instances, commit delay), measured on
+//! the monotonic clock: a process paused past that (GC, SIGSTOP, a partition) finds its lease
+//! gone when it wakes, sends no call, and registers a new token: its old sagas are claimed
+//! afresh, by whichever instance is first. Tokens are `{instance_id}#{run}.{generation}`, with
+//! a random `run` per process, so that no two processes ever share one.
 
 use super::now_ms;
 use super::registry::{LeaseLost, Registry};
@@ -24,6 +26,8 @@ pub struct Lease {
 }
 
 struct Held {
+    /// `{instance_id}#{random}`: this process.
+    run: String,
     token: Arc<str>,
     generation: u64,
     /// Until when (monotonic) the leases of `token` are safe to act on.
@@ -42,21 +46,22 @@ pub struct Token {
 impl Lease {
     /// Leases of `lease_ms` for the instance `instance_id`.
     pub fn new(instance_id: &str, lease_ms: u64) -> Self {
-        // Nothing is held yet: what is claimed from now on has a full lease.
-        let full = Duration::from_millis(lease_ms) - Duration::from_millis(lease_ms / 5);
+        // Valid once registered (`activate`), which the application does before anything runs.
+        let run = format!("{instance_id}#{:08x}", rand::random::<u32>());
         Lease {
             instance_id: instance_id.to_string(),
             lease_ms,
             held: Mutex::new(Held {
-                token: Self::token_of(instance_id, 0),
+                token: Self::token_of(&run, 0),
+                run,
                 generation: 0,
-                valid_until: Instant::now() + full,
+                valid_until: Instant::now(),
             }),
         }
     }
 
-    fn token_of(instance_id: &str, generation: u64) -> Arc<str> {
-        Arc::from(format!("{instance_id}#{generation}"))
+    fn token_of(run: &str, generation: u64) -> Arc<str> {
+        Arc::from(format!("{run}.{generation}"))
     }
 
     /// The instance id (`cluster.instance_id`).
@@ -93,7 +98,7 @@ impl Lease {
             .filter(|d| !d.is_zero())
     }
 
-    /// A lease end for a claim or a create made now (wall clock, ms).
+    /// A lease end for a renewal or a registration made now (wall clock, ms).
     pub fn until(&self) -> i64 {
         now_ms() + self.lease_ms as i64
     }
@@ -108,7 +113,16 @@ impl Lease {
         }
     }
 
-    /// If the leases expired before a renewal: a new token, and the generation that was lost.
+    /// The token registered at `sent` holds from now on (a new generation, or the first).
+    pub fn activate(&self, sent: Instant, generation: u64) {
+        let mut h = self.held.lock().expect("lease lock");
+        if h.generation == generation {
+            h.valid_until = sent + Duration::from_millis(self.lease_ms) - self.margin();
+        }
+    }
+
+    /// If the lease expired before a renewal: the generation lost. The next token is current at
+    /// once but holds nothing (no call, no claim) until it is registered and activated.
     fn expire_if_late(&self) -> Option<u64> {
         let mut h = self.held.lock().expect("lease lock");
         if Instant::now() < h.valid_until {
@@ -116,15 +130,52 @@ impl Lease {
         }
         let lost = h.generation;
         h.generation += 1;
-        h.token = Self::token_of(&self.instance_id, h.generation);
-        h.valid_until = Instant::now() + Duration::from_millis(self.lease_ms) - self.margin();
+        h.token = Self::token_of(&h.run, h.generation);
         Some(lost)
     }
 }
 
-/// Renews this instance's leases every `lease_ms / 5` until the process ends; when a renewal
+/// Which earlier runs a starting instance knows to be dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlierRuns {
+    /// None known (a generated instance id): their sagas are taken over when their lease ends.
+    MayLive,
+    /// Those of this configured instance id: it is restarting.
+    OfThisId,
+    /// All (SQLite: this process holds the database's only lock).
+    AllDead,
+}
+
+/// Registers this instance's token (ending the leases of its earlier runs when its id is
+/// configured: a restart resumes their sagas at once). Called before anything runs.
+pub async fn register(
+    lease: &Lease,
+    store: &dyn SagaStore,
+    earlier_runs: EarlierRuns,
+) -> Result<(), crate::store::StoreError> {
+    let t = lease.token();
+    let sent = Instant::now();
+    store
+        .register(&t.owner, lease.instance_id(), lease.until())
+        .await?;
+    lease.activate(sent, t.generation);
+    let dead = match earlier_runs {
+        EarlierRuns::MayLive => None,
+        EarlierRuns::OfThisId => Some(Some(lease.instance_id())),
+        EarlierRuns::AllDead => Some(None),
+    };
+    if let Some(which) = dead {
+        let n = store.end_earlier_runs(which, &t.owner).await?;
+        if n > 0 {
+            tracing::info!(instance_id = %lease.instance_id(), runs = n, "ended the leases of earlier runs of this instance; their sagas resume now");
+        }
+    }
+    Ok(())
+}
+
+/// Renews this instance's lease every `lease_ms / 5` until the process ends; when a renewal
 /// came too late (the database was unreachable, the process was paused), tells the registry to
-/// drop every saga actor of the lost generation.
+/// drop every saga actor of the lost generation and registers a new token.
 pub async fn keep(
     lease: Arc<Lease>,
     store: Arc<dyn SagaStore>,
@@ -132,34 +183,55 @@ pub async fn keep(
     metrics: Arc<Metrics>,
 ) {
     let every = Duration::from_millis((lease.lease_ms() / 5).max(10));
+    let timed_out =
+        || crate::store::StoreError::Db(sea_orm::DbErr::Custom("lease statement timed out".into()));
+    let mut ticks = 0u64;
     loop {
         tokio::time::sleep(every).await;
+        ticks += 1;
         if let Some(generation) = lease.expire_if_late() {
             metrics.leases.with_label_values(&["lost"]).inc();
             tracing::warn!(
                 instance_id = %lease.instance_id(),
                 generation,
-                "leases expired before they could be renewed; dropping every saga of this instance (they are claimed again from the log)"
+                "lease expired before it could be renewed; dropping every saga of this instance (they are claimed again from the log)"
             );
             registry.do_send(LeaseLost { generation });
-            continue;
         }
         let t = lease.token();
         let sent = Instant::now();
-        // A renewal stuck on a cut connection must not keep the keeper from noticing expiry.
+        if lease.remaining(&t).is_none() {
+            // A new token: registered before it holds anything.
+            let reg = tokio::time::timeout(
+                every,
+                store.register(&t.owner, lease.instance_id(), lease.until()),
+            );
+            match reg.await.unwrap_or_else(|_| Err(timed_out())) {
+                Ok(()) => lease.activate(sent, t.generation),
+                Err(e) => {
+                    tracing::warn!(instance_id = %lease.instance_id(), error = %e, "cannot register a new lease token")
+                }
+            }
+            continue;
+        }
+        // Bounded: a renewal stuck on a cut connection must not keep the keeper from noticing
+        // the expiry.
         let renewal = tokio::time::timeout(every, store.renew(&t.owner, lease.until()));
-        match renewal.await.unwrap_or_else(|_| {
-            Err(crate::store::StoreError::Db(sea_orm::DbErr::Custom(
-                "lease renewal timed out".into(),
-            )))
-        }) {
-            Ok(n) => {
+        match renewal.await.unwrap_or_else(|_| Err(timed_out())) {
+            Ok(true) => {
                 lease.renewed(sent, t.generation);
-                metrics.leases.with_label_values(&["renewed"]).inc_by(n);
-                metrics.owned.set(n as i64);
+                metrics.leases.with_label_values(&["renewed"]).inc();
+            }
+            Ok(false) => {
+                tracing::warn!(instance_id = %lease.instance_id(), "lease token no longer registered")
             }
             Err(e) => {
-                tracing::warn!(instance_id = %lease.instance_id(), error = %e, "cannot renew leases")
+                tracing::warn!(instance_id = %lease.instance_id(), error = %e, "cannot renew the lease")
+            }
+        }
+        if ticks % 5 == 0 {
+            if let Ok(n) = store.owned(&t.owner).await {
+                metrics.owned.set(n as i64);
             }
         }
     }
@@ -173,6 +245,12 @@ mod tests {
     fn leases_hold_until_expiry_and_a_late_renewal_does_not_revive_them() {
         let lease = Lease::new("i", 1_000);
         let t = lease.token();
+        assert_eq!(
+            lease.remaining(&t),
+            None,
+            "nothing holds before registration"
+        );
+        lease.activate(Instant::now(), t.generation);
         let left = lease.remaining(&t).expect("a fresh lease holds");
         assert!(
             left <= Duration::from_millis(800),
@@ -188,7 +266,17 @@ mod tests {
         assert_eq!(lease.expire_if_late(), Some(0), "generation 0 is given up");
         let t1 = lease.token();
         assert_eq!(t1.generation, 1);
-        assert_eq!(&*t1.owner, "i#1");
+        assert!(
+            t1.owner.starts_with("i#") && t1.owner.ends_with(".1"),
+            "{}",
+            t1.owner
+        );
+        assert_eq!(
+            lease.remaining(&t1),
+            None,
+            "the new token holds once registered"
+        );
+        lease.activate(Instant::now(), 1);
         assert_eq!(lease.remaining(&t), None, "the old token never holds again");
         assert!(lease.remaining(&t1).is_some(), "the new token holds");
         // A renewal of the old generation does not extend the new one.

@@ -183,7 +183,6 @@ impl Registry {
         LeaseTerms {
             owner: self.shared.lease.token().owner.to_string(),
             now,
-            until: self.shared.lease.until(),
             horizon: now + ahead,
         }
     }
@@ -449,7 +448,6 @@ impl Handler<StartSaga> for Registry {
         let token = self.shared.lease.token();
         let record = SagaRecord {
             owner: Some(token.owner.to_string()),
-            lease_until: Some(self.shared.lease.until()),
             id: msg.id,
             name: def.name.clone(),
             mode: def.mode.as_str().into(),

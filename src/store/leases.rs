@@ -1,16 +1,18 @@
-//! Ownership of sagas by several instances: claims (of due sagas and of expired leases),
-//! renewals, releases, and the operator actions waiting for a saga's owner.
+//! Ownership of sagas by several instances: instance leases (`saga_instances`, one row per lease
+//! token, renewed by its instance), claims of due sagas and of the sagas of dead instances,
+//! releases, and the operator actions waiting for a saga's owner.
 //!
-//! A claim is a conditional UPDATE (owner and lease end), so that of two instances claiming the
-//! same saga exactly one gets it; on MariaDB/MySQL and PostgreSQL the candidates are read with
+//! A saga is held by the token in `sagas.owner` as long as that token's row in `saga_instances`
+//! has a lease end in the future. A claim is a conditional UPDATE of the owner, so that of two
+//! instances claiming the same saga exactly one gets it; on MariaDB/MySQL and PostgreSQL the candidates are read with
 //! `FOR UPDATE SKIP LOCKED`, so that instances polling at once split the work instead of
 //! queueing on each other's rows.
 
-use super::entities::{saga, saga_operator_request};
+use super::entities::{saga, saga_instance, saga_operator_request};
 use super::{queries, Claimed, LeaseTerms, OperatorRequest, StoreError};
 use crate::domain::machine::ACTIVE_STATUSES;
 use crate::domain::SagaStatus;
-use sea_orm::sea_query::{Condition, Expr, LockBehavior, LockType};
+use sea_orm::sea_query::{Condition, Expr, LockBehavior, LockType, Query, SelectStatement};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IsolationLevel,
@@ -27,11 +29,27 @@ fn drivable() -> impl Iterator<Item = &'static str> {
     active().chain([SagaStatus::Stuck.as_str()])
 }
 
-/// Who may take a saga: nobody holds it, or its lease ended before `now`.
+/// The tokens whose lease holds at `now`.
+fn live_owners(now: i64) -> SelectStatement {
+    Query::select()
+        .column(saga_instance::Column::Owner)
+        .from(saga_instance::Entity)
+        .and_where(saga_instance::Column::LeaseUntil.gte(now))
+        .to_owned()
+}
+
+/// Held by a token whose lease ended (its instance died, stalled or stopped).
+fn orphaned(now: i64) -> Condition {
+    Condition::all()
+        .add(saga::Column::Owner.is_not_null())
+        .add(saga::Column::Owner.not_in_subquery(live_owners(now)))
+}
+
+/// Who may take a saga: nobody holds it, or its owner's lease ended.
 fn claimable(now: i64) -> Condition {
     Condition::any()
         .add(saga::Column::Owner.is_null())
-        .add(saga::Column::LeaseUntil.lt(now))
+        .add(orphaned(now))
 }
 
 /// Claims the sagas that need a driver: unowned and due by the horizon, or with an expired lease.
@@ -49,7 +67,7 @@ pub(super) async fn claim_due(
     } else {
         super::writer::begin(db).await?
     };
-    // Two index ranges: timers (idx_sagas_next_wake) and leases (idx_sagas_lease).
+    // Two index ranges: timers (idx_sagas_next_wake) and owned sagas (idx_sagas_owner).
     let mut due = saga::Entity::find()
         .select_only()
         .column(saga::Column::Id)
@@ -63,7 +81,7 @@ pub(super) async fn claim_due(
         .select_only()
         .column(saga::Column::Id)
         .column(saga::Column::Owner)
-        .filter(saga::Column::LeaseUntil.lt(lease.now))
+        .filter(orphaned(lease.now))
         .filter(saga::Column::Status.is_in(active()))
         .limit(limit);
     if locking {
@@ -117,7 +135,6 @@ async fn take<C: ConnectionTrait>(
     }
     saga::Entity::update_many()
         .col_expr(saga::Column::Owner, Expr::value(lease.owner.as_str()))
-        .col_expr(saga::Column::LeaseUntil, Expr::value(lease.until))
         .filter(saga::Column::Id.is_in(ids.iter().cloned()))
         .filter(saga::Column::Status.is_in(statuses))
         .filter(allowed)
@@ -151,20 +168,64 @@ async fn loaded(
         .collect())
 }
 
-/// Extends the leases of `owner`.
+/// Records a new lease token of instance `instance_id`, holding until `until`.
+pub(super) async fn register(
+    db: &DatabaseConnection,
+    owner: &str,
+    instance_id: &str,
+    until: i64,
+) -> Result<(), StoreError> {
+    saga_instance::Entity::insert(saga_instance::ActiveModel {
+        owner: Set(owner.to_string()),
+        instance_id: Set(instance_id.to_string()),
+        lease_until: Set(until),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// Ends the leases of the earlier runs of `instance_id` (of every instance when none: SQLite,
+/// where this process holds the only lock) (a restart: they are dead), so that
+/// their sagas are taken over at once rather than after the lease.
+pub(super) async fn end_earlier_runs(
+    db: &DatabaseConnection,
+    instance_id: Option<&str>,
+    except: &str,
+) -> Result<u64, StoreError> {
+    let mut q = saga_instance::Entity::update_many()
+        .col_expr(saga_instance::Column::LeaseUntil, Expr::value(0i64))
+        .filter(saga_instance::Column::Owner.ne(except))
+        .filter(saga_instance::Column::LeaseUntil.gt(0i64));
+    if let Some(id) = instance_id {
+        q = q.filter(saga_instance::Column::InstanceId.eq(id));
+    }
+    let res = q.exec(db).await?;
+    Ok(res.rows_affected)
+}
+
+/// Extends the lease of `owner`: one row, whatever the number of sagas it holds. Answers
+/// whether the token is still registered.
 pub(super) async fn renew(
     db: &DatabaseConnection,
     owner: &str,
     until: i64,
-) -> Result<u64, StoreError> {
-    // `lease_until IS NOT NULL` reads the (small) lease index instead of the whole table.
-    let res = saga::Entity::update_many()
-        .col_expr(saga::Column::LeaseUntil, Expr::value(until))
-        .filter(saga::Column::LeaseUntil.is_not_null())
-        .filter(saga::Column::Owner.eq(owner))
+) -> Result<bool, StoreError> {
+    let res = saga_instance::Entity::update_many()
+        .col_expr(saga_instance::Column::LeaseUntil, Expr::value(until))
+        .filter(saga_instance::Column::Owner.eq(owner))
         .exec(db)
         .await?;
-    Ok(res.rows_affected)
+    Ok(res.rows_affected == 1)
+}
+
+/// How many sagas `owner` holds.
+pub(super) async fn owned(db: &DatabaseConnection, owner: &str) -> Result<u64, StoreError> {
+    use sea_orm::PaginatorTrait;
+    Ok(saga::Entity::find()
+        .filter(saga::Column::Owner.eq(owner))
+        .count(db)
+        .await?)
 }
 
 /// Gives up the lease of `owner` on one saga it left as it was.
@@ -175,7 +236,6 @@ pub(super) async fn release(
 ) -> Result<(), StoreError> {
     saga::Entity::update_many()
         .col_expr(saga::Column::Owner, Expr::value(Option::<String>::None))
-        .col_expr(saga::Column::LeaseUntil, Expr::value(Option::<i64>::None))
         .filter(saga::Column::Id.eq(id))
         .filter(saga::Column::Owner.eq(owner))
         .exec(db)
@@ -187,7 +247,6 @@ pub(super) async fn release(
 pub(super) async fn release_all(db: &DatabaseConnection, owner: &str) -> Result<u64, StoreError> {
     let res = saga::Entity::update_many()
         .col_expr(saga::Column::Owner, Expr::value(Option::<String>::None))
-        .col_expr(saga::Column::LeaseUntil, Expr::value(Option::<i64>::None))
         .col_expr(
             saga::Column::NextWakeAt,
             Expr::expr(sea_orm::sea_query::Func::coalesce([
@@ -195,8 +254,10 @@ pub(super) async fn release_all(db: &DatabaseConnection, owner: &str) -> Result<
                 Expr::col(saga::Column::UpdatedAt),
             ])),
         )
-        .filter(saga::Column::LeaseUntil.is_not_null())
         .filter(saga::Column::Owner.eq(owner))
+        .exec(db)
+        .await?;
+    saga_instance::Entity::delete_by_id(owner.to_string())
         .exec(db)
         .await?;
     Ok(res.rows_affected)

@@ -72,8 +72,6 @@ pub struct SagaRecord {
     pub version: i64,
     /// The token of the instance that drives the saga; none while it only waits or has ended.
     pub owner: Option<String>,
-    /// Until when the owner's lease holds (ms).
-    pub lease_until: Option<i64>,
     /// Step names and the like, in order.
     pub steps: Vec<StepMeta>,
     /// The state machine's state.
@@ -149,19 +147,17 @@ pub struct Transition<'a> {
     pub history: &'a [LogRecord],
     /// When (ms).
     pub now: i64,
-    /// Give up the lease with this write (the saga ended, or only waits for a while).
+    /// Give up the saga with this write (it ended, or only waits for a while).
     pub release: bool,
 }
 
-/// What a claim writes: whose lease, until when, and what counts as due.
+/// What a claim writes: whose lease, and what counts as due.
 #[derive(Debug, Clone)]
 pub struct LeaseTerms {
     /// The claiming instance's lease token.
     pub owner: String,
     /// Now (ms): leases that ended before are expired.
     pub now: i64,
-    /// End of the new leases (ms).
-    pub until: i64,
     /// Sagas due by then (ms) are claimed.
     pub horizon: i64,
 }
@@ -238,8 +234,19 @@ pub trait SagaStore: Send + Sync + 'static {
     /// Claims these sagas, unless another instance holds a live lease on them (a wake, an
     /// operator action). Answers those claimed, loaded.
     async fn claim(&self, ids: &[String], lease: &LeaseTerms) -> Result<Vec<Claimed>, StoreError>;
-    /// Extends every lease of `owner` to `until`. Answers how many sagas it holds.
-    async fn renew(&self, owner: &str, until: i64) -> Result<u64, StoreError>;
+    /// Records a new lease token `owner` of instance `instance_id`, holding until `until`.
+    async fn register(&self, owner: &str, instance_id: &str, until: i64) -> Result<(), StoreError>;
+    /// Ends the leases of earlier runs of `instance_id` (of every instance: None) but `except`
+    /// (a restart). Answers how many.
+    async fn end_earlier_runs(
+        &self,
+        instance_id: Option<&str>,
+        except: &str,
+    ) -> Result<u64, StoreError>;
+    /// Extends the lease of `owner` to `until` (one row). Answers whether it is registered.
+    async fn renew(&self, owner: &str, until: i64) -> Result<bool, StoreError>;
+    /// How many sagas `owner` holds.
+    async fn owned(&self, owner: &str) -> Result<u64, StoreError>;
     /// Gives up the lease of `owner` on one saga, if it still has it.
     async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError>;
     /// Gives up every lease of `owner` (a graceful stop): another instance takes over at once.

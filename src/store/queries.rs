@@ -205,7 +205,6 @@ pub(super) async fn mark_stuck(
         .col_expr(saga::Column::Error, Expr::value(reason))
         .col_expr(saga::Column::NextWakeAt, Expr::value(Option::<i64>::None))
         .col_expr(saga::Column::Owner, Expr::value(Option::<String>::None))
-        .col_expr(saga::Column::LeaseUntil, Expr::value(Option::<i64>::None))
         .col_expr(saga::Column::UpdatedAt, Expr::value(now))
         .col_expr(
             saga::Column::Version,

@@ -33,7 +33,7 @@ pub(super) fn new_row(r: &SagaRecord) -> saga::ActiveModel {
         finished_at: Set(st.status.is_terminal().then_some(r.updated_at)),
         version: Set(r.version),
         owner: Set(r.owner.clone()),
-        lease_until: Set(r.lease_until),
+        lease_until: Set(None),
     }
 }
 
@@ -54,11 +54,10 @@ pub(super) struct Listed {
     pub updated_at: i64,
     pub version: i64,
     pub owner: Option<String>,
-    pub lease_until: Option<i64>,
 }
 
 /// The columns of [`Listed`], for `select_only`.
-pub(super) const LISTED: [saga::Column; 14] = [
+pub(super) const LISTED: [saga::Column; 13] = [
     saga::Column::Id,
     saga::Column::Name,
     saga::Column::Mode,
@@ -72,7 +71,6 @@ pub(super) const LISTED: [saga::Column; 14] = [
     saga::Column::UpdatedAt,
     saga::Column::Version,
     saga::Column::Owner,
-    saga::Column::LeaseUntil,
 ];
 
 /// Reads a whole `sagas` row back.
@@ -96,7 +94,6 @@ pub(super) fn record(m: saga::Model) -> Result<SagaRecord, StoreError> {
         updated_at: m.updated_at,
         version: m.version,
         owner: m.owner,
-        lease_until: m.lease_until,
     };
     let mut r = listed_record(listed)?;
     r.request = request;
@@ -125,7 +122,6 @@ pub(super) fn listed_record(m: Listed) -> Result<SagaRecord, StoreError> {
         updated_at: m.updated_at,
         version: m.version,
         owner: m.owner,
-        lease_until: m.lease_until,
         steps: metas,
         state: SagaState {
             status,

@@ -90,8 +90,24 @@ impl SagaStore for SqlStore {
         leases::claim(&self.db, ids, lease).await
     }
 
-    async fn renew(&self, owner: &str, until: i64) -> Result<u64, StoreError> {
+    async fn register(&self, owner: &str, instance_id: &str, until: i64) -> Result<(), StoreError> {
+        leases::register(&self.db, owner, instance_id, until).await
+    }
+
+    async fn end_earlier_runs(
+        &self,
+        instance_id: Option<&str>,
+        except: &str,
+    ) -> Result<u64, StoreError> {
+        leases::end_earlier_runs(&self.db, instance_id, except).await
+    }
+
+    async fn renew(&self, owner: &str, until: i64) -> Result<bool, StoreError> {
         leases::renew(&self.db, owner, until).await
+    }
+
+    async fn owned(&self, owner: &str) -> Result<u64, StoreError> {
+        leases::owned(&self.db, owner).await
     }
 
     async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {

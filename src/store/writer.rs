@@ -27,7 +27,7 @@ pub(super) struct Write {
     pub version: i64,
     /// The writer's lease token; the write fails unless the saga is still held by it.
     pub owner: String,
-    /// Give up the lease with this write.
+    /// Give up the saga (no owner) with this write.
     pub release: bool,
     pub status: SagaStatus,
     pub error: Option<String>,
@@ -335,16 +335,6 @@ async fn update_versioned(txn: &DatabaseTransaction, part: &[&Write]) -> Result<
                 .add(saga::Column::Owner.eq(t.owner.as_str())),
         )
     });
-    // A released lease: no owner, no lease end; other rows keep theirs (renewals change it).
-    let mut unlease = CaseStatement::new();
-    for t in saves {
-        unlease = unlease.case(
-            Condition::all()
-                .add(saga::Column::Id.eq(t.id.as_str()))
-                .add(Expr::val(t.release)),
-            Expr::val(Option::<i64>::None),
-        );
-    }
     let res = saga::Entity::update_many()
         .col_expr(
             saga::Column::Status,
@@ -377,10 +367,6 @@ async fn update_versioned(txn: &DatabaseTransaction, part: &[&Write]) -> Result<
             case(saga::Column::Owner, &|t| {
                 (!t.release).then(|| t.owner.clone()).into()
             }),
-        )
-        .col_expr(
-            saga::Column::LeaseUntil,
-            unlease.finally(Expr::col(saga::Column::LeaseUntil)).into(),
         )
         .col_expr(
             saga::Column::Version,

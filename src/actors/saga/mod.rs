@@ -219,7 +219,6 @@ impl SagaActor {
         let terms = crate::store::LeaseTerms {
             owner: self.token.owner.to_string(),
             now: now_ms(),
-            until: self.shared.lease.until(),
             horizon: now_ms(),
         };
         let fut = async move {

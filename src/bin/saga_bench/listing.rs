@@ -139,7 +139,6 @@ async fn fill(url: &str, n: usize, t0: i64, spacing: i64) {
                     updated_at: created,
                     version: 0,
                     owner: None,
-                    lease_until: None,
                     steps: metas,
                     state,
                 };

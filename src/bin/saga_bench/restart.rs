@@ -53,7 +53,10 @@ pub async fn run(args: &Args, url: &str) {
     actix_web::rt::spawn(participant.run());
 
     // Calls hang for an hour: every saga has its first call in flight (or waiting for a slot).
-    let slow = [("SAGA__PARTICIPANT__CALL_TIMEOUT_MS", "3600000")];
+    let slow = [
+        ("SAGA__PARTICIPANT__CALL_TIMEOUT_MS", "3600000"),
+        ("SAGA__CLUSTER__INSTANCE_ID", "bench"),
+    ];
     let (mut child, base) = start_service(url, &slow);
     let client = reqwest::Client::new();
     let created = Instant::now();
@@ -82,7 +85,8 @@ pub async fn run(args: &Args, url: &str) {
 
     down.refusing.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
-    let (mut child, base) = start_service(url, &[]);
+    // The same instance id: a restart, which resumes its earlier run's sagas at once.
+    let (mut child, base) = start_service(url, &[("SAGA__CLUSTER__INSTANCE_ID", "bench")]);
     let pid = child.id();
     let up = t0.elapsed();
     let mut api: [(&str, Vec<f64>); 3] = [

@@ -2,5 +2,6 @@
 
 pub mod saga;
 pub mod saga_call;
+pub mod saga_instance;
 pub mod saga_operator_action;
 pub mod saga_operator_request;
