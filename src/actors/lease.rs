@@ -229,7 +229,7 @@ pub async fn keep(
                 tracing::warn!(instance_id = %lease.instance_id(), error = %e, "cannot renew the lease")
             }
         }
-        if ticks % 5 == 0 {
+        if ticks.is_multiple_of(5) {
             if let Ok(n) = store.owned(&t.owner).await {
                 metrics.owned.set(n as i64);
             }

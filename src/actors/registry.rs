@@ -148,8 +148,8 @@ pub struct Registry {
     poll_every: std::time::Duration,
 }
 
-/// Most sagas loaded by one query when they are woken.
-const LOAD_BATCH: usize = 500;
+/// Most sagas claimed and loaded by one query.
+const LOAD_BATCH: usize = 1000;
 /// Batch loads in flight at once.
 const LOADS: usize = 4;
 

@@ -9,7 +9,7 @@
 //! queueing on each other's rows.
 
 use super::entities::{saga, saga_instance, saga_operator_request};
-use super::{queries, Claimed, LeaseTerms, OperatorRequest, StoreError};
+use super::{queries, rows, Claimed, LeaseTerms, OperatorRequest, StoreError};
 use crate::domain::machine::ACTIVE_STATUSES;
 use crate::domain::SagaStatus;
 use sea_orm::sea_query::{Condition, Expr, LockBehavior, LockType, Query, SelectStatement};
@@ -67,38 +67,57 @@ pub(super) async fn claim_due(
     } else {
         super::writer::begin(db).await?
     };
-    // Two index ranges: timers (idx_sagas_next_wake) and owned sagas (idx_sagas_owner).
+    // Two index ranges: timers (idx_sagas_next_wake) and owned sagas (idx_sagas_owner). Whole
+    // rows, locked (or, on SQLite, under the write lock): what is read is what is claimed.
     let mut due = saga::Entity::find()
-        .select_only()
-        .column(saga::Column::Id)
-        .column(saga::Column::Owner)
         .filter(saga::Column::NextWakeAt.lte(lease.horizon))
         .filter(saga::Column::Owner.is_null())
         .filter(saga::Column::Status.is_in(active()))
         .order_by_asc(saga::Column::NextWakeAt)
         .limit(limit);
-    let mut expired = saga::Entity::find()
+    // The dead tokens first (a small table), then their sagas by index: one range per token
+    // instead of a scan of every owned saga.
+    let dead: Vec<String> = saga_instance::Entity::find()
         .select_only()
-        .column(saga::Column::Id)
-        .column(saga::Column::Owner)
-        .filter(orphaned(lease.now))
+        .column(saga_instance::Column::Owner)
+        .filter(saga_instance::Column::LeaseUntil.lt(lease.now))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    let mut expired = saga::Entity::find()
+        .filter(saga::Column::Owner.is_in(dead.clone()))
         .filter(saga::Column::Status.is_in(active()))
         .limit(limit);
     if locking {
         due = due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         expired = expired.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
-    let mut found: Vec<(String, Option<String>)> = expired.into_tuple().all(&txn).await?;
-    found.extend(
-        due.into_tuple::<(String, Option<String>)>()
-            .all(&txn)
-            .await?,
-    );
-    found.truncate(limit as usize);
-    let ids: Vec<String> = found.iter().map(|(id, _)| id.clone()).collect();
+    let mut found = if dead.is_empty() {
+        vec![]
+    } else {
+        expired.all(&txn).await?
+    };
+    if (found.len() as u64) < limit {
+        found.extend(due.limit(limit - found.len() as u64).all(&txn).await?);
+    }
+    let ids: Vec<String> = found.iter().map(|m| m.id.clone()).collect();
     take(&txn, &ids, lease, claimable(lease.now), active()).await?;
     txn.commit().await?;
-    loaded(db, &ids, lease, found.into_iter().collect()).await
+    Ok(found
+        .into_iter()
+        .filter_map(|mut m| {
+            let taken_from = m.owner.take().filter(|o| *o != lease.owner);
+            m.owner = Some(lease.owner.clone());
+            match rows::record(m) {
+                Ok(record) => Some(Claimed { record, taken_from }),
+                Err(e) => {
+                    // Claimed but unreadable: its lease ends with this instance's run.
+                    tracing::warn!(error = %e, "claimed a saga that cannot be read");
+                    None
+                }
+            }
+        })
+        .collect())
 }
 
 /// Claims the given sagas unless another instance holds a live lease on them.
