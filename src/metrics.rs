@@ -47,7 +47,7 @@ pub struct Metrics {
     pub store_read: Histogram,
     /// `saga_leases_total{event}`: leases claimed, taken_over, renewed, released, lost.
     pub leases: IntCounterVec,
-    /// `sagas_owned`: sagas this instance holds a lease on (at the last renewal).
+    /// `sagas_owned`: sagas this instance drives (its live saga actors, at each poll).
     pub owned: IntGauge,
     /// `saga_start_overloaded_total`: starts refused with 503 because a bound was reached.
     pub overloaded: IntCounter,
@@ -127,7 +127,7 @@ impl Metrics {
         r.register(Box::new(store_read.clone())).expect("unique");
         let owned = IntGauge::new(
             "sagas_owned",
-            "Sagas this instance holds a lease on (at the last renewal)",
+            "Sagas this instance drives (live saga actors, at each poll of the log)",
         )
         .expect("valid");
         r.register(Box::new(owned.clone())).expect("unique");

@@ -185,10 +185,8 @@ pub async fn keep(
     let every = Duration::from_millis((lease.lease_ms() / 5).max(10));
     let timed_out =
         || crate::store::StoreError::Db(sea_orm::DbErr::Custom("lease statement timed out".into()));
-    let mut ticks = 0u64;
     loop {
         tokio::time::sleep(every).await;
-        ticks += 1;
         if let Some(generation) = lease.expire_if_late() {
             metrics.leases.with_label_values(&["lost"]).inc();
             tracing::warn!(
@@ -227,11 +225,6 @@ pub async fn keep(
             }
             Err(e) => {
                 tracing::warn!(instance_id = %lease.instance_id(), error = %e, "cannot renew the lease")
-            }
-        }
-        if ticks.is_multiple_of(5) {
-            if let Ok(n) = store.owned(&t.owner).await {
-                metrics.owned.set(n as i64);
             }
         }
     }

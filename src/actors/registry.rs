@@ -198,6 +198,7 @@ impl Registry {
             return;
         }
         self.polling += 1;
+        self.shared.metrics.owned.set(self.live.len() as i64);
         let (store, terms) = (self.shared.store.clone(), self.terms());
         // Bounded: a query stuck on a cut connection must not hold a poll slot for good.
         let limit = std::time::Duration::from_millis(self.shared.lease.lease_ms());

@@ -67,7 +67,7 @@ pub(super) async fn claim_due(
     } else {
         super::writer::begin(db).await?
     };
-    // Two index ranges: timers (idx_sagas_next_wake) and owned sagas (idx_sagas_owner). Whole
+    // Timers by idx_sagas_next_wake, sagas of dead tokens by owner (rarely any). Whole
     // rows, locked (or, on SQLite, under the write lock): what is read is what is claimed.
     let mut due = saga::Entity::find()
         .filter(saga::Column::NextWakeAt.lte(lease.horizon))
@@ -75,8 +75,7 @@ pub(super) async fn claim_due(
         .filter(saga::Column::Status.is_in(active()))
         .order_by_asc(saga::Column::NextWakeAt)
         .limit(limit);
-    // The dead tokens first (a small table), then their sagas by index: one range per token
-    // instead of a scan of every owned saga.
+    // The dead tokens first (a small table), then their sagas, only while there are any.
     let dead: Vec<String> = saga_instance::Entity::find()
         .select_only()
         .column(saga_instance::Column::Owner)
@@ -97,6 +96,24 @@ pub(super) async fn claim_due(
     } else {
         expired.all(&txn).await?
     };
+    if (found.len() as u64) < limit {
+        // Dead tokens with no unfinished saga left (claimed by earlier polls) are forgotten, so
+        // that they are not looked for again; a stuck saga left with one stays claimable by id.
+        // A token with sagas found now waits for the next poll: rows skipped as locked by
+        // another claim are seen again if that claim rolls back.
+        let empty: Vec<String> = dead
+            .iter()
+            .filter(|d| !found.iter().any(|m| m.owner.as_deref() == Some(d.as_str())))
+            .cloned()
+            .collect();
+        if !empty.is_empty() {
+            saga_instance::Entity::delete_many()
+                .filter(saga_instance::Column::Owner.is_in(empty))
+                .filter(saga_instance::Column::LeaseUntil.lt(lease.now))
+                .exec(&txn)
+                .await?;
+        }
+    }
     if (found.len() as u64) < limit {
         found.extend(due.limit(limit - found.len() as u64).all(&txn).await?);
     }
@@ -236,15 +253,6 @@ pub(super) async fn renew(
         .exec(db)
         .await?;
     Ok(res.rows_affected == 1)
-}
-
-/// How many sagas `owner` holds.
-pub(super) async fn owned(db: &DatabaseConnection, owner: &str) -> Result<u64, StoreError> {
-    use sea_orm::PaginatorTrait;
-    Ok(saga::Entity::find()
-        .filter(saga::Column::Owner.eq(owner))
-        .count(db)
-        .await?)
 }
 
 /// Gives up the lease of `owner` on one saga it left as it was.

@@ -245,8 +245,6 @@ pub trait SagaStore: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
     /// Extends the lease of `owner` to `until` (one row). Answers whether it is registered.
     async fn renew(&self, owner: &str, until: i64) -> Result<bool, StoreError>;
-    /// How many sagas `owner` holds.
-    async fn owned(&self, owner: &str) -> Result<u64, StoreError>;
     /// Gives up the lease of `owner` on one saga, if it still has it.
     async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError>;
     /// Gives up every lease of `owner` (a graceful stop): another instance takes over at once.

@@ -106,10 +106,6 @@ impl SagaStore for SqlStore {
         leases::renew(&self.db, owner, until).await
     }
 
-    async fn owned(&self, owner: &str) -> Result<u64, StoreError> {
-        leases::owned(&self.db, owner).await
-    }
-
     async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
         leases::release(&self.db, id, owner).await
     }
