@@ -49,8 +49,6 @@ pub struct Metrics {
     pub leases: IntCounterVec,
     /// `sagas_owned`: sagas this instance drives (its live saga actors, at each poll).
     pub owned: IntGauge,
-    /// `saga_start_overloaded_total`: starts refused with 503 because a bound was reached.
-    pub overloaded: IntCounter,
     /// Label sets the open-saga gauges have shown, so that they drop to 0 rather than vanish.
     seen: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
@@ -131,12 +129,6 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(owned.clone())).expect("unique");
-        let overloaded = IntCounter::new(
-            "saga_start_overloaded_total",
-            "Starts refused with 503 because live sagas or queued log writes reached their bound",
-        )
-        .expect("valid");
-        r.register(Box::new(overloaded.clone())).expect("unique");
         Metrics {
             leases: counter(
                 &r,
@@ -145,7 +137,6 @@ impl Metrics {
                 &["event"],
             ),
             owned,
-            overloaded,
             started: counter(&r, "saga_started_total", "Sagas started", &["name"]),
             finished: counter(
                 &r,

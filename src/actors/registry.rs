@@ -65,6 +65,29 @@ pub enum Op {
     Retry,
 }
 
+impl Op {
+    /// The state machine's event for it.
+    pub fn event(self) -> Event {
+        match self {
+            Op::Abort => Event::Abort,
+            Op::Retry => Event::Retry,
+        }
+    }
+
+    /// Its name in the history and in operator requests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Abort => "abort",
+            Op::Retry => "retry",
+        }
+    }
+
+    /// Reads a name written by [`Op::as_str`].
+    pub fn parse(s: &str) -> Option<Op> {
+        [Op::Abort, Op::Retry].into_iter().find(|o| o.as_str() == s)
+    }
+}
+
 /// Why an operator action did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
@@ -178,13 +201,8 @@ impl Registry {
 
     /// The terms of a claim made now.
     fn terms(&self) -> LeaseTerms {
-        let now = now_ms();
         let ahead = (self.poll_every.as_millis() as i64).min(self.shared.evict_idle_after_ms);
-        LeaseTerms {
-            owner: self.shared.lease.token().owner.to_string(),
-            now,
-            horizon: now + ahead,
-        }
+        LeaseTerms::new(&self.shared.lease.token().owner, now_ms(), ahead)
     }
 
     /// Asks the log for sagas that need a driver (due timers, expired leases) and starts them;
@@ -205,7 +223,7 @@ impl Registry {
         let fut = async move {
             tokio::time::timeout(limit, store.claim_due(&terms, LOAD_BATCH as u64))
                 .await
-                .unwrap_or_else(|_| Err(StoreError::Db(sea_orm::DbErr::Custom("timed out".into()))))
+                .unwrap_or_else(|_| Err(StoreError::timed_out()))
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.polling -= 1;
@@ -258,16 +276,18 @@ impl Registry {
         let fut = async move {
             tokio::time::timeout(limit, store.operation_requests(100))
                 .await
-                .unwrap_or_else(|_| Err(StoreError::Db(sea_orm::DbErr::Custom("timed out".into()))))
+                .unwrap_or_else(|_| Err(StoreError::timed_out()))
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.requests_busy = false;
             let Ok(requests) = res else { return };
             let me = ctx.address();
             for r in requests {
-                let op = match r.action.as_str() {
-                    "abort" => Op::Abort,
-                    _ => Op::Retry,
+                let Some(op) = Op::parse(&r.action) else {
+                    tracing::warn!(saga_id = %r.saga_id, action = %r.action, "unknown operator request dropped");
+                    let store = act.shared.store.clone();
+                    actix::spawn(async move { store.drop_operation_request(r.request_id).await });
+                    continue;
                 };
                 let msg = OperatorAction {
                     id: r.saga_id.clone(),
@@ -566,16 +586,13 @@ async fn leave_for_owner(
         Ok(None) | Err(_) => return Err(OpError::Unavailable),
     };
     let def = r.definition.map_err(OpError::Unloadable)?;
-    let (event, action) = match op {
-        Op::Abort => (Event::Abort, "abort"),
-        Op::Retry => (Event::Retry, "retry"),
-    };
-    r.state.decide(&def, Input::new(now_ms(), 1.0), &event)?;
+    r.state
+        .decide(&def, Input::new(now_ms(), 1.0), &op.event())?;
     store
         .request_operation(&OperatorRequest {
             request_id: 0,
             saga_id: id.to_string(),
-            action: action.into(),
+            action: op.as_str().into(),
             who,
             at: now_ms(),
         })

@@ -42,6 +42,13 @@ pub enum StoreError {
     Db(#[from] sea_orm::DbErr),
 }
 
+impl StoreError {
+    /// A statement given up after its time limit (a cut connection, say).
+    pub fn timed_out() -> Self {
+        StoreError::Db(sea_orm::DbErr::Custom("timed out".into()))
+    }
+}
+
 /// Per-step facts that never change, stored beside the step states for listings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepMeta {
@@ -160,6 +167,17 @@ pub struct LeaseTerms {
     pub now: i64,
     /// Sagas due by then (ms) are claimed.
     pub horizon: i64,
+}
+
+impl LeaseTerms {
+    /// Claims by `owner` at `now` of sagas due within `ahead_ms`.
+    pub fn new(owner: &str, now: i64, ahead_ms: i64) -> Self {
+        LeaseTerms {
+            owner: owner.to_string(),
+            now,
+            horizon: now + ahead_ms,
+        }
+    }
 }
 
 /// A saga claimed by this instance.

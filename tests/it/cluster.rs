@@ -62,6 +62,17 @@ fn no_overlapping_calls(calls: &[Call], answer_ms: u64) {
     }
 }
 
+/// Starts saga `id` on `api`: step a succeeds, step b answers 503 and is retried every
+/// `backoff_ms` (up to 1000 calls) until the test makes it succeed.
+async fn retrying_saga(p: &Participant, api: &Api, id: &str, backoff_ms: u64) {
+    p.default_reply("/a/action", Reply::ok());
+    p.default_reply("/b/action", Reply::code(503));
+    let mut step_b = p.step("b");
+    step_b["retry"] = json!({"max_attempts": 1000, "initial_backoff_ms": backoff_ms, "max_backoff_ms": backoff_ms});
+    let body = json!({"id": id, "name": "r", "steps": [p.step("a"), step_b]});
+    assert_eq!(api.post("/v1/sagas", &body).await.0, 201);
+}
+
 macro_rules! on_shared_dbs {
     ($($name:ident),* $(,)?) => {
         $(
@@ -137,9 +148,6 @@ async fn a_killed_instance_is_taken_over_without_doubled_calls(db: TestDb) {
 
 async fn a_stopped_instance_hands_over_at_once(db: TestDb) {
     let p = Participant::start().await;
-    // Step b fails for a while (unknown outcome), so A holds sagas that are retrying.
-    p.default_reply("/a/action", Reply::ok());
-    p.default_reply("/b/action", Reply::code(503));
     let long = LEASE_MS * 10;
     let (mut a, api_a, _) = start_binary_with(
         &db,
@@ -150,10 +158,8 @@ async fn a_stopped_instance_hands_over_at_once(db: TestDb) {
         ],
     );
     let (mut b, api_b, _) = start(&db, "b");
-    let mut step_b = p.step("b");
-    step_b["retry"] = json!({"max_attempts": 1000, "initial_backoff_ms": 50, "max_backoff_ms": 50});
-    let body = json!({"id": "h-1", "name": "h", "steps": [p.step("a"), step_b]});
-    assert_eq!(api_a.post("/v1/sagas", &body).await.0, 201);
+    // Step b fails for a while (unknown outcome), so A holds a saga that is retrying.
+    retrying_saga(&p, &api_a, "h-1", 50).await;
     eventually(10, "b retried by a", || {
         p.calls_of("h-1")
             .iter()
@@ -182,14 +188,9 @@ async fn a_stopped_instance_hands_over_at_once(db: TestDb) {
 
 async fn a_paused_instance_calls_nothing_after_its_lease(db: TestDb) {
     let p = Participant::start().await;
-    p.default_reply("/a/action", Reply::ok());
-    p.default_reply("/b/action", Reply::code(503));
     let (mut a, api_a, _) = start(&db, "a");
     let (mut b, api_b, _) = start(&db, "b");
-    let mut step_b = p.step("b");
-    step_b["retry"] = json!({"max_attempts": 1000, "initial_backoff_ms": 20, "max_backoff_ms": 20});
-    let body = json!({"id": "z-1", "name": "z", "steps": [p.step("a"), step_b]});
-    assert_eq!(api_a.post("/v1/sagas", &body).await.0, 201);
+    retrying_saga(&p, &api_a, "z-1", 20).await;
     let from = |who: &str| {
         p.calls_of("z-1")
             .into_iter()
@@ -227,14 +228,9 @@ async fn a_paused_instance_calls_nothing_after_its_lease(db: TestDb) {
 
 async fn operator_actions_work_on_any_instance(db: TestDb) {
     let p = Participant::start().await;
-    p.default_reply("/a/action", Reply::ok());
-    p.default_reply("/b/action", Reply::code(503));
     let (mut a, api_a, _) = start(&db, "a");
     let (mut b, api_b, _) = start(&db, "b");
-    let mut step_b = p.step("b");
-    step_b["retry"] = json!({"max_attempts": 1000, "initial_backoff_ms": 20, "max_backoff_ms": 20});
-    let body = json!({"id": "o-1", "name": "o", "steps": [p.step("a"), step_b]});
-    assert_eq!(api_a.post("/v1/sagas", &body).await.0, 201);
+    retrying_saga(&p, &api_a, "o-1", 20).await;
     eventually(10, "a retrying b", || {
         p.calls_of("o-1")
             .iter()

@@ -216,11 +216,7 @@ impl SagaActor {
     fn load(&mut self, ctx: &mut Context<Self>) {
         let store = self.shared.store.clone();
         let id = self.id.clone();
-        let terms = crate::store::LeaseTerms {
-            owner: self.token.owner.to_string(),
-            now: now_ms(),
-            horizon: now_ms(),
-        };
+        let terms = crate::store::LeaseTerms::new(&self.token.owner, now_ms(), 0);
         let fut = async move {
             let claimed = store.claim(std::slice::from_ref(&id), &terms).await?;
             match claimed.into_iter().next() {
@@ -645,10 +641,7 @@ impl Handler<Operate> for SagaActor {
 
     fn handle(&mut self, msg: Operate, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        let (event, action) = match msg.op {
-            Op::Abort => (Event::Abort, "abort"),
-            Op::Retry => (Event::Retry, "retry"),
-        };
+        let (event, action) = (msg.op.event(), msg.op.as_str());
         self.span
             .in_scope(|| tracing::info!(operator = %msg.who, action, "operator action"));
         let record = LogRecord::Operator {
