@@ -228,9 +228,19 @@ impl Registry {
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.polling -= 1;
             match res {
-                Ok(claimed) => {
-                    let full = claimed.len() >= LOAD_BATCH;
-                    for c in claimed {
+                Ok(claims) => {
+                    for (from, n) in &claims.taken_over {
+                        act.shared.metrics.leases.with_label_values(&["taken_over"]).inc_by(*n);
+                        tracing::info!(
+                            actor = "registry",
+                            instance_id = %act.shared.lease.instance_id(),
+                            from = %from,
+                            sagas = n,
+                            "took over the sagas of an instance whose lease expired"
+                        );
+                    }
+                    let full = claims.sagas.len() >= LOAD_BATCH || !claims.taken_over.is_empty();
+                    for c in claims.sagas {
                         act.claimed(c, ctx);
                     }
                     if full {

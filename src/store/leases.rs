@@ -9,7 +9,7 @@
 //! queueing on each other's rows.
 
 use super::entities::{saga, saga_instance, saga_operator_request};
-use super::{queries, rows, Claimed, LeaseTerms, OperatorRequest, StoreError};
+use super::{queries, rows, Claimed, Claims, LeaseTerms, OperatorRequest, StoreError};
 use crate::domain::machine::ACTIVE_STATUSES;
 use crate::domain::SagaStatus;
 use sea_orm::sea_query::{Condition, Expr, LockBehavior, LockType, Query, SelectStatement};
@@ -52,12 +52,15 @@ fn claimable(now: i64) -> Condition {
         .add(orphaned(now))
 }
 
-/// Claims the sagas that need a driver: unowned and due by the horizon, or with an expired lease.
+/// Claims the sagas that need a driver. First the sagas of tokens whose lease ended are let go
+/// (one UPDATE per dead token, whose row is then deleted; each dead token is handled by one
+/// instance: its row is locked); then the unowned sagas due by the horizon are claimed, at most
+/// `limit`, through `idx_sagas_next_wake`.
 pub(super) async fn claim_due(
     db: &DatabaseConnection,
     lease: &LeaseTerms,
     limit: u64,
-) -> Result<Vec<Claimed>, StoreError> {
+) -> Result<Claims, StoreError> {
     let locking = db.get_database_backend() != DbBackend::Sqlite;
     let txn = if locking {
         // READ COMMITTED: InnoDB's locking reads then lock the rows they return, not the gaps
@@ -67,66 +70,41 @@ pub(super) async fn claim_due(
     } else {
         super::writer::begin(db).await?
     };
-    // Timers by idx_sagas_next_wake, sagas of dead tokens by owner (rarely any). Whole
-    // rows, locked (or, on SQLite, under the write lock): what is read is what is claimed.
+    let mut dead = saga_instance::Entity::find()
+        .filter(saga_instance::Column::LeaseUntil.lt(lease.now))
+        .filter(saga_instance::Column::Owner.ne(lease.owner.as_str()));
     let mut due = saga::Entity::find()
         .filter(saga::Column::NextWakeAt.lte(lease.horizon))
         .filter(saga::Column::Owner.is_null())
         .filter(saga::Column::Status.is_in(active()))
         .order_by_asc(saga::Column::NextWakeAt)
         .limit(limit);
-    // The dead tokens first (a small table), then their sagas, only while there are any.
-    let dead: Vec<String> = saga_instance::Entity::find()
-        .select_only()
-        .column(saga_instance::Column::Owner)
-        .filter(saga_instance::Column::LeaseUntil.lt(lease.now))
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    let mut expired = saga::Entity::find()
-        .filter(saga::Column::Owner.is_in(dead.clone()))
-        .filter(saga::Column::Status.is_in(active()))
-        .limit(limit);
     if locking {
+        dead = dead.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         due = due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-        expired = expired.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
-    let mut found = if dead.is_empty() {
-        vec![]
-    } else {
-        expired.all(&txn).await?
-    };
-    if (found.len() as u64) < limit {
-        // Dead tokens with no unfinished saga left (claimed by earlier polls) are forgotten, so
-        // that they are not looked for again; a stuck saga left with one stays claimable by id.
-        // A token with sagas found now waits for the next poll: rows skipped as locked by
-        // another claim are seen again if that claim rolls back.
-        let empty: Vec<String> = dead
-            .iter()
-            .filter(|d| !found.iter().any(|m| m.owner.as_deref() == Some(d.as_str())))
-            .cloned()
-            .collect();
-        if !empty.is_empty() {
-            saga_instance::Entity::delete_many()
-                .filter(saga_instance::Column::Owner.is_in(empty))
-                .filter(saga_instance::Column::LeaseUntil.lt(lease.now))
-                .exec(&txn)
-                .await?;
-        }
+    let mut taken_over = Vec::new();
+    for token in dead.all(&txn).await? {
+        let n = let_go(&txn, &token.owner).await?;
+        saga_instance::Entity::delete_by_id(token.owner.clone())
+            .exec(&txn)
+            .await?;
+        taken_over.push((token.owner, n));
     }
-    if (found.len() as u64) < limit {
-        found.extend(due.limit(limit - found.len() as u64).all(&txn).await?);
-    }
+    // Whole rows, locked (or, on SQLite, under the write lock): what is read is what is claimed.
+    let found = due.all(&txn).await?;
     let ids: Vec<String> = found.iter().map(|m| m.id.clone()).collect();
     take(&txn, &ids, lease, claimable(lease.now), active()).await?;
     txn.commit().await?;
-    Ok(found
+    let sagas = found
         .into_iter()
         .filter_map(|mut m| {
-            let taken_from = m.owner.take().filter(|o| *o != lease.owner);
             m.owner = Some(lease.owner.clone());
             match rows::record(m) {
-                Ok(record) => Some(Claimed { record, taken_from }),
+                Ok(record) => Some(Claimed {
+                    record,
+                    taken_from: None,
+                }),
                 Err(e) => {
                     // Claimed but unreadable: its lease ends with this instance's run.
                     tracing::warn!(error = %e, "claimed a saga that cannot be read");
@@ -134,7 +112,29 @@ pub(super) async fn claim_due(
                 }
             }
         })
-        .collect())
+        .collect();
+    Ok(Claims { sagas, taken_over })
+}
+
+/// Lets go of every saga of `owner`: no owner, and an unfinished one is due at once if it had
+/// no timer (its calls in flight are lost with their instance). Answers how many.
+async fn let_go<C: ConnectionTrait>(db: &C, owner: &str) -> Result<u64, StoreError> {
+    let due_now = sea_orm::sea_query::CaseStatement::new()
+        .case(
+            saga::Column::Status.is_in(active()),
+            Expr::expr(sea_orm::sea_query::Func::coalesce([
+                Expr::col(saga::Column::NextWakeAt),
+                Expr::col(saga::Column::UpdatedAt),
+            ])),
+        )
+        .finally(Expr::col(saga::Column::NextWakeAt));
+    let res = saga::Entity::update_many()
+        .col_expr(saga::Column::Owner, Expr::value(Option::<String>::None))
+        .col_expr(saga::Column::NextWakeAt, due_now.into())
+        .filter(saga::Column::Owner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
 }
 
 /// Claims the given sagas unless another instance holds a live lease on them.
@@ -169,8 +169,13 @@ async fn take<C: ConnectionTrait>(
     if ids.is_empty() {
         return Ok(());
     }
+    // The timer leaves the log with the claim (the owner keeps it in memory, and its next
+    // transition writes the saga's next one): claimed sagas drop out of the index range that
+    // polls read, which would otherwise grow with every saga claimed and not yet written.
+    // Should the owner die first, `let_go` makes the saga due at once.
     saga::Entity::update_many()
         .col_expr(saga::Column::Owner, Expr::value(lease.owner.as_str()))
+        .col_expr(saga::Column::NextWakeAt, Expr::value(Option::<i64>::None))
         .filter(saga::Column::Id.is_in(ids.iter().cloned()))
         .filter(saga::Column::Status.is_in(statuses))
         .filter(allowed)
@@ -272,22 +277,11 @@ pub(super) async fn release(
 
 /// Gives up the leases of `owner`; what was due stays due, so another instance takes it at once.
 pub(super) async fn release_all(db: &DatabaseConnection, owner: &str) -> Result<u64, StoreError> {
-    let res = saga::Entity::update_many()
-        .col_expr(saga::Column::Owner, Expr::value(Option::<String>::None))
-        .col_expr(
-            saga::Column::NextWakeAt,
-            Expr::expr(sea_orm::sea_query::Func::coalesce([
-                Expr::col(saga::Column::NextWakeAt),
-                Expr::col(saga::Column::UpdatedAt),
-            ])),
-        )
-        .filter(saga::Column::Owner.eq(owner))
-        .exec(db)
-        .await?;
+    let n = let_go(db, owner).await?;
     saga_instance::Entity::delete_by_id(owner.to_string())
         .exec(db)
         .await?;
-    Ok(res.rows_affected)
+    Ok(n)
 }
 
 /// Stores an operator action for the saga's owner.

@@ -180,6 +180,15 @@ impl LeaseTerms {
     }
 }
 
+/// What a poll of the log claimed.
+#[derive(Debug, Clone, Default)]
+pub struct Claims {
+    /// Sagas claimed, loaded.
+    pub sagas: Vec<Claimed>,
+    /// Dead tokens whose sagas were let go (to be claimed when due), with how many.
+    pub taken_over: Vec<(String, u64)>,
+}
+
 /// A saga claimed by this instance.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -245,10 +254,10 @@ pub trait SagaStore: Send + Sync + 'static {
     async fn without_definition(&self) -> Result<Vec<(String, Value)>, StoreError>;
     /// Stores the resolved definition of a saga that has none yet.
     async fn set_definition(&self, id: &str, def: &SagaDefinition) -> Result<(), StoreError>;
-    /// Claims for `lease.owner` the sagas that need a driver, at most `limit`: unfinished ones
-    /// nobody holds that are due by `lease.horizon`, and any whose lease expired before
-    /// `lease.now` (its instance died or stalled). Answers them loaded.
-    async fn claim_due(&self, lease: &LeaseTerms, limit: u64) -> Result<Vec<Claimed>, StoreError>;
+    /// Lets go of the sagas of tokens whose lease ended before `lease.now` (their instance died
+    /// or stalled), then claims for `lease.owner` at most `limit` unfinished sagas nobody holds
+    /// that are due by `lease.horizon`. Answers them loaded.
+    async fn claim_due(&self, lease: &LeaseTerms, limit: u64) -> Result<Claims, StoreError>;
     /// Claims these sagas, unless another instance holds a live lease on them (a wake, an
     /// operator action). Answers those claimed, loaded.
     async fn claim(&self, ids: &[String], lease: &LeaseTerms) -> Result<Vec<Claimed>, StoreError>;

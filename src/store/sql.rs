@@ -3,7 +3,7 @@
 
 use super::writer::{Job, Write, Writer};
 use super::{
-    connect, leases, queries, rows, CallRow, Claimed, Created, LeaseTerms, ListQuery,
+    connect, leases, queries, rows, CallRow, Claimed, Claims, Created, LeaseTerms, ListQuery,
     OperatorRequest, OperatorRow, SagaRecord, SagaStore, StoreError, Transition,
 };
 use crate::domain::SagaDefinition;
@@ -82,7 +82,7 @@ impl SagaStore for SqlStore {
         queries::set_definition(&self.db, id, def).await
     }
 
-    async fn claim_due(&self, lease: &LeaseTerms, limit: u64) -> Result<Vec<Claimed>, StoreError> {
+    async fn claim_due(&self, lease: &LeaseTerms, limit: u64) -> Result<Claims, StoreError> {
         leases::claim_due(&self.db, lease, limit).await
     }
 

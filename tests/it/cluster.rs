@@ -136,7 +136,7 @@ async fn a_killed_instance_is_taken_over_without_doubled_calls(db: TestDb) {
     assert!(taken >= 1.0, "B took over A's sagas: {taken}");
     let lines = lines_b.lock().unwrap();
     assert!(
-        lines.iter().any(|l| l.contains("took over a saga")
+        lines.iter().any(|l| l.contains("took over the sagas")
             && l.contains("\"instance_id\":\"b\"")
             && l.contains("\"from\":\"a#")),
         "a takeover log line names both instances"
