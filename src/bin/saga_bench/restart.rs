@@ -29,7 +29,9 @@ pub async fn run(args: &Args, url: &str) {
     let d2 = down.clone();
     let participant = HttpServer::new(move || {
         let d = d2.clone();
-        App::new().default_service(web::to(move |req: HttpRequest| {
+        // The body is read, as a real participant does: actix-web closes a connection whose
+        // request body was left unread, and every call would then open a new one.
+        App::new().default_service(web::to(move |req: HttpRequest, _body: web::Bytes| {
             let d = d.clone();
             async move {
                 if !d.refusing.load(Ordering::SeqCst) {

@@ -10,22 +10,25 @@ use std::time::{Duration, Instant};
 
 /// Runs the scenario on the database at `url` and prints its figures.
 pub async fn run(args: &Args, url: &str, dir: &std::path::Path) {
-    // The participant: answers at once; /fail/action refuses.
+    // The participant: answers at once; /fail/action refuses. It reads the body, as a real
+    // participant does (actix-web closes a connection whose request body was left unread).
     let calls = Arc::new(AtomicUsize::new(0));
     let c2 = calls.clone();
     let participant = HttpServer::new(move || {
         let c = c2.clone();
-        App::new().default_service(web::to(move |req: actix_web::HttpRequest| {
-            c.fetch_add(1, Ordering::Relaxed);
-            let refuse = req.path() == "/fail/action";
-            async move {
-                if refuse {
-                    HttpResponse::Conflict().json(json!({"error": "no"}))
-                } else {
-                    HttpResponse::Ok().json(json!({"ok": true}))
+        App::new().default_service(web::to(
+            move |req: actix_web::HttpRequest, _body: web::Bytes| {
+                c.fetch_add(1, Ordering::Relaxed);
+                let refuse = req.path() == "/fail/action";
+                async move {
+                    if refuse {
+                        HttpResponse::Conflict().json(json!({"error": "no"}))
+                    } else {
+                        HttpResponse::Ok().json(json!({"ok": true}))
+                    }
                 }
-            }
-        }))
+            },
+        ))
     })
     .workers(1)
     .bind("127.0.0.1:0")
