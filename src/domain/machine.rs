@@ -247,8 +247,8 @@ impl CallOutcome {
 pub enum Event {
     /// The saga was just created.
     Start,
-    /// The saga was loaded from the log after a restart; calls in flight lost their answers:
-    /// each counts as an unknown outcome and, budget allowing, is sent again at once.
+    /// The saga was loaded from the log after a restart (or by another instance); calls in
+    /// flight lost their answers: each is sent again at once as the same attempt.
     Resume,
     /// A participant call ended.
     CallFinished(Answer),
@@ -298,9 +298,6 @@ pub struct CallRecord {
     /// What went wrong.
     pub error: Option<String>,
 }
-
-/// Why a call in flight at a restart counts as an unknown outcome.
-pub const LOST_ANSWER: &str = "the orchestrator restarted before the answer was recorded";
 
 /// The outside world's facts that an event is judged with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -538,26 +535,24 @@ impl SagaState {
         match event {
             Event::Start | Event::Tick => {}
             Event::Resume => {
-                for i in 0..self.steps.len() {
-                    let s = &self.steps[i];
-                    if s.in_flight {
-                        let answer = Answer {
-                            step: i,
-                            phase: s.phase,
-                            attempt: s.calls(s.phase),
-                            outcome: CallOutcome::Unknown,
-                            http_status: None,
-                            error: Some(LOST_ANSWER.into()),
-                        };
-                        // The orchestrator lost the answer, the participant refused nothing:
-                        // the call goes again at once (same key), without a backoff.
-                        self.on_result(def, input, &answer, false, &mut out);
+                // The orchestrator lost the answers of the calls in flight, whose start is
+                // durable: each goes again as the same attempt (same key), and nothing new needs
+                // recording first. Calls held by a stopping shell wait for the next start.
+                if !input.hold_calls {
+                    for (i, s) in self.steps.iter().enumerate() {
+                        if s.in_flight {
+                            out.push(Command::Call {
+                                step: i,
+                                phase: s.phase,
+                                attempt: s.calls(s.phase),
+                            });
+                        }
                     }
                 }
             }
             Event::CallFinished(answer) => {
                 if answer.step < self.steps.len() {
-                    self.on_result(def, input, answer, true, &mut out);
+                    self.on_result(def, input, answer, &mut out);
                 }
             }
             Event::Abort => {
@@ -595,14 +590,12 @@ impl SagaState {
         Ok(out)
     }
 
-    /// Records an answer; `backoff` is false for an answer the orchestrator lost (a retry then
-    /// goes at once).
+    /// Records an answer.
     fn on_result(
         &mut self,
         def: &SagaDefinition,
         input: Input,
         answer: &Answer,
-        backoff: bool,
         out: &mut Vec<Command>,
     ) {
         let Answer {
@@ -642,11 +635,7 @@ impl SagaState {
             .unwrap_or_else(|| outcome.as_str().into());
         let made = s.calls(phase) - s.budget_base;
         let budget_left = made < policy.max_attempts;
-        let wait = if backoff {
-            policy.jittered_backoff_ms(made, input.jitter)
-        } else {
-            0
-        };
+        let wait = policy.jittered_backoff_ms(made, input.jitter);
         let retry_at = now.saturating_add(wait as i64);
         if phase.is_forward() {
             match outcome {

@@ -494,19 +494,36 @@ fn stale_and_duplicate_answers_are_ignored() {
 fn resume_resends_a_call_whose_answer_was_lost() {
     let d = seq(2);
     let (mut s, _) = start(&d);
+    let before = s.clone();
     let c = s.apply(&d, at(T0 + 40), &Event::Resume).unwrap();
-    assert!(s.steps[0].may_have_effect);
-    // The lost answer enters the history as an unknown outcome, with the call's start time.
-    let Some(Command::Record(r)) = c.first() else {
-        panic!("{c:?}")
+    // The same attempt again (same key): its start is durable, so nothing new is recorded
+    // before it goes, and a restart does not spend the retry budget.
+    assert_eq!(calls(&c), vec![(0, Phase::Action, 1)]);
+    assert_eq!(s, before, "nothing to write before the call goes again");
+    assert!(!c.iter().any(|c| matches!(c, Command::Record(_))));
+    // Its answer is accepted as the answer of that attempt.
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 60),
+            &finished(0, Phase::Action, 1, CallOutcome::Success),
+        )
+        .unwrap();
+    assert_eq!(s.steps[0].status, StepStatus::Succeeded);
+    assert_eq!(calls(&c), vec![(1, Phase::Action, 1)]);
+}
+
+#[test]
+fn a_stopping_shell_resumes_nothing_until_it_starts_again() {
+    let d = seq(1);
+    let (mut s, _) = start(&d);
+    let held = Input {
+        hold_calls: true,
+        ..at(T0 + 40)
     };
-    assert_eq!(
-        (r.started_at, r.finished_at, r.outcome, r.error.as_deref()),
-        (T0, T0 + 40, CallOutcome::Unknown, Some(LOST_ANSWER))
-    );
-    // No backoff: the participant refused nothing, the call goes again in the same transition.
-    assert_eq!(calls(&c), vec![(0, Phase::Action, 2)]);
-    assert_eq!(s.steps[0].status, StepStatus::Running);
+    let c = s.apply(&d, held, &Event::Resume).unwrap();
+    assert_eq!(calls(&c), vec![]);
+    assert!(s.steps[0].in_flight, "sent again at the next start");
 }
 
 #[test]
@@ -848,6 +865,8 @@ struct Sim<'a> {
     /// Forward calls in flight when the deadline passed: their answers count as unknown.
     overtaken: Vec<(usize, Phase, u32)>,
     stopping: bool,
+    /// Calls whose answers a restart lost, to be sent again as the same attempts.
+    resending: Vec<(usize, Phase, u32)>,
     accepted: Vec<Kind>,
     /// History records the machine asked for.
     recorded: usize,
@@ -912,6 +931,16 @@ impl Sim<'_> {
     fn check_call(&mut self, step: usize, phase: Phase, attempt: u32) {
         let (s, d) = (&self.s, self.d);
         assert!(!self.stopping, "a call started while the shell is stopping");
+        if let Some(k) = self
+            .resending
+            .iter()
+            .position(|c| *c == (step, phase, attempt))
+        {
+            // The same call again (same attempt, same key): checked when first sent, not charged.
+            self.resending.remove(k);
+            self.inflight.push((step, phase, attempt));
+            return;
+        }
         let spent = self.spent.entry((step, phase)).or_default();
         *spent += 1;
         assert!(
@@ -975,14 +1004,25 @@ impl Sim<'_> {
             .expect("answers are never rejected");
     }
 
-    /// A restart: answers in flight are lost (they count as unknown outcomes).
+    /// A restart: answers in flight are lost; each of those calls is sent again, as the same
+    /// attempt, and nothing else changes.
     fn resume(&mut self, r: u8) {
-        for (step, phase, _) in self.inflight.drain(..) {
-            self.log.push((step, phase, CallOutcome::Unknown));
-        }
+        self.resending = std::mem::take(&mut self.inflight);
         self.stopping = false;
+        let before = self.s.clone();
         self.step(Kind::Resume, Event::Resume, r)
             .expect("resume is never rejected");
+        assert!(
+            self.resending.is_empty(),
+            "calls in flight not sent again after a restart: {:?}",
+            self.resending
+        );
+        if before.wake_at.is_none_or(|t| t > self.now) {
+            assert_eq!(
+                self.s.steps, before.steps,
+                "a restart with nothing due changes no step"
+            );
+        }
     }
 
     fn random_event(&mut self, r: u8, r2: u8) {
@@ -1072,6 +1112,7 @@ fn simulate(d: &SagaDefinition, script: &[u8]) -> Run {
         confirms_started: false,
         overtaken: vec![],
         stopping: false,
+        resending: vec![],
         accepted: vec![],
         recorded: 0,
     };
