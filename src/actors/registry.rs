@@ -175,6 +175,10 @@ pub struct Registry {
 const LOAD_BATCH: usize = 1000;
 /// Batch loads in flight at once.
 const LOADS: usize = 4;
+/// Most sagas claimed by one poll of the log.
+const POLL_BATCH: usize = 2000;
+/// Polls in flight at once (after a takeover, each claims a page of the dead token's sagas).
+const POLLS: usize = 2;
 
 impl Registry {
     /// A registry placing saga actors round-robin on `arbiters`.
@@ -208,7 +212,7 @@ impl Registry {
     /// Asks the log for sagas that need a driver (due timers, expired leases) and starts them;
     /// a full batch asks again at once, a few polls at a time.
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.polling >= LOADS || self.shared.is_stopping() {
+        if self.polling >= POLLS || self.shared.is_stopping() {
             return;
         }
         let token = self.shared.lease.token();
@@ -221,7 +225,7 @@ impl Registry {
         // Bounded: a query stuck on a cut connection must not hold a poll slot for good.
         let limit = std::time::Duration::from_millis(self.shared.lease.lease_ms());
         let fut = async move {
-            tokio::time::timeout(limit, store.claim_due(&terms, LOAD_BATCH as u64))
+            tokio::time::timeout(limit, store.claim_due(&terms, POLL_BATCH as u64))
                 .await
                 .unwrap_or_else(|_| Err(StoreError::timed_out()))
         };
@@ -239,7 +243,7 @@ impl Registry {
                             "took over the sagas of an instance whose lease expired"
                         );
                     }
-                    let full = claims.sagas.len() >= LOAD_BATCH || !claims.taken_over.is_empty();
+                    let full = claims.sagas.len() >= POLL_BATCH || !claims.taken_over.is_empty();
                     for c in claims.sagas {
                         act.claimed(c, ctx);
                     }
