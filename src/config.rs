@@ -124,6 +124,8 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// Log writers committing in parallel, sagas sharded over them by id (1 on SQLite).
     pub writers: usize,
+    /// Most log writes waiting for a writer; beyond, starts get 503.
+    pub max_queued_writes: usize,
 }
 
 impl Default for DatabaseSettings {
@@ -132,6 +134,7 @@ impl Default for DatabaseSettings {
             url: "sqlite://data/sagas.db?mode=rwc".into(),
             max_connections: 8,
             writers: 2,
+            max_queued_writes: 20_000,
         }
     }
 }
@@ -211,6 +214,8 @@ pub struct RuntimeSettings {
     pub saga_arbiters: usize,
     /// A saga with nothing in flight and nothing due for this long leaves memory until its timer.
     pub evict_idle_after_ms: u64,
+    /// Most sagas driven in memory at once; beyond, starts get 503 and due work waits in the log.
+    pub max_live_sagas: usize,
 }
 
 impl Default for RuntimeSettings {
@@ -218,6 +223,7 @@ impl Default for RuntimeSettings {
         RuntimeSettings {
             saga_arbiters: 0,
             evict_idle_after_ms: 1_000,
+            max_live_sagas: 150_000,
         }
     }
 }
@@ -431,6 +437,20 @@ impl Settings {
             "runtime.saga_arbiters",
             "from 0 (one per core) to 256",
             r.saga_arbiters,
+        );
+        check(
+            &mut e,
+            (1..=10_000_000).contains(&r.max_live_sagas),
+            "runtime.max_live_sagas",
+            "from 1 to 10000000",
+            r.max_live_sagas,
+        );
+        check(
+            &mut e,
+            (1..=10_000_000).contains(&self.database.max_queued_writes),
+            "database.max_queued_writes",
+            "from 1 to 10000000",
+            self.database.max_queued_writes,
         );
         check(
             &mut e,

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub store_write: HistogramVec,
     /// `saga_start_rejected_total`: start requests refused as invalid.
     pub rejected: IntCounter,
+    /// `saga_start_unavailable_total`: starts refused with 503 (back-pressure or an outage).
+    pub unavailable: IntCounter,
     /// `saga_live_actors`: saga actors in memory.
     pub actors: IntGauge,
     /// `saga_ready`: 1 when the database answers and migrations are applied (set at scrape).
@@ -109,6 +111,12 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(rejected.clone())).expect("unique");
+        let unavailable = IntCounter::new(
+            "saga_start_unavailable_total",
+            "Starts refused with 503: too many live sagas or queued writes, or the database unreachable",
+        )
+        .expect("valid");
+        r.register(Box::new(unavailable.clone())).expect("unique");
         let actors = IntGauge::new("saga_live_actors", "Saga actors in memory").expect("valid");
         r.register(Box::new(actors.clone())).expect("unique");
         let ready = IntGauge::new(
@@ -199,6 +207,7 @@ impl Metrics {
                 fast,
             ),
             rejected,
+            unavailable,
             actors,
             ready,
             store_read,

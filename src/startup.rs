@@ -66,7 +66,11 @@ impl Application {
             .map_err(|e| StartupError::Config(vec![format!("participant.ca_file: {e}")]))?;
         let single = store::lock_single_instance(&settings.database.url)?;
         let db = store::connect(&settings.database.url, settings.database.max_connections).await?;
-        let store: Arc<dyn SagaStore> = Arc::new(SqlStore::new(db, settings.database.writers));
+        let store: Arc<dyn SagaStore> = Arc::new(SqlStore::new(
+            db,
+            settings.database.writers,
+            settings.database.max_queued_writes,
+        ));
         let metrics = Arc::new(Metrics::new());
         let instance_id = settings.cluster.resolved_instance_id();
         let lease = Arc::new(Lease::new(&instance_id, settings.cluster.lease_ms));
@@ -113,6 +117,7 @@ impl Application {
             timer.clone(),
             arbiters.iter().map(Arbiter::handle).collect(),
             settings.cluster.poll_ms,
+            settings.runtime.max_live_sagas,
         )
         .start();
         timer.do_send(SetRegistry(registry.clone()));

@@ -169,6 +169,8 @@ pub struct Registry {
     requests_busy: bool,
     /// How often the log is polled.
     poll_every: std::time::Duration,
+    /// Most saga actors alive at once: beyond, starts get 503 and claims wait in the log.
+    max_live: usize,
 }
 
 /// Most sagas claimed and loaded by one query.
@@ -187,6 +189,7 @@ impl Registry {
         timer: Addr<Timer>,
         arbiters: Vec<ArbiterHandle>,
         poll_ms: u64,
+        max_live: usize,
     ) -> Self {
         Registry {
             shared,
@@ -200,7 +203,13 @@ impl Registry {
             polling: 0,
             requests_busy: false,
             poll_every: std::time::Duration::from_millis(poll_ms),
+            max_live: max_live.max(1),
         }
+    }
+
+    /// How many more saga actors may start.
+    fn room(&self) -> usize {
+        self.max_live.saturating_sub(self.live.len())
     }
 
     /// The terms of a claim made now.
@@ -212,24 +221,27 @@ impl Registry {
     /// Asks the log for sagas that need a driver (due timers, expired leases) and starts them;
     /// a full batch asks again at once, a few polls at a time.
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.polling >= POLLS || self.shared.is_stopping() {
-            return;
+        self.shared.metrics.owned.set(self.live.len() as i64);
+        // Wakes left waiting for room (see load_due).
+        self.load_due(ctx);
+        let limit = self.room().min(POLL_BATCH);
+        if self.polling >= POLLS || self.shared.is_stopping() || limit == 0 {
+            return self.poll_requests(ctx);
         }
         let token = self.shared.lease.token();
         if self.shared.lease.remaining(&token).is_none() {
             return;
         }
         self.polling += 1;
-        self.shared.metrics.owned.set(self.live.len() as i64);
         let (store, terms) = (self.shared.store.clone(), self.terms());
         // Bounded: a query stuck on a cut connection must not hold a poll slot for good.
-        let limit = std::time::Duration::from_millis(self.shared.lease.lease_ms());
+        let bound = std::time::Duration::from_millis(self.shared.lease.lease_ms());
         let fut = async move {
-            tokio::time::timeout(limit, store.claim_due(&terms, POLL_BATCH as u64))
+            tokio::time::timeout(bound, store.claim_due(&terms, limit as u64))
                 .await
                 .unwrap_or_else(|_| Err(StoreError::timed_out()))
         };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.polling -= 1;
             match res {
                 Ok(claims) => {
@@ -243,7 +255,7 @@ impl Registry {
                             "took over the sagas of an instance whose lease expired"
                         );
                     }
-                    let full = claims.sagas.len() >= POLL_BATCH || !claims.taken_over.is_empty();
+                    let full = claims.sagas.len() >= limit || !claims.taken_over.is_empty();
                     for c in claims.sagas {
                         act.claimed(c, ctx);
                     }
@@ -341,8 +353,9 @@ impl Registry {
 
     /// Loads batches of woken sagas, one query each, and starts their actors; a few batches at
     /// a time, so that a start-up with 100,000 due sagas does not queue 100,000 queries.
+    /// Wakes beyond the room for live actors wait here; every poll looks again.
     fn load_due(&mut self, ctx: &mut Context<Self>) {
-        while self.loading < LOADS && !self.due.is_empty() {
+        while self.loading < LOADS && !self.due.is_empty() && self.room() > 0 {
             self.load_batch(ctx);
         }
     }
@@ -350,7 +363,7 @@ impl Registry {
     /// Loads one batch of `due`.
     fn load_batch(&mut self, ctx: &mut Context<Self>) {
         self.loading += 1;
-        let n = self.due.len().min(LOAD_BATCH);
+        let n = self.due.len().min(LOAD_BATCH).min(self.room());
         let ids: Vec<String> = self.due.drain(..n).collect();
         let (store, terms) = (self.shared.store.clone(), self.terms());
         let fut = async move {
@@ -473,6 +486,13 @@ impl Handler<StartSaga> for Registry {
     type Result = ResponseActFuture<Self, Result<StartOutcome, StoreError>>;
 
     fn handle(&mut self, msg: StartSaga, _: &mut Context<Self>) -> Self::Result {
+        if self.room() == 0 {
+            let why = format!(
+                "{} sagas are live (runtime.max_live_sagas)",
+                self.live.len()
+            );
+            return Box::pin(actix::fut::ready(Err(StoreError::Unavailable(why))));
+        }
         let now = now_ms();
         let def = Arc::new(msg.def);
         // The first transition is folded into the insert: one commit, then the first calls.

@@ -129,6 +129,10 @@ impl ResponseError for Problem {
 
 impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Self {
+        if let crate::store::StoreError::Unavailable(why) = e {
+            // Back-pressure: counted and logged where it arises, not per request.
+            return Problem::unavailable(format!("no new saga is taken now: {why}; try again"));
+        }
         tracing::error!(error = %e, "saga log error");
         Problem::unavailable(format!("the saga log cannot answer now: {e}"))
     }

@@ -54,7 +54,12 @@ pub async fn create(
             def,
         })
         .await
-        .map_err(|_| Problem::unavailable("the registry is not running"))??;
+        .map_err(|_| Problem::unavailable("the registry is not running"))?
+        .inspect_err(|e| {
+            if matches!(e, crate::store::StoreError::Unavailable(_)) {
+                state.shared.metrics.unavailable.inc();
+            }
+        })?;
     let (code, mut record) = match outcome {
         StartOutcome::Created(r) => (StatusCode::CREATED, *r),
         StartOutcome::Existing(r) if r.request == body => (StatusCode::OK, *r),

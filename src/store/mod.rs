@@ -10,6 +10,7 @@
 
 mod connect;
 pub mod entities;
+mod health;
 mod leases;
 mod queries;
 mod rows;
@@ -40,6 +41,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
+    /// The log takes no new saga now (its database cannot be reached, or too many writes wait).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -238,7 +242,8 @@ pub struct ListQuery {
 /// The saga log.
 #[async_trait]
 pub trait SagaStore: Send + Sync + 'static {
-    /// Records a new saga with its initial state, unless the id exists.
+    /// Records a new saga with its initial state, unless the id exists. Refused at once with
+    /// `Unavailable` while the database cannot be reached or too many writes wait.
     async fn create(&self, record: &SagaRecord) -> Result<Created, StoreError>;
     /// Records a transition with its history; fails with `Conflict` unless the stored saga is
     /// still at `t.version` and held by `t.owner` (the fence). Returns the new version.

@@ -19,10 +19,11 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
-    /// Wraps an open, migrated pool; `writers` log writers commit in parallel (one on SQLite).
-    /// Must be called inside a tokio runtime.
-    pub fn new(db: DatabaseConnection, writers: usize) -> Self {
-        let writer = Writer::start(db.clone(), writers);
+    /// Wraps an open, migrated pool; `writers` log writers commit in parallel (one on SQLite),
+    /// and accept new sagas while fewer than `max_queued` writes wait. Must be called inside a
+    /// tokio runtime.
+    pub fn new(db: DatabaseConnection, writers: usize, max_queued: usize) -> Self {
+        let writer = Writer::start(db.clone(), writers, max_queued);
         SqlStore { db, writer }
     }
 

@@ -10,6 +10,7 @@
 //! writes of one saga in order.
 
 use super::entities::{saga, saga_call, saga_operator_action};
+use super::health::Health;
 use super::{rows, Created, LogRecord, SagaRecord, StoreError};
 use crate::domain::SagaStatus;
 use sea_orm::sea_query::{CaseStatement, Condition, Expr, ExprTrait};
@@ -18,6 +19,8 @@ use sea_orm::{
     QueryFilter, SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// One transition to record.
@@ -101,33 +104,61 @@ struct Queues {
 /// The writers of one saga log.
 #[derive(Clone)]
 pub(super) struct Writer {
-    shards: std::sync::Arc<Vec<Queues>>,
+    shards: Arc<Vec<Queues>>,
+    /// Writes queued and not yet taken by a writer task.
+    queued: Arc<AtomicUsize>,
+    /// Beyond this many queued writes, creates are refused (transitions never are: each live
+    /// saga has at most one queued, so the live sagas' bound bounds them).
+    max_queued: usize,
+    health: Arc<Health>,
 }
 
 impl Writer {
-    /// Starts `shards` writer tasks on `db` (one on SQLite, which has one writer anyway).
-    /// Must be called inside a tokio runtime.
-    pub fn start(db: DatabaseConnection, shards: usize) -> Self {
+    /// Starts `shards` writer tasks on `db` (one on SQLite, which has one writer anyway) that
+    /// accept new sagas while fewer than `max_queued` writes wait. Must be called inside a
+    /// tokio runtime.
+    pub fn start(db: DatabaseConnection, shards: usize, max_queued: usize) -> Self {
         let n = if db.get_database_backend() == DbBackend::Sqlite {
             1
         } else {
             shards.max(1)
         };
+        let queued = Arc::new(AtomicUsize::new(0));
+        let health = Arc::new(Health::default());
         let shards = (0..n)
             .map(|_| {
                 let (creates, c_rx) = mpsc::unbounded_channel();
                 let (saves, s_rx) = mpsc::unbounded_channel();
-                tokio::spawn(write_loop(db.clone(), c_rx, s_rx));
+                let taken = Taken(queued.clone());
+                tokio::spawn(write_loop(db.clone(), c_rx, s_rx, taken, health.clone()));
                 Queues { creates, saves }
             })
             .collect();
         Writer {
-            shards: std::sync::Arc::new(shards),
+            shards: Arc::new(shards),
+            queued,
+            max_queued,
+            health,
         }
     }
 
-    /// Queues a write on the shard of its saga.
+    /// Queues a write on the shard of its saga. A new saga is refused at once while the
+    /// database cannot be reached or the queue is full.
     pub fn send(&self, job: Job) -> Result<(), StoreError> {
+        if let Job::Create(..) = job {
+            if self.health.is_down() {
+                return Err(StoreError::Unavailable(
+                    "the saga log's database cannot be reached".into(),
+                ));
+            }
+            let queued = self.queued.load(Ordering::Relaxed);
+            if queued >= self.max_queued {
+                return Err(StoreError::Unavailable(format!(
+                    "{queued} log writes are queued (database.max_queued_writes)"
+                )));
+            }
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
         let mut h = std::collections::hash_map::DefaultHasher::new();
         job.id().hash(&mut h);
         let shard = &self.shards[h.finish() as usize % self.shards.len()];
@@ -161,12 +192,23 @@ impl From<DbErr> for BatchError {
     }
 }
 
+/// Counts the writes a writer task takes off the queue.
+struct Taken(Arc<AtomicUsize>);
+
+impl Taken {
+    fn count(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
 /// Takes whatever is queued, writes it in one transaction, answers each write. Starts come
 /// first (up to half a batch), then transitions, then more starts if there is room.
 async fn write_loop(
     db: DatabaseConnection,
     mut creates: mpsc::UnboundedReceiver<Job>,
     mut saves: mpsc::UnboundedReceiver<Job>,
+    taken: Taken,
+    health: Arc<Health>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -180,7 +222,9 @@ async fn write_loop(
         fill(&mut batch, &mut creates, MAX_BATCH / 2);
         fill(&mut batch, &mut saves, MAX_BATCH);
         fill(&mut batch, &mut creates, MAX_BATCH);
+        taken.count(batch.len());
         if batch.len() > 1 && write_batch(&db, &batch).await.is_ok() {
+            health.up();
             for job in batch.drain(..) {
                 answer_written(job);
             }
@@ -190,8 +234,16 @@ async fn write_loop(
         for job in batch.drain(..) {
             let res = write_batch(&db, std::slice::from_ref(&job)).await;
             match res {
-                Ok(()) => answer_written(job),
-                Err(e) => answer_failed(&db, job, e).await,
+                Ok(()) => {
+                    health.up();
+                    answer_written(job)
+                }
+                Err(e) => {
+                    if let BatchError::Db(e) = &e {
+                        health.failed(&db, e);
+                    }
+                    answer_failed(&db, job, e).await
+                }
             }
         }
     }

@@ -7,6 +7,7 @@ mod proxy;
 
 mod advanced;
 mod api_contract;
+mod backpressure;
 mod cluster;
 mod config;
 mod crash;

@@ -6,7 +6,7 @@
 use crate::helpers::{metric, spawn_app_with, test_settings, Kind, TestApp, TestDb};
 use crate::participant::{Participant, Reply};
 use crate::proxy::{Mode, Proxy};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,13 @@ async fn database_outages_are_survived(db: TestDb) {
         // Cut while calls and their log writes are in flight.
         proxy.set(cut);
         probes_answer_in_time_while_cut(&app, cut, &gauges).await;
+        if cut == Mode::Refuse {
+            starts_are_refused_at_once(&app, &p).await;
+        }
         proxy.set(Mode::Up);
+        if cut == Mode::Refuse {
+            starts_are_taken_again(&app, &p).await;
+        }
 
         for (i, id) in ids.iter().enumerate() {
             let want = if i % 4 == 0 {
@@ -85,6 +91,62 @@ async fn database_outages_are_survived(db: TestDb) {
         assert_eq!(code, 200, "ready again after {cut:?}");
     }
     app.stop().await;
+}
+
+/// While the database refuses connections, once the log writer has seen it, a start gets 503
+/// with `Retry-After` within 1 s, and nothing of it is recorded.
+async fn starts_are_refused_at_once(app: &TestApp, p: &Participant) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = json!({"id": "cut-start", "name": "cut", "steps": [p.step("a")]});
+    loop {
+        let t = Instant::now();
+        let r = app
+            .client
+            .post(format!("{}/v1/sagas", app.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let took = t.elapsed();
+        assert_eq!(
+            r.status().as_u16(),
+            503,
+            "a start while the database is cut"
+        );
+        assert_eq!(r.headers()["retry-after"], "1");
+        let problem: Value = r.json().await.unwrap();
+        if problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("cannot be reached"))
+        {
+            assert!(took < Duration::from_secs(1), "refused after {took:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "starts never refused at once: {problem}"
+        );
+    }
+}
+
+/// Once the database is back, starts are taken again; a 201 (not 200) for the start refused
+/// during the cut shows that nothing of it was recorded.
+async fn starts_are_taken_again(app: &TestApp, p: &Participant) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = json!({"id": "cut-start", "name": "cut", "steps": [p.step("a")]});
+    loop {
+        let (code, problem) = app.post("/v1/sagas", &body).await;
+        if code == 201 {
+            break;
+        }
+        assert_eq!(code, 503, "{problem}");
+        assert!(
+            Instant::now() < deadline,
+            "starts not taken again: {problem}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.wait_status("cut-start", &["succeeded"], 30).await;
 }
 
 /// For 5 s of cut: every `/readyz` is a 503 and every `/metrics` a 200 with `saga_ready 0` and
