@@ -52,11 +52,10 @@ fn claimable(now: i64) -> Condition {
         .add(orphaned(now))
 }
 
-/// Claims the sagas that need a driver, at most `limit`, through `idx_sagas_owner_wake`. First
-/// those of tokens whose lease ended (their instance died, stalled or stopped) that are due or
-/// had calls in flight, page by page (rows locked, skipping those a concurrent poll took); a
-/// dead token with no such saga left lets go of the rest (they only wait on later timers) and
-/// its row is deleted. Then the unowned sagas due by the horizon.
+/// Claims the sagas that need a driver. First the sagas of tokens whose lease ended are let go
+/// (one UPDATE per dead token, whose row is then deleted; each dead token is handled by one
+/// instance: its row is locked); then the unowned sagas due by the horizon are claimed, at most
+/// `limit`, through `idx_sagas_next_wake`.
 pub(super) async fn claim_due(
     db: &DatabaseConnection,
     lease: &LeaseTerms,
@@ -71,57 +70,29 @@ pub(super) async fn claim_due(
     } else {
         super::writer::begin(db).await?
     };
-    let skip_locked = |q: sea_orm::Select<saga::Entity>| {
-        if locking {
-            q.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        } else {
-            q
-        }
-    };
-    let dead = saga_instance::Entity::find()
+    let mut dead = saga_instance::Entity::find()
         .filter(saga_instance::Column::LeaseUntil.lt(lease.now))
-        .filter(saga_instance::Column::Owner.ne(lease.owner.as_str()))
-        .all(&txn)
-        .await?;
-    let mut found = Vec::new();
-    let mut taken_over = Vec::new();
-    for token in dead {
-        let room = limit.saturating_sub(found.len() as u64);
-        if room == 0 {
-            break;
-        }
-        let page = skip_locked(
-            saga::Entity::find()
-                .filter(saga::Column::Owner.eq(token.owner.as_str()))
-                .filter(saga::Column::Status.is_in(active()))
-                .filter(
-                    Condition::any()
-                        .add(saga::Column::NextWakeAt.is_null())
-                        .add(saga::Column::NextWakeAt.lte(lease.horizon)),
-                )
-                .limit(room),
-        )
-        .all(&txn)
-        .await?;
-        if (page.len() as u64) < room && retire(&txn, &token.owner, locking).await? {
-            tracing::debug!(token = %token.owner, "a dead lease token retired");
-        }
-        if !page.is_empty() {
-            taken_over.push((token.owner, page.len() as u64));
-            found.extend(page);
-        }
+        .filter(saga_instance::Column::Owner.ne(lease.owner.as_str()));
+    let mut due = saga::Entity::find()
+        .filter(saga::Column::NextWakeAt.lte(lease.horizon))
+        .filter(saga::Column::Owner.is_null())
+        .filter(saga::Column::Status.is_in(active()))
+        .order_by_asc(saga::Column::NextWakeAt)
+        .limit(limit);
+    if locking {
+        dead = dead.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        due = due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
-    let room = limit.saturating_sub(found.len() as u64);
-    if room > 0 {
-        let due = saga::Entity::find()
-            .filter(saga::Column::Owner.is_null())
-            .filter(saga::Column::NextWakeAt.lte(lease.horizon))
-            .filter(saga::Column::Status.is_in(active()))
-            .order_by_asc(saga::Column::NextWakeAt)
-            .limit(room);
-        found.extend(skip_locked(due).all(&txn).await?);
+    let mut taken_over = Vec::new();
+    for token in dead.all(&txn).await? {
+        let n = let_go(&txn, &token.owner).await?;
+        saga_instance::Entity::delete_by_id(token.owner.clone())
+            .exec(&txn)
+            .await?;
+        taken_over.push((token.owner, n));
     }
     // Whole rows, locked (or, on SQLite, under the write lock): what is read is what is claimed.
+    let found = due.all(&txn).await?;
     let ids: Vec<String> = found.iter().map(|m| m.id.clone()).collect();
     take(&txn, &ids, lease, claimable(lease.now), active()).await?;
     txn.commit().await?;
@@ -143,28 +114,6 @@ pub(super) async fn claim_due(
         })
         .collect();
     Ok(Claims { sagas, taken_over })
-}
-
-/// A dead token with nothing due left: lets go of its other sagas (they wait on later timers)
-/// and deletes its row, unless a concurrent poll is doing it (its row is locked). Answers
-/// whether it was done here.
-async fn retire<C: ConnectionTrait>(
-    db: &C,
-    owner: &str,
-    locking: bool,
-) -> Result<bool, StoreError> {
-    let mut row = saga_instance::Entity::find_by_id(owner.to_string());
-    if locking {
-        row = row.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-    }
-    if row.one(db).await?.is_none() {
-        return Ok(false);
-    }
-    let_go(db, owner).await?;
-    saga_instance::Entity::delete_by_id(owner.to_string())
-        .exec(db)
-        .await?;
-    Ok(true)
 }
 
 /// Lets go of every saga of `owner`: no owner, and an unfinished one is due at once if it had
