@@ -179,7 +179,7 @@ const LOAD_BATCH: usize = 1000;
 const LOADS: usize = 4;
 /// Most sagas claimed by one poll of the log.
 const POLL_BATCH: usize = 2000;
-/// Polls in flight at once (after a takeover, each claims a page of the dead token's sagas).
+/// Polls in flight at once (after a takeover, each claims a batch of the sagas let go).
 const POLLS: usize = 2;
 
 impl Registry {
