@@ -124,7 +124,7 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// Log writers committing in parallel, sagas sharded over them by id (1 on SQLite).
     pub writers: usize,
-    /// Most log writes waiting for a writer; beyond, starts get 503.
+    /// Most starts waiting to be written; beyond, starts get 503 (transitions are not counted).
     pub max_queued_writes: usize,
 }
 

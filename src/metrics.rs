@@ -47,7 +47,7 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Latency of reads behind the API.
     pub store_read: Histogram,
-    /// `saga_leases_total{event}`: leases claimed, taken_over, renewed, released, lost.
+    /// `saga_leases_total{event}`: leases claimed, taken_over, resumed, renewed, released, lost.
     pub leases: IntCounterVec,
     /// `sagas_owned`: sagas this instance drives (its live saga actors, at each poll).
     pub owned: IntGauge,
@@ -113,7 +113,7 @@ impl Metrics {
         r.register(Box::new(rejected.clone())).expect("unique");
         let unavailable = IntCounter::new(
             "saga_start_unavailable_total",
-            "Starts refused with 503: too many live sagas or queued writes, or the database unreachable",
+            "Starts refused with 503: too many live sagas or queued starts, or the database unreachable",
         )
         .expect("valid");
         r.register(Box::new(unavailable.clone())).expect("unique");

@@ -83,7 +83,7 @@ impl Application {
         } else {
             EarlierRuns::MayLive
         };
-        crate::actors::lease::register(&lease, &*store, earlier).await?;
+        let resume = crate::actors::lease::register(&lease, &*store, earlier).await?;
         let shared = Arc::new(Shared {
             store,
             participant: Participant::new(&roots, settings.participant.max_in_flight)
@@ -121,7 +121,7 @@ impl Application {
         )
         .start();
         timer.do_send(SetRegistry(registry.clone()));
-        registry.send(Rehydrate).await??;
+        registry.send(Rehydrate { resume }).await??;
         let keeper = actix_web::rt::spawn(crate::actors::lease::keep(
             lease.clone(),
             shared.store.clone(),

@@ -7,6 +7,7 @@ mod m20261124_000002_create_operator_actions;
 mod m20261124_000003_exact_ids_and_definitions;
 mod m20261124_000004_steps_in_the_saga_row;
 mod m20261124_000005_leases;
+mod m20261124_000006_lease_holder;
 
 /// Applies the saga log's migrations in order.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_exact_ids_and_definitions::Migration),
             Box::new(m20261124_000004_steps_in_the_saga_row::Migration),
             Box::new(m20261124_000005_leases::Migration),
+            Box::new(m20261124_000006_lease_holder::Migration),
         ]
     }
 }

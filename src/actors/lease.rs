@@ -8,7 +8,10 @@
 //! the monotonic clock: a process paused past that (GC, SIGSTOP, a partition) finds its lease
 //! gone when it wakes, sends no call, and registers a new token: its old sagas are claimed
 //! afresh, by whichever instance is first. Tokens are `{instance_id}#{run}.{generation}`, with
-//! a random `run` per process, so that no two processes ever share one.
+//! a random `run` per process. A restart of a configured instance takes its earlier run's
+//! newest token over as it is (its sagas are resumed with nothing rewritten) and writes itself
+//! in as the token's `holder`: a renewal checks the holder, so that of two processes wrongly
+//! given one id, the earlier loses its lease at its next renewal.
 
 use super::now_ms;
 use super::registry::{LeaseLost, Registry};
@@ -62,6 +65,27 @@ impl Lease {
 
     fn token_of(run: &str, generation: u64) -> Arc<str> {
         Arc::from(format!("{run}.{generation}"))
+    }
+
+    /// This process (`{instance_id}#{run}`): the holder of its tokens.
+    pub fn holder(&self) -> String {
+        self.held.lock().expect("lease lock").run.clone()
+    }
+
+    /// Makes `token`, an earlier run's taken over at `sent`, the current one (a restart).
+    fn adopt(&self, token: &str, sent: Instant) {
+        let mut h = self.held.lock().expect("lease lock");
+        h.token = Arc::from(token);
+        h.valid_until = sent + Duration::from_millis(self.lease_ms) - self.margin();
+    }
+
+    /// The token of `generation` is no longer this process's (another took it over, or it
+    /// was let go): nothing more is done on its word; the keeper expires it next round.
+    fn disowned(&self, generation: u64) {
+        let mut h = self.held.lock().expect("lease lock");
+        if h.generation == generation {
+            h.valid_until = Instant::now();
+        }
     }
 
     /// The instance id (`cluster.instance_id`).
@@ -146,31 +170,50 @@ pub enum EarlierRuns {
     AllDead,
 }
 
-/// Registers this instance's token (ending the leases of its earlier runs when its id is
-/// configured: a restart resumes their sagas at once). Called before anything runs.
+/// Registers this instance's token. When its earlier runs are known dead, the newest of their
+/// tokens is taken over instead (answered: its sagas are this run's to resume) and the leases
+/// of the others end, so that their sagas are taken over at once. Called before anything runs.
 pub async fn register(
     lease: &Lease,
     store: &dyn SagaStore,
     earlier_runs: EarlierRuns,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<Option<Arc<str>>, crate::store::StoreError> {
     let t = lease.token();
     let sent = Instant::now();
-    store
-        .register(&t.owner, lease.instance_id(), lease.until())
-        .await?;
-    lease.activate(sent, t.generation);
     let dead = match earlier_runs {
         EarlierRuns::MayLive => None,
         EarlierRuns::OfThisId => Some(Some(lease.instance_id())),
         EarlierRuns::AllDead => Some(None),
     };
-    if let Some(which) = dead {
-        let n = store.end_earlier_runs(which, &t.owner).await?;
-        if n > 0 {
-            tracing::info!(instance_id = %lease.instance_id(), runs = n, "ended the leases of earlier runs of this instance; their sagas resume now");
+    let holder = lease.holder();
+    let Some(which) = dead else {
+        store
+            .register(&t.owner, lease.instance_id(), &holder, lease.until())
+            .await?;
+        lease.activate(sent, t.generation);
+        return Ok(None);
+    };
+    let adopted = store
+        .adopt_earlier_run(which, lease.instance_id(), &holder, lease.until())
+        .await?;
+    match &adopted {
+        Some(token) => {
+            lease.adopt(token, sent);
+            tracing::info!(instance_id = %lease.instance_id(), token = %token, "took over the lease token of the earlier run; its sagas resume now");
+        }
+        None => {
+            store
+                .register(&t.owner, lease.instance_id(), &holder, lease.until())
+                .await?;
+            lease.activate(sent, t.generation);
         }
     }
-    Ok(())
+    let current = lease.token();
+    let n = store.end_earlier_runs(which, &current.owner).await?;
+    if n > 0 {
+        tracing::info!(instance_id = %lease.instance_id(), runs = n, "ended the leases of earlier runs of this instance; their sagas resume now");
+    }
+    Ok(adopted.map(|_| current.owner))
 }
 
 /// Renews this instance's lease every `lease_ms / 5` until the process ends; when a renewal
@@ -183,6 +226,7 @@ pub async fn keep(
     metrics: Arc<Metrics>,
 ) {
     let every = Duration::from_millis((lease.lease_ms() / 5).max(10));
+    let holder = lease.holder();
     let timed_out =
         || crate::store::StoreError::Db(sea_orm::DbErr::Custom("lease statement timed out".into()));
     loop {
@@ -202,7 +246,7 @@ pub async fn keep(
             // A new token: registered before it holds anything.
             let reg = tokio::time::timeout(
                 every,
-                store.register(&t.owner, lease.instance_id(), lease.until()),
+                store.register(&t.owner, lease.instance_id(), &holder, lease.until()),
             );
             match reg.await.unwrap_or_else(|_| Err(timed_out())) {
                 Ok(()) => lease.activate(sent, t.generation),
@@ -214,14 +258,15 @@ pub async fn keep(
         }
         // Bounded: a renewal stuck on a cut connection must not keep the keeper from noticing
         // the expiry.
-        let renewal = tokio::time::timeout(every, store.renew(&t.owner, lease.until()));
+        let renewal = tokio::time::timeout(every, store.renew(&t.owner, &holder, lease.until()));
         match renewal.await.unwrap_or_else(|_| Err(timed_out())) {
             Ok(true) => {
                 lease.renewed(sent, t.generation);
                 metrics.leases.with_label_values(&["renewed"]).inc();
             }
             Ok(false) => {
-                tracing::warn!(instance_id = %lease.instance_id(), "lease token no longer registered")
+                lease.disowned(t.generation);
+                tracing::warn!(instance_id = %lease.instance_id(), "lease token no longer registered, or taken over by another process; giving up its sagas")
             }
             Err(e) => {
                 tracing::warn!(instance_id = %lease.instance_id(), error = %e, "cannot renew the lease")

@@ -6,7 +6,7 @@ use super::timer::{Schedule, Shutdown, Timer};
 use super::{now_ms, Shared};
 use crate::domain::{Event, Input, Rejected, SagaDefinition, SagaState};
 use crate::store::{
-    Claimed, Created, LeaseTerms, OperatorRequest, SagaRecord, StepMeta, StoreError,
+    Claimed, Created, LeaseTerms, OperatorRequest, OwnedCursor, SagaRecord, StepMeta, StoreError,
 };
 use actix::prelude::*;
 use serde_json::Value;
@@ -146,10 +146,29 @@ pub struct Adopt {
 }
 
 /// Resolves the definitions of sagas from older versions, then starts looking in the log for
-/// work every `cluster.poll_ms` (due timers, expired leases, operator requests).
+/// work every `cluster.poll_ms` (due timers, expired leases, operator requests), resuming
+/// first the sagas of `resume`, the token of an earlier run this one took over.
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
-pub struct Rehydrate;
+pub struct Rehydrate {
+    /// The earlier run's token taken over at start-up (a restart), if any.
+    pub resume: Option<Arc<str>>,
+}
+
+/// The walk through the sagas held by the token taken over from the earlier run: ids are read
+/// a page at a time, the sagas loaded a few batches at once.
+struct Resuming {
+    /// The token (this run's current one, of generation 0).
+    owner: Arc<str>,
+    /// Where the next page of ids starts; none once every page was read.
+    from: Option<OwnedCursor>,
+    /// A page is being read.
+    reading: bool,
+    /// Ids read, waiting to be loaded.
+    ids: Vec<String>,
+    /// Sagas resumed so far.
+    resumed: u64,
+}
 
 /// Owns the map of live saga actors.
 pub struct Registry {
@@ -171,6 +190,8 @@ pub struct Registry {
     poll_every: std::time::Duration,
     /// Most saga actors alive at once: beyond, starts get 503 and claims wait in the log.
     max_live: usize,
+    /// Resuming the earlier run's sagas (a restart), until all are loaded.
+    resuming: Option<Resuming>,
 }
 
 /// Most sagas claimed and loaded by one query.
@@ -181,6 +202,8 @@ const LOADS: usize = 4;
 const POLL_BATCH: usize = 2000;
 /// Polls in flight at once (after a takeover, each claims a batch of the sagas let go).
 const POLLS: usize = 2;
+/// Most ids of the earlier run's sagas read by one query.
+const RESUME_PAGE: usize = 10_000;
 
 impl Registry {
     /// A registry placing saga actors round-robin on `arbiters`.
@@ -204,6 +227,7 @@ impl Registry {
             requests_busy: false,
             poll_every: std::time::Duration::from_millis(poll_ms),
             max_live: max_live.max(1),
+            resuming: None,
         }
     }
 
@@ -224,6 +248,7 @@ impl Registry {
         self.shared.metrics.owned.set(self.live.len() as i64);
         // Wakes left waiting for room (see load_due).
         self.load_due(ctx);
+        self.resume(ctx);
         let limit = self.room().min(POLL_BATCH);
         if self.polling >= POLLS || self.shared.is_stopping() || limit == 0 {
             return self.poll_requests(ctx);
@@ -270,6 +295,100 @@ impl Registry {
             }
         }));
         self.poll_requests(ctx);
+    }
+
+    /// Resumes the sagas of the earlier run's token: reads the next page of their ids when
+    /// none wait, and loads waiting ids a few batches at once, as room allows. Given up when
+    /// the token's lease was lost (its sagas are then let go and claimed like any other).
+    fn resume(&mut self, ctx: &mut Context<Self>) {
+        let Some(r) = &self.resuming else { return };
+        let t = self.shared.lease.token();
+        if *t.owner != *r.owner {
+            self.resuming = None;
+            return;
+        }
+        if self.shared.is_stopping() || self.shared.lease.remaining(&t).is_none() {
+            return;
+        }
+        while self.loading < LOADS && self.room() > 0 {
+            let n = self.room().min(LOAD_BATCH);
+            let Some(r) = self.resuming.as_mut().filter(|r| !r.ids.is_empty()) else {
+                break;
+            };
+            let ids: Vec<String> = r.ids.drain(..n.min(r.ids.len())).collect();
+            self.load_resumed(ids, t.owner.clone(), ctx);
+        }
+        let room = self.room();
+        let Some(r) = self.resuming.as_mut() else {
+            return;
+        };
+        if r.reading || !r.ids.is_empty() || room == 0 {
+            return;
+        }
+        let Some(from) = r.from.clone() else {
+            tracing::info!(actor = "registry", instance_id = %self.shared.lease.instance_id(), sagas = r.resumed, "resumed the sagas of the earlier run");
+            self.resuming = None;
+            return;
+        };
+        r.reading = true;
+        let (store, owner) = (self.shared.store.clone(), r.owner.clone());
+        let limit = room.min(RESUME_PAGE) as u64;
+        let bound = std::time::Duration::from_millis(self.shared.lease.lease_ms());
+        let fut = async move {
+            tokio::time::timeout(bound, store.owned_page(&owner, &from, limit))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::timed_out()))
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            let Some(r) = act.resuming.as_mut() else { return };
+            r.reading = false;
+            match res {
+                Ok((ids, next)) => {
+                    r.ids.extend(ids);
+                    r.from = next;
+                }
+                Err(e) => {
+                    tracing::warn!(actor = "registry", error = %e, "cannot read the sagas of the earlier run; trying again at the next poll");
+                    return;
+                }
+            }
+            act.resume(ctx);
+        }));
+    }
+
+    /// Loads a batch of the earlier run's sagas and starts their actors: they are this run's
+    /// already (the token was taken over), so nothing is written.
+    fn load_resumed(&mut self, ids: Vec<String>, owner: Arc<str>, ctx: &mut Context<Self>) {
+        self.loading += 1;
+        let store = self.shared.store.clone();
+        let fut = async move { (store.load_many(&ids).await, ids) };
+        ctx.spawn(fut.into_actor(self).map(move |(res, ids), act, ctx| {
+            act.loading -= 1;
+            match res {
+                Ok(records) => {
+                    let mine: Vec<SagaRecord> = records
+                        .into_iter()
+                        .filter(|r| r.owner.as_deref() == Some(&*owner))
+                        .collect();
+                    let n = mine.len() as u64;
+                    act.shared.metrics.leases.with_label_values(&["resumed"]).inc_by(n);
+                    if let Some(r) = act.resuming.as_mut() {
+                        r.resumed += n;
+                    }
+                    for record in mine {
+                        act.start_loaded(record, ctx);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(actor = "registry", error = %e, "cannot load sagas of the earlier run; trying again at the next poll");
+                    if let Some(r) = act.resuming.as_mut() {
+                        r.ids.extend(ids);
+                    }
+                }
+            }
+            act.resume(ctx);
+            act.load_due(ctx);
+        }));
     }
 
     /// Counts and logs a claim, then starts the saga's actor.
@@ -658,7 +777,14 @@ impl Handler<Adopt> for Registry {
 impl Handler<Rehydrate> for Registry {
     type Result = ResponseActFuture<Self, Result<(), StoreError>>;
 
-    fn handle(&mut self, _: Rehydrate, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Rehydrate, _: &mut Context<Self>) -> Self::Result {
+        self.resuming = msg.resume.map(|owner| Resuming {
+            owner,
+            from: Some(OwnedCursor::default()),
+            reading: false,
+            ids: Vec::new(),
+            resumed: 0,
+        });
         let (store, defaults) = (self.shared.store.clone(), self.shared.defaults);
         Box::pin(
             async move { resolve_legacy_definitions(&*store, &defaults).await }

@@ -9,7 +9,7 @@
 //! queueing on each other's rows.
 
 use super::entities::{saga, saga_instance, saga_operator_request};
-use super::{queries, rows, Claimed, Claims, LeaseTerms, OperatorRequest, StoreError};
+use super::{queries, rows, Claimed, Claims, LeaseTerms, OperatorRequest, OwnedCursor, StoreError};
 use crate::domain::machine::ACTIVE_STATUSES;
 use crate::domain::SagaStatus;
 use sea_orm::sea_query::{Condition, Expr, LockBehavior, LockType, Query, SelectStatement};
@@ -209,21 +209,103 @@ async fn loaded(
         .collect())
 }
 
-/// Records a new lease token of instance `instance_id`, holding until `until`.
+/// Records a new lease token of instance `instance_id`, held by process `holder` until `until`.
 pub(super) async fn register(
     db: &DatabaseConnection,
     owner: &str,
     instance_id: &str,
+    holder: &str,
     until: i64,
 ) -> Result<(), StoreError> {
     saga_instance::Entity::insert(saga_instance::ActiveModel {
         owner: Set(owner.to_string()),
         instance_id: Set(instance_id.to_string()),
         lease_until: Set(until),
+        holder: Set(Some(holder.to_string())),
     })
     .exec_without_returning(db)
     .await?;
     Ok(())
+}
+
+/// Takes over the newest token of the earlier runs of `earlier` (of every instance when none:
+/// SQLite) for process `holder` of instance `instance_id`, until `until`: its sagas are this
+/// run's as they stand, with nothing rewritten. The token changes hands only as it was read, so
+/// that a token let go meanwhile (or renewed by a process still running) is left alone.
+/// Answers the token taken over.
+pub(super) async fn adopt_earlier_run(
+    db: &DatabaseConnection,
+    earlier: Option<&str>,
+    instance_id: &str,
+    holder: &str,
+    until: i64,
+) -> Result<Option<String>, StoreError> {
+    let mut newest = saga_instance::Entity::find().order_by_desc(saga_instance::Column::LeaseUntil);
+    if let Some(id) = earlier {
+        newest = newest.filter(saga_instance::Column::InstanceId.eq(id));
+    }
+    let Some(row) = newest.one(db).await? else {
+        return Ok(None);
+    };
+    let res = saga_instance::Entity::update_many()
+        .col_expr(saga_instance::Column::LeaseUntil, Expr::value(until))
+        .col_expr(saga_instance::Column::Holder, Expr::value(holder))
+        .col_expr(saga_instance::Column::InstanceId, Expr::value(instance_id))
+        .filter(saga_instance::Column::Owner.eq(row.owner.as_str()))
+        .filter(saga_instance::Column::LeaseUntil.eq(row.lease_until))
+        .exec(db)
+        .await?;
+    Ok((res.rows_affected == 1).then_some(row.owner))
+}
+
+/// A page of the ids of the unfinished sagas `owner` holds, from `from` on, at most `limit`;
+/// answers where the next page starts (none: this was the last). Read per active status
+/// through the index on (status, created_at, id), so that the walk costs the unfinished sagas,
+/// not the log; ids only, so that the sagas themselves can be loaded several batches at once.
+pub(super) async fn owned_page(
+    db: &DatabaseConnection,
+    owner: &str,
+    from: &OwnedCursor,
+    limit: u64,
+) -> Result<(Vec<String>, Option<OwnedCursor>), StoreError> {
+    let (mut cur, limit) = (from.clone(), limit.max(1));
+    let mut page: Vec<String> = Vec::new();
+    while let Some(status) = ACTIVE_STATUSES.get(cur.status) {
+        let mut q = saga::Entity::find()
+            .select_only()
+            .column(saga::Column::CreatedAt)
+            .column(saga::Column::Id)
+            .filter(saga::Column::Status.eq(status.as_str()))
+            .filter(saga::Column::Owner.eq(owner));
+        if let Some((created, id)) = &cur.after {
+            // As in listings: `created_at >= c` bounds the index range, the OR sorts out the
+            // sagas created in the cursor's millisecond.
+            q = q.filter(saga::Column::CreatedAt.gte(*created)).filter(
+                Condition::any()
+                    .add(saga::Column::CreatedAt.gt(*created))
+                    .add(saga::Column::Id.gt(id.as_str())),
+            );
+        }
+        let left = limit - page.len() as u64;
+        let rows: Vec<(i64, String)> = q
+            .order_by_asc(saga::Column::CreatedAt)
+            .order_by_asc(saga::Column::Id)
+            .limit(left)
+            .into_tuple()
+            .all(db)
+            .await?;
+        let full = rows.len() as u64 == left;
+        cur.after = rows.last().cloned();
+        page.extend(rows.into_iter().map(|(_, id)| id));
+        if full {
+            return Ok((page, Some(cur)));
+        }
+        cur = OwnedCursor {
+            status: cur.status + 1,
+            after: None,
+        };
+    }
+    Ok((page, None))
 }
 
 /// Ends the leases of the earlier runs of `instance_id` (of every instance when none: SQLite,
@@ -245,16 +327,18 @@ pub(super) async fn end_earlier_runs(
     Ok(res.rows_affected)
 }
 
-/// Extends the lease of `owner`: one row, whatever the number of sagas it holds. Answers
-/// whether the token is still registered.
+/// Extends the lease of `owner` held by process `holder`: one row, whatever the number of sagas
+/// it holds. Answers whether the token is still registered and this process's.
 pub(super) async fn renew(
     db: &DatabaseConnection,
     owner: &str,
+    holder: &str,
     until: i64,
 ) -> Result<bool, StoreError> {
     let res = saga_instance::Entity::update_many()
         .col_expr(saga_instance::Column::LeaseUntil, Expr::value(until))
         .filter(saga_instance::Column::Owner.eq(owner))
+        .filter(saga_instance::Column::Holder.eq(holder))
         .exec(db)
         .await?;
     Ok(res.rows_affected == 1)

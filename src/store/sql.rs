@@ -4,7 +4,7 @@
 use super::writer::{Job, Write, Writer};
 use super::{
     connect, leases, queries, rows, CallRow, Claimed, Claims, Created, LeaseTerms, ListQuery,
-    OperatorRequest, OperatorRow, SagaRecord, SagaStore, StoreError, Transition,
+    OperatorRequest, OperatorRow, OwnedCursor, SagaRecord, SagaStore, StoreError, Transition,
 };
 use crate::domain::SagaDefinition;
 use async_trait::async_trait;
@@ -20,7 +20,7 @@ pub struct SqlStore {
 
 impl SqlStore {
     /// Wraps an open, migrated pool; `writers` log writers commit in parallel (one on SQLite),
-    /// and accept new sagas while fewer than `max_queued` writes wait. Must be called inside a
+    /// and accept new sagas while fewer than `max_queued` starts wait. Must be called inside a
     /// tokio runtime.
     pub fn new(db: DatabaseConnection, writers: usize, max_queued: usize) -> Self {
         let writer = Writer::start(db.clone(), writers, max_queued);
@@ -91,8 +91,33 @@ impl SagaStore for SqlStore {
         leases::claim(&self.db, ids, lease).await
     }
 
-    async fn register(&self, owner: &str, instance_id: &str, until: i64) -> Result<(), StoreError> {
-        leases::register(&self.db, owner, instance_id, until).await
+    async fn register(
+        &self,
+        owner: &str,
+        instance_id: &str,
+        holder: &str,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        leases::register(&self.db, owner, instance_id, holder, until).await
+    }
+
+    async fn adopt_earlier_run(
+        &self,
+        earlier: Option<&str>,
+        instance_id: &str,
+        holder: &str,
+        until: i64,
+    ) -> Result<Option<String>, StoreError> {
+        leases::adopt_earlier_run(&self.db, earlier, instance_id, holder, until).await
+    }
+
+    async fn owned_page(
+        &self,
+        owner: &str,
+        from: &OwnedCursor,
+        limit: u64,
+    ) -> Result<(Vec<String>, Option<OwnedCursor>), StoreError> {
+        leases::owned_page(&self.db, owner, from, limit).await
     }
 
     async fn end_earlier_runs(
@@ -103,8 +128,8 @@ impl SagaStore for SqlStore {
         leases::end_earlier_runs(&self.db, instance_id, except).await
     }
 
-    async fn renew(&self, owner: &str, until: i64) -> Result<bool, StoreError> {
-        leases::renew(&self.db, owner, until).await
+    async fn renew(&self, owner: &str, holder: &str, until: i64) -> Result<bool, StoreError> {
+        leases::renew(&self.db, owner, holder, until).await
     }
 
     async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {

@@ -105,17 +105,18 @@ struct Queues {
 #[derive(Clone)]
 pub(super) struct Writer {
     shards: Arc<Vec<Queues>>,
-    /// Writes queued and not yet taken by a writer task.
+    /// Starts queued and not yet taken by a writer task.
     queued: Arc<AtomicUsize>,
-    /// Beyond this many queued writes, creates are refused (transitions never are: each live
-    /// saga has at most one queued, so the live sagas' bound bounds them).
+    /// Beyond this many queued starts, new ones are refused. Transitions are not counted: a
+    /// start never waits behind them (a restart's catch-up queues one per saga), and each live
+    /// saga has at most one queued, so the live sagas' bound bounds them.
     max_queued: usize,
     health: Arc<Health>,
 }
 
 impl Writer {
     /// Starts `shards` writer tasks on `db` (one on SQLite, which has one writer anyway) that
-    /// accept new sagas while fewer than `max_queued` writes wait. Must be called inside a
+    /// accept new sagas while fewer than `max_queued` starts wait. Must be called inside a
     /// tokio runtime.
     pub fn start(db: DatabaseConnection, shards: usize, max_queued: usize) -> Self {
         let n = if db.get_database_backend() == DbBackend::Sqlite {
@@ -154,11 +155,11 @@ impl Writer {
             let queued = self.queued.load(Ordering::Relaxed);
             if queued >= self.max_queued {
                 return Err(StoreError::Unavailable(format!(
-                    "{queued} log writes are queued (database.max_queued_writes)"
+                    "{queued} starts wait to be written (database.max_queued_writes)"
                 )));
             }
+            self.queued.fetch_add(1, Ordering::Relaxed);
         }
-        self.queued.fetch_add(1, Ordering::Relaxed);
         let mut h = std::collections::hash_map::DefaultHasher::new();
         job.id().hash(&mut h);
         let shard = &self.shards[h.finish() as usize % self.shards.len()];
@@ -192,12 +193,16 @@ impl From<DbErr> for BatchError {
     }
 }
 
-/// Counts the writes a writer task takes off the queue.
+/// Counts the starts a writer task takes off the queue.
 struct Taken(Arc<AtomicUsize>);
 
 impl Taken {
-    fn count(&self, n: usize) {
-        self.0.fetch_sub(n, Ordering::Relaxed);
+    fn count(&self, batch: &[Job]) {
+        let starts = batch
+            .iter()
+            .filter(|j| matches!(j, Job::Create(..)))
+            .count();
+        self.0.fetch_sub(starts, Ordering::Relaxed);
     }
 }
 
@@ -222,7 +227,7 @@ async fn write_loop(
         fill(&mut batch, &mut creates, MAX_BATCH / 2);
         fill(&mut batch, &mut saves, MAX_BATCH);
         fill(&mut batch, &mut creates, MAX_BATCH);
-        taken.count(batch.len());
+        taken.count(&batch);
         if batch.len() > 1 && write_batch(&db, &batch).await.is_ok() {
             health.up();
             for job in batch.drain(..) {

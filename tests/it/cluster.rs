@@ -96,6 +96,7 @@ on_shared_dbs!(
     a_stopped_instance_hands_over_at_once,
     a_paused_instance_calls_nothing_after_its_lease,
     operator_actions_work_on_any_instance,
+    a_restart_takes_its_token_over_and_fences_a_process_still_running,
 );
 
 async fn a_killed_instance_is_taken_over_without_doubled_calls(db: TestDb) {
@@ -224,6 +225,84 @@ async fn a_paused_instance_calls_nothing_after_its_lease(db: TestDb) {
         c.kill().ok();
         let _ = c.wait();
     }
+}
+
+/// Waits until `series` on `api` reaches `at_least`, failing after `secs`.
+async fn metric_reaches(api: &Api, series: &str, at_least: f64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = api.metric(series).await;
+        if v >= at_least {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{series} stayed at {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_restart_takes_its_token_over_and_fences_a_process_still_running(db: TestDb) {
+    let p = Participant::start().await;
+    let (mut a1, api1, lines1) = start(&db, "a");
+    retrying_saga(&p, &api1, "t-1", 50).await;
+    let b_calls = || {
+        p.calls_of("t-1")
+            .iter()
+            .filter(|c| c.path == "/b/action")
+            .count()
+    };
+    eventually(10, "a retrying b", || b_calls() >= 2).await;
+
+    // A second process given the same id while the first still runs: it takes the token over
+    // and resumes the saga; the first finds its lease gone at its next renewal.
+    let (mut a2, api2, lines2) = start(&db, "a");
+    eventually(10, "the first process gives its sagas up", || {
+        lines1
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("taken over by another process"))
+    })
+    .await;
+    assert!(lines2
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("took over the lease token of the earlier run")));
+    metric_reaches(&api1, "saga_leases_total{event=\"lost\"}", 1.0, 10).await;
+    metric_reaches(&api2, "saga_leases_total{event=\"resumed\"}", 1.0, 10).await;
+    a1.kill().ok();
+    let _ = a1.wait();
+    // Renewals of the second after the first is gone: its token is the newest of id "a".
+    let renewed = api2.metric("saga_leases_total{event=\"renewed\"}").await;
+    metric_reaches(
+        &api2,
+        "saga_leases_total{event=\"renewed\"}",
+        renewed + 2.0,
+        10,
+    )
+    .await;
+    let before = b_calls();
+    eventually(10, "the second retrying b", || b_calls() >= before + 2).await;
+
+    // A crash and a restart: the saga is resumed under the same token at once (no claim, no
+    // waiting for the lease to end), and finishes.
+    a2.kill().ok();
+    let _ = a2.wait();
+    let (mut a3, api3, _) = start(&db, "a");
+    metric_reaches(&api3, "saga_leases_total{event=\"resumed\"}", 1.0, 10).await;
+    let before = b_calls();
+    eventually(10, "the third retrying b", || b_calls() >= before + 1).await;
+    assert_eq!(
+        api3.metric("saga_leases_total{event=\"taken_over\"}").await
+            + api3.metric("saga_leases_total{event=\"claimed\"}").await,
+        0.0,
+        "resumed as its own, not claimed again"
+    );
+    p.default_reply("/b/action", Reply::ok());
+    let s = api3.wait_status("t-1", &["succeeded"], 20).await;
+    assert_eq!(s["status"], "succeeded", "{s}");
+    a3.kill().ok();
+    let _ = a3.wait();
 }
 
 async fn operator_actions_work_on_any_instance(db: TestDb) {

@@ -206,6 +206,12 @@ impl Api {
         (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
+    /// The value of one series in this service's `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.get_text("/metrics").await;
+        metric(&text, series).unwrap_or(0.0)
+    }
+
     /// Waits (long-polling) until saga `id` is in one of `statuses`, failing after `secs`.
     pub async fn wait_status(&self, id: &str, statuses: &[&str], secs: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);

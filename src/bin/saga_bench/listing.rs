@@ -36,7 +36,7 @@ pub async fn run(args: &Args, url: &str) {
     let filled = Instant::now();
     fill(url, n, t0, spacing).await;
     let fill_s = filled.elapsed().as_secs_f64();
-    let (mut child, base) = start_service(url, &[]);
+    let (child, base) = start_service(url, &[]);
     let client = reqwest::Client::new();
     let mid = n / 2;
     let deep = format!("{}_list-{mid:07}", t0 + mid as i64 * spacing);
@@ -73,8 +73,7 @@ pub async fn run(args: &Args, url: &str) {
             percentile(&deep, 0.99)
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill();
 }
 
 /// Latencies (ms, sorted) of `SAMPLES` GETs of `url`, each checked to answer a full page.

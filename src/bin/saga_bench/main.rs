@@ -132,7 +132,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Starts the service binary (beside this one) on `url` with `env` added; answers the child
 /// and its base URL. Settings in the bench's own environment (`SAGA__…`) pass through.
-pub fn start_service(url: &str, env: &[(&str, &str)]) -> (Child, String) {
+pub fn start_service(url: &str, env: &[(&str, &str)]) -> (Service, String) {
     let exe = std::env::current_exe()
         .expect("own path")
         .with_file_name("saga-orchestrator");
@@ -168,7 +168,28 @@ pub fn start_service(url: &str, env: &[(&str, &str)]) -> (Child, String) {
     let bound = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("service logs its address");
-    (child, format!("http://{bound}"))
+    (Service(child), format!("http://{bound}"))
+}
+
+/// A service process this bench started: killed when dropped, so that a failed run (a panic)
+/// leaves no service behind.
+pub struct Service(Child);
+
+impl Service {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Kills the service (SIGKILL: also the crash a restart scenario needs) and reaps it.
+    pub fn kill(self) {}
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[actix_web::main]

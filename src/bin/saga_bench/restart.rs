@@ -59,7 +59,7 @@ pub async fn run(args: &Args, url: &str) {
         ("SAGA__PARTICIPANT__CALL_TIMEOUT_MS", "3600000"),
         ("SAGA__CLUSTER__INSTANCE_ID", "bench"),
     ];
-    let (mut child, base) = start_service(url, &slow);
+    let (child, base) = start_service(url, &slow);
     let client = reqwest::Client::new();
     let created = Instant::now();
     let step = json!({"name": "pay", "action": {"url": format!("http://{paddr}/pay")},
@@ -82,13 +82,12 @@ pub async fn run(args: &Args, url: &str) {
         "  {n} sagas started in {:.0} s; killing the service",
         created.elapsed().as_secs_f64()
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill();
 
     down.refusing.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
     // The same instance id: a restart, which resumes its earlier run's sagas at once.
-    let (mut child, base) = start_service(url, &[("SAGA__CLUSTER__INSTANCE_ID", "bench")]);
+    let (child, base) = start_service(url, &[("SAGA__CLUSTER__INSTANCE_ID", "bench")]);
     let pid = child.id();
     let up = t0.elapsed();
     let mut api: [(&str, Vec<f64>); 3] = [
@@ -98,9 +97,15 @@ pub async fn run(args: &Args, url: &str) {
     ];
     let mut all_driven = None;
     let mut peak_rss = 0u64;
+    let mut shown = 0;
     while t0.elapsed() < Duration::from_secs(120) {
         let seen = down.seen.lock().map(|s| s.len()).unwrap_or(0);
         peak_rss = peak_rss.max(proc_usage(pid).1);
+        // Progress once a second: where a slow catch-up loses its time.
+        if t0.elapsed().as_secs() > shown {
+            shown = t0.elapsed().as_secs();
+            eprintln!("  {shown:>3} s: {seen} driven again");
+        }
         if seen >= n {
             all_driven = Some(t0.elapsed());
             break;
@@ -135,8 +140,7 @@ pub async fn run(args: &Args, url: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (_, hwm) = proc_usage(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill();
     let seen = down.seen.lock().map(|s| s.len()).unwrap_or(0);
     println!("saga-bench scenario=restart db={:?} sagas={n}", args.db);
     println!("  service listening after:  {:.1} s", up.as_secs_f64());

@@ -36,7 +36,7 @@ pub async fn run(args: &Args, url: &str, dir: &std::path::Path) {
     let paddr = participant.addrs()[0];
     actix_web::rt::spawn(participant.run());
 
-    let (mut child, base) = start_service(url, &[]);
+    let (child, base) = start_service(url, &[]);
     let pid = child.id();
 
     let client = reqwest::Client::builder()
@@ -107,14 +107,12 @@ pub async fn run(args: &Args, url: &str, dir: &std::path::Path) {
     let elapsed = t0.elapsed().as_secs_f64();
     if waiting {
         report_waiting(&client, &base, pid, args.sagas).await;
-        let _ = child.kill();
-        let _ = child.wait();
+        child.kill();
         let _ = std::fs::remove_dir_all(dir);
         return;
     }
     let (cpu1, peak) = proc_usage(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill();
     let _ = std::fs::remove_dir_all(dir);
     let mut lat = latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
     lat.sort_by(|a, b| a.total_cmp(b));

@@ -13,6 +13,9 @@ pub struct Model {
     pub instance_id: String,
     /// Until when its lease holds (ms).
     pub lease_until: i64,
+    /// The process (`{instance_id}#{run}`) renewing it; a restart that takes the token over
+    /// writes its own. None on rows of older versions.
+    pub holder: Option<String>,
 }
 
 /// No relations are navigated through sea-orm.
