@@ -322,17 +322,21 @@ impl Registry {
         let Some(r) = self.resuming.as_mut() else {
             return;
         };
-        if r.reading || !r.ids.is_empty() || room == 0 {
+        // The next page is read while the last batches of this one load, so loads never wait.
+        if r.reading || r.ids.len() >= LOADS * LOAD_BATCH || room <= r.ids.len() {
             return;
         }
         let Some(from) = r.from.clone() else {
+            if !r.ids.is_empty() || self.loading > 0 {
+                return;
+            }
             tracing::info!(actor = "registry", instance_id = %self.shared.lease.instance_id(), sagas = r.resumed, "resumed the sagas of the earlier run");
             self.resuming = None;
             return;
         };
         r.reading = true;
         let (store, owner) = (self.shared.store.clone(), r.owner.clone());
-        let limit = room.min(RESUME_PAGE) as u64;
+        let limit = (room - r.ids.len()).min(RESUME_PAGE) as u64;
         let bound = std::time::Duration::from_millis(self.shared.lease.lease_ms());
         let fut = async move {
             tokio::time::timeout(bound, store.owned_page(&owner, &from, limit))
