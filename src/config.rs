@@ -126,6 +126,9 @@ pub struct DatabaseSettings {
     pub writers: usize,
     /// Most starts waiting to be written; beyond, starts get 503 (transitions are not counted).
     pub max_queued_writes: usize,
+    /// Longest a batch of log writes may take; beyond, the database counts as unreachable (a
+    /// silent partition) and starts get 503 until it answers again.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -135,6 +138,7 @@ impl Default for DatabaseSettings {
             max_connections: 8,
             writers: 2,
             max_queued_writes: 20_000,
+            write_timeout_ms: 10_000,
         }
     }
 }
@@ -451,6 +455,13 @@ impl Settings {
             "database.max_queued_writes",
             "from 1 to 10000000",
             self.database.max_queued_writes,
+        );
+        check(
+            &mut e,
+            (100..=600_000).contains(&self.database.write_timeout_ms),
+            "database.write_timeout_ms",
+            "from 100 to 600000",
+            self.database.write_timeout_ms,
         );
         check(
             &mut e,

@@ -70,6 +70,7 @@ impl Application {
             db,
             settings.database.writers,
             settings.database.max_queued_writes,
+            std::time::Duration::from_millis(settings.database.write_timeout_ms),
         ));
         let metrics = Arc::new(Metrics::new());
         let instance_id = settings.cluster.resolved_instance_id();

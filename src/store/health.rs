@@ -55,7 +55,7 @@ impl Health {
 }
 
 /// The database could not be reached (as opposed to refusing a statement).
-fn unreachable(e: &DbErr) -> bool {
+pub(super) fn unreachable(e: &DbErr) -> bool {
     use sea_orm::sqlx::Error as Sqlx;
     match e {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,

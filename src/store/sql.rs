@@ -22,8 +22,13 @@ impl SqlStore {
     /// Wraps an open, migrated pool; `writers` log writers commit in parallel (one on SQLite),
     /// and accept new sagas while fewer than `max_queued` starts wait. Must be called inside a
     /// tokio runtime.
-    pub fn new(db: DatabaseConnection, writers: usize, max_queued: usize) -> Self {
-        let writer = Writer::start(db.clone(), writers, max_queued);
+    pub fn new(
+        db: DatabaseConnection,
+        writers: usize,
+        max_queued: usize,
+        write_timeout: std::time::Duration,
+    ) -> Self {
+        let writer = Writer::start(db.clone(), writers, max_queued, write_timeout);
         SqlStore { db, writer }
     }
 

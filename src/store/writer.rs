@@ -10,7 +10,7 @@
 //! writes of one saga in order.
 
 use super::entities::{saga, saga_call, saga_operator_action};
-use super::health::Health;
+use super::health::{self, Health};
 use super::{rows, Created, LogRecord, SagaRecord, StoreError};
 use crate::domain::SagaStatus;
 use sea_orm::sea_query::{CaseStatement, Condition, Expr, ExprTrait};
@@ -118,7 +118,12 @@ impl Writer {
     /// Starts `shards` writer tasks on `db` (one on SQLite, which has one writer anyway) that
     /// accept new sagas while fewer than `max_queued` starts wait. Must be called inside a
     /// tokio runtime.
-    pub fn start(db: DatabaseConnection, shards: usize, max_queued: usize) -> Self {
+    pub fn start(
+        db: DatabaseConnection,
+        shards: usize,
+        max_queued: usize,
+        timeout: std::time::Duration,
+    ) -> Self {
         let n = if db.get_database_backend() == DbBackend::Sqlite {
             1
         } else {
@@ -131,7 +136,12 @@ impl Writer {
                 let (creates, c_rx) = mpsc::unbounded_channel();
                 let (saves, s_rx) = mpsc::unbounded_channel();
                 let taken = Taken(queued.clone());
-                tokio::spawn(write_loop(db.clone(), c_rx, s_rx, taken, health.clone()));
+                let w = Loop {
+                    db: db.clone(),
+                    health: health.clone(),
+                    timeout,
+                };
+                tokio::spawn(write_loop(w, c_rx, s_rx, taken));
                 Queues { creates, saves }
             })
             .collect();
@@ -206,14 +216,34 @@ impl Taken {
     }
 }
 
+/// What a writer task writes to, and how long a batch may take.
+struct Loop {
+    db: DatabaseConnection,
+    health: Arc<Health>,
+    timeout: std::time::Duration,
+}
+
+impl Loop {
+    /// Writes `jobs` in one transaction, within the timeout: a batch that takes longer (a
+    /// silent partition: nothing answers, nothing fails) counts as the database unreachable.
+    /// Its outcome is unknown, as with any failed commit: each job's sender reloads or retries.
+    async fn write(&self, jobs: &[Job]) -> Result<(), BatchError> {
+        match tokio::time::timeout(self.timeout, write_batch(&self.db, jobs)).await {
+            Ok(res) => res,
+            Err(_) => Err(BatchError::Db(DbErr::Conn(sea_orm::RuntimeErr::Internal(
+                format!("a log write took over {} ms", self.timeout.as_millis()),
+            )))),
+        }
+    }
+}
+
 /// Takes whatever is queued, writes it in one transaction, answers each write. Starts come
 /// first (up to half a batch), then transitions, then more starts if there is room.
 async fn write_loop(
-    db: DatabaseConnection,
+    w: Loop,
     mut creates: mpsc::UnboundedReceiver<Job>,
     mut saves: mpsc::UnboundedReceiver<Job>,
     taken: Taken,
-    health: Arc<Health>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -228,26 +258,40 @@ async fn write_loop(
         fill(&mut batch, &mut saves, MAX_BATCH);
         fill(&mut batch, &mut creates, MAX_BATCH);
         taken.count(&batch);
-        if batch.len() > 1 && write_batch(&db, &batch).await.is_ok() {
-            health.up();
-            for job in batch.drain(..) {
-                answer_written(job);
+        if batch.len() > 1 {
+            match w.write(&batch).await {
+                Ok(()) => {
+                    w.health.up();
+                    for job in batch.drain(..) {
+                        answer_written(job);
+                    }
+                    continue;
+                }
+                Err(BatchError::Db(e)) if health::unreachable(&e) => {
+                    // Unreachable: one by one would wait as long again for each.
+                    w.health.failed(&w.db, &e);
+                    for job in batch.drain(..) {
+                        let e = DbErr::Custom(e.to_string());
+                        answer_failed(&w.db, job, BatchError::Db(e)).await;
+                    }
+                    continue;
+                }
+                Err(_) => {}
             }
-            continue;
         }
         // One by one: each write gets its own answer.
         for job in batch.drain(..) {
-            let res = write_batch(&db, std::slice::from_ref(&job)).await;
+            let res = w.write(std::slice::from_ref(&job)).await;
             match res {
                 Ok(()) => {
-                    health.up();
+                    w.health.up();
                     answer_written(job)
                 }
                 Err(e) => {
                     if let BatchError::Db(e) = &e {
-                        health.failed(&db, e);
+                        w.health.failed(&w.db, e);
                     }
-                    answer_failed(&db, job, e).await
+                    answer_failed(&w.db, job, e).await
                 }
             }
         }

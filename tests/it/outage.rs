@@ -34,6 +34,8 @@ async fn database_outages_are_survived(db: TestDb) {
     url.set_port(Some(proxy.port)).unwrap();
     let mut settings = test_settings(&db);
     settings.database.url = url.to_string();
+    // A silent partition is noticed by the writer when a batch takes this long.
+    settings.database.write_timeout_ms = 1_000;
     let app = spawn_app_with(settings).await;
     let p = Participant::start().await;
     for s in ["a", "b", "c", "no"] {
@@ -59,13 +61,10 @@ async fn database_outages_are_survived(db: TestDb) {
         // Cut while calls and their log writes are in flight.
         proxy.set(cut);
         probes_answer_in_time_while_cut(&app, cut, &gauges).await;
-        if cut == Mode::Refuse {
-            starts_are_refused_at_once(&app, &p).await;
-        }
+        let start_id = format!("cut-start-{round}");
+        starts_are_refused_at_once(&app, &p, &start_id).await;
         proxy.set(Mode::Up);
-        if cut == Mode::Refuse {
-            starts_are_taken_again(&app, &p).await;
-        }
+        starts_are_taken_again(&app, &p, &start_id, cut).await;
 
         for (i, id) in ids.iter().enumerate() {
             let want = if i % 4 == 0 {
@@ -93,11 +92,11 @@ async fn database_outages_are_survived(db: TestDb) {
     app.stop().await;
 }
 
-/// While the database refuses connections, once the log writer has seen it, a start gets 503
-/// with `Retry-After` within 1 s, and nothing of it is recorded.
-async fn starts_are_refused_at_once(app: &TestApp, p: &Participant) {
+/// While the database is cut (refusing, or silent), once the log writer has seen it, a start
+/// gets 503 with `Retry-After` within 1 s, and nothing of it is recorded.
+async fn starts_are_refused_at_once(app: &TestApp, p: &Participant, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let body = json!({"id": "cut-start", "name": "cut", "steps": [p.step("a")]});
+    let body = json!({"id": id, "name": "cut", "steps": [p.step("a")]});
     loop {
         let t = Instant::now();
         let r = app
@@ -129,14 +128,16 @@ async fn starts_are_refused_at_once(app: &TestApp, p: &Participant) {
     }
 }
 
-/// Once the database is back, starts are taken again; a 201 (not 200) for the start refused
-/// during the cut shows that nothing of it was recorded.
-async fn starts_are_taken_again(app: &TestApp, p: &Participant) {
+/// Once the database is back, starts are taken again; after a refused connection, a 201 (not
+/// 200) shows that nothing of the start refused during the cut was recorded. (In a silent
+/// partition the first try's batch timed out: its outcome is unknown, as with any commit
+/// whose answer was lost, and a 200 for the same request is as right.)
+async fn starts_are_taken_again(app: &TestApp, p: &Participant, id: &str, cut: Mode) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let body = json!({"id": "cut-start", "name": "cut", "steps": [p.step("a")]});
+    let body = json!({"id": id, "name": "cut", "steps": [p.step("a")]});
     loop {
         let (code, problem) = app.post("/v1/sagas", &body).await;
-        if code == 201 {
+        if code == 201 || (code == 200 && cut == Mode::Partition) {
             break;
         }
         assert_eq!(code, 503, "{problem}");

@@ -98,7 +98,12 @@ async fn timings(client: &reqwest::Client, url: &str) -> Vec<f64> {
 /// Writes `n` sagas of three steps through the store's log writer, many at a time.
 async fn fill(url: &str, n: usize, t0: i64, spacing: i64) {
     let db = store::connect(url, 8).await.expect("database");
-    let store: Arc<dyn SagaStore> = Arc::new(SqlStore::new(db, 2, 100_000));
+    let store: Arc<dyn SagaStore> = Arc::new(SqlStore::new(
+        db,
+        2,
+        100_000,
+        std::time::Duration::from_secs(60),
+    ));
     let request = json!({"name": "order", "payload": {"order": 1}, "steps": [
         {"name": "create", "action": {"url": "http://127.0.0.1:9/o"}, "compensation": {"url": "http://127.0.0.1:9/oc"}},
         {"name": "stock", "action": {"url": "http://127.0.0.1:9/s"}, "compensation": {"url": "http://127.0.0.1:9/sc"}},
