@@ -15,8 +15,8 @@ use crate::domain::SagaStatus;
 use sea_orm::sea_query::{Condition, Expr, LockBehavior, LockType, Query, SelectStatement};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IsolationLevel,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    IsolationLevel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use std::collections::HashMap;
 
@@ -92,9 +92,11 @@ pub(super) async fn claim_due(
         taken_over.push((token.owner, n));
     }
     // Whole rows, locked (or, on SQLite, under the write lock): what is read is what is claimed.
-    let found = due.all(&txn).await?;
+    let mut found = due.all(&txn).await?;
     let ids: Vec<String> = found.iter().map(|m| m.id.clone()).collect();
-    take(&txn, &ids, lease, claimable(lease.now), active()).await?;
+    if !take(&txn, &ids, lease, claimable(lease.now), active()).await? {
+        found.clear();
+    }
     txn.commit().await?;
     let sagas = found
         .into_iter()
@@ -114,6 +116,23 @@ pub(super) async fn claim_due(
         })
         .collect();
     Ok(Claims { sagas, taken_over })
+}
+
+/// Whether `owner`'s row is still in `saga_instances`, read with a shared lock held until the
+/// end of `txn`. A new saga is inserted only under a token that has a row: a dead token's row is
+/// deleted in the transaction that lets go of its sagas, so a saga inserted under it afterwards
+/// would be held by nobody, forever. The lock makes that let-go wait for (or skip) this
+/// transaction, which then lets go of the new sagas too.
+pub(super) async fn token_exists<C: ConnectionTrait>(db: &C, owner: &str) -> Result<bool, DbErr> {
+    let mut q = saga_instance::Entity::find_by_id(owner.to_string()).select_only();
+    q = q.column(saga_instance::Column::Owner);
+    let q = match db.get_database_backend() {
+        // KEY SHARE does not block the renewals (which change no key), only the delete.
+        DbBackend::Postgres => q.lock(LockType::KeyShare),
+        DbBackend::MySql => q.lock(LockType::Share),
+        _ => q,
+    };
+    Ok(q.into_tuple::<String>().one(db).await?.is_some())
 }
 
 /// Lets go of every saga of `owner`: no owner, and an unfinished one is due at once if it had
@@ -154,20 +173,23 @@ pub(super) async fn claim(
         .into_iter()
         .collect();
     let mine = claimable(lease.now).add(saga::Column::Owner.eq(lease.owner.as_str()));
-    take(db, ids, lease, mine, drivable()).await?;
+    let txn = super::writer::begin(db).await?;
+    take(&txn, ids, lease, mine, drivable()).await?;
+    txn.commit().await?;
     loaded(db, ids, lease, before).await
 }
 
-/// The conditional UPDATE of a claim: only rows that still satisfy `allowed` change hands.
+/// The conditional UPDATE of a claim: only rows that still satisfy `allowed` change hands, and
+/// only while the claimer's token has its row (see [`token_exists`]; `db` is a transaction).
 async fn take<C: ConnectionTrait>(
     db: &C,
     ids: &[String],
     lease: &LeaseTerms,
     allowed: Condition,
     statuses: impl Iterator<Item = &'static str>,
-) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
+) -> Result<bool, StoreError> {
+    if ids.is_empty() || !token_exists(db, &lease.owner).await? {
+        return Ok(false);
     }
     // The timer leaves the log with the claim (the owner keeps it in memory, and its next
     // transition writes the saga's next one): claimed sagas drop out of the index range that
@@ -181,7 +203,7 @@ async fn take<C: ConnectionTrait>(
         .filter(allowed)
         .exec(db)
         .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Loads the sagas of `ids` that `lease.owner` now holds; `before` tells whose lease each had.

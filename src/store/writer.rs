@@ -189,6 +189,8 @@ enum BatchError {
     Conflict,
     /// A new saga's id exists already.
     Exists,
+    /// A new saga's lease token has no row any more (its lease ended and was taken over).
+    LeaseLost,
     /// The database failed.
     Db(DbErr),
 }
@@ -335,13 +337,21 @@ async fn answer_failed(db: &DatabaseConnection, job: Job, e: BatchError) {
         (Job::Create(_, reply), BatchError::Db(e)) => {
             let _ = reply.send(Err(e.into()));
         }
+        (Job::Create(_, reply), BatchError::LeaseLost) => {
+            let _ = reply.send(Err(StoreError::Unavailable(
+                "this instance's lease ended before the saga was written".into(),
+            )));
+        }
         (Job::Create(r, reply), BatchError::Conflict) => {
             let _ = reply.send(Err(StoreError::Conflict(r.id.clone())));
         }
         (Job::Save(_, reply), BatchError::Db(e)) => {
             let _ = reply.send(Err(e.into()));
         }
-        (Job::Save(t, reply), BatchError::Conflict | BatchError::Exists) => {
+        (
+            Job::Save(t, reply),
+            BatchError::Conflict | BatchError::Exists | BatchError::LeaseLost,
+        ) => {
             let _ = reply.send(Err(StoreError::Conflict(t.id.clone())));
         }
     }
@@ -388,6 +398,20 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
             Job::Create(..) => None,
         })
         .collect();
+    let mut owners: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Create(r, _) => r.owner.as_deref(),
+            Job::Save(..) => None,
+        })
+        .collect();
+    owners.sort_unstable();
+    owners.dedup();
+    for owner in owners {
+        if !super::leases::token_exists(txn, owner).await? {
+            return Err(BatchError::LeaseLost);
+        }
+    }
     insert_chunked(txn, creates).await?;
     for part in saves.chunks(MAX_UPDATE) {
         if update_versioned(txn, part).await? != part.len() as u64 {

@@ -97,6 +97,7 @@ on_shared_dbs!(
     a_paused_instance_calls_nothing_after_its_lease,
     operator_actions_work_on_any_instance,
     a_restart_takes_its_token_over_and_fences_a_process_still_running,
+    no_saga_is_written_under_a_token_taken_over,
 );
 
 async fn a_killed_instance_is_taken_over_without_doubled_calls(db: TestDb) {
@@ -361,4 +362,46 @@ async fn sqlite_refuses_a_second_instance() {
     assert_eq!(api.get("/healthz").await.0, 200, "the first one goes on");
     first.kill().ok();
     let _ = first.wait();
+}
+
+/// A start taken just after another instance let go of this instance's token (and deleted its
+/// row) must not land under that token: nobody would ever let go of it again. It is refused
+/// (503: the client starts it again) or written under the instance's next token.
+async fn no_saga_is_written_under_a_token_taken_over(db: TestDb) {
+    use sea_orm::ConnectionTrait;
+    let p = Participant::start().await;
+    p.default_reply("/a/action", Reply::slow(500));
+    let (mut a, api, _) = start(&db, "a");
+    let conn = sea_orm::Database::connect(&db.url).await.expect("connect");
+    // What a live instance does to a token whose lease it found ended (its sagas: none here).
+    conn.execute_unprepared("DELETE FROM saga_instances")
+        .await
+        .expect("delete");
+    let body = json!({"id": "late", "name": "l", "steps": [p.step("a")]});
+    let (code, _) = api.post("/v1/sagas", &body).await;
+    assert!(code == 201 || code == 503, "answered {code}");
+    if code == 201 {
+        let orphans = conn
+            .query_all_raw(sea_orm::Statement::from_string(
+                conn.get_database_backend(),
+                "SELECT id FROM sagas WHERE owner IS NOT NULL \
+                 AND owner NOT IN (SELECT owner FROM saga_instances)",
+            ))
+            .await
+            .expect("query");
+        assert!(
+            orphans.is_empty(),
+            "a saga was written under a deleted token"
+        );
+    }
+    // Started again until taken, it runs to its end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(api.post("/v1/sagas", &body).await.0, 200 | 201) {
+        assert!(Instant::now() < deadline, "the start was never taken");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = api.wait_status("late", &["succeeded"], 20).await;
+    assert_eq!(s["status"], "succeeded", "{s}");
+    a.kill().ok();
+    let _ = a.wait();
 }
