@@ -3,6 +3,7 @@
 
 mod helpers;
 mod participant;
+#[path = "../../src/bin/saga_bench/proxy.rs"]
 mod proxy;
 
 mod advanced;

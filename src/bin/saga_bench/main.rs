@@ -6,12 +6,17 @@
 //! - `waiting`: N sagas left waiting on one-hour delayed compensations: memory while they wait;
 //! - `listing`: a log of N sagas, then listing latency of first and deep pages;
 //! - `restart`: N sagas in flight, a kill, a start while their participant is down: time until
-//!   every saga is driven again, peak RSS, and API latency during the catch-up.
+//!   every saga is driven again, peak RSS, and API latency during the catch-up;
+//! - `chaos`: N sagas through several instances while instances are killed, paused and cut off
+//!   their database and the participant misbehaves; checks and prints the rules that must hold
+//!   (exits 1 when one is broken).
 //!
 //! `cargo build --release --bins && ./target/release/saga-bench --db sqlite --sagas 2000 --concurrency 64`
 //! Settings to try pass through from the environment (`SAGA__DATABASE__WRITERS=4 saga-bench …`).
 
+mod chaos;
 mod listing;
+mod proxy;
 mod restart;
 mod sagas;
 
@@ -40,6 +45,9 @@ enum Scenario {
     /// `--sagas` sagas in flight (use 100,000), a kill, a start while their participant is
     /// down: time until each is driven again, RSS, and the API meanwhile.
     Restart,
+    /// `--sagas` sagas through `--instances` instances under injected faults; checks the rules
+    /// (no doubled call in flight, attempts bounded, compensations after actions, none lost).
+    Chaos,
 }
 
 #[derive(Parser)]
@@ -60,6 +68,24 @@ struct Args {
     /// Fraction of sagas whose step 3 answers 409 (they compensate steps 1 and 2).
     #[arg(long, default_value_t = 0.1)]
     fail_ratio: f64,
+    /// Chaos: instances on the database (one on SQLite).
+    #[arg(long, default_value_t = 3)]
+    instances: usize,
+    /// Chaos: seed of the faults (the same seed injects the same faults).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Chaos: faults to inject at least (one every 2-4 s, more while sagas are still started).
+    #[arg(long, default_value_t = 20)]
+    faults: u32,
+    /// Chaos: how long a database cut lasts (s).
+    #[arg(long, default_value_t = 10)]
+    cut_secs: u64,
+    /// Chaos: sagas started per second (spread over the run, so faults meet every phase).
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Chaos: a shell command that restarts the database server, to inject that fault too.
+    #[arg(long)]
+    db_restart: Option<String>,
     /// Admin URL for MariaDB/MySQL (a fresh database is created on it).
     #[arg(long, default_value = "mysql://root@127.0.0.1:3306")]
     mysql_url: String,
@@ -133,6 +159,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Starts the service binary (beside this one) on `url` with `env` added; answers the child
 /// and its base URL. Settings in the bench's own environment (`SAGA__…`) pass through.
 pub fn start_service(url: &str, env: &[(&str, &str)]) -> (Service, String) {
+    try_start_service(url, env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`start_service`], answering why when the service does not come up.
+pub fn try_start_service(url: &str, env: &[(&str, &str)]) -> Result<(Service, String), String> {
     let exe = std::env::current_exe()
         .expect("own path")
         .with_file_name("saga-orchestrator");
@@ -142,33 +173,45 @@ pub fn start_service(url: &str, env: &[(&str, &str)]) -> (Service, String) {
         .arg("serve")
         .env("SAGA__SERVER__BIND", "127.0.0.1:0")
         .env("SAGA__DATABASE__URL", url)
-        .env("SAGA__LOG__LEVEL", "warn,saga_orchestrator::startup=info")
         .env_remove("RUST_LOG");
+    if std::env::var_os("SAGA__LOG__LEVEL").is_none() {
+        cmd.env("SAGA__LOG__LEVEL", "warn,saga_orchestrator::startup=info");
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| {
-        panic!(
+    let mut child = cmd.stdout(Stdio::piped()).spawn().map_err(|e| {
+        format!(
             "cannot start {} ({e}); run `cargo build --release --bins` first",
             exe.display()
         )
-    });
+    })?;
     let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::channel::<Result<String, String>>();
+    // SAGA_BENCH_SERVICE_LOGS=DIR keeps each service's log lines in DIR/{pid}.log.
+    let mut keep = std::env::var_os("SAGA_BENCH_SERVICE_LOGS").and_then(|d| {
+        let path = std::path::Path::new(&d).join(format!("{}.log", child.id()));
+        std::fs::File::create(path).ok()
+    });
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(b) = serde_json::from_str::<Value>(&line)
-                .ok()
-                .and_then(|v| v["bound"].as_str().map(String::from))
-            {
-                let _ = tx.send(b);
+            if let Some(f) = keep.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(f, "{line}");
+            }
+            let v = serde_json::from_str::<Value>(&line).unwrap_or_default();
+            if let Some(b) = v["bound"].as_str() {
+                let _ = tx.send(Ok(b.to_string()));
+            } else if v["msg"] == "saga-orchestrator failed" {
+                let _ = tx.send(Err(format!("the service failed: {}", v["error"])));
             }
         }
     });
+    let service = Service(child);
     let bound = rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("service logs its address");
-    (Service(child), format!("http://{bound}"))
+        .map_err(|e| format!("the service did not log its address: {e}"))??;
+    Ok((service, format!("http://{bound}")))
 }
 
 /// A service process this bench started: killed when dropped, so that a failed run (a panic)
@@ -201,6 +244,7 @@ async fn main() {
         Scenario::Throughput | Scenario::Waiting => sagas::run(&args, &url, &dir).await,
         Scenario::Listing => listing::run(&args, &url).await,
         Scenario::Restart => restart::run(&args, &url).await,
+        Scenario::Chaos => chaos::run(&args, &url).await,
     }
     drop_db(&args).await;
     let _ = std::fs::remove_dir_all(&dir);
