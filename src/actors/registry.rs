@@ -184,6 +184,8 @@ pub struct Registry {
     loading: usize,
     /// Polls of the log in flight.
     polling: usize,
+    /// Polls of the log so far (every `ORPHAN_SWEEP`th also sweeps orphans).
+    polls: u64,
     /// A look at the operator requests is in flight.
     requests_busy: bool,
     /// How often the log is polled.
@@ -202,6 +204,9 @@ const LOADS: usize = 4;
 const POLL_BATCH: usize = 2000;
 /// Polls in flight at once (after a takeover, each claims a batch of the sagas let go).
 const POLLS: usize = 2;
+/// One poll in this many also lets go of sagas held by a token without a row (a scan of the
+/// unfinished sagas: rare, as such sagas should never exist).
+const ORPHAN_SWEEP: u64 = 30;
 /// Most ids of the earlier run's sagas read by one query.
 const RESUME_PAGE: usize = 10_000;
 
@@ -224,6 +229,7 @@ impl Registry {
             due_set: HashSet::new(),
             loading: 0,
             polling: 0,
+            polls: 0,
             requests_busy: false,
             poll_every: std::time::Duration::from_millis(poll_ms),
             max_live: max_live.max(1),
@@ -258,7 +264,9 @@ impl Registry {
             return;
         }
         self.polling += 1;
-        let (store, terms) = (self.shared.store.clone(), self.terms());
+        self.polls += 1;
+        let (store, mut terms) = (self.shared.store.clone(), self.terms());
+        terms.sweep_orphans = self.polls % ORPHAN_SWEEP == 0;
         // Bounded: a query stuck on a cut connection must not hold a poll slot for good.
         let bound = std::time::Duration::from_millis(self.shared.lease.lease_ms());
         let fut = async move {
@@ -272,6 +280,10 @@ impl Registry {
                 Ok(claims) => {
                     for (from, n) in &claims.taken_over {
                         act.shared.metrics.leases.with_label_values(&["taken_over"]).inc_by(*n);
+                        if from.is_empty() {
+                            tracing::warn!(actor = "registry", instance_id = %act.shared.lease.instance_id(), sagas = n, "let go of sagas held by a lease token that no longer exists");
+                            continue;
+                        }
                         tracing::info!(
                             actor = "registry",
                             instance_id = %act.shared.lease.instance_id(),

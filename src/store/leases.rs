@@ -91,6 +91,12 @@ pub(super) async fn claim_due(
             .await?;
         taken_over.push((token.owner, n));
     }
+    if lease.sweep_orphans {
+        let n = let_go_orphans(&txn).await?;
+        if n > 0 {
+            taken_over.push((String::new(), n));
+        }
+    }
     // Whole rows, locked (or, on SQLite, under the write lock): what is read is what is claimed.
     let mut found = due.all(&txn).await?;
     let ids: Vec<String> = found.iter().map(|m| m.id.clone()).collect();
@@ -151,6 +157,34 @@ async fn let_go<C: ConnectionTrait>(db: &C, owner: &str) -> Result<u64, StoreErr
         .col_expr(saga::Column::Owner, Expr::value(Option::<String>::None))
         .col_expr(saga::Column::NextWakeAt, due_now.into())
         .filter(saga::Column::Owner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// Lets go of the unfinished sagas whose token has no row: nobody would ever let go of them
+/// otherwise. Creates and claims check the row (see [`token_exists`]), but that check rests on
+/// row locks, which a multi-primary cluster (Galera) does not share between nodes; this sweep
+/// is the net under it. A token without a row is dead for good: its holder's next renewal
+/// fails (a renewal needs the row), and a write still under way is fenced off by the owner.
+async fn let_go_orphans<C: ConnectionTrait>(db: &C) -> Result<u64, StoreError> {
+    let all_tokens = Query::select()
+        .column(saga_instance::Column::Owner)
+        .from(saga_instance::Entity)
+        .to_owned();
+    let res = saga::Entity::update_many()
+        .col_expr(saga::Column::Owner, Expr::value(Option::<String>::None))
+        .col_expr(
+            saga::Column::NextWakeAt,
+            Expr::expr(sea_orm::sea_query::Func::coalesce([
+                Expr::col(saga::Column::NextWakeAt),
+                Expr::col(saga::Column::UpdatedAt),
+            ]))
+            .into(),
+        )
+        .filter(saga::Column::Status.is_in(active()))
+        .filter(saga::Column::Owner.is_not_null())
+        .filter(saga::Column::Owner.not_in_subquery(all_tokens))
         .exec(db)
         .await?;
     Ok(res.rows_affected)

@@ -171,6 +171,9 @@ pub struct LeaseTerms {
     pub now: i64,
     /// Sagas due by then (ms) are claimed.
     pub horizon: i64,
+    /// Also let go of unfinished sagas held by a token that has no row at all (a safety net:
+    /// see `leases::let_go_orphans`).
+    pub sweep_orphans: bool,
 }
 
 impl LeaseTerms {
@@ -180,6 +183,7 @@ impl LeaseTerms {
             owner: owner.to_string(),
             now,
             horizon: now + ahead_ms,
+            sweep_orphans: false,
         }
     }
 }
@@ -189,7 +193,8 @@ impl LeaseTerms {
 pub struct Claims {
     /// Sagas claimed, loaded.
     pub sagas: Vec<Claimed>,
-    /// Dead tokens whose sagas were let go (to be claimed when due), with how many.
+    /// Dead tokens whose sagas were let go (to be claimed when due), with how many; an empty
+    /// token stands for the sagas of tokens without a row (the orphan sweep).
     pub taken_over: Vec<(String, u64)>,
 }
 

@@ -98,6 +98,7 @@ on_shared_dbs!(
     operator_actions_work_on_any_instance,
     a_restart_takes_its_token_over_and_fences_a_process_still_running,
     no_saga_is_written_under_a_token_taken_over,
+    a_saga_held_by_a_token_without_a_row_is_swept_up,
 );
 
 async fn a_killed_instance_is_taken_over_without_doubled_calls(db: TestDb) {
@@ -404,4 +405,35 @@ async fn no_saga_is_written_under_a_token_taken_over(db: TestDb) {
     assert_eq!(s["status"], "succeeded", "{s}");
     a.kill().ok();
     let _ = a.wait();
+}
+
+/// The net under the row check: a saga whose owner names a token that has no row (no let-go
+/// will ever find it) is let go by the orphan sweep and finished by a live instance.
+async fn a_saga_held_by_a_token_without_a_row_is_swept_up(db: TestDb) {
+    use sea_orm::ConnectionTrait;
+    let p = Participant::start().await;
+    p.default_reply("/a/action", Reply::slow(600));
+    let (mut a, api_a, _) = start(&db, "a");
+    let body = json!({"id": "ghosted", "name": "g", "steps": [p.step("a")]});
+    assert_eq!(api_a.post("/v1/sagas", &body).await.0, 201);
+    // Its call is in flight (no timer in the log) when its owner becomes a token nobody has.
+    let conn = sea_orm::Database::connect(&db.url).await.expect("connect");
+    conn.execute_unprepared("UPDATE sagas SET owner = 'ghost#0.0' WHERE id = 'ghosted'")
+        .await
+        .expect("update");
+    a.kill().ok();
+    let _ = a.wait();
+    let (mut b, api_b, lines_b) = start(&db, "b");
+    let s = api_b.wait_status("ghosted", &["succeeded"], 30).await;
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert!(
+        lines_b
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("lease token that no longer exists")),
+        "the sweep says what it did"
+    );
+    b.kill().ok();
+    let _ = b.wait();
 }
