@@ -266,7 +266,7 @@ impl Registry {
         self.polling += 1;
         self.polls += 1;
         let (store, mut terms) = (self.shared.store.clone(), self.terms());
-        terms.sweep_orphans = self.polls % ORPHAN_SWEEP == 0;
+        terms.sweep_orphans = self.polls.is_multiple_of(ORPHAN_SWEEP);
         // Bounded: a query stuck on a cut connection must not hold a poll slot for good.
         let bound = std::time::Duration::from_millis(self.shared.lease.lease_ms());
         let fut = async move {

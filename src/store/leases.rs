@@ -179,8 +179,7 @@ async fn let_go_orphans<C: ConnectionTrait>(db: &C) -> Result<u64, StoreError> {
             Expr::expr(sea_orm::sea_query::Func::coalesce([
                 Expr::col(saga::Column::NextWakeAt),
                 Expr::col(saga::Column::UpdatedAt),
-            ]))
-            .into(),
+            ])),
         )
         .filter(saga::Column::Status.is_in(active()))
         .filter(saga::Column::Owner.is_not_null())

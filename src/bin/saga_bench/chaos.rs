@@ -192,6 +192,8 @@ impl Drop for Ended<'_> {
 /// One instance: its id, the running process (none while killed) and its API.
 struct Instance {
     id: String,
+    /// Its database URL (through its node's proxy).
+    url: String,
     service: Option<Service>,
     base: String,
 }
@@ -250,10 +252,8 @@ type Injected = Arc<Mutex<BTreeMap<&'static str, u32>>>;
 /// What the fault injector works on.
 struct Chaos {
     instances: Vec<Arc<Mutex<Instance>>>,
-    /// The database URL through the proxy, which the instances use.
-    proxied: String,
-    /// Between the instances and the database (none on SQLite).
-    db_proxy: Option<Arc<Proxy>>,
+    /// Between the instances and the database, one per database node (none on SQLite).
+    db_proxies: Vec<Arc<Proxy>>,
     /// Between the instances and the participant.
     participant_proxy: Arc<Proxy>,
     ledger: web::Data<Ledger>,
@@ -266,23 +266,23 @@ impl Chaos {
     /// Injects one fault chosen by `rng`; answers what it did.
     async fn inject(&self, rng: &mut StdRng) -> &'static str {
         let k = rng.random_range(0..self.instances.len());
-        let kinds = match (&self.db_proxy, &self.db_restart) {
-            (None, _) => 3,
-            (Some(_), None) => 5,
-            (Some(_), Some(_)) => 6,
+        let kinds = match (self.db_proxies.is_empty(), &self.db_restart) {
+            (true, _) => 3,
+            (false, None) => 5,
+            (false, Some(_)) => 6,
         };
         match rng.random_range(0..kinds) {
             0 => {
-                let (id, old) = {
+                let (id, url, old) = {
                     let mut i = self.instances[k].lock().unwrap_or_else(|e| e.into_inner());
-                    (i.id.clone(), i.service.take())
+                    (i.id.clone(), i.url.clone(), i.service.take())
                 };
                 if let Some(s) = old {
                     s.kill();
                     self.ledger.cut(Some(id.clone()));
                 }
                 tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
-                let (s, base) = start_instance(&id, &self.proxied).await;
+                let (s, base) = start_instance(&id, &url).await;
                 let mut i = self.instances[k].lock().unwrap_or_else(|e| e.into_inner());
                 i.service = Some(s);
                 i.base = base;
@@ -316,9 +316,11 @@ impl Chaos {
                 } else {
                     (Mode::Partition, "database connections silent (partition)")
                 };
-                if let Some(p) = &self.db_proxy {
+                for p in &self.db_proxies {
                     p.set(mode);
-                    tokio::time::sleep(self.cut).await;
+                }
+                tokio::time::sleep(self.cut).await;
+                for p in &self.db_proxies {
                     p.set(Mode::Up);
                 }
                 what
@@ -401,27 +403,39 @@ pub async fn run(args: &Args, url: &str) {
     let paddr = format!("127.0.0.1:{}", participant_proxy.port);
     actix_web::rt::spawn(participant.run());
 
-    // The instances reach the database through the proxy, which the faults cut.
-    let (proxied, db_proxy) = if url.starts_with("sqlite:") {
-        (url.to_string(), None)
+    // The instances reach the database through proxies, which the faults cut: one per node
+    // (`--db-nodes`, instance k on node k mod n), else one.
+    let (mut proxied, mut db_proxies) = (vec![], vec![]);
+    if url.starts_with("sqlite:") {
+        proxied.push(url.to_string());
     } else {
         let mut u = url::Url::parse(url).expect("url");
-        let upstream = format!("127.0.0.1:{}", u.port_or_known_default().expect("port"));
-        let proxy = Proxy::start(upstream).await;
-        u.set_port(Some(proxy.port)).expect("port");
-        (u.to_string(), Some(Arc::new(proxy)))
-    };
-    let count = if db_proxy.is_none() {
+        let ports = match &args.db_nodes {
+            Some(list) => list
+                .split(',')
+                .map(|p| p.trim().parse::<u16>().expect("--db-nodes: ports"))
+                .collect(),
+            None => vec![u.port_or_known_default().expect("port")],
+        };
+        for port in ports {
+            let proxy = Proxy::start(format!("127.0.0.1:{port}")).await;
+            u.set_port(Some(proxy.port)).expect("port");
+            proxied.push(u.to_string());
+            db_proxies.push(Arc::new(proxy));
+        }
+    }
+    let count = if db_proxies.is_empty() {
         1
     } else {
         args.instances
     };
     let mut instances: Vec<Arc<Mutex<Instance>>> = vec![];
     for k in 0..count {
-        let id = format!("chaos-{k}");
-        let (service, base) = start_instance(&id, &proxied).await;
+        let (id, url) = (format!("chaos-{k}"), proxied[k % proxied.len()].clone());
+        let (service, base) = start_instance(&id, &url).await;
         instances.push(Arc::new(Mutex::new(Instance {
             id,
+            url,
             service: Some(service),
             base,
         })));
@@ -443,12 +457,11 @@ pub async fn run(args: &Args, url: &str) {
         let (seed, faults) = (args.seed, args.faults);
         let chaos = Chaos {
             instances: instances.clone(),
-            proxied: proxied.clone(),
-            db_proxy: db_proxy.clone(),
+            db_proxies: db_proxies.clone(),
             participant_proxy: participant_proxy.clone(),
             ledger: ledger.clone(),
             cut: Duration::from_secs(args.cut_secs),
-            db_restart: args.db_restart.clone().filter(|_| db_proxy.is_some()),
+            db_restart: args.db_restart.clone().filter(|_| !db_proxies.is_empty()),
         };
         actix_web::rt::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed);

@@ -86,6 +86,10 @@ struct Args {
     /// Chaos: a shell command that restarts the database server, to inject that fault too.
     #[arg(long)]
     db_restart: Option<String>,
+    /// Chaos: ports of the nodes of a multi-primary MariaDB cluster (Galera) on 127.0.0.1,
+    /// comma-separated: instance k uses node k mod n (`--mysql-url` names one of them).
+    #[arg(long)]
+    db_nodes: Option<String>,
     /// Admin URL for MariaDB/MySQL (a fresh database is created on it).
     #[arg(long, default_value = "mysql://root@127.0.0.1:3306")]
     mysql_url: String,
