@@ -384,7 +384,7 @@ async fn sample_leases(url: String, samples: LeaseSamples, stop: Arc<AtomicBool>
 
 /// Runs the scenario on the (empty) database at `url`.
 pub async fn run(args: &Args, url: &str) {
-    let n = args.sagas;
+    let n = args.sagas();
     let ledger = web::Data::new(Ledger {
         seed: args.seed,
         calls: Mutex::new(Vec::new()),

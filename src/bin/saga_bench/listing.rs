@@ -29,7 +29,7 @@ fn status_of(i: usize) -> SagaStatus {
 
 /// Runs the scenario on the (empty) database at `url`.
 pub async fn run(args: &Args, url: &str) {
-    let n = args.sagas;
+    let n = args.sagas();
     let t0 = chrono::Utc::now().timestamp_millis() - 30 * 86_400_000;
     // One saga every 2.5 s over the last 30 days (for 1,000,000 sagas).
     let spacing = (30 * 86_400_000 / n.max(1) as i64).max(1);

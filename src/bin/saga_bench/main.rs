@@ -59,9 +59,9 @@ struct Args {
     /// Database to run on.
     #[arg(long, value_enum, default_value = "sqlite")]
     db: Db,
-    /// Sagas to run.
-    #[arg(long, default_value_t = 2000)]
-    sagas: usize,
+    /// Sagas to run (default 2000; chaos: 10,000).
+    #[arg(long)]
+    sagas: Option<usize>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -96,6 +96,18 @@ struct Args {
     /// Admin URL for PostgreSQL (a fresh database is created on it).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres_url: String,
+}
+
+impl Args {
+    /// Sagas to run: `--sagas`, or the scenario's default.
+    fn sagas(&self) -> usize {
+        let default = if self.scenario == Scenario::Chaos {
+            10_000
+        } else {
+            2000
+        };
+        self.sagas.unwrap_or(default)
+    }
 }
 
 /// CPU seconds (user + system) and peak RSS (bytes) of a process, from /proc.

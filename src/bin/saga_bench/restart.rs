@@ -24,7 +24,7 @@ struct Down {
 
 /// Runs the scenario on the (empty) database at `url`.
 pub async fn run(args: &Args, url: &str) {
-    let n = args.sagas;
+    let n = args.sagas();
     let down = Arc::new(Down::default());
     let d2 = down.clone();
     let participant = HttpServer::new(move || {

@@ -55,7 +55,7 @@ pub async fn run(args: &Args, url: &str, dir: &std::path::Path) {
                "compensation": {"url": format!("http://{paddr}/{n}/compensation"), "delay_ms": delay}})
     };
     let (cpu0, _) = proc_usage(pid);
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.sagas)));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.sagas())));
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
     let fail_every = if waiting {
@@ -77,7 +77,7 @@ pub async fn run(args: &Args, url: &str, dir: &std::path::Path) {
         );
         let bodies: Vec<Value> = vec![step("s1", false), step("s2", false)];
         let (s3, s3f) = (step("s3", false), step("s3", true));
-        let n = args.sagas;
+        let n = args.sagas();
         workers.push(actix_web::rt::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +106,7 @@ pub async fn run(args: &Args, url: &str, dir: &std::path::Path) {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     if waiting {
-        report_waiting(&client, &base, pid, args.sagas).await;
+        report_waiting(&client, &base, pid, args.sagas()).await;
         child.kill();
         let _ = std::fs::remove_dir_all(dir);
         return;
@@ -119,7 +119,7 @@ pub async fn run(args: &Args, url: &str, dir: &std::path::Path) {
     let done = lat.len();
     println!(
         "saga-bench db={:?} sagas={} concurrency={} fail_ratio={}",
-        args.db, args.sagas, args.concurrency, args.fail_ratio
+        args.db, args.sagas(), args.concurrency, args.fail_ratio
     );
     println!(
         "  finished:          {done} ({} not terminal or failed requests)",
