@@ -99,6 +99,7 @@ on_shared_dbs!(
     a_restart_takes_its_token_over_and_fences_a_process_still_running,
     no_saga_is_written_under_a_token_taken_over,
     a_saga_held_by_a_token_without_a_row_is_swept_up,
+    a_delayed_compensation_and_a_deadline_fire_once_after_their_instance_died,
 );
 
 async fn a_killed_instance_is_taken_over_without_doubled_calls(db: TestDb) {
@@ -433,6 +434,62 @@ async fn a_saga_held_by_a_token_without_a_row_is_swept_up(db: TestDb) {
             .iter()
             .any(|l| l.contains("lease token that no longer exists")),
         "the sweep says what it did"
+    );
+    b.kill().ok();
+    let _ = b.wait();
+}
+
+/// Timers are found in the log, not in memory: a delayed compensation and a deadline set on an
+/// instance that was then killed fire on another, once each.
+async fn a_delayed_compensation_and_a_deadline_fire_once_after_their_instance_died(db: TestDb) {
+    let p = Participant::start().await;
+    p.default_reply("/a/action", Reply::ok());
+    p.default_reply("/b/action", Reply::code(409));
+    p.default_reply("/c/action", Reply::code(503));
+    let (mut a, api_a, _) = start(&db, "a");
+    let (mut b, api_b, _) = start(&db, "b");
+    // "delayed": b refuses, so a is compensated 3 s later.
+    let mut step_a = p.step("a");
+    step_a["compensation"]["delay_ms"] = json!(3_000);
+    let delayed = json!({"id": "delayed", "name": "d", "steps": [step_a, p.step("b")]});
+    // "deadline": c keeps answering 503 with a long backoff; the 3 s deadline ends it.
+    let mut step_c = p.step("c");
+    step_c["retry"] =
+        json!({"max_attempts": 100, "initial_backoff_ms": 60_000, "max_backoff_ms": 60_000});
+    let deadline = json!({"id": "deadline", "name": "d", "timeout_ms": 3_000, "steps": [step_c]});
+    assert_eq!(api_a.post("/v1/sagas", &delayed).await.0, 201);
+    assert_eq!(api_a.post("/v1/sagas", &deadline).await.0, 201);
+    eventually(10, "both sagas waiting on their timers", || {
+        p.paths_of("delayed").contains(&"/b/action".to_string())
+            && p.paths_of("deadline").contains(&"/c/action".to_string())
+    })
+    .await;
+    a.kill().unwrap();
+    let _ = a.wait();
+    for id in ["delayed", "deadline"] {
+        let s = api_b.wait_status(id, &["compensated"], 30).await;
+        assert_eq!(s["status"], "compensated", "{s}");
+    }
+    let s = api_b.get("/v1/sagas/deadline").await.1;
+    assert_eq!(s["error"], "deadline exceeded", "{s}");
+    let count = |id: &str, path: &str| p.paths_of(id).iter().filter(|x| *x == path).count();
+    assert_eq!(
+        count("delayed", "/a/compensation"),
+        1,
+        "{:?}",
+        p.paths_of("delayed")
+    );
+    assert_eq!(
+        count("deadline", "/c/compensation"),
+        1,
+        "{:?}",
+        p.paths_of("deadline")
+    );
+    assert!(
+        p.calls_of("delayed")
+            .iter()
+            .all(|c| c.path != "/a/compensation" || instance_of(c) == "b"),
+        "the delayed compensation came from the live instance"
     );
     b.kill().ok();
     let _ = b.wait();
