@@ -119,7 +119,10 @@ pub async fn run(args: &Args, url: &str, dir: &std::path::Path) {
     let done = lat.len();
     println!(
         "saga-bench db={:?} sagas={} concurrency={} fail_ratio={}",
-        args.db, args.sagas(), args.concurrency, args.fail_ratio
+        args.db,
+        args.sagas(),
+        args.concurrency,
+        args.fail_ratio
     );
     println!(
         "  finished:          {done} ({} not terminal or failed requests)",
