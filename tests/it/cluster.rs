@@ -3,7 +3,7 @@
 //! SQLite refusing a second instance. Real binaries, so that SIGKILL and SIGSTOP are real.
 
 use crate::helpers::{
-    eventually, metric, sigterm_and_wait, start_binary_with, Api, Kind, Lines, TestDb,
+    eventually, metric, sigterm_and_wait, start_binary_with, Api, Binary, Kind, Lines, TestDb,
 };
 use crate::participant::{Call, Participant, Reply};
 use serde_json::json;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// Short leases and polls, so that takeovers happen within a test's patience.
 const LEASE_MS: u64 = 2_000;
 
-fn start(db: &TestDb, id: &str) -> (Child, Api, Lines) {
+fn start(db: &TestDb, id: &str) -> (Binary, Api, Lines) {
     let lease = LEASE_MS.to_string();
     start_binary_with(
         db,

@@ -287,12 +287,12 @@ pub type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 /// Starts the real binary on a random port and `db`; answers the child, a client of it and its
 /// stdout lines as they come.
-pub fn start_binary(db: &TestDb) -> (std::process::Child, Api, Lines) {
+pub fn start_binary(db: &TestDb) -> (Binary, Api, Lines) {
     start_binary_with(db, &[])
 }
 
 /// [`start_binary`] with more `SAGA__…` settings in its environment.
-pub fn start_binary_with(db: &TestDb, env: &[(&str, &str)]) -> (std::process::Child, Api, Lines) {
+pub fn start_binary_with(db: &TestDb, env: &[(&str, &str)]) -> (Binary, Api, Lines) {
     use std::io::BufRead;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_saga-orchestrator"));
     cmd.arg("serve")
@@ -305,11 +305,12 @@ pub fn start_binary_with(db: &TestDb, env: &[(&str, &str)]) -> (std::process::Ch
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("binary starts");
+    let mut child = Binary(
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("binary starts"),
+    );
     let stdout = child.stdout.take().unwrap();
     let lines: Lines = Default::default();
     let keep = lines.clone();
@@ -332,6 +333,31 @@ pub fn start_binary_with(db: &TestDb, env: &[(&str, &str)]) -> (std::process::Ch
         .recv_timeout(Duration::from_secs(60))
         .expect("a \"bound\" log line");
     (child, Api::new(format!("http://{bound}")), lines)
+}
+
+/// A started binary, killed when dropped: a test that fails (panics) leaves no service behind
+/// holding its database. Derefs to its `Child`.
+pub struct Binary(std::process::Child);
+
+impl std::ops::Deref for Binary {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Binary {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        // SIGKILL also ends a SIGSTOPped process; an exited one is only reaped.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Sends SIGTERM to a child this test started and waits (up to 20 s) for a successful exit.
