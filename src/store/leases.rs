@@ -130,8 +130,9 @@ pub(super) async fn claim_due(
 /// would be held by nobody, forever. The lock makes that let-go wait for (or skip) this
 /// transaction, which then lets go of the new sagas too.
 pub(super) async fn token_exists<C: ConnectionTrait>(db: &C, owner: &str) -> Result<bool, DbErr> {
-    let mut q = saga_instance::Entity::find_by_id(owner.to_string()).select_only();
-    q = q.column(saga_instance::Column::Owner);
+    let q = saga_instance::Entity::find_by_id(owner.to_string())
+        .select_only()
+        .column(saga_instance::Column::Owner);
     let q = match db.get_database_backend() {
         // KEY SHARE does not block the renewals (which change no key), only the delete.
         DbBackend::Postgres => q.lock(LockType::KeyShare),
@@ -141,9 +142,14 @@ pub(super) async fn token_exists<C: ConnectionTrait>(db: &C, owner: &str) -> Res
     Ok(q.into_tuple::<String>().one(db).await?.is_some())
 }
 
-/// Lets go of every saga of `owner`: no owner, and an unfinished one is due at once if it had
-/// no timer (its calls in flight are lost with their instance). Answers how many.
+/// Lets go of every saga of `owner`. Answers how many.
 async fn let_go<C: ConnectionTrait>(db: &C, owner: &str) -> Result<u64, StoreError> {
+    let_go_where(db, Condition::all().add(saga::Column::Owner.eq(owner))).await
+}
+
+/// Lets go of the sagas matching `which`: no owner, and an unfinished one is due at once if it
+/// had no timer (its calls in flight are lost with their owner). Answers how many.
+async fn let_go_where<C: ConnectionTrait>(db: &C, which: Condition) -> Result<u64, StoreError> {
     let due_now = sea_orm::sea_query::CaseStatement::new()
         .case(
             saga::Column::Status.is_in(active()),
@@ -156,7 +162,7 @@ async fn let_go<C: ConnectionTrait>(db: &C, owner: &str) -> Result<u64, StoreErr
     let res = saga::Entity::update_many()
         .col_expr(saga::Column::Owner, Expr::value(Option::<String>::None))
         .col_expr(saga::Column::NextWakeAt, due_now.into())
-        .filter(saga::Column::Owner.eq(owner))
+        .filter(which)
         .exec(db)
         .await?;
     Ok(res.rows_affected)
@@ -172,21 +178,11 @@ async fn let_go_orphans<C: ConnectionTrait>(db: &C) -> Result<u64, StoreError> {
         .column(saga_instance::Column::Owner)
         .from(saga_instance::Entity)
         .to_owned();
-    let res = saga::Entity::update_many()
-        .col_expr(saga::Column::Owner, Expr::value(Option::<String>::None))
-        .col_expr(
-            saga::Column::NextWakeAt,
-            Expr::expr(sea_orm::sea_query::Func::coalesce([
-                Expr::col(saga::Column::NextWakeAt),
-                Expr::col(saga::Column::UpdatedAt),
-            ])),
-        )
-        .filter(saga::Column::Status.is_in(active()))
-        .filter(saga::Column::Owner.is_not_null())
-        .filter(saga::Column::Owner.not_in_subquery(all_tokens))
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected)
+    let orphans = Condition::all()
+        .add(saga::Column::Status.is_in(active()))
+        .add(saga::Column::Owner.is_not_null())
+        .add(saga::Column::Owner.not_in_subquery(all_tokens));
+    let_go_where(db, orphans).await
 }
 
 /// Claims the given sagas unless another instance holds a live lease on them.
