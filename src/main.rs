@@ -1,7 +1,7 @@
 //! `saga-orchestrator serve | migrate`: parse the command line, set up logs, load settings, run.
 
 use clap::{Parser, Subcommand};
-use saga_orchestrator::{config, startup::Application, store, telemetry};
+use saga_orchestrator::{check_participant, config, startup::Application, store, telemetry};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,11 +34,18 @@ enum Cmd {
     },
     /// Apply the database migrations and exit.
     Migrate,
+    /// Check that a participant keeps the barrier rules (docs/barrier.md); exits 1 on a FAIL.
+    CheckParticipant(check_participant::CheckArgs),
 }
 
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Cmd::Serve { demo: false });
+    if let Cmd::CheckParticipant(args) = &command {
+        // A participant's CI runs this without the service's settings or logs.
+        return check(args).await;
+    }
     let settings = match config::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -50,7 +57,7 @@ async fn main() -> ExitCode {
         &settings.log.level,
         std::io::stdout,
     ));
-    let result = match cli.command.unwrap_or(Cmd::Serve { demo: false }) {
+    let result = match command {
         Cmd::Migrate => store::connect(&settings.database.url, 1)
             .await
             .map(|_| tracing::info!("migrations applied"))
@@ -63,12 +70,36 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e.to_string()),
             }
         }
+        Cmd::CheckParticipant(_) => Ok(()), // answered above
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "saga-orchestrator failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `check-participant`: 0 when every rule held, 1 on a FAIL, 2 on a usage error.
+async fn check(args: &check_participant::CheckArgs) -> ExitCode {
+    let outcomes = match check_participant::target(args) {
+        Ok(t) => check_participant::run(&t).await,
+        Err(e) => Err(e),
+    };
+    match outcomes {
+        Ok(outcomes) => {
+            let (text, passed) = check_participant::report(&outcomes);
+            print!("{text}");
+            if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("saga-orchestrator check-participant: {e}");
+            ExitCode::from(2)
         }
     }
 }
