@@ -35,7 +35,7 @@ enum Cmd {
     /// Apply the database migrations and exit.
     Migrate,
     /// Check that a participant keeps the barrier rules (docs/barrier.md); exits 1 on a FAIL.
-    CheckParticipant(check_participant::CheckArgs),
+    CheckParticipant(Box<check_participant::CheckArgs>),
 }
 
 #[actix_web::main]
