@@ -1,36 +1,60 @@
-//! A small demo shop (`serve --demo`): orders, stock and balance endpoints with compensations,
-//! idempotent on `Idempotency-Key`, state in memory. Balance refuses with 409 when the payload's
-//! `amount` exceeds the user's balance (every user starts with 5000), or when the payload has
-//! `"refuse": true`.
+//! The demo shop of `serve --demo`: orders, stock and balance endpoints with compensations, and a
+//! TCC balance reservation, in an in-memory SQLite database. Every call goes through the
+//! participant kit's barrier (kit/rust), so duplicates, null compensations and late actions are
+//! handled as docs/barrier.md says; `check-participant` passes against it. Balance refuses with
+//! 409 when the payload's `amount` exceeds the user's balance (every user starts with 5000), or
+//! when the payload has `"refuse": true`.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
+use saga_participant::{Barrier, Phase, Reply, SagaCall, StepError, StepFuture};
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use sqlx::{Row, Sqlite, Transaction};
 
 /// Every user's balance at the start.
 pub const START_BALANCE: i64 = 5000;
 /// Every SKU's stock at the start.
 pub const START_STOCK: i64 = 100;
 
-#[derive(Default)]
-struct Shop {
-    orders: HashMap<String, String>,
-    stock: HashMap<String, i64>,
-    balances: HashMap<String, i64>,
-    /// What each saga deducted, so that a refund undoes exactly that (or nothing).
-    stock_taken: HashMap<String, (String, i64)>,
-    money_taken: HashMap<String, (String, i64)>,
-    /// Answers already given, by Idempotency-Key.
-    answers: HashMap<String, (u16, Value)>,
+/// The shop's database and barrier, shared by every worker.
+pub struct DemoShop {
+    pool: SqlitePool,
+    barrier: Barrier,
 }
 
-/// The shop's state, shared by its handlers.
-pub struct DemoShop(Mutex<Shop>);
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE orders (id TEXT PRIMARY KEY, status TEXT NOT NULL)",
+    "CREATE TABLE stock (sku TEXT PRIMARY KEY, qty INTEGER NOT NULL)",
+    "CREATE TABLE balances (user TEXT PRIMARY KEY, amount INTEGER NOT NULL, held INTEGER NOT NULL DEFAULT 0)",
+    // What each call took, so that its undo gives back exactly that.
+    "CREATE TABLE taken (call TEXT PRIMARY KEY, what TEXT NOT NULL, owner TEXT NOT NULL, n INTEGER NOT NULL)",
+];
 
-impl Default for DemoShop {
-    fn default() -> Self {
-        DemoShop(Mutex::new(Shop::default()))
+impl DemoShop {
+    /// An empty shop in a private in-memory database.
+    pub async fn open() -> Result<DemoShop, String> {
+        // One connection, kept for ever: an in-memory database lives as long as it, and SQLite
+        // has one writer anyway.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect("sqlite::memory:")
+            .await
+            .map_err(|e| format!("demo shop database: {e}"))?;
+        for s in SCHEMA {
+            sqlx::query(*s)
+                .execute(&pool)
+                .await
+                .map_err(|e| format!("demo shop schema: {e}"))?;
+        }
+        let barrier = Barrier::new();
+        barrier
+            .create_table_on(&pool)
+            .await
+            .map_err(|e| format!("demo shop barrier: {e}"))?;
+        Ok(DemoShop { pool, barrier })
     }
 }
 
@@ -43,6 +67,51 @@ pub fn routes(cfg: &mut web::ServiceConfig, shop: web::Data<DemoShop>) {
     );
 }
 
+async fn state(shop: web::Data<DemoShop>) -> HttpResponse {
+    let read = async {
+        let mut out = json!({"orders": {}, "stock": {}, "balances": {}, "held": {}});
+        for r in sqlx::query("SELECT id, status FROM orders")
+            .fetch_all(&shop.pool)
+            .await?
+        {
+            out["orders"][r.get::<String, _>(0)] = json!(r.get::<String, _>(1));
+        }
+        for r in sqlx::query("SELECT sku, qty FROM stock")
+            .fetch_all(&shop.pool)
+            .await?
+        {
+            out["stock"][r.get::<String, _>(0)] = json!(r.get::<i64, _>(1));
+        }
+        for r in sqlx::query("SELECT user, amount, held FROM balances")
+            .fetch_all(&shop.pool)
+            .await?
+        {
+            out["balances"][r.get::<String, _>(0)] = json!(r.get::<i64, _>(1));
+            out["held"][r.get::<String, _>(0)] = json!(r.get::<i64, _>(2));
+        }
+        Ok::<_, sqlx::Error>(out)
+    };
+    match read.await {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()})),
+    }
+}
+
+/// What a call asks for, read from its body.
+#[derive(Clone)]
+struct Order {
+    order: String,
+    user: String,
+    sku: String,
+    qty: i64,
+    amount: i64,
+    refuse: bool,
+    /// A TCC reservation: the money is held until confirm or cancel.
+    hold: bool,
+    /// `{saga}/{step}`: the action and its undo share it.
+    key: String,
+}
+
 fn field(body: &Value, key: &str) -> Option<String> {
     body.get(key).map(|v| match v {
         Value::String(s) => s.clone(),
@@ -50,100 +119,209 @@ fn field(body: &Value, key: &str) -> Option<String> {
     })
 }
 
-async fn state(shop: web::Data<DemoShop>) -> HttpResponse {
-    let s = shop.0.lock().unwrap_or_else(|e| e.into_inner());
-    HttpResponse::Ok().json(json!({"orders": s.orders, "stock": s.stock, "balances": s.balances}))
-}
-
 async fn operate(
-    req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    call: SagaCall,
     shop: web::Data<DemoShop>,
-) -> HttpResponse {
+) -> Reply {
     let (service, op) = path.into_inner();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
+    let body: Value = serde_json::from_slice(&call.body).unwrap_or(Value::Null);
+    let o = Order {
+        order: field(&body, "order_id").unwrap_or_else(|| call.saga_id.clone()),
+        user: field(&body, "user_id").unwrap_or_else(|| "0".into()),
+        sku: field(&body, "sku").unwrap_or_else(|| "A1".into()),
+        qty: body.get("qty").and_then(Value::as_i64).unwrap_or(1),
+        amount: body.get("amount").and_then(Value::as_i64).unwrap_or(0),
+        refuse: body.get("refuse") == Some(&Value::Bool(true)),
+        hold: op == "reserve",
+        key: format!("{}/{}", call.saga_id, call.step),
     };
-    let saga = header("x-saga-id");
-    let key = header("idempotency-key");
-    let mut s = shop.0.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((code, v)) = s.answers.get(&key).filter(|_| !key.is_empty()) {
-        return reply(*code, v.clone());
-    }
-    let order = field(&body, "order_id").unwrap_or_else(|| saga.clone());
-    let user = field(&body, "user_id").unwrap_or_else(|| "0".into());
-    let sku = field(&body, "sku").unwrap_or_else(|| "A1".into());
-    let qty = body.get("qty").and_then(Value::as_i64).unwrap_or(1);
-    let amount = body.get("amount").and_then(Value::as_i64).unwrap_or(0);
-    let (code, answer) = match (service.as_str(), op.as_str()) {
-        ("orders", "create") => {
-            s.orders.insert(order.clone(), "created".into());
-            (200, json!({"order_id": order, "status": "created"}))
-        }
-        ("orders", "cancel") => match s.orders.get_mut(&order) {
-            Some(st) => {
-                *st = "cancelled".into();
-                (200, json!({"order_id": order, "status": "cancelled"}))
-            }
-            None => (
-                200,
-                json!({"order_id": order, "status": "nothing to cancel"}),
-            ),
-        },
-        ("stock", "deduct") => {
-            let left = *s.stock.entry(sku.clone()).or_insert(START_STOCK);
-            if qty > left {
-                (409, json!({"error": "out of stock"}))
-            } else {
-                s.stock.insert(sku.clone(), left - qty);
-                s.stock_taken.insert(saga.clone(), (sku, qty));
-                (200, json!({"stock_left": left - qty}))
-            }
-        }
-        ("stock", "refund") => match s.stock_taken.remove(&saga) {
-            Some((sku, qty)) => {
-                *s.stock.entry(sku).or_insert(START_STOCK) += qty;
-                (200, json!({"refunded": qty}))
-            }
-            None => (200, json!({"refunded": 0})),
-        },
-        ("balance", "deduct") => {
-            let have = *s.balances.entry(user.clone()).or_insert(START_BALANCE);
-            if amount > have || body.get("refuse") == Some(&Value::Bool(true)) {
-                (409, json!({"error": "insufficient funds"}))
-            } else {
-                s.balances.insert(user.clone(), have - amount);
-                s.money_taken.insert(saga.clone(), (user, amount));
-                (200, json!({"balance": have - amount}))
-            }
-        }
-        ("balance", "refund") => match s.money_taken.remove(&saga) {
-            Some((user, amount)) => {
-                *s.balances.entry(user).or_insert(START_BALANCE) += amount;
-                (200, json!({"refunded": amount}))
-            }
-            None => (200, json!({"refunded": 0})),
-        },
-        _ => (
+    let Some(step) = business(&service, &op) else {
+        return Reply::new(
             404,
             json!({"error": format!("no demo endpoint /demo/{service}/{op}")}),
-        ),
+        );
     };
-    if !key.is_empty() && code != 404 {
-        s.answers.insert(key, (code, answer.clone()));
+    if !expected_phase(&op, call.phase) {
+        return Reply::bad_request(format!(
+            "/demo/{service}/{op} is not a {} endpoint",
+            call.phase.as_str()
+        ));
     }
-    reply(code, answer)
+    shop.barrier
+        .run(&shop.pool, &call, move |tx| step(tx, o))
+        .await
 }
 
-fn reply(code: u16, v: Value) -> HttpResponse {
-    HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(code).unwrap_or(actix_web::http::StatusCode::OK),
+type Step = for<'t> fn(&'t mut Transaction<'static, Sqlite>, Order) -> StepFuture<'t>;
+
+/// The business code of each endpoint; the barrier decides whether it runs.
+fn business(service: &str, op: &str) -> Option<Step> {
+    Some(match (service, op) {
+        ("orders", "create") => |tx, o| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO orders VALUES (?, 'created') ON CONFLICT(id) DO UPDATE SET status = 'created'")
+                    .bind(&o.order)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(json!({"order_id": o.order, "status": "created"}))
+            })
+        },
+        ("orders", "cancel") => |tx, o| {
+            Box::pin(async move {
+                sqlx::query("UPDATE orders SET status = 'cancelled' WHERE id = ?")
+                    .bind(&o.order)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(json!({"order_id": o.order, "status": "cancelled"}))
+            })
+        },
+        ("stock", "deduct") => |tx, o| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO stock VALUES (?, ?) ON CONFLICT(sku) DO NOTHING")
+                    .bind(&o.sku)
+                    .bind(START_STOCK)
+                    .execute(&mut **tx)
+                    .await?;
+                let left: i64 = sqlx::query_scalar("SELECT qty FROM stock WHERE sku = ?")
+                    .bind(&o.sku)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                if o.qty > left {
+                    return Err(StepError::Reject("out of stock".into()));
+                }
+                sqlx::query("UPDATE stock SET qty = qty - ? WHERE sku = ?")
+                    .bind(o.qty)
+                    .bind(&o.sku)
+                    .execute(&mut **tx)
+                    .await?;
+                took(tx, &o.key, "stock", &o.sku, o.qty).await?;
+                Ok(json!({"stock_left": left - o.qty}))
+            })
+        },
+        ("stock", "refund") => |tx, o| {
+            Box::pin(async move {
+                let n =
+                    give_back(tx, &o.key, "UPDATE stock SET qty = qty + ? WHERE sku = ?").await?;
+                Ok(json!({"refunded": n}))
+            })
+        },
+        ("balance", "deduct") | ("balance", "reserve") => |tx, o| {
+            Box::pin(async move {
+                let have = balance(tx, &o.user).await?;
+                if o.amount > have || o.refuse {
+                    return Err(StepError::Reject("insufficient funds".into()));
+                }
+                let hold = if o.hold { o.amount } else { 0 };
+                sqlx::query(
+                    "UPDATE balances SET amount = amount - ?, held = held + ? WHERE user = ?",
+                )
+                .bind(o.amount)
+                .bind(hold)
+                .bind(&o.user)
+                .execute(&mut **tx)
+                .await?;
+                took(tx, &o.key, "balance", &o.user, o.amount).await?;
+                Ok(json!({"balance": have - o.amount}))
+            })
+        },
+        ("balance", "refund") => |tx, o| {
+            Box::pin(async move {
+                let n = give_back(
+                    tx,
+                    &o.key,
+                    "UPDATE balances SET amount = amount + ?1 WHERE user = ?2",
+                )
+                .await?;
+                Ok(json!({"refunded": n}))
+            })
+        },
+        ("balance", "release") => |tx, o| {
+            Box::pin(async move {
+                let n = give_back(
+                    tx,
+                    &o.key,
+                    "UPDATE balances SET amount = amount + ?1, held = held - ?1 WHERE user = ?2",
+                )
+                .await?;
+                Ok(json!({"released": n}))
+            })
+        },
+        ("balance", "commit") => |tx, o| {
+            Box::pin(async move {
+                // The money is spent: the reservation's record goes, and so does the hold.
+                let n = give_back(
+                    tx,
+                    &o.key,
+                    "UPDATE balances SET held = held - ?1 WHERE user = ?2",
+                )
+                .await?;
+                Ok(json!({"committed": n}))
+            })
+        },
+        _ => return None,
+    })
+}
+
+/// Which phases an endpoint serves: the undo endpoints only undo.
+fn expected_phase(op: &str, phase: Phase) -> bool {
+    match op {
+        "create" | "deduct" => phase == Phase::Action,
+        "cancel" | "refund" => phase == Phase::Compensation,
+        "reserve" => phase == Phase::Try,
+        "commit" => phase == Phase::Confirm,
+        "release" => phase == Phase::Cancel,
+        _ => false,
+    }
+}
+
+async fn balance(tx: &mut Transaction<'static, Sqlite>, user: &str) -> Result<i64, StepError> {
+    sqlx::query("INSERT INTO balances (user, amount) VALUES (?, ?) ON CONFLICT(user) DO NOTHING")
+        .bind(user)
+        .bind(START_BALANCE)
+        .execute(&mut **tx)
+        .await?;
+    Ok(
+        sqlx::query_scalar("SELECT amount FROM balances WHERE user = ?")
+            .bind(user)
+            .fetch_one(&mut **tx)
+            .await?,
     )
-    .json(v)
+}
+
+async fn took(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &str,
+    what: &str,
+    owner: &str,
+    n: i64,
+) -> Result<(), StepError> {
+    sqlx::query("INSERT INTO taken VALUES (?, ?, ?, ?)")
+        .bind(key)
+        .bind(what)
+        .bind(owner)
+        .bind(n)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Gives back what the call `key` took (`sql` binds the amount, then the owner); answers it.
+async fn give_back(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &str,
+    sql: &'static str,
+) -> Result<i64, StepError> {
+    let row = sqlx::query("DELETE FROM taken WHERE call = ? RETURNING owner, n")
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else { return Ok(0) };
+    let (owner, n): (String, i64) = (row.get(0), row.get(1));
+    sqlx::query(sql)
+        .bind(n)
+        .bind(&owner)
+        .execute(&mut **tx)
+        .await?;
+    Ok(n)
 }

@@ -40,6 +40,9 @@ pub enum StartupError {
     /// An HTTP client could not be built.
     #[error("{0}")]
     Client(String),
+    /// The demo shop could not be set up.
+    #[error("{0}")]
+    Demo(String),
 }
 
 /// A built, listening service.
@@ -139,7 +142,15 @@ impl Application {
             max_body_bytes: settings.server.max_body_bytes,
         });
         let demo = settings.demo.enabled;
-        let shop = web::Data::new(crate::demo::DemoShop::default());
+        let shop = if demo {
+            Some(web::Data::new(
+                crate::demo::DemoShop::open()
+                    .await
+                    .map_err(StartupError::Demo)?,
+            ))
+        } else {
+            None
+        };
         let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
         let mut server = HttpServer::new(move || {
             App::new()
@@ -147,7 +158,7 @@ impl Application {
                 .app_data(state.clone())
                 .configure(api::routes)
                 .configure(|c| {
-                    if demo {
+                    if let Some(shop) = &shop {
                         crate::demo::routes(c, shop.clone())
                     }
                 })

@@ -258,7 +258,7 @@ async fn hanging(
     });
     unchanged(c, &mut chk, &before, "after the late call").await;
     chk.done(&format!(
-        "a {} after its {} answered 409 and changed nothing",
+        "the {} after its {} answered 409 and changed nothing",
         forward_phase.as_str(),
         undo_phase.as_str()
     ))
