@@ -595,3 +595,68 @@ fn calls_without_proper_headers_are_400() {
     h.insert("x-saga-id", "x".repeat(129).parse().unwrap());
     assert_eq!(SagaCall::from_parts(&h, vec![]).unwrap_err().status, 400);
 }
+
+/// The barrier on a sea-orm transaction the caller owns: enter, change, done, commit.
+async fn sea_orm_call(url: &str, b: &Barrier, c: &SagaCall) -> Reply {
+    use saga_participant::Entry;
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let db = sea_orm::Database::connect(url).await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let reply = match b.enter(&mut tx, c).await {
+        Err(r) => return r,
+        Ok(Entry::Answered(r)) => r,
+        Ok(Entry::Run(guard)) => {
+            let sign = if c.phase == saga_participant::Phase::Action {
+                "-"
+            } else {
+                "+"
+            };
+            tx.execute_unprepared(&format!(
+                "UPDATE accounts SET balance = balance {sign} 10 WHERE id = 'a'"
+            ))
+            .await
+            .unwrap();
+            guard.done(&mut tx, json!({"sea_orm": true})).await.unwrap()
+        }
+    };
+    tx.commit().await.unwrap();
+    let _ = db.close().await;
+    reply
+}
+
+on_every_database!(the_barrier_runs_on_a_sea_orm_transaction);
+
+async fn the_barrier_runs_on_a_sea_orm_transaction(db: &Db) {
+    let url = match db {
+        Db::Lite(_, dir) => format!("sqlite://{}/p.db", dir.0.display()),
+        Db::My(_, name) => {
+            let mut u = url::Url::parse(&std::env::var("SAGA_TEST_MYSQL_URL").unwrap()).unwrap();
+            u.set_path(&format!("/{name}"));
+            u.to_string()
+        }
+        Db::Pg(_, name) => {
+            let mut u = url::Url::parse(&std::env::var("SAGA_TEST_POSTGRES_URL").unwrap()).unwrap();
+            u.set_path(&format!("/{name}"));
+            u.to_string()
+        }
+    };
+    let b = Barrier::new();
+    let s = saga();
+    let first = sea_orm_call(&url, &b, &call(&s, "action", json!({}))).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(
+        sea_orm_call(&url, &b, &call(&s, "action", json!({}))).await,
+        first
+    );
+    assert_eq!(db.balance().await.0, START - 10, "one effect");
+    let s2 = saga();
+    let null = sea_orm_call(&url, &b, &call(&s2, "compensation", json!({}))).await;
+    assert_eq!(null.body["null_compensation"], json!(true), "{null:?}");
+    assert_eq!(
+        sea_orm_call(&url, &b, &call(&s2, "action", json!({})))
+            .await
+            .status,
+        409
+    );
+    assert_eq!(db.balance().await.0, START - 10);
+}
