@@ -137,40 +137,56 @@ impl Barrier {
         &self.table
     }
 
-    /// `CREATE TABLE IF NOT EXISTS` for the barrier table (docs/barrier.md), per dialect.
+    /// `CREATE TABLE IF NOT EXISTS` for the barrier table (docs/barrier.md), per dialect; the
+    /// same table as the Go kit's, so that both can share one.
     pub fn ddl(&self, dialect: Dialect) -> Vec<String> {
         let t = &self.table;
-        let (ts, now) = match dialect {
-            Dialect::MySql => ("TIMESTAMP(3)", "CURRENT_TIMESTAMP(3)"),
-            Dialect::Postgres => ("TIMESTAMPTZ(3)", "CURRENT_TIMESTAMP(3)"),
-            Dialect::Sqlite => ("TEXT", "CURRENT_TIMESTAMP"),
-        };
-        let table = format!(
-            "CREATE TABLE IF NOT EXISTS {t} (\
-             saga_id VARCHAR(128) NOT NULL, step VARCHAR(64) NOT NULL, phase VARCHAR(12) NOT NULL, \
-             part VARCHAR(32) NOT NULL DEFAULT '', state VARCHAR(12) NOT NULL, \
-             http_status SMALLINT NOT NULL, response_body TEXT NOT NULL, \
-             request_sha256 CHAR(64) NOT NULL, saga_created_at {ts} NOT NULL, \
-             created_at {ts} NOT NULL DEFAULT {now}, \
-             PRIMARY KEY (saga_id, step, phase, part))"
-        );
-        let index = match dialect {
-            Dialect::MySql => format!("CREATE INDEX {t}_saga_created_at ON {t} (saga_created_at)"),
-            _ => format!("CREATE INDEX IF NOT EXISTS {t}_saga_created_at ON {t} (saga_created_at)"),
-        };
-        vec![table, index]
+        match dialect {
+            // Binary ASCII keys: saga ids are case-sensitive (a _ci collation would merge "A" and
+            // "a"); DATETIME(3) in UTC, not TIMESTAMP, which ends in 2038.
+            Dialect::MySql => {
+                let key = "CHARACTER SET ascii COLLATE ascii_bin NOT NULL";
+                vec![format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (\
+                     saga_id VARCHAR(128) {key}, step VARCHAR(64) {key}, phase VARCHAR(12) {key}, \
+                     part VARCHAR(32) {key} DEFAULT '', state VARCHAR(12) NOT NULL, \
+                     http_status SMALLINT NOT NULL, response_body TEXT NOT NULL, \
+                     request_sha256 CHAR(64) NOT NULL, saga_created_at DATETIME(3) NOT NULL, \
+                     created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), \
+                     PRIMARY KEY (saga_id, step, phase, part), \
+                     INDEX saga_created_at (saga_created_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+                )]
+            }
+            _ => {
+                let (ts, now) = if dialect == Dialect::Postgres {
+                    ("TIMESTAMPTZ(3)", "CURRENT_TIMESTAMP(3)")
+                } else {
+                    ("TEXT", "CURRENT_TIMESTAMP")
+                };
+                vec![
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {t} (\
+                         saga_id VARCHAR(128) NOT NULL, step VARCHAR(64) NOT NULL, \
+                         phase VARCHAR(12) NOT NULL, part VARCHAR(32) NOT NULL DEFAULT '', \
+                         state VARCHAR(12) NOT NULL, http_status SMALLINT NOT NULL, \
+                         response_body TEXT NOT NULL, request_sha256 CHAR(64) NOT NULL, \
+                         saga_created_at {ts} NOT NULL, created_at {ts} NOT NULL DEFAULT {now}, \
+                         PRIMARY KEY (saga_id, step, phase, part))"
+                    ),
+                    format!(
+                        "CREATE INDEX IF NOT EXISTS {t}_saga_created_at ON {t} (saga_created_at)"
+                    ),
+                ]
+            }
+        }
     }
 
     /// Creates the table and its index if missing.
     pub async fn create_table<T: BarrierTx + ?Sized>(&self, tx: &mut T) -> Result<(), DbError> {
-        let [table, index]: [String; 2] =
-            self.ddl(tx.dialect()).try_into().expect("two statements");
-        tx.exec(&table, &[]).await?;
-        match tx.exec(&index, &[]).await {
-            // MySQL has no CREATE INDEX IF NOT EXISTS before 8.0.29; an existing one is fine.
-            Err(DbError::Other(m)) if m.contains("Duplicate key name") => Ok(()),
-            r => r.map(|_| ()),
+        for statement in self.ddl(tx.dialect()) {
+            tx.exec(&statement, &[]).await?;
         }
+        Ok(())
     }
 
     /// Decides what `call` does, writing the barrier rows in `tx` (the caller's transaction,

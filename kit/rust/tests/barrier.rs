@@ -321,6 +321,11 @@ async fn a_duplicate_replays_the_answer_without_running_again(db: &Db) {
         .await;
     assert_eq!((comp.status, &comp2), (200, &comp));
     assert_eq!(db.balance().await.0, START, "undone once");
+    // Saga ids are case-sensitive: "…A" and "…a" are two sagas, not a duplicate.
+    for id in [format!("{s}A"), format!("{s}a")] {
+        assert_eq!(db.send(&b, &call(&id, "action", json!({"amount": 1}))).await.status, 200);
+    }
+    assert_eq!(db.balance().await.0, START - 2, "two sagas, two effects");
 }
 
 async fn concurrent_duplicates_take_effect_once(db: &Db) {
