@@ -103,9 +103,16 @@ impl SagaCall {
         let phase = Phase::parse(&phase_text).ok_or_else(|| {
             Reply::bad_request(format!("X-Saga-Phase {phase_text:?} is not a phase"))
         })?;
-        if saga_id.len() > MAX_SAGA_ID || step.len() > MAX_STEP {
+        // The orchestrator's own id rules; they also keep `/` out of the Idempotency-Key.
+        let id_like = |s: &str, max: usize| {
+            s.len() <= max
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        };
+        if !id_like(&saga_id, MAX_SAGA_ID) || !id_like(&step, MAX_STEP) {
             return Err(Reply::bad_request(format!(
-                "X-Saga-Id is at most {MAX_SAGA_ID} bytes and X-Saga-Step {MAX_STEP}"
+                "X-Saga-Id (at most {MAX_SAGA_ID}) and X-Saga-Step (at most {MAX_STEP}) are \
+                 made of [A-Za-z0-9._:-]"
             )));
         }
         let created = get("x-saga-created-at")?;
@@ -116,6 +123,12 @@ impl SagaCall {
                 ))
             })?
             .with_timezone(&Utc);
+        if created_at > Utc::now() + chrono::TimeDelta::hours(1) {
+            // Such rows would never age out, and the retention refusal would never apply.
+            return Err(Reply::bad_request(format!(
+                "X-Saga-Created-At {created:?} is more than an hour in the future"
+            )));
+        }
         let key = get("idempotency-key")?;
         let want = format!("{saga_id}/{step}/{}", phase.as_str());
         if key != want {

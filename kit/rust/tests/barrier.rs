@@ -323,7 +323,12 @@ async fn a_duplicate_replays_the_answer_without_running_again(db: &Db) {
     assert_eq!(db.balance().await.0, START, "undone once");
     // Saga ids are case-sensitive: "…A" and "…a" are two sagas, not a duplicate.
     for id in [format!("{s}A"), format!("{s}a")] {
-        assert_eq!(db.send(&b, &call(&id, "action", json!({"amount": 1}))).await.status, 200);
+        assert_eq!(
+            db.send(&b, &call(&id, "action", json!({"amount": 1})))
+                .await
+                .status,
+            200
+        );
     }
     assert_eq!(db.balance().await.0, START - 2, "two sagas, two effects");
 }
@@ -582,7 +587,7 @@ fn calls_without_proper_headers_are_400() {
         ("x-saga-id", "s1"),
         ("x-saga-step", "pay"),
         ("x-saga-phase", "action"),
-        ("x-saga-created-at", "2026-11-25T10:00:00.000Z"),
+        ("x-saga-created-at", "2026-01-01T10:00:00.000Z"),
         ("idempotency-key", "s1/other/action"),
     ] {
         h.insert(http::HeaderName::from_static(k), v.parse().unwrap());
@@ -599,6 +604,23 @@ fn calls_without_proper_headers_are_400() {
     h.insert("x-saga-phase", "action".parse().unwrap());
     h.insert("x-saga-id", "x".repeat(129).parse().unwrap());
     assert_eq!(SagaCall::from_parts(&h, vec![]).unwrap_err().status, 400);
+    h.insert("x-saga-id", "s/1".parse().unwrap());
+    h.insert("idempotency-key", "s/1/pay/action".parse().unwrap());
+    assert_eq!(
+        SagaCall::from_parts(&h, vec![]).unwrap_err().status,
+        400,
+        "a / in the id"
+    );
+    h.insert("x-saga-id", "s1".parse().unwrap());
+    h.insert("idempotency-key", "s1/pay/action".parse().unwrap());
+    assert!(SagaCall::from_parts(&h, vec![]).is_ok());
+    let future = (chrono::Utc::now() + chrono::TimeDelta::hours(2)).to_rfc3339();
+    h.insert("x-saga-created-at", future.parse().unwrap());
+    assert_eq!(
+        SagaCall::from_parts(&h, vec![]).unwrap_err().status,
+        400,
+        "created in the future"
+    );
 }
 
 /// The barrier on a sea-orm transaction the caller owns: enter, change, done, commit.
