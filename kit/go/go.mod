@@ -1,0 +1,3 @@
+module github.com/saga-orchestrator/saga-orchestrator/kit/go
+
+go 1.19
