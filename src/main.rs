@@ -58,7 +58,11 @@ async fn main() -> ExitCode {
         std::io::stdout,
     ));
     let result = match command {
-        Cmd::Migrate => store::connect(&settings.database.url, 1)
+        Cmd::Migrate => store::connect(
+            &settings.database.url,
+            1,
+            std::time::Duration::from_millis(settings.cluster.lease_ms),
+        )
             .await
             .map(|_| tracing::info!("migrations applied"))
             .map_err(|e| e.to_string()),

@@ -68,7 +68,12 @@ impl Application {
         let roots = crate::outbound::ExtraRoots::from_pem_file(&settings.participant.ca_file)
             .map_err(|e| StartupError::Config(vec![format!("participant.ca_file: {e}")]))?;
         let single = store::lock_single_instance(&settings.database.url)?;
-        let db = store::connect(&settings.database.url, settings.database.max_connections).await?;
+        let db = store::connect(
+            &settings.database.url,
+            settings.database.max_connections,
+            Duration::from_millis(settings.cluster.lease_ms),
+        )
+        .await?;
         let store: Arc<dyn SagaStore> = Arc::new(SqlStore::new(
             db,
             settings.database.writers,

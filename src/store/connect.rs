@@ -6,7 +6,14 @@ use sea_orm::{ConnectOptions, DatabaseConnection, DbErr};
 use std::time::Duration;
 
 /// Opens a pool on `url` (creating a SQLite file and its folder if needed) and applies migrations.
-pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+/// On MariaDB and PostgreSQL the server ends any transaction of ours left idle longer than
+/// `idle_txn` (the lease): an instance paused mid-transaction (SIGSTOP, a frozen VM) would
+/// otherwise hold its row locks, and every other instance's take-over would wait on them.
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    idle_txn: Duration,
+) -> Result<DatabaseConnection, DbErr> {
     if let Some(path) = sqlite_file(url) {
         if let Some(dir) = std::path::Path::new(&path).parent() {
             if !dir.as_os_str().is_empty() {
@@ -31,6 +38,22 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
         });
+    let idle_ms = idle_txn.as_millis().max(1000);
+    opts.map_sqlx_postgres_opts(move |o| {
+        o.options([("idle_in_transaction_session_timeout", format!("{idle_ms}"))])
+    })
+    .map_sqlx_mysql_pool_opts(move |p| {
+        p.after_connect(move |conn, _| {
+            Box::pin(async move {
+                use sea_orm::sqlx::Executor;
+                // MariaDB only (seconds); MySQL has no such variable: there it is left unset.
+                let secs = idle_ms.div_ceil(1000);
+                let set = format!("SET SESSION idle_transaction_timeout = {secs}");
+                let _ = conn.execute(sea_orm::sqlx::AssertSqlSafe(set)).await;
+                Ok(())
+            })
+        })
+    });
     let db = sea_orm::Database::connect(opts).await?;
     Migrator::up(&db, None).await?;
     Ok(db)
