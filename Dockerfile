@@ -11,6 +11,8 @@ WORKDIR /app
 COPY --from=build /src/target/release/saga-orchestrator /usr/local/bin/saga-orchestrator
 COPY config.toml /app/config.toml
 USER saga
+# Listening beyond loopback needs [auth] tokens (mount a config.toml with [[auth.tokens]]) or,
+# explicitly, SAGA__AUTH__ALLOW_ANONYMOUS=true: without either it refuses to start.
 ENV SAGA__SERVER__BIND=0.0.0.0:8080
 EXPOSE 8080
 ENTRYPOINT ["saga-orchestrator"]

@@ -21,9 +21,10 @@ impl Alerter {
         max_attempts: u32,
         timeout_ms: u64,
         roots: &crate::outbound::ExtraRoots,
+        policy: &std::sync::Arc<crate::domain::OutboundPolicy>,
     ) -> Self {
         Alerter {
-            client: roots.client_builder().build().unwrap_or_default(),
+            client: roots.client_builder(policy).build().unwrap_or_default(),
             url: url.filter(|u| !u.trim().is_empty()),
             max_attempts: max_attempts.max(1),
             timeout: Duration::from_millis(timeout_ms.max(1)),
@@ -44,6 +45,12 @@ impl Alerter {
                         tracing::warn!(saga_id = %saga_id, attempt, status = r.status().as_u16(), "alert webhook refused the alert")
                     }
                     Err(e) => {
+                        if let Some(why) =
+                            crate::outbound::blocked(&crate::outbound::error_chain(&e))
+                        {
+                            tracing::error!(saga_id = %saga_id, error = %why, "alert webhook refused by the outbound policy; not retried");
+                            return;
+                        }
                         tracing::warn!(saga_id = %saga_id, attempt, error = %e, "alert webhook unreachable")
                     }
                 }

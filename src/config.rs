@@ -26,6 +26,55 @@ pub struct Settings {
     pub alerts: AlertSettings,
     /// Several instances on one database.
     pub cluster: ClusterSettings,
+    /// Who may call the API.
+    pub auth: AuthSettings,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Bearer tokens (`[[auth.tokens]]`); none = open, allowed on a loopback bind only unless
+    /// `allow_anonymous`.
+    pub tokens: Vec<TokenSettings>,
+    /// Serve without tokens on a non-loopback address (say so explicitly).
+    pub allow_anonymous: bool,
+    /// The scope `/metrics` needs ("" = open).
+    pub metrics_scope: String,
+}
+
+/// One `[[auth.tokens]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Its name: shown as `who` on operator actions and access-log lines.
+    pub name: String,
+    /// SHA-256 of the token, hex (never the token itself).
+    pub sha256: String,
+    /// Out of read, write, admin.
+    pub scopes: Vec<String>,
+}
+
+impl AuthSettings {
+    /// The configured tokens, checked; an error names each bad entry.
+    pub fn tokens(&self) -> Result<crate::auth::Tokens, Vec<String>> {
+        crate::auth::Tokens::new(
+            self.tokens
+                .iter()
+                .map(|t| (t.name.as_str(), t.sha256.as_str(), &t.scopes[..])),
+            &self.metrics_scope,
+        )
+    }
+}
+
+/// Whether `bind` (HOST:PORT) listens on loopback only.
+fn loopback(bind: &str) -> bool {
+    let host = bind.rsplit_once(':').map_or(bind, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `[cluster]`
@@ -160,6 +209,11 @@ pub struct ParticipantSettings {
     /// PEM file of CA certificates trusted besides the platform's roots ("" = none); also used
     /// by the alert webhook.
     pub ca_file: String,
+    /// Where calls may go: host names (`*.` wildcards), addresses, CIDRs; empty = anywhere
+    /// not denied.
+    pub allow: Vec<String>,
+    /// Where calls may not go, on top of link-local, unspecified, multicast and broadcast.
+    pub deny: Vec<String>,
     /// Participant calls in flight at once; more wait for a free slot.
     pub max_in_flight: usize,
 }
@@ -174,12 +228,19 @@ impl Default for ParticipantSettings {
             max_backoff_ms: d.retry.max_backoff_ms,
             multiplier: d.retry.multiplier,
             ca_file: String::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
             max_in_flight: 1024,
         }
     }
 }
 
 impl ParticipantSettings {
+    /// The outbound policy of `allow` and `deny`; an error names each bad entry.
+    pub fn outbound(&self) -> Result<crate::domain::OutboundPolicy, Vec<String>> {
+        crate::domain::OutboundPolicy::new(&self.allow, &self.deny)
+    }
+
     /// The defaults the domain resolves requests against (validated by [`Settings::validate`]).
     pub fn defaults(&self) -> Defaults {
         Defaults {
@@ -321,6 +382,30 @@ impl Settings {
             &self.alerts,
             &self.cluster,
         );
+        if let Err(errs) = self.auth.tokens() {
+            e.extend(errs);
+        }
+        match self.participant.outbound() {
+            Err(errs) => e.extend(errs),
+            Ok(policy) => {
+                let hook = url::Url::parse(&self.alerts.webhook_url).ok();
+                if let Some(Err(why)) = hook
+                    .as_ref()
+                    .and_then(|u| u.host_str())
+                    .map(|h| policy.check_host(h))
+                {
+                    e.push(format!("alerts.webhook_url: {why}"));
+                }
+            }
+        }
+        if self.auth.tokens.is_empty() && !self.auth.allow_anonymous && !loopback(&s.bind) {
+            e.push(format!(
+                "server.bind {} is not a loopback address and [auth] has no tokens: anyone who \
+                 reaches it could start, read and abort sagas; add tokens (saga-orchestrator \
+                 token new NAME --scopes read,write) or set auth.allow_anonymous = true",
+                s.bind
+            ));
+        }
         let dur = format!("from 1 to {MAX_DURATION_MS}");
         check(
             &mut e,

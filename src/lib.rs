@@ -6,6 +6,7 @@
 pub mod actors;
 pub mod alerts;
 pub mod api;
+pub mod auth;
 pub mod check_participant;
 pub mod config;
 pub mod demo;

@@ -1,7 +1,7 @@
 //! `saga-orchestrator serve | migrate`: parse the command line, set up logs, load settings, run.
 
 use clap::{Parser, Subcommand};
-use saga_orchestrator::{check_participant, config, startup::Application, store, telemetry};
+use saga_orchestrator::{auth, check_participant, config, startup::Application, store, telemetry};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,15 +36,36 @@ enum Cmd {
     Migrate,
     /// Check that a participant keeps the barrier rules (docs/barrier.md); exits 1 on a FAIL.
     CheckParticipant(Box<check_participant::CheckArgs>),
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print a new random token and the `[[auth.tokens]]` lines to paste into config.toml.
+    New {
+        /// Its name, recorded as `who` on operator actions and access-log lines.
+        name: String,
+        /// Comma-separated scopes out of read, write, admin.
+        #[arg(long, value_delimiter = ',', default_value = "read")]
+        scopes: Vec<String>,
+    },
 }
 
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Cmd::Serve { demo: false });
-    if let Cmd::CheckParticipant(args) = &command {
-        // A participant's CI runs this without the service's settings or logs.
-        return check(args).await;
+    // These two run without the service's settings or logs (a participant's CI, a new client).
+    match &command {
+        Cmd::CheckParticipant(args) => return check(args).await,
+        Cmd::Token {
+            action: TokenCmd::New { name, scopes },
+        } => return new_token(name, scopes),
+        _ => {}
     }
     let settings = match config::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -63,9 +84,9 @@ async fn main() -> ExitCode {
             1,
             std::time::Duration::from_millis(settings.cluster.lease_ms),
         )
-            .await
-            .map(|_| tracing::info!("migrations applied"))
-            .map_err(|e| e.to_string()),
+        .await
+        .map(|_| tracing::info!("migrations applied"))
+        .map_err(|e| e.to_string()),
         Cmd::Serve { demo } => {
             let mut settings = settings;
             settings.demo.enabled |= demo;
@@ -74,7 +95,7 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e.to_string()),
             }
         }
-        Cmd::CheckParticipant(_) => Ok(()), // answered above
+        Cmd::CheckParticipant(_) | Cmd::Token { .. } => Ok(()), // answered above
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,4 +127,23 @@ async fn check(args: &check_participant::CheckArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints a new token once, and the lines that configure its hash (the service never sees it).
+fn new_token(name: &str, scopes: &[String]) -> ExitCode {
+    let (token, hash) = auth::new_token();
+    // The same checks as the config file's, so that the printed lines load.
+    if let Err(errs) = auth::Tokens::new([(name, hash.as_str(), scopes)], "") {
+        eprintln!("saga-orchestrator token new: {}", errs.join("; "));
+        return ExitCode::from(2);
+    }
+    let scopes: Vec<String> = scopes.iter().map(|s| format!("{s:?}")).collect();
+    println!("token: {token}");
+    println!("(shown once: give it to the client; the service keeps only its SHA-256)");
+    println!();
+    println!("[[auth.tokens]]");
+    println!("name = {name:?}");
+    println!("sha256 = \"{hash}\"");
+    println!("scopes = [{}]", scopes.join(", "));
+    ExitCode::SUCCESS
 }

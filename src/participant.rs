@@ -1,8 +1,10 @@
 //! The HTTP client that calls participants and classifies their answers (API.md section 5).
 
+use crate::domain::OutboundPolicy;
 use crate::domain::{CallOutcome, Endpoint, Phase};
-use crate::outbound::{error_chain, is_tls_failure, ExtraRoots};
+use crate::outbound::{blocked, check_literal, error_chain, is_tls_failure, ExtraRoots};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What one call needs besides its endpoint.
@@ -70,6 +72,8 @@ pub struct Slot(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
 #[derive(Clone)]
 pub struct Participant {
     client: reqwest::Client,
+    /// Where calls may go: a literal address is checked here, a name when it is resolved.
+    policy: Arc<OutboundPolicy>,
     /// Calls allowed in flight at once; the others wait for a slot (not on their timeout).
     slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
@@ -78,9 +82,13 @@ impl Participant {
     /// Builds the pooled client, trusting the platform's roots and `roots`, sending at most
     /// `max_in_flight` calls at once (a restart with 100,000 due sagas must not open 100,000
     /// connections).
-    pub fn new(roots: &ExtraRoots, max_in_flight: usize) -> Result<Self, String> {
+    pub fn new(
+        roots: &ExtraRoots,
+        policy: Arc<OutboundPolicy>,
+        max_in_flight: usize,
+    ) -> Result<Self, String> {
         let client = roots
-            .client_builder()
+            .client_builder(&policy)
             .pool_max_idle_per_host(max_in_flight.min(1024))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
@@ -88,6 +96,7 @@ impl Participant {
             .map_err(|e| format!("cannot build the participant HTTP client: {e}"))?;
         Ok(Participant {
             client,
+            policy,
             slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
         })
     }
@@ -103,6 +112,9 @@ impl Participant {
     pub async fn call(&self, slot: Slot, spec: &CallSpec<'_>) -> CallResult {
         let _slot = slot;
         let ep = spec.endpoint;
+        if let Err(why) = check_literal(&self.policy, &ep.url) {
+            return blocked_call(why);
+        }
         let method =
             reqwest::Method::from_bytes(ep.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let mut headers = HeaderMap::new();
@@ -144,7 +156,10 @@ impl Participant {
             .body(body);
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return unknown(describe(&e, spec)),
+            Err(e) => match blocked(&error_chain(&e)) {
+                Some(why) => return blocked_call(why),
+                None => return unknown(describe(&e, spec)),
+            },
         };
         let status = resp.status().as_u16();
         let outcome = classify(status);
@@ -167,6 +182,16 @@ impl Participant {
             http_status: Some(status),
             error: Some(error),
         }
+    }
+}
+
+/// A call the outbound policy refuses: a definite failure, never retried (a retry would be
+/// refused the same way), with the policy's reason as its error.
+fn blocked_call(why: String) -> CallResult {
+    CallResult {
+        outcome: CallOutcome::Failure,
+        http_status: None,
+        error: Some(why),
     }
 }
 

@@ -67,6 +67,12 @@ impl Application {
         settings.validate().map_err(StartupError::Config)?;
         let roots = crate::outbound::ExtraRoots::from_pem_file(&settings.participant.ca_file)
             .map_err(|e| StartupError::Config(vec![format!("participant.ca_file: {e}")]))?;
+        let outbound = Arc::new(
+            settings
+                .participant
+                .outbound()
+                .map_err(StartupError::Config)?,
+        );
         let single = store::lock_single_instance(&settings.database.url)?;
         let db = store::connect(
             &settings.database.url,
@@ -95,9 +101,14 @@ impl Application {
         let resume = crate::actors::lease::register(&lease, &*store, earlier).await?;
         let shared = Arc::new(Shared {
             store,
-            participant: Participant::new(&roots, settings.participant.max_in_flight)
-                .map_err(StartupError::Client)?,
+            participant: Participant::new(
+                &roots,
+                outbound.clone(),
+                settings.participant.max_in_flight,
+            )
+            .map_err(StartupError::Client)?,
             defaults: settings.participant.defaults(),
+            outbound: outbound.clone(),
             metrics: metrics.clone(),
             finished: Default::default(),
             stopping: AtomicBool::new(false),
@@ -107,6 +118,7 @@ impl Application {
                 settings.alerts.max_attempts,
                 settings.alerts.timeout_ms,
                 &roots,
+                &outbound,
             ),
             evict_idle_after_ms: settings.runtime.evict_idle_after_ms as i64,
             lease: lease.clone(),
@@ -146,6 +158,10 @@ impl Application {
             shared: shared.clone(),
             max_body_bytes: settings.server.max_body_bytes,
         });
+        let tokens = web::Data::new(settings.auth.tokens().map_err(StartupError::Config)?);
+        if tokens.is_open() {
+            tracing::warn!(bind = %settings.server.bind, "no [auth] tokens: the API is open to anyone who reaches it");
+        }
         let demo = settings.demo.enabled;
         let shop = if demo {
             Some(web::Data::new(
@@ -159,8 +175,11 @@ impl Application {
         let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
         let mut server = HttpServer::new(move || {
             App::new()
+                // Inside the access log, so that a refused request is logged too, with `who`.
+                .wrap(actix_web::middleware::from_fn(api::auth::check))
                 .wrap(TracingLogger::<api::access_log::SagaRootSpan>::new())
                 .app_data(state.clone())
+                .app_data(tokens.clone())
                 .configure(api::routes)
                 .configure(|c| {
                     if let Some(shop) = &shop {

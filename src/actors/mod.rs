@@ -28,6 +28,8 @@ pub struct Shared {
     pub participant: Participant,
     /// Defaults for steps that do not set their own (applied when a saga is accepted).
     pub defaults: Defaults,
+    /// Where calls may go; also checked when a saga is accepted.
+    pub outbound: std::sync::Arc<crate::domain::OutboundPolicy>,
     /// Metrics of this application.
     pub metrics: Arc<Metrics>,
     /// Requests waiting for sagas to end.

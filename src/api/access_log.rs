@@ -1,5 +1,6 @@
 //! HTTP access logs (tracing-actix-web) whose request span also carries `saga_id`, so that every
-//! log line about a saga, access lines included, can be found by that one field.
+//! log line about a saga, access lines included, can be found by that one field; and `who`, the
+//! name of the caller's token (recorded by `api::auth`).
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -22,8 +23,16 @@ impl RootSpanBuilder for SagaRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         // The id must be in the span from its creation: the START line is written then.
         match saga_id_in_path(request.path()) {
-            Some(id) => tracing_actix_web::root_span!(request, saga_id = %id),
-            None => tracing_actix_web::root_span!(request, saga_id = tracing::field::Empty),
+            Some(id) => tracing_actix_web::root_span!(
+                request,
+                saga_id = %id,
+                who = tracing::field::Empty
+            ),
+            None => tracing_actix_web::root_span!(
+                request,
+                saga_id = tracing::field::Empty,
+                who = tracing::field::Empty
+            ),
         }
     }
 

@@ -2,6 +2,7 @@
 //! (writes) or store queries (reads).
 
 pub mod access_log;
+pub mod auth;
 mod body;
 pub mod openapi;
 pub mod problem;

@@ -9,7 +9,7 @@ use crate::domain::validation::{valid_name, valid_saga_id};
 use crate::domain::{parse_request, SagaStatus};
 use crate::store::{ListQuery, SagaRecord};
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -36,10 +36,19 @@ pub async fn create(
     let q = query_map(&req)?;
     let wait = wait_ms(&q).map_err(|e| Problem::invalid_query(vec![e]))?;
     let body = json_body(&req, payload, state.max_body_bytes).await?;
-    let def = parse_request(&body, &state.shared.defaults).map_err(|e| {
-        state.shared.metrics.rejected.inc();
-        Problem::invalid_body(e)
-    })?;
+    let def = parse_request(&body, &state.shared.defaults)
+        .and_then(|def| {
+            let blocked = state.shared.outbound.check_definition(&def);
+            if blocked.is_empty() {
+                Ok(def)
+            } else {
+                Err(blocked)
+            }
+        })
+        .map_err(|e| {
+            state.shared.metrics.rejected.inc();
+            Problem::invalid_body(e)
+        })?;
     let id = def
         .id
         .clone()
@@ -213,11 +222,15 @@ async fn operate(
         return Err(Problem::saga_not_found(&id));
     }
     load(&state, &id).await?;
-    let who = req
-        .connection_info()
-        .peer_addr()
-        .unwrap_or("unknown")
-        .to_string();
+    // The token's name when the service has tokens; else where the request came from.
+    let who = match req.extensions().get::<super::auth::Caller>() {
+        Some(c) => c.0.clone(),
+        None => req
+            .connection_info()
+            .peer_addr()
+            .unwrap_or("unknown")
+            .to_string(),
+    };
     let res = state
         .registry
         .send(OperatorAction {

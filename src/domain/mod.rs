@@ -6,6 +6,7 @@
 
 pub mod definition;
 pub mod machine;
+pub mod policy;
 pub mod validation;
 
 pub use definition::{Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
@@ -13,4 +14,5 @@ pub use machine::{
     Answer, CallOutcome, CallRecord, Command, Event, Input, Phase, Rejected, SagaState, SagaStatus,
     StepState, StepStatus,
 };
+pub use policy::OutboundPolicy;
 pub use validation::{parse_request, FieldError};

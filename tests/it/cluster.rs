@@ -501,21 +501,38 @@ async fn a_delayed_compensation_and_a_deadline_fire_once_after_their_instance_di
 async fn a_transaction_left_idle_past_the_lease_is_ended_by_the_server(db: TestDb) {
     use sea_orm::{ConnectionTrait, TransactionTrait};
     let lease = Duration::from_millis(1_000);
-    let paused = saga_orchestrator::store::connect(&db.url, 1, lease).await.unwrap();
-    let other = saga_orchestrator::store::connect(&db.url, 1, lease).await.unwrap();
-    other.execute_unprepared("CREATE TABLE t_lock (id INT PRIMARY KEY)").await.unwrap();
-    other.execute_unprepared("INSERT INTO t_lock VALUES (1)").await.unwrap();
+    let paused = saga_orchestrator::store::connect(&db.url, 1, lease)
+        .await
+        .unwrap();
+    let other = saga_orchestrator::store::connect(&db.url, 1, lease)
+        .await
+        .unwrap();
+    other
+        .execute_unprepared("CREATE TABLE t_lock (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    other
+        .execute_unprepared("INSERT INTO t_lock VALUES (1)")
+        .await
+        .unwrap();
     let tx = paused.begin().await.unwrap();
-    tx.execute_unprepared("UPDATE t_lock SET id = 1 WHERE id = 1").await.unwrap();
+    tx.execute_unprepared("UPDATE t_lock SET id = 1 WHERE id = 1")
+        .await
+        .unwrap();
     // Idle, as a SIGSTOPped process would be, until the server's timeout has passed.
     let t = Instant::now();
     while t.elapsed() < lease * 3 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let after = tx.execute_unprepared("SELECT 1").await;
-    assert!(after.is_err(), "the idle transaction was ended by the server");
+    assert!(
+        after.is_err(),
+        "the idle transaction was ended by the server"
+    );
     // Nothing of it holds a lock any more.
     let t2 = other.begin().await.unwrap();
-    t2.execute_unprepared("UPDATE t_lock SET id = 1 WHERE id = 1").await.unwrap();
+    t2.execute_unprepared("UPDATE t_lock SET id = 1 WHERE id = 1")
+        .await
+        .unwrap();
     t2.commit().await.unwrap();
 }

@@ -352,6 +352,12 @@ impl std::ops::DerefMut for Binary {
     }
 }
 
+impl From<std::process::Child> for Binary {
+    fn from(c: std::process::Child) -> Self {
+        Binary(c)
+    }
+}
+
 impl Drop for Binary {
     fn drop(&mut self) {
         // SIGKILL also ends a SIGSTOPped process; an exited one is only reaped.

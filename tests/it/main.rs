@@ -17,5 +17,6 @@ mod definitions;
 mod observability;
 mod operations;
 mod outage;
+mod security;
 mod tls;
 mod upgrade;

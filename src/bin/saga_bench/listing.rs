@@ -97,7 +97,9 @@ async fn timings(client: &reqwest::Client, url: &str) -> Vec<f64> {
 
 /// Writes `n` sagas of three steps through the store's log writer, many at a time.
 async fn fill(url: &str, n: usize, t0: i64, spacing: i64) {
-    let db = store::connect(url, 8, std::time::Duration::from_secs(60)).await.expect("database");
+    let db = store::connect(url, 8, std::time::Duration::from_secs(60))
+        .await
+        .expect("database");
     let store: Arc<dyn SagaStore> = Arc::new(SqlStore::new(
         db,
         2,

@@ -1,0 +1,342 @@
+//! Security: bearer tokens and scopes on every route, `who` from the token's name, the refusal
+//! to serve a public address without tokens, and `token new`.
+
+use crate::helpers::{spawn_app_with, test_settings, Kind, Lines, TestDb};
+use crate::participant::Participant;
+use saga_orchestrator::auth::sha256_hex;
+use saga_orchestrator::config::TokenSettings;
+use serde_json::{json, Value};
+use std::io::BufRead;
+use std::time::Duration;
+
+const READER: &str = "sgo_reader-token-for-tests";
+const WRITER: &str = "sgo_writer-token-for-tests";
+const ADMIN: &str = "sgo_admin-token-for-tests";
+
+fn token(name: &str, secret: &str, scopes: &[&str]) -> TokenSettings {
+    TokenSettings {
+        name: name.into(),
+        sha256: sha256_hex(secret),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// One request with an optional bearer token: status, headers and JSON body.
+async fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method.parse().unwrap(), format!("{base}{path}"));
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.unwrap();
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[actix_web::test]
+async fn tokens_guard_every_route_by_scope() {
+    let db = TestDb::new(Kind::Sqlite).await.unwrap();
+    let mut s = test_settings(&db);
+    s.auth.tokens = vec![
+        token("dashboard", READER, &["read"]),
+        token("checkout", WRITER, &["read", "write"]),
+        token("oncall", ADMIN, &["read", "admin"]),
+    ];
+    let app = spawn_app_with(s).await;
+    let base = app.base.clone();
+    let p = Participant::start().await;
+    p.default_reply("/s1/action", crate::participant::Reply::slow(5_000));
+    let saga = json!({"id": "sec-1", "name": "n", "steps": [p.quick_step("s1")]});
+
+    for (bearer, why) in [(None, "no token"), (Some("sgo_nobody"), "an unknown token")] {
+        let (code, h, v) = call(&base, "GET", "/v1/sagas", bearer, None).await;
+        assert_eq!(code, 401, "{why}: {v}");
+        assert_eq!(
+            v["type"], "urn:saga-orchestrator:problem:unauthorized",
+            "{v}"
+        );
+        assert_eq!(h["www-authenticate"], "Bearer realm=\"saga-orchestrator\"");
+    }
+    let (code, _, v) = call(&base, "POST", "/v1/sagas", Some(READER), Some(&saga)).await;
+    assert_eq!(code, 403, "read cannot start: {v}");
+    assert_eq!(v["type"], "urn:saga-orchestrator:problem:forbidden");
+    assert!(v["detail"].as_str().unwrap().contains("write"), "{v}");
+    let (code, _, v) = call(&base, "POST", "/v1/sagas", Some(WRITER), Some(&saga)).await;
+    assert_eq!(code, 201, "{v}");
+    let (code, _, _) = call(&base, "GET", "/v1/sagas/sec-1", Some(READER), None).await;
+    assert_eq!(code, 200);
+    let (code, _, v) = call(&base, "POST", "/v1/sagas/sec-1/abort", Some(WRITER), None).await;
+    assert_eq!(code, 403, "write cannot abort: {v}");
+    let (code, _, v) = call(&base, "POST", "/v1/sagas/sec-1/abort", Some(ADMIN), None).await;
+    assert_eq!(code, 202, "{v}");
+    let (_, _, v) = call(
+        &base,
+        "GET",
+        "/v1/sagas/sec-1?include=attempts",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        v["operator_actions"][0]["by"], "oncall",
+        "who is the token's name: {v}"
+    );
+    for open in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let (code, _, _) = call(&base, "GET", open, None, None).await;
+        assert_eq!(code, 200, "{open} is open");
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn metrics_can_need_a_scope() {
+    let db = TestDb::new(Kind::Sqlite).await.unwrap();
+    let mut s = test_settings(&db);
+    s.auth.tokens = vec![token("prometheus", READER, &["read"])];
+    s.auth.metrics_scope = "read".into();
+    let app = spawn_app_with(s).await;
+    let (code, _, _) = call(&app.base, "GET", "/metrics", None, None).await;
+    assert_eq!(code, 401);
+    let (code, _, _) = call(&app.base, "GET", "/metrics", Some(READER), None).await;
+    assert_eq!(code, 200);
+    app.stop().await;
+}
+
+/// Starts the real binary with `args` and `env`; answers it, its address once it is bound
+/// (`None` if it exits first) and every stdout line it writes, as they come.
+fn start(args: &[&str], env: &[(&str, &str)]) -> (crate::helpers::Binary, Option<String>, Lines) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_saga-orchestrator"));
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = crate::helpers::Binary::from(cmd.spawn().unwrap());
+    let out = child.stdout.take().unwrap();
+    let lines: Lines = Default::default();
+    let keep = lines.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(b) = serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|v| v["bound"].as_str().map(String::from))
+            {
+                let _ = tx.send(b);
+            }
+            keep.lock().unwrap().push(line);
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .ok()
+        .map(|b| format!("http://{b}"));
+    (child, addr, lines)
+}
+
+#[actix_web::test]
+async fn a_public_address_without_tokens_needs_allow_anonymous() {
+    let db = TestDb::new(Kind::Sqlite).await.unwrap();
+    let env = [
+        ("SAGA__SERVER__BIND", "0.0.0.0:0"),
+        ("SAGA__DATABASE__URL", db.url.as_str()),
+    ];
+    let (mut bin, addr, _) = start(&["serve"], &env);
+    assert!(addr.is_none(), "it must not serve");
+    let status = bin.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    let mut err = String::new();
+    std::io::Read::read_to_string(bin.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("auth.allow_anonymous"), "{err}");
+
+    let env = [env[0], env[1], ("SAGA__AUTH__ALLOW_ANONYMOUS", "true")];
+    let (_bin, addr, _) = start(&["serve"], &env);
+    let addr = addr
+        .expect("it serves when told to")
+        .replace("0.0.0.0", "127.0.0.1");
+    let (code, _, _) = call(&addr, "GET", "/v1/sagas", None, None).await;
+    assert_eq!(code, 200);
+}
+
+#[actix_web::test]
+async fn a_new_token_works_and_is_never_logged() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_saga-orchestrator"))
+        .args(["token", "new", "ci-robot", "--scopes", "read,write"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("a token line")
+        .to_string();
+    let config: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("[[auth.tokens]]"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(config.contains(&sha256_hex(&secret)) && !config.contains(&secret));
+
+    let db = TestDb::new(Kind::Sqlite).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &config).unwrap();
+    let env = [
+        ("SAGA__SERVER__BIND", "127.0.0.1:0"),
+        ("SAGA__DATABASE__URL", db.url.as_str()),
+        ("SAGA__LOG__LEVEL", "info"),
+    ];
+    let (mut bin, addr, lines) = start(&["--config", path.to_str().unwrap(), "serve"], &env);
+    let addr = addr.expect("it starts with the printed lines");
+    let p = Participant::start().await;
+    let saga = json!({"id": "tok-1", "name": "n", "steps": [p.quick_step("s1")]});
+    let (code, _, v) = call(
+        &addr,
+        "POST",
+        "/v1/sagas?wait_ms=5000",
+        Some(&secret),
+        Some(&saga),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let (code, _, _) = call(&addr, "POST", "/v1/sagas/tok-1/retry", Some(&secret), None).await;
+    assert_eq!(code, 403, "no admin scope");
+    let who = "\"who\":\"ci-robot\"";
+    crate::helpers::eventually(10, "an access-log line with who", || {
+        lines.lock().unwrap().iter().any(|l| l.contains(who))
+    })
+    .await;
+    let _ = bin.kill();
+    let _ = bin.wait();
+    let logged = lines.lock().unwrap();
+    assert!(
+        logged.iter().all(|l| !l.contains(&secret)),
+        "the token never appears in a log line"
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_saga-orchestrator"))
+        .args(["token", "new", "x", "--scopes", "root"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "an unknown scope is refused");
+}
+
+#[actix_web::test]
+async fn a_saga_that_would_call_metadata_addresses_is_refused_with_pointers() {
+    let db = TestDb::new(Kind::Sqlite).await.unwrap();
+    let app = spawn_app_with(test_settings(&db)).await;
+    let body = json!({"name": "n", "steps": [
+        {"name": "a", "action": {"url": "http://169.254.169.254/latest/meta-data/"},
+         "compensation": {"url": "http://[fe80::1]:8080/undo"}},
+        {"name": "b", "action": {"url": "http://127.0.0.1:9/ok"}}
+    ]});
+    let (code, v) = app.post("/v1/sagas", &body).await;
+    assert_eq!(code, 400, "{v}");
+    let errs = v["errors"].as_array().unwrap();
+    let pointers: Vec<&str> = errs
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pointers,
+        ["/steps/0/action/url", "/steps/0/compensation/url"],
+        "{v}"
+    );
+    assert!(
+        errs.iter().all(|e| e["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("blocked by policy")),
+        "{v}"
+    );
+    let (_, list) = app.get("/v1/sagas").await;
+    assert_eq!(
+        list["items"].as_array().map(Vec::len),
+        Some(0),
+        "nothing recorded: {list}"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_policy_is_applied_again_to_resolved_addresses_at_call_time() {
+    let db = TestDb::new(Kind::Sqlite).await.unwrap();
+    let p = Participant::start().await;
+    let mut s = test_settings(&db);
+    // A name that passes when the saga is accepted but resolves to a denied address (what DNS
+    // rebinding does): the call is refused, not sent, and not retried.
+    s.participant.deny = vec!["127.0.0.0/8".into(), "::1".into()];
+    let app = spawn_app_with(s).await;
+    let mut step = p.quick_step("s1");
+    for phase in ["action", "compensation"] {
+        let url = p.url(&format!("/s1/{phase}")).replace("127.0.0.1", "localhost");
+        step[phase]["url"] = json!(url);
+    }
+    let body = json!({"id": "rebind-1", "name": "n", "steps": [step]});
+    let (code, v) = app.post("/v1/sagas?wait_ms=10000", &body).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["status"], "compensated", "{v}");
+    let err = v["steps"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        err.starts_with("blocked by policy") && err.contains("participant.deny"),
+        "{v}"
+    );
+    let (_, full) = app.get("/v1/sagas/rebind-1?include=attempts").await;
+    assert_eq!(full["steps"][0]["attempts"], 1, "not retried: {full}");
+    assert!(
+        p.calls_of("rebind-1").is_empty(),
+        "nothing reached the participant"
+    );
+    // A literal address outside the allow list is refused when the saga is accepted.
+    app.stop().await;
+    let mut s = test_settings(&db);
+    s.participant.allow = vec!["127.0.0.1".into()];
+    let app = spawn_app_with(s).await;
+    let body =
+        json!({"name": "n", "steps": [{"name": "a", "action": {"url": "http://127.0.0.2:9/a"}}]});
+    let (code, v) = app.post("/v1/sagas", &body).await;
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not in participant.allow"),
+        "{v}"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_alert_webhook_to_a_refused_address_stops_start_up() {
+    let db = TestDb::new(Kind::Sqlite).await.unwrap();
+    let mut s = test_settings(&db);
+    s.alerts.webhook_url = "http://169.254.169.254/hook".into();
+    let err = saga_orchestrator::startup::Application::build(s)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("alerts.webhook_url: blocked by policy"),
+        "{err}"
+    );
+}
