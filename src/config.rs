@@ -214,6 +214,9 @@ pub struct ParticipantSettings {
     pub allow: Vec<String>,
     /// Where calls may not go, on top of link-local, unspecified, multicast and broadcast.
     pub deny: Vec<String>,
+    /// Endpoint headers shown as `***`, besides Authorization, Proxy-Authorization, Cookie and
+    /// X-Api-Key.
+    pub secret_headers: Vec<String>,
     /// Participant calls in flight at once; more wait for a free slot.
     pub max_in_flight: usize,
 }
@@ -230,6 +233,7 @@ impl Default for ParticipantSettings {
             ca_file: String::new(),
             allow: Vec::new(),
             deny: Vec::new(),
+            secret_headers: Vec::new(),
             max_in_flight: 1024,
         }
     }
@@ -384,6 +388,15 @@ impl Settings {
         );
         if let Err(errs) = self.auth.tokens() {
             e.extend(errs);
+        }
+        for (i, h) in self.participant.secret_headers.iter().enumerate() {
+            check(
+                &mut e,
+                http::HeaderName::from_bytes(h.as_bytes()).is_ok(),
+                &format!("participant.secret_headers[{i}]"),
+                "a header name",
+                format!("{h:?}"),
+            );
         }
         match self.participant.outbound() {
             Err(errs) => e.extend(errs),

@@ -157,6 +157,7 @@ impl Application {
             registry: registry.clone(),
             shared: shared.clone(),
             max_body_bytes: settings.server.max_body_bytes,
+            secrets: crate::domain::SecretHeaders::new(&settings.participant.secret_headers),
         });
         let tokens = web::Data::new(settings.auth.tokens().map_err(StartupError::Config)?);
         if tokens.is_open() {

@@ -24,6 +24,8 @@ pub struct AppState {
     pub shared: Arc<Shared>,
     /// `server.max_body_bytes`.
     pub max_body_bytes: usize,
+    /// Headers shown as `***`.
+    pub secrets: crate::domain::SecretHeaders,
 }
 
 /// Registers every route of the contract.

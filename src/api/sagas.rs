@@ -103,14 +103,21 @@ pub async fn get(
         errs.push(e);
         0
     });
-    let attempts = match q.get("include").map(String::as_str) {
-        None | Some("") => false,
-        Some(v) if v.split(',').all(|x| x == "attempts") => true,
-        Some(_) => {
-            errs.push(("include".into(), "the only value is \"attempts\"".into()));
-            false
-        }
-    };
+    let include: Vec<&str> = q
+        .get("include")
+        .map(|v| v.split(',').filter(|x| !x.is_empty()).collect())
+        .unwrap_or_default();
+    if include
+        .iter()
+        .any(|x| !matches!(*x, "attempts" | "request"))
+    {
+        errs.push((
+            "include".into(),
+            "a comma-separated list of \"attempts\" and \"request\"".into(),
+        ));
+    }
+    let attempts = include.contains(&"attempts");
+    let request = include.contains(&"request");
     if !errs.is_empty() {
         return Err(Problem::invalid_query(errs));
     }
@@ -131,7 +138,12 @@ pub async fn get(
     } else {
         None
     };
-    Ok(HttpResponse::Ok().json(saga_json(&record, history.as_ref())))
+    let mut v = saga_json(&record, history.as_ref());
+    if request {
+        // As accepted, with credentials masked: the console shows it.
+        v["request"] = state.secrets.redact_request(&record.request);
+    }
+    Ok(HttpResponse::Ok().json(v))
 }
 
 /// `GET /v1/sagas?status=&name=&limit=&cursor=`

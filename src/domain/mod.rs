@@ -7,6 +7,7 @@
 pub mod definition;
 pub mod machine;
 pub mod policy;
+pub mod secrets;
 pub mod validation;
 
 pub use definition::{Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
@@ -15,4 +16,5 @@ pub use machine::{
     StepState, StepStatus,
 };
 pub use policy::OutboundPolicy;
+pub use secrets::SecretHeaders;
 pub use validation::{parse_request, FieldError};

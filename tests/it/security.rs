@@ -285,7 +285,9 @@ async fn the_policy_is_applied_again_to_resolved_addresses_at_call_time() {
     let app = spawn_app_with(s).await;
     let mut step = p.quick_step("s1");
     for phase in ["action", "compensation"] {
-        let url = p.url(&format!("/s1/{phase}")).replace("127.0.0.1", "localhost");
+        let url = p
+            .url(&format!("/s1/{phase}"))
+            .replace("127.0.0.1", "localhost");
         step[phase]["url"] = json!(url);
     }
     let body = json!({"id": "rebind-1", "name": "n", "steps": [step]});
@@ -339,4 +341,96 @@ async fn an_alert_webhook_to_a_refused_address_stops_start_up() {
             .contains("alerts.webhook_url: blocked by policy"),
         "{err}"
     );
+}
+
+#[actix_web::test]
+async fn secret_headers_reach_the_participant_and_show_nowhere_else() {
+    let p = Participant::start().await;
+    // Step b refuses, step a's compensation refuses too: the saga is stuck and alerts.
+    p.default_reply("/b/action", crate::participant::Reply::refuse(0));
+    p.default_reply("/a/compensation", crate::participant::Reply::refuse(0));
+    let db = TestDb::new(Kind::Sqlite).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let hook = p.url("/hook");
+    std::fs::write(
+        &path,
+        format!("[participant]\nsecret_headers = [\"X-Vault-Token\"]\n[alerts]\nwebhook_url = {hook:?}\n"),
+    )
+    .unwrap();
+    let env = [
+        ("SAGA__SERVER__BIND", "127.0.0.1:0"),
+        ("SAGA__DATABASE__URL", db.url.as_str()),
+        (
+            "SAGA__LOG__LEVEL",
+            "debug,sqlx=warn,sea_orm=warn,hyper_util=info,reqwest=info,h2=info",
+        ),
+    ];
+    let (_bin, addr, lines) = start(&["--config", path.to_str().unwrap(), "serve"], &env);
+    let addr = addr.expect("it starts");
+    let secrets = [
+        "s3cr3t-auth",
+        "s3cr3t-key",
+        "s3cr3t-cookie",
+        "s3cr3t-vault",
+        "s3cr3t-proxy",
+    ];
+    let mut a = p.step("a");
+    a["action"]["headers"] = json!({"Authorization": "Bearer s3cr3t-auth", "X-Api-Key": "s3cr3t-key",
+        "Cookie": "sid=s3cr3t-cookie", "X-Vault-Token": "s3cr3t-vault", "X-Trace": "visible-1"});
+    a["compensation"]["headers"] = json!({"Proxy-Authorization": "Basic s3cr3t-proxy"});
+    let body = json!({"id": "sec-h", "name": "n", "steps": [a, p.step("b")]});
+    let (code, _, v) = call(&addr, "POST", "/v1/sagas?wait_ms=10000", None, Some(&body)).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["status"], "stuck", "{v}");
+    let sent = p.calls_of("sec-h");
+    assert_eq!(
+        sent[0].header("authorization"),
+        "Bearer s3cr3t-auth",
+        "sent as given"
+    );
+    assert_eq!(sent[0].header("x-vault-token"), "s3cr3t-vault");
+
+    let (_, _, view) = call(
+        &addr,
+        "GET",
+        "/v1/sagas/sec-h?include=attempts,request",
+        None,
+        None,
+    )
+    .await;
+    let headers = &view["request"]["steps"][0]["action"]["headers"];
+    for h in ["Authorization", "X-Api-Key", "Cookie", "X-Vault-Token"] {
+        assert_eq!(headers[h], "***", "{h}: {view}");
+    }
+    assert_eq!(headers["X-Trace"], "visible-1");
+    assert_eq!(
+        view["request"]["steps"][0]["compensation"]["headers"]["Proxy-Authorization"],
+        "***"
+    );
+    crate::helpers::eventually(10, "the alert", || {
+        p.calls().iter().any(|c| c.path == "/hook")
+    })
+    .await;
+    let (_, _, list) = call(&addr, "GET", "/v1/sagas", None, None).await;
+    let (_, _, metrics) = call(&addr, "GET", "/metrics", None, None).await;
+    let alert: Vec<String> = p
+        .calls()
+        .iter()
+        .filter(|c| c.path == "/hook")
+        .map(|c| c.body.to_string())
+        .collect();
+    let logged = lines.lock().unwrap().join("\n");
+    assert!(logged.contains("sec-h"), "the logs are about this saga");
+    for (what, text) in [
+        ("the saga view", view.to_string()),
+        ("the listing", list.to_string()),
+        ("/metrics", metrics.to_string()),
+        ("the alert", alert.join("\n")),
+        ("the logs", logged),
+    ] {
+        for s in secrets {
+            assert!(!text.contains(s), "{s} shows in {what}");
+        }
+    }
 }

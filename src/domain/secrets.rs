@@ -1,0 +1,94 @@
+//! Endpoint headers that carry credentials: sent to participants as given, but shown as `***`
+//! wherever the service shows a saga's request (the API's view, and so the console).
+
+use serde_json::Value;
+
+/// Headers that are always secret (lower case).
+pub const ALWAYS_SECRET: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+];
+
+/// What a secret value is shown as.
+pub const MASK: &str = "***";
+
+/// The endpoint fields of a request that hold headers.
+const ENDPOINTS: [&str; 5] = ["action", "compensation", "try", "confirm", "cancel"];
+
+/// The secret header names: [`ALWAYS_SECRET`] and `participant.secret_headers`.
+#[derive(Debug, Clone, Default)]
+pub struct SecretHeaders(Vec<String>);
+
+impl SecretHeaders {
+    /// The fixed names plus `extra` (any case).
+    pub fn new(extra: &[String]) -> SecretHeaders {
+        SecretHeaders(
+            extra
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect(),
+        )
+    }
+
+    /// Whether header `name` is secret.
+    pub fn is_secret(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        ALWAYS_SECRET.contains(&name.as_str()) || self.0.contains(&name)
+    }
+
+    /// A copy of a saga request (as accepted) with every secret header value masked.
+    pub fn redact_request(&self, request: &Value) -> Value {
+        let mut out = request.clone();
+        let steps = out.get_mut("steps").and_then(Value::as_array_mut);
+        for step in steps.into_iter().flatten() {
+            for ep in ENDPOINTS {
+                let headers = step
+                    .get_mut(ep)
+                    .and_then(|e| e.get_mut("headers"))
+                    .and_then(Value::as_object_mut);
+                for (name, value) in headers.into_iter().flatten() {
+                    if self.is_secret(name) {
+                        *value = Value::String(MASK.into());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secret_headers_are_masked_in_every_endpoint() {
+        let s = SecretHeaders::new(&["X-Vault-Token".into()]);
+        let req = json!({"name": "n", "payload": {"authorization": "not a header"}, "steps": [
+            {"name": "a", "action": {"url": "http://h/a", "headers": {"Authorization": "Bearer x", "X-Trace": "t1"}},
+             "compensation": {"url": "http://h/c", "headers": {"cookie": "c", "x-vault-token": "v"}}},
+            {"name": "b", "try": {"url": "http://h/t", "headers": {"X-Api-Key": "k", "Proxy-Authorization": "p"}}}
+        ]});
+        let r = s.redact_request(&req);
+        assert_eq!(
+            r["steps"][0]["action"]["headers"],
+            json!({"Authorization": "***", "X-Trace": "t1"})
+        );
+        assert_eq!(
+            r["steps"][0]["compensation"]["headers"],
+            json!({"cookie": "***", "x-vault-token": "***"})
+        );
+        assert_eq!(
+            r["steps"][1]["try"]["headers"],
+            json!({"X-Api-Key": "***", "Proxy-Authorization": "***"})
+        );
+        assert_eq!(r["payload"], req["payload"], "only headers are touched");
+        assert_eq!(
+            req["steps"][0]["action"]["headers"]["Authorization"], "Bearer x",
+            "the original stays"
+        );
+    }
+}
