@@ -22,6 +22,32 @@ pub struct FieldError {
 
 /// Most steps in one saga.
 pub const MAX_STEPS: usize = 64;
+/// Longest endpoint URL.
+pub const MAX_URL_LEN: usize = 2048;
+/// Most headers on one endpoint.
+pub const MAX_HEADERS: usize = 32;
+/// Longest header value.
+pub const MAX_HEADER_VALUE_LEN: usize = 8192;
+/// Deepest nesting of arrays and objects in the payload and endpoint bodies.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// How deep arrays and objects nest in `v` (a scalar is 0).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn check_depth(v: &Value, at: &str, errs: &mut Errors) {
+    if depth(v) > MAX_JSON_DEPTH {
+        errs.push(
+            at,
+            format!("nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"),
+        );
+    }
+}
 
 const TOP_KEYS: &[&str] = &["id", "name", "mode", "payload", "timeout_ms", "steps"];
 const STEP_KEYS: &[&str] = &[
@@ -141,7 +167,10 @@ pub fn parse_request(body: &Value, defaults: &Defaults) -> Result<SagaDefinition
     };
     let payload = match obj.get("payload") {
         None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(v) => v.clone(),
+        Some(v) => {
+            check_depth(v, "/payload", &mut errs);
+            v.clone()
+        }
     };
     let timeout_ms = duration(obj.get("timeout_ms"), "/timeout_ms", 1, &mut errs);
 
@@ -329,6 +358,13 @@ fn endpoint(v: Option<&Value>, at: &str, may_delay: bool, errs: &mut Errors) -> 
     let before = errs.0.len();
     let mut service = String::new();
     let url = match o.get("url") {
+        Some(Value::String(u)) if u.len() > MAX_URL_LEN => {
+            errs.push(
+                format!("{at}/url"),
+                format!("must be at most {MAX_URL_LEN} bytes"),
+            );
+            String::new()
+        }
         Some(Value::String(u)) => match url::Url::parse(u) {
             Ok(p) if (p.scheme() == "http" || p.scheme() == "https") && p.host_str().is_some() => {
                 service = match p.port_or_known_default() {
@@ -367,11 +403,18 @@ fn endpoint(v: Option<&Value>, at: &str, may_delay: bool, errs: &mut Errors) -> 
     let mut headers = Vec::new();
     match o.get("headers") {
         None | Some(Value::Null) => {}
+        Some(Value::Object(h)) if h.len() > MAX_HEADERS => errs.push(
+            format!("{at}/headers"),
+            format!("must hold at most {MAX_HEADERS} headers"),
+        ),
         Some(Value::Object(h)) => {
             for (k, val) in h {
                 let p = format!("{at}/headers/{}", token(k));
                 let name_ok = http::HeaderName::from_bytes(k.as_bytes()).is_ok();
                 match val.as_str() {
+                    Some(s) if s.len() > MAX_HEADER_VALUE_LEN => {
+                        errs.push(p, format!("must be at most {MAX_HEADER_VALUE_LEN} bytes"))
+                    }
                     Some(s) if name_ok && http::HeaderValue::from_str(s).is_ok() => {
                         headers.push((k.clone(), s.to_string()))
                     }
@@ -385,6 +428,9 @@ fn endpoint(v: Option<&Value>, at: &str, may_delay: bool, errs: &mut Errors) -> 
         ),
     }
     let body = o.get("body").cloned();
+    if let Some(b) = &body {
+        check_depth(b, &format!("{at}/body"), errs);
+    }
     let delay_ms = if may_delay {
         duration(o.get("delay_ms"), &format!("{at}/delay_ms"), 0, errs).unwrap_or(0)
     } else {
@@ -616,5 +662,110 @@ mod tests {
         assert_eq!(r.backoff_ms(4), 1000);
         assert_eq!(r.jittered_backoff_ms(2, 0.5), 150);
         assert_eq!(r.jittered_backoff_ms(2, 7.0), 300);
+    }
+
+    /// Any JSON value, nested a few levels, with the request's own keys likely to appear.
+    fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("name".to_string()),
+            Just("steps".to_string()),
+            Just("action".to_string()),
+            Just("compensation".to_string()),
+            Just("url".to_string()),
+            Just("headers".to_string()),
+            Just("retry".to_string()),
+            Just("depends_on".to_string()),
+            Just("mode".to_string()),
+            Just("try".to_string()),
+            Just("payload".to_string()),
+            Just("delay_ms".to_string()),
+            "[a-z_/~]{0,6}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,12}".prop_map(Value::String),
+            Just(json!("http://127.0.0.1:9/a")),
+            Just(json!("tcc")),
+        ];
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A pointer names the bad value, or the object where a required one is missing.
+    fn points_into(doc: &Value, pointer: &str) -> bool {
+        if pointer.is_empty() || doc.pointer(pointer).is_some() {
+            return true;
+        }
+        pointer
+            .rsplit_once('/')
+            .is_some_and(|(parent, _)| parent.is_empty() || doc.pointer(parent).is_some())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3_000))]
+
+        #[test]
+        fn any_json_is_answered_without_panic_and_errors_point_into_it(doc in arbitrary_json()) {
+            match parse_request(&doc, &Defaults::default()) {
+                Ok(def) => {
+                    proptest::prop_assert!((1..=MAX_STEPS).contains(&def.steps.len()));
+                }
+                Err(errs) => {
+                    proptest::prop_assert!(!errs.is_empty());
+                    for e in &errs {
+                        proptest::prop_assert!(points_into(&doc, &e.pointer), "{} not in {}", e.pointer, doc);
+                        proptest::prop_assert!(!e.detail.is_empty());
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_valid_request_with_one_part_replaced_is_answered(junk in arbitrary_json(), at in 0usize..8) {
+            let mut doc = json!({"name": "n", "payload": {"a": 1}, "steps": [
+                {"name": "a", "action": {"url": "http://h/a", "headers": {"X-A": "1"}}, "compensation": {"url": "http://h/c"}},
+                {"name": "b", "depends_on": ["a"], "action": {"url": "http://h/b"}, "retry": {"max_attempts": 3}}
+            ]});
+            let spots = ["/name", "/payload", "/steps/0", "/steps/0/action", "/steps/0/action/url",
+                         "/steps/0/action/headers", "/steps/1/depends_on", "/steps/1/retry"];
+            *doc.pointer_mut(spots[at]).unwrap() = junk;
+            if let Err(errs) = parse_request(&doc, &Defaults::default()) {
+                for e in &errs {
+                    proptest::prop_assert!(points_into(&doc, &e.pointer), "{} not in {}", e.pointer, doc);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn documented_limits_are_enforced() {
+        let deep = (0..=MAX_JSON_DEPTH).fold(json!(1), |v, _| json!([v]));
+        let many: serde_json::Map<String, Value> = (0..=MAX_HEADERS)
+            .map(|i| (format!("X-H{i}"), json!("v")))
+            .collect();
+        let long_url = format!("http://h/{}", "a".repeat(MAX_URL_LEN));
+        let p = pointers(json!({"name": "n", "payload": deep.clone(), "steps": [
+            {"name": "a", "action": {"url": long_url, "headers": many}},
+            {"name": "b", "action": {"url": "http://h/b", "body": deep, "headers": {"X-Big": "v".repeat(MAX_HEADER_VALUE_LEN + 1)}}}
+        ]}));
+        assert_eq!(
+            p,
+            [
+                "/payload",
+                "/steps/0/action/url",
+                "/steps/0/action/headers",
+                "/steps/1/action/headers/X-Big",
+                "/steps/1/action/body"
+            ],
+        );
     }
 }
