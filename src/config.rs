@@ -28,6 +28,17 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     /// Who may call the API.
     pub auth: AuthSettings,
+    /// Secrets at rest.
+    pub secrets: SecretsSettings,
+}
+
+/// `[secrets]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct SecretsSettings {
+    /// A file holding a 32-byte key (64 hex digits or base64): endpoint header values are then
+    /// encrypted in the saga log ("" = stored as given).
+    pub key_file: String,
 }
 
 /// `[auth]`
@@ -386,6 +397,9 @@ impl Settings {
             &self.alerts,
             &self.cluster,
         );
+        if let Err(why) = crate::store::Sealer::from_key_file(&self.secrets.key_file) {
+            e.push(format!("secrets.key_file: {why}"));
+        }
         if let Err(errs) = self.auth.tokens() {
             e.extend(errs);
         }

@@ -73,6 +73,8 @@ impl Application {
                 .outbound()
                 .map_err(StartupError::Config)?,
         );
+        let sealer = store::Sealer::from_key_file(&settings.secrets.key_file)
+            .map_err(|e| StartupError::Config(vec![format!("secrets.key_file: {e}")]))?;
         let single = store::lock_single_instance(&settings.database.url)?;
         let db = store::connect(
             &settings.database.url,
@@ -85,6 +87,7 @@ impl Application {
             settings.database.writers,
             settings.database.max_queued_writes,
             std::time::Duration::from_millis(settings.database.write_timeout_ms),
+            sealer,
         ));
         let metrics = Arc::new(Metrics::new());
         let instance_id = settings.cluster.resolved_instance_id();

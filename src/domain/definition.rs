@@ -176,6 +176,24 @@ struct StoredOwned {
 }
 
 impl SagaDefinition {
+    /// Every endpoint of every step.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.steps.iter().flat_map(|s| {
+            std::iter::once(&s.forward)
+                .chain(s.undo.as_ref())
+                .chain(s.confirm.as_ref())
+        })
+    }
+
+    /// Every endpoint of every step, to rewrite (say, to seal header values for storage).
+    pub fn endpoints_mut(&mut self) -> impl Iterator<Item = &mut Endpoint> {
+        self.steps.iter_mut().flat_map(|s| {
+            std::iter::once(&mut s.forward)
+                .chain(s.undo.as_mut())
+                .chain(s.confirm.as_mut())
+        })
+    }
+
     /// The stored form: JSON of the resolved definition, tagged with its format version.
     pub fn to_stored(&self) -> String {
         let stored = StoredRef {

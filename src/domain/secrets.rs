@@ -14,8 +14,26 @@ pub const ALWAYS_SECRET: [&str; 4] = [
 /// What a secret value is shown as.
 pub const MASK: &str = "***";
 
-/// The endpoint fields of a request that hold headers.
-const ENDPOINTS: [&str; 5] = ["action", "compensation", "try", "confirm", "cancel"];
+/// The endpoint fields of a step in a request, which may hold headers.
+pub const ENDPOINTS: [&str; 5] = ["action", "compensation", "try", "confirm", "cancel"];
+
+/// Every header value of every endpoint of a request (as accepted), to read or rewrite.
+pub fn request_headers(request: &mut Value) -> impl Iterator<Item = (&String, &mut Value)> {
+    request
+        .get_mut("steps")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .flat_map(|step| {
+            let step = step.as_object_mut();
+            step.into_iter().flat_map(|o| {
+                o.iter_mut()
+                    .filter(|(k, _)| ENDPOINTS.contains(&k.as_str()))
+                    .filter_map(|(_, ep)| ep.get_mut("headers").and_then(Value::as_object_mut))
+                    .flatten()
+            })
+        })
+}
 
 /// The secret header names: [`ALWAYS_SECRET`] and `participant.secret_headers`.
 #[derive(Debug, Clone, Default)]
@@ -41,18 +59,9 @@ impl SecretHeaders {
     /// A copy of a saga request (as accepted) with every secret header value masked.
     pub fn redact_request(&self, request: &Value) -> Value {
         let mut out = request.clone();
-        let steps = out.get_mut("steps").and_then(Value::as_array_mut);
-        for step in steps.into_iter().flatten() {
-            for ep in ENDPOINTS {
-                let headers = step
-                    .get_mut(ep)
-                    .and_then(|e| e.get_mut("headers"))
-                    .and_then(Value::as_object_mut);
-                for (name, value) in headers.into_iter().flatten() {
-                    if self.is_secret(name) {
-                        *value = Value::String(MASK.into());
-                    }
-                }
+        for (name, value) in request_headers(&mut out) {
+            if self.is_secret(name) {
+                *value = Value::String(MASK.into());
             }
         }
         out

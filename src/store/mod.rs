@@ -14,10 +14,12 @@ mod health;
 mod leases;
 mod queries;
 mod rows;
+mod sealed;
 mod sql;
 mod writer;
 
 pub use connect::{connect, lock_single_instance};
+pub use sealed::Sealer;
 pub use sql::SqlStore;
 
 use crate::domain::{CallRecord, SagaDefinition, SagaState};

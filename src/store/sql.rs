@@ -1,6 +1,7 @@
 //! [`SagaStore`] over sea-orm: the same code for SQLite, MariaDB/MySQL and PostgreSQL. Writes go
 //! to the log writer, reads are plain queries.
 
+use super::sealed::Sealer;
 use super::writer::{Job, Write, Writer};
 use super::{
     connect, leases, queries, rows, CallRow, Claimed, Claims, Created, LeaseTerms, ListQuery,
@@ -9,6 +10,7 @@ use super::{
 use crate::domain::SagaDefinition;
 use async_trait::async_trait;
 use sea_orm::{DatabaseConnection, DbErr};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// The saga log in a relational database.
@@ -16,6 +18,8 @@ use tokio::sync::oneshot;
 pub struct SqlStore {
     db: DatabaseConnection,
     writer: Writer,
+    /// Header values are sealed on the way in and opened on the way out.
+    sealer: Sealer,
 }
 
 impl SqlStore {
@@ -27,9 +31,28 @@ impl SqlStore {
         writers: usize,
         max_queued: usize,
         write_timeout: std::time::Duration,
+        sealer: Sealer,
     ) -> Self {
         let writer = Writer::start(db.clone(), writers, max_queued, write_timeout);
-        SqlStore { db, writer }
+        SqlStore { db, writer, sealer }
+    }
+
+    fn claimed(&self, c: Claimed) -> Claimed {
+        Claimed {
+            record: self.opened(c.record),
+            ..c
+        }
+    }
+
+    /// A record as read, with its header values opened.
+    fn opened(&self, mut r: SagaRecord) -> SagaRecord {
+        r.request = self.sealer.open_request(&r.request);
+        if let Ok(d) = &r.definition {
+            if self.sealer.holds_sealed(d) || self.sealer.has_key() {
+                r.definition = self.sealer.open_definition((**d).clone()).map(Arc::new);
+            }
+        }
+        r
     }
 
     /// The underlying pool.
@@ -46,8 +69,18 @@ fn writer_gone<T>(_: T) -> StoreError {
 impl SagaStore for SqlStore {
     async fn create(&self, r: &SagaRecord) -> Result<Created, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.writer.send(Job::Create(Box::new(r.clone()), reply))?;
-        answer.await.map_err(writer_gone)?
+        let mut sealed = r.clone();
+        if self.sealer.has_key() {
+            sealed.request = self.sealer.seal_request(&r.request);
+            if let Ok(d) = &r.definition {
+                sealed.definition = Ok(Arc::new(self.sealer.seal_definition(d)));
+            }
+        }
+        self.writer.send(Job::Create(Box::new(sealed), reply))?;
+        match answer.await.map_err(writer_gone)?? {
+            Created::Existing(r) => Ok(Created::Existing(Box::new(self.opened(*r)))),
+            created => Ok(created),
+        }
     }
 
     async fn save(&self, t: Transition<'_>) -> Result<i64, StoreError> {
@@ -69,11 +102,12 @@ impl SagaStore for SqlStore {
     }
 
     async fn load(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
-        queries::load(&self.db, id).await
+        Ok(queries::load(&self.db, id).await?.map(|r| self.opened(r)))
     }
 
     async fn load_many(&self, ids: &[String]) -> Result<Vec<SagaRecord>, StoreError> {
-        queries::load_many(&self.db, ids).await
+        let rs = queries::load_many(&self.db, ids).await?;
+        Ok(rs.into_iter().map(|r| self.opened(r)).collect())
     }
 
     async fn mark_stuck(&self, id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
@@ -81,19 +115,26 @@ impl SagaStore for SqlStore {
     }
 
     async fn without_definition(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-        queries::without_definition(&self.db).await
+        let rs = queries::without_definition(&self.db).await?;
+        Ok(rs
+            .into_iter()
+            .map(|(id, req)| (id, self.sealer.open_request(&req)))
+            .collect())
     }
 
     async fn set_definition(&self, id: &str, def: &SagaDefinition) -> Result<(), StoreError> {
-        queries::set_definition(&self.db, id, def).await
+        queries::set_definition(&self.db, id, &self.sealer.seal_definition(def)).await
     }
 
     async fn claim_due(&self, lease: &LeaseTerms, limit: u64) -> Result<Claims, StoreError> {
-        leases::claim_due(&self.db, lease, limit).await
+        let mut c = leases::claim_due(&self.db, lease, limit).await?;
+        c.sagas = c.sagas.into_iter().map(|s| self.claimed(s)).collect();
+        Ok(c)
     }
 
     async fn claim(&self, ids: &[String], lease: &LeaseTerms) -> Result<Vec<Claimed>, StoreError> {
-        leases::claim(&self.db, ids, lease).await
+        let cs = leases::claim(&self.db, ids, lease).await?;
+        Ok(cs.into_iter().map(|s| self.claimed(s)).collect())
     }
 
     async fn register(

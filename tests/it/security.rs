@@ -434,3 +434,72 @@ async fn secret_headers_reach_the_participant_and_show_nowhere_else() {
         }
     }
 }
+
+/// Runs on every database: header values are sealed in the log, opened to be sent, and survive a
+/// restart with the same key.
+async fn headers_are_encrypted_at_rest_and_sent_in_clear(db: TestDb) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let p = Participant::start().await;
+    p.default_reply("/a/action", crate::participant::Reply::code(503));
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "0123456789abcdef".repeat(4)).unwrap();
+    let settings = || {
+        let mut s = test_settings(&db);
+        s.secrets.key_file = key.to_str().unwrap().into();
+        s
+    };
+    let app = spawn_app_with(settings()).await;
+    let mut a = p.step("a");
+    a["action"]["headers"] =
+        json!({"Authorization": "Bearer s3cr3t-at-rest", "X-Trace": "visible-2"});
+    a["retry"] = json!({"max_attempts": 100, "initial_backoff_ms": 50, "max_backoff_ms": 50});
+    let body = json!({"id": "sealed-1", "name": "n", "steps": [a]});
+    let (code, v) = app.post("/v1/sagas", &body).await;
+    assert_eq!(code, 201, "{v}");
+    crate::helpers::eventually(10, "a first call", || !p.calls_of("sealed-1").is_empty()).await;
+    let (_, view) = app.get("/v1/sagas/sealed-1?include=request").await;
+    let h = &view["request"]["steps"][0]["action"]["headers"];
+    assert_eq!(
+        (h["Authorization"].as_str(), h["X-Trace"].as_str()),
+        (Some("***"), Some("visible-2")),
+        "{view}"
+    );
+    app.stop().await;
+
+    // What a dump of the log would show.
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let backend = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT request, definition FROM sagas",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let request: serde_json::Value = row.try_get("", "request").unwrap();
+    let definition: String = row.try_get("", "definition").unwrap();
+    let _ = conn.close().await;
+    for column in [request.to_string(), definition] {
+        assert!(
+            !column.contains("s3cr3t-at-rest") && !column.contains("visible-2"),
+            "{column}"
+        );
+        assert!(column.contains("enc:v1:"), "{column}");
+    }
+
+    // A restart with the same key resumes the saga and still sends the header in clear.
+    p.default_reply("/a/action", crate::participant::Reply::ok());
+    let app = spawn_app_with(settings()).await;
+    let v = app.wait_status("sealed-1", &["succeeded"], 20).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    let calls = p.calls_of("sealed-1");
+    assert!(calls.len() >= 2);
+    assert!(calls
+        .iter()
+        .all(|c| c.header("authorization") == "Bearer s3cr3t-at-rest"));
+    app.stop().await;
+}
+
+crate::on_every_db!(headers_are_encrypted_at_rest_and_sent_in_clear);

@@ -105,6 +105,7 @@ async fn fill(url: &str, n: usize, t0: i64, spacing: i64) {
         2,
         100_000,
         std::time::Duration::from_secs(60),
+        saga_orchestrator::store::Sealer::none(),
     ));
     let request = json!({"name": "order", "payload": {"order": 1}, "steps": [
         {"name": "create", "action": {"url": "http://127.0.0.1:9/o"}, "compensation": {"url": "http://127.0.0.1:9/oc"}},
