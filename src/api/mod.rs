@@ -28,31 +28,48 @@ pub struct AppState {
     pub secrets: crate::domain::SecretHeaders,
 }
 
-/// Registers every route of the contract.
+/// Registers every route of the contract; any other method on a known path is a 405 with `Allow`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    use problem::method_not_allowed as only;
     cfg.service(
         web::resource("/v1/sagas")
             .route(web::post().to(sagas::create))
             .route(web::get().to(sagas::list))
-            .default_service(web::to(problem::method_not_allowed)),
+            .default_service(web::to(only("GET, POST"))),
     )
     .service(
         web::resource("/v1/sagas/{id}")
             .route(web::get().to(sagas::get))
-            .default_service(web::to(problem::method_not_allowed)),
+            .default_service(web::to(only("GET"))),
     )
     .service(
         web::resource("/v1/sagas/{id}/retry")
             .route(web::post().to(sagas::retry))
-            .default_service(web::to(problem::method_not_allowed)),
+            .default_service(web::to(only("POST"))),
     )
     .service(
         web::resource("/v1/sagas/{id}/abort")
             .route(web::post().to(sagas::abort))
-            .default_service(web::to(problem::method_not_allowed)),
+            .default_service(web::to(only("POST"))),
     )
-    .route("/healthz", web::get().to(service::healthz))
-    .route("/readyz", web::get().to(service::readyz))
-    .route("/metrics", web::get().to(service::metrics))
-    .route("/openapi.json", web::get().to(service::openapi));
+    .service(
+        web::resource("/healthz")
+            .route(web::get().to(service::healthz))
+            .default_service(web::to(only("GET"))),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(service::readyz))
+            .default_service(web::to(only("GET"))),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(service::metrics))
+            .default_service(web::to(only("GET"))),
+    )
+    .service(
+        web::resource("/openapi.json")
+            .route(web::get().to(service::openapi))
+            .default_service(web::to(only("GET"))),
+    );
 }

@@ -149,13 +149,26 @@ pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     .error_response()
 }
 
-/// 405 for a known path with another method.
-pub async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
-        format!("{} is not allowed on {}", req.method(), req.path()),
-    )
-    .error_response()
+/// 405 for a known path with another method, with the `Allow` header RFC 9110 requires.
+pub fn method_not_allowed(
+    allow: &'static str,
+) -> impl Fn(actix_web::HttpRequest) -> std::future::Ready<HttpResponse> + Clone {
+    move |req| {
+        let mut resp = Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            format!(
+                "{} is not allowed on {} (only {allow})",
+                req.method(),
+                req.path()
+            ),
+        )
+        .error_response();
+        resp.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        std::future::ready(resp)
+    }
 }

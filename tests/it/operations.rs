@@ -78,6 +78,21 @@ async fn bad_input_gets_problem_documents_and_records_nothing(db: TestDb) {
     assert_eq!((code, v["status"].as_u64()), (404, Some(404)));
     let r = app.client.delete(&url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(
+        r.headers()["allow"],
+        "GET, POST",
+        "RFC 9110: a 405 lists what is allowed"
+    );
+    let r = app
+        .client
+        .post(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), &r.headers()["allow"]),
+        (405, &"GET".parse().unwrap())
+    );
     let (code, _) = app.get("/v1/sagas/x?wait_ms=999999").await;
     assert_eq!(code, 400);
     let (code, v) = app.post("/v1/sagas/nope/retry", &json!({})).await;
