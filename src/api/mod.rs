@@ -8,6 +8,7 @@ pub mod openapi;
 pub mod problem;
 pub mod resource;
 mod sagas;
+pub mod schema;
 mod service;
 
 use crate::actors::registry::Registry;

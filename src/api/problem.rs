@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 /// One invalid field (`pointer` into the body) or query parameter (`parameter`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProblemField {
     /// JSON Pointer into the request body.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -18,8 +18,8 @@ pub struct ProblemField {
     pub detail: String,
 }
 
-/// An error answer.
-#[derive(Debug, Clone, Serialize)]
+/// An error answer (RFC 9457).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Problem type URI.
     #[serde(rename = "type")]

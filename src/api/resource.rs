@@ -2,17 +2,15 @@
 
 use crate::store::{CallRow, OperatorRow, SagaRecord};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 /// RFC 3339 UTC with milliseconds.
 pub fn rfc3339(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn opt_time(ms: Option<i64>) -> Value {
-    ms.map(|m| Value::String(rfc3339(m))).unwrap_or(Value::Null)
 }
 
 /// The history shown with `include=attempts`: calls and operator actions.
@@ -23,68 +21,168 @@ pub struct History {
     pub operator: Vec<OperatorRow>,
 }
 
-/// The JSON resource; `history` adds `steps[].history` and `operator_actions`.
-pub fn saga_json(r: &SagaRecord, history: Option<&History>) -> Value {
-    let steps: Vec<Value> = r
+/// One call of a step (`include=attempts`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallView {
+    /// action, compensation, try, confirm or cancel.
+    pub phase: String,
+    /// Attempt number in the phase (1 for the first call).
+    pub attempt: u32,
+    /// When it was sent.
+    pub started_at: String,
+    /// When its answer came (null while in flight).
+    pub finished_at: Option<String>,
+    /// The participant's status, if it answered.
+    pub http_status: Option<u16>,
+    /// success, failure or unknown (null while in flight).
+    pub outcome: Option<String>,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+/// One step of a saga.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepView {
+    /// Step name.
+    pub name: String,
+    /// Step status (pending, running, retry_scheduled, succeeded, failed, compensation_scheduled,
+    /// compensating, compensated, skipped, tried, confirming, confirmed, cancelling, cancelled).
+    pub status: String,
+    /// Calls of the forward phase so far.
+    pub attempts: u32,
+    /// Calls of the compensation (or cancel) so far.
+    pub compensation_attempts: u32,
+    /// TCC: calls of the confirm so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_attempts: Option<u32>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When the next call is due.
+    pub next_attempt_at: Option<String>,
+    /// Last change.
+    pub updated_at: String,
+    /// Current phase.
+    pub phase: String,
+    /// host:port (or the endpoint's `service`) of the current phase.
+    pub service: String,
+    /// The step holds the saga stuck.
+    pub stuck: bool,
+    /// Every call in order (`include=attempts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<CallView>>,
+}
+
+/// An operator action (`include=attempts`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperatorActionView {
+    /// retry or abort.
+    pub action: String,
+    /// Who: the token's name, or the caller's address when the service has no tokens.
+    pub by: String,
+    /// When.
+    pub at: String,
+}
+
+/// The saga resource.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaView {
+    /// Saga id.
+    pub id: String,
+    /// Saga kind.
+    pub name: String,
+    /// saga or tcc.
+    pub mode: String,
+    /// running, compensating, confirming, succeeded, compensated or stuck.
+    pub status: String,
+    /// When it was accepted.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+    /// Deadline of the forward phase.
+    pub deadline_at: Option<String>,
+    /// Why it compensates or is stuck.
+    pub error: Option<String>,
+    /// Its steps, in definition order.
+    pub steps: Vec<StepView>,
+    /// Operator actions (`include=attempts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator_actions: Option<Vec<OperatorActionView>>,
+    /// The request as accepted, secret header values shown as `***` (`include=request`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub request: Option<Value>,
+}
+
+/// A page of a listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page {
+    /// Newest first.
+    pub items: Vec<SagaView>,
+    /// Pass back as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+fn opt_time(ms: Option<i64>) -> Option<String> {
+    ms.map(rfc3339)
+}
+
+/// The resource; `history` adds `steps[].history` and `operator_actions`.
+pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
+    let steps = r
         .state
         .steps
         .iter()
         .zip(&r.steps)
         .enumerate()
-        .map(|(i, (s, m))| {
-            let mut v = json!({
-                "name": m.name,
-                "status": s.status.as_str(),
-                "attempts": s.attempts,
-                "compensation_attempts": s.compensation_attempts,
-                "last_error": s.last_error,
-                "next_attempt_at": opt_time(s.next_attempt_at),
-                "updated_at": rfc3339(s.updated_at),
-                "phase": s.phase.as_str(),
-                "service": m.service,
-                "stuck": s.stuck,
-            });
-            if r.mode == "tcc" {
-                v["confirm_attempts"] = json!(s.confirm_attempts);
-            }
-            if let Some(h) = history {
-                v["history"] = h
-                    .calls
+        .map(|(i, (s, m))| StepView {
+            name: m.name.clone(),
+            status: s.status.as_str().to_string(),
+            attempts: s.attempts,
+            compensation_attempts: s.compensation_attempts,
+            confirm_attempts: (r.mode == "tcc").then_some(s.confirm_attempts),
+            last_error: s.last_error.clone(),
+            next_attempt_at: opt_time(s.next_attempt_at),
+            updated_at: rfc3339(s.updated_at),
+            phase: s.phase.as_str().to_string(),
+            service: m.service.clone(),
+            stuck: s.stuck,
+            history: history.map(|h| {
+                h.calls
                     .iter()
                     .filter(|c| c.step == i)
-                    .map(|c| {
-                        json!({
-                            "phase": c.phase,
-                            "attempt": c.attempt,
-                            "started_at": rfc3339(c.started_at),
-                            "finished_at": opt_time(c.finished_at),
-                            "http_status": c.http_status,
-                            "outcome": c.outcome,
-                            "error": c.error,
-                        })
+                    .map(|c| CallView {
+                        phase: c.phase.clone(),
+                        attempt: c.attempt,
+                        started_at: rfc3339(c.started_at),
+                        finished_at: opt_time(c.finished_at),
+                        http_status: c.http_status,
+                        outcome: c.outcome.clone(),
+                        error: c.error.clone(),
                     })
-                    .collect();
-            }
-            v
+                    .collect()
+            }),
         })
         .collect();
-    let mut v = json!({
-        "id": r.id,
-        "name": r.name,
-        "mode": r.mode,
-        "status": r.state.status.as_str(),
-        "created_at": rfc3339(r.created_at),
-        "updated_at": rfc3339(r.updated_at),
-        "deadline_at": opt_time(r.state.deadline_at),
-        "error": r.state.error,
-        "steps": steps,
-    });
-    if let Some(h) = history {
-        v["operator_actions"] = h
-            .operator
-            .iter()
-            .map(|o| json!({"action": o.action, "by": o.who, "at": rfc3339(o.at)}))
-            .collect();
+    SagaView {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        mode: r.mode.clone(),
+        status: r.state.status.as_str().to_string(),
+        created_at: rfc3339(r.created_at),
+        updated_at: rfc3339(r.updated_at),
+        deadline_at: opt_time(r.state.deadline_at),
+        error: r.state.error.clone(),
+        steps,
+        operator_actions: history.map(|h| {
+            h.operator
+                .iter()
+                .map(|o| OperatorActionView {
+                    action: o.action.clone(),
+                    by: o.who.clone(),
+                    at: rfc3339(o.at),
+                })
+                .collect()
+        }),
+        request: None,
     }
-    v
 }

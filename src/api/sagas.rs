@@ -2,7 +2,10 @@
 
 use super::body::{json_body, query_map, wait_ms};
 use super::problem::Problem;
-use super::resource::{saga_json, History};
+#[allow(unused_imports)] // named by the OpenAPI attributes
+use super::resource::SagaView;
+use super::resource::{saga_view, History, Page};
+use super::schema::{GetParams, IdParam, ListParams, StartRequest, WaitParams};
 use super::AppState;
 use crate::actors::registry::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
 use crate::domain::validation::{valid_name, valid_saga_id};
@@ -10,7 +13,6 @@ use crate::domain::{parse_request, SagaStatus};
 use crate::store::{ListQuery, SagaRecord};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -27,6 +29,15 @@ async fn load(state: &AppState, id: &str) -> Result<SagaRecord> {
 }
 
 /// `POST /v1/sagas`
+#[utoipa::path(post, path = "/v1/sagas", tag = "sagas", params(WaitParams),
+    request_body(content = StartRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; recorded before this answer", body = SagaView),
+        (status = 200, description = "The saga with this id and an identical request", body = SagaView),
+        (status = 400, description = "Invalid request (every mistake with its pointer); nothing recorded", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "This id exists with another request", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over server.max_body_bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     root: tracing_actix_web::RootSpan,
     req: HttpRequest,
@@ -87,10 +98,15 @@ pub async fn create(
     }
     Ok(HttpResponse::build(code)
         .insert_header((header::LOCATION, format!("/v1/sagas/{id}")))
-        .json(saga_json(&record, None)))
+        .json(saga_view(&record, None)))
 }
 
 /// `GET /v1/sagas/{id}`
+#[utoipa::path(get, path = "/v1/sagas/{id}", tag = "sagas", params(IdParam, GetParams),
+    responses(
+        (status = 200, description = "The saga", body = SagaView),
+        (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
@@ -138,15 +154,19 @@ pub async fn get(
     } else {
         None
     };
-    let mut v = saga_json(&record, history.as_ref());
+    let mut v = saga_view(&record, history.as_ref());
     if request {
         // As accepted, with credentials masked: the console shows it.
-        v["request"] = state.secrets.redact_request(&record.request);
+        v.request = Some(state.secrets.redact_request(&record.request));
     }
     Ok(HttpResponse::Ok().json(v))
 }
 
 /// `GET /v1/sagas?status=&name=&limit=&cursor=`
+#[utoipa::path(get, path = "/v1/sagas", tag = "sagas", params(ListParams),
+    responses(
+        (status = 200, description = "A page, newest first", body = Page),
+        (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json")))]
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
     let q = query_map(&req)?;
     let mut errs: Vec<(String, String)> = vec![];
@@ -213,8 +233,11 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     } else {
         None
     };
-    let items: Vec<Value> = rows.iter().map(|r| saga_json(r, None)).collect();
-    Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next})))
+    let items = rows.iter().map(|r| saga_view(r, None)).collect();
+    Ok(HttpResponse::Ok().json(Page {
+        items,
+        next_cursor: next,
+    }))
 }
 
 /// Cursors are `{created_at}_{id}`: ids never contain `_`.
@@ -276,10 +299,15 @@ async fn operate(
         }
     }
     let record = load(&state, &id).await?;
-    Ok(HttpResponse::Accepted().json(saga_json(&record, None)))
+    Ok(HttpResponse::Accepted().json(saga_view(&record, None)))
 }
 
-/// `POST /v1/sagas/{id}/retry`
+/// `POST /v1/sagas/{id}/retry`: resume a stuck saga.
+#[utoipa::path(post, path = "/v1/sagas/{id}/retry", tag = "operators", params(IdParam),
+    responses(
+        (status = 202, description = "Resumed", body = SagaView),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not in a state that allows it", body = Problem, content_type = "application/problem+json")))]
 pub async fn retry(
     req: HttpRequest,
     path: web::Path<String>,
@@ -288,7 +316,12 @@ pub async fn retry(
     operate(req, path.into_inner(), Op::Retry, state).await
 }
 
-/// `POST /v1/sagas/{id}/abort`
+/// `POST /v1/sagas/{id}/abort`: stop a running saga and compensate.
+#[utoipa::path(post, path = "/v1/sagas/{id}/abort", tag = "operators", params(IdParam),
+    responses(
+        (status = 202, description = "Compensating", body = SagaView),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not in a state that allows it", body = Problem, content_type = "application/problem+json")))]
 pub async fn abort(
     req: HttpRequest,
     path: web::Path<String>,

@@ -7,6 +7,8 @@ use serde_json::json;
 use std::time::Duration;
 
 /// `GET /healthz`: 200 while the process serves.
+#[utoipa::path(get, path = "/healthz", tag = "service", security(()),
+    responses((status = 200, description = "Serving", body = Object, example = json!({"status": "ok"}))))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
@@ -23,6 +25,9 @@ async fn ready_in_time(state: &AppState) -> bool {
 }
 
 /// `GET /readyz`: 200 when the database answers and migrations are applied, else 503.
+#[utoipa::path(get, path = "/readyz", tag = "service", security(()),
+    responses((status = 200, description = "Ready", body = Object),
+        (status = 503, description = "The database does not answer, or shutting down", body = Problem, content_type = "application/problem+json")))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     if state.shared.is_stopping() {
         return Err(Problem::unavailable("shutting down"));
@@ -37,6 +42,10 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem>
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "auth.metrics_scope is set and no token was given", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks auth.metrics_scope", body = Problem, content_type = "application/problem+json")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // Open-saga gauges come from the log; if it cannot answer in time, the last values stand.
     let m = &state.shared.metrics;
@@ -54,6 +63,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /openapi.json`
+#[utoipa::path(get, path = "/openapi.json", tag = "service", security(()),
+    responses((status = 200, description = "This description (OpenAPI 3.1)", body = Object)))]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(super::openapi::document())
 }

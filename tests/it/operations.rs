@@ -177,8 +177,27 @@ async fn service_endpoints_answer(db: TestDb) {
     assert_eq!(app.get("/readyz").await.0, 200);
     let (code, doc) = app.get("/openapi.json").await;
     assert_eq!(code, 200);
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/v1/sagas/{id}/retry"]["post"].is_object());
+    // Generated from the handlers: every route of the service, with its answers and schemes.
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths.len(), 8, "{paths:?}");
+    let start = &doc["paths"]["/v1/sagas"]["post"];
+    assert_eq!(
+        start["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/StartRequest"
+    );
+    for code in ["201", "400", "401", "403", "409", "503"] {
+        assert!(start["responses"][code].is_object(), "{code}");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["StepDoc"]["properties"]["name"]["pattern"],
+        "^[A-Za-z0-9_.-]{1,64}$"
+    );
     app.post(
         "/v1/sagas?wait_ms=10000",
         &json!({"id": "m-1", "name": "metered", "steps": [p.quick_step("s1")]}),

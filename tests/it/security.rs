@@ -503,3 +503,29 @@ async fn headers_are_encrypted_at_rest_and_sent_in_clear(db: TestDb) {
 }
 
 crate::on_every_db!(headers_are_encrypted_at_rest_and_sent_in_clear);
+
+#[actix_web::test]
+async fn documented_request_limits_are_answered_with_pointers() {
+    let db = TestDb::new(Kind::Sqlite).await.unwrap();
+    let app = spawn_app_with(test_settings(&db)).await;
+    let headers: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("X-H{i}"), json!("v"))).collect();
+    let deep = (0..40).fold(json!(1), |v, _| json!({"a": v}));
+    let body = json!({"name": "n", "payload": deep, "steps": [
+        {"name": "a", "action": {"url": format!("http://127.0.0.1:9/{}", "a".repeat(2100)), "headers": headers}}
+    ]});
+    let (code, v) = app.post("/v1/sagas", &body).await;
+    assert_eq!(code, 400, "{v}");
+    let pointers: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pointers,
+        ["/payload", "/steps/0/action/url", "/steps/0/action/headers"],
+        "{v}"
+    );
+    app.stop().await;
+}
