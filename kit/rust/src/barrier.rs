@@ -233,16 +233,11 @@ impl Barrier {
         if self.insert(tx, call, call.phase, DONE, 0, "").await? {
             return Ok(Ok(self.guard(call)));
         }
-        let row = self.read(tx, call, call.phase).await?;
-        Ok(match row {
-            Some(r) if r.state == TOMBSTONE => Ok(Entry::Answered(Reply::refused(format!(
-                "the {} of this step arrived first: this {} is too late and does nothing",
-                undo_of(call.phase),
-                call.phase.as_str()
-            )))),
-            Some(r) => self.replay(call, &r).map(Entry::Answered),
-            None => Err(Reply::retry("the barrier row vanished; try again")),
-        })
+        // A copy's answer, or the tombstone of an undo that came first (its stored 409).
+        Ok(self
+            .replay_own(tx, call, call.phase)
+            .await?
+            .map(Entry::Answered))
     }
 
     async fn enter_undo<T: BarrierTx + ?Sized>(
@@ -258,14 +253,13 @@ impl Barrier {
         // Origin first (the lock order of every call of a step): a tombstone there, if the
         // forward call never came, makes it refuse when it does.
         let null = self
-            .insert_row(tx, call, origin, TOMBSTONE, 409, &refusal, "")
+            .insert(tx, call, origin, TOMBSTONE, 409, &refusal)
             .await?;
         if !self.insert(tx, call, call.phase, DONE, 0, "").await? {
-            let own = self.read(tx, call, call.phase).await?;
-            return Ok(match own {
-                Some(r) => self.replay(call, &r).map(Entry::Answered),
-                None => Err(Reply::retry("the barrier row vanished; try again")),
-            });
+            return Ok(self
+                .replay_own(tx, call, call.phase)
+                .await?
+                .map(Entry::Answered));
         }
         if null {
             let body = json!({"null_compensation": true, "detail": format!(
@@ -297,11 +291,10 @@ impl Barrier {
         if self.insert(tx, call, Phase::Confirm, DONE, 0, "").await? {
             return Ok(Ok(self.guard(call)));
         }
-        let own = self.read(tx, call, Phase::Confirm).await?;
-        Ok(match own {
-            Some(r) => self.replay(call, &r).map(Entry::Answered),
-            None => Err(Reply::retry("the barrier row vanished; try again")),
-        })
+        Ok(self
+            .replay_own(tx, call, Phase::Confirm)
+            .await?
+            .map(Entry::Answered))
     }
 
     /// Records that the business code refused a forward call, in a new transaction after the
@@ -329,9 +322,8 @@ impl Barrier {
         {
             Ok(true) => reply,
             // Someone wrote the row meanwhile (a copy, or a compensation's tombstone).
-            Ok(false) => match self.read(tx, call, call.phase).await {
-                Ok(Some(r)) => self.replay(call, &r).unwrap_or_else(|e| e),
-                Ok(None) => Reply::retry("the barrier row vanished; try again"),
+            Ok(false) => match self.replay_own(tx, call, call.phase).await {
+                Ok(r) => r.unwrap_or_else(|e| e),
                 Err(e) => db_reply(e),
             },
             Err(e) => db_reply(e),
@@ -405,6 +397,19 @@ impl Barrier {
         Ok(Reply::new(r.http_status as u16, body))
     }
 
+    /// The answer stored in this call's own row by whoever wrote it first.
+    async fn replay_own<T: BarrierTx + ?Sized>(
+        &self,
+        tx: &mut T,
+        call: &SagaCall,
+        phase: Phase,
+    ) -> Result<Result<Reply, Reply>, DbError> {
+        Ok(match self.read(tx, call, phase).await? {
+            Some(r) => self.replay(call, &r),
+            None => Err(Reply::retry("the barrier row vanished; try again")),
+        })
+    }
+
     /// Writes the own row's answer when the barrier itself answers (null or no-op undo).
     async fn finish<T: BarrierTx + ?Sized>(
         &self,
@@ -422,6 +427,8 @@ impl Barrier {
         })
     }
 
+    /// Inserts a row unless its key exists (waiting for an uncommitted copy's lock); answers
+    /// whether it did. A tombstone stands for a call that never came: it has no request hash.
     async fn insert<T: BarrierTx + ?Sized>(
         &self,
         tx: &mut T,
@@ -431,24 +438,11 @@ impl Barrier {
         status: i16,
         body: &str,
     ) -> Result<bool, DbError> {
-        let sha = call.body_sha256();
-        self.insert_row(tx, call, phase, state, status, body, &sha)
-            .await
-    }
-
-    /// Inserts a row unless its key exists (waiting for an uncommitted copy's lock); answers
-    /// whether it did.
-    #[allow(clippy::too_many_arguments)]
-    async fn insert_row<T: BarrierTx + ?Sized>(
-        &self,
-        tx: &mut T,
-        call: &SagaCall,
-        phase: Phase,
-        state: &str,
-        status: i16,
-        body: &str,
-        sha: &str,
-    ) -> Result<bool, DbError> {
+        let sha = if state == TOMBSTONE {
+            String::new()
+        } else {
+            call.body_sha256()
+        };
         let conflict = match tx.dialect() {
             // A plain INSERT, never INSERT IGNORE: that would also hide a truncated key.
             Dialect::MySql => "",
@@ -467,7 +461,7 @@ impl Barrier {
             Arg::Str(state),
             Arg::Int(status),
             Arg::Str(body),
-            Arg::Str(sha),
+            Arg::Str(&sha),
             Arg::Time(call.created_at),
         ];
         match tx.exec(&sql, &args).await {
@@ -506,12 +500,5 @@ impl Barrier {
             ],
         )
         .await
-    }
-}
-
-fn undo_of(p: Phase) -> &'static str {
-    match p {
-        Phase::Try => "cancel",
-        _ => "compensation",
     }
 }

@@ -64,8 +64,17 @@ pub trait BarrierTx: Send {
     async fn row(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<StoredRow>, DbError>;
 }
 
+/// `sql` with the dialect's placeholders: `?` everywhere but PostgreSQL's `$1, $2…`.
+pub(crate) fn placeholders(dialect: Dialect, sql: &str) -> String {
+    if dialect == Dialect::Postgres {
+        numbered(sql)
+    } else {
+        sql.to_string()
+    }
+}
+
 /// `?` placeholders as PostgreSQL's `$1, $2…`.
-pub(crate) fn numbered(sql: &str) -> String {
+fn numbered(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut n = 0;
     for c in sql.chars() {
@@ -103,6 +112,22 @@ pub fn classify(e: &sqlx::Error) -> DbError {
     }
 }
 
+/// The sqlx query of `$sql` in `$dialect`, with `$args` bound.
+macro_rules! bound {
+    ($dialect:expr, $sql:expr, $args:expr) => {{
+        // Built only from the barrier's own SQL and a checked table name; values are bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(placeholders($dialect, $sql)));
+        for a in $args {
+            q = match a {
+                Arg::Str(s) => q.bind(*s),
+                Arg::Int(i) => q.bind(*i),
+                Arg::Time(t) => q.bind(*t),
+            };
+        }
+        q
+    }};
+}
+
 macro_rules! sqlx_tx {
     ($db:ty, $dialect:expr) => {
         #[async_trait::async_trait]
@@ -112,21 +137,10 @@ macro_rules! sqlx_tx {
             }
 
             async fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
-                let sql = if $dialect == Dialect::Postgres {
-                    numbered(sql)
-                } else {
-                    sql.to_string()
-                };
-                // Built only from the barrier's own SQL and a checked table name; values are bound.
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for a in args {
-                    q = match a {
-                        Arg::Str(s) => q.bind(*s),
-                        Arg::Int(i) => q.bind(*i),
-                        Arg::Time(t) => q.bind(*t),
-                    };
-                }
-                let done = q.execute(&mut **self).await.map_err(|e| classify(&e))?;
+                let done = bound!($dialect, sql, args)
+                    .execute(&mut **self)
+                    .await
+                    .map_err(|e| classify(&e))?;
                 Ok(done.rows_affected())
             }
 
@@ -136,21 +150,7 @@ macro_rules! sqlx_tx {
                 args: &[Arg<'_>],
             ) -> Result<Option<StoredRow>, DbError> {
                 use sqlx::Row;
-                let sql = if $dialect == Dialect::Postgres {
-                    numbered(sql)
-                } else {
-                    sql.to_string()
-                };
-                // Built only from the barrier's own SQL and a checked table name; values are bound.
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for a in args {
-                    q = match a {
-                        Arg::Str(s) => q.bind(*s),
-                        Arg::Int(i) => q.bind(*i),
-                        Arg::Time(t) => q.bind(*t),
-                    };
-                }
-                let Some(r) = q
+                let Some(r) = bound!($dialect, sql, args)
                     .fetch_optional(&mut **self)
                     .await
                     .map_err(|e| classify(&e))?
@@ -178,14 +178,17 @@ mod sea {
     use super::*;
     use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, RuntimeErr, Statement};
 
-    fn values(args: &[Arg<'_>]) -> Vec<sea_orm::Value> {
-        args.iter()
+    /// The statement of `sql` for `backend`, with `args` as its values.
+    fn statement(backend: DbBackend, sql: &str, args: &[Arg<'_>]) -> Statement {
+        let values = args
+            .iter()
             .map(|a| match a {
                 Arg::Str(s) => sea_orm::Value::from(s.to_string()),
                 Arg::Int(i) => sea_orm::Value::from(*i),
                 Arg::Time(t) => sea_orm::Value::from(*t),
             })
-            .collect()
+            .collect::<Vec<_>>();
+        Statement::from_sql_and_values(backend, placeholders(dialect_of(backend), sql), values)
     }
 
     fn sort(e: DbErr) -> DbError {
@@ -212,25 +215,13 @@ mod sea {
         }
 
         async fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
-            let backend = self.get_database_backend();
-            let sql = if backend == DbBackend::Postgres {
-                numbered(sql)
-            } else {
-                sql.to_string()
-            };
-            let stmt = Statement::from_sql_and_values(backend, sql, values(args));
+            let stmt = statement(self.get_database_backend(), sql, args);
             let done = self.execute_raw(stmt).await.map_err(sort)?;
             Ok(done.rows_affected())
         }
 
         async fn row(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<StoredRow>, DbError> {
-            let backend = self.get_database_backend();
-            let sql = if backend == DbBackend::Postgres {
-                numbered(sql)
-            } else {
-                sql.to_string()
-            };
-            let stmt = Statement::from_sql_and_values(backend, sql, values(args));
+            let stmt = statement(self.get_database_backend(), sql, args);
             let Some(r) = self.query_one_raw(stmt).await.map_err(sort)? else {
                 return Ok(None);
             };
