@@ -22,7 +22,7 @@ pub use connect::{connect, lock_single_instance};
 pub use sealed::Sealer;
 pub use sql::SqlStore;
 
-use crate::domain::{CallRecord, SagaDefinition, SagaState};
+use crate::domain::{CallRecord, SagaDefinition, SagaState, SagaStatus};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -336,6 +336,12 @@ pub trait SagaStore: Send + Sync + 'static {
     async fn list(&self, q: &ListQuery) -> Result<Vec<SagaRecord>, StoreError>;
     /// How many sagas of each (name, status) are not terminal, counted in the log.
     async fn open_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// How many sagas (of `name`, if given) are in each status, each count at most `cap`.
+    async fn status_counts(
+        &self,
+        name: Option<&str>,
+        cap: u64,
+    ) -> Result<Vec<(SagaStatus, u64)>, StoreError>;
     /// True when the database answers and every migration is applied.
     async fn ready(&self) -> bool;
 }

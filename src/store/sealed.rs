@@ -135,28 +135,30 @@ impl Sealer {
         Ok(d)
     }
 
-    /// A request (as accepted) with every header value sealed.
-    pub fn seal_request(&self, request: &Value) -> Value {
-        let mut out = request.clone();
-        if self.0.is_some() {
-            for (_, v) in request_headers(&mut out) {
-                if let Some(s) = v.as_str() {
-                    *v = Value::String(self.seal(s));
-                }
+    /// Seals every header value of a request (as accepted), in place.
+    pub fn seal_request(&self, request: &mut Value) {
+        if self.0.is_none() {
+            return;
+        }
+        for (_, v) in request_headers(request) {
+            if let Some(s) = v.as_str() {
+                *v = Value::String(self.seal(s));
             }
         }
-        out
     }
 
-    /// A stored request with every header value opened; one that does not open stays sealed.
-    pub fn open_request(&self, request: &Value) -> Value {
-        let mut out = request.clone();
-        for (_, v) in request_headers(&mut out) {
-            if let Some(Ok(s)) = v.as_str().map(|s| self.open(s)) {
+    /// Opens every sealed header value of a stored request, in place; one that does not open
+    /// stays sealed, the others are not touched.
+    pub fn open_request(&self, request: &mut Value) {
+        for (_, v) in request_headers(request) {
+            if let Some(Ok(s)) = v
+                .as_str()
+                .filter(|s| s.starts_with(PREFIX))
+                .map(|s| self.open(s))
+            {
                 *v = Value::String(s);
             }
         }
-        out
     }
 }
 

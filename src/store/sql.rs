@@ -7,7 +7,7 @@ use super::{
     connect, leases, queries, rows, CallRow, Claimed, Claims, Created, LeaseTerms, ListQuery,
     OperatorRequest, OperatorRow, OwnedCursor, SagaRecord, SagaStore, StoreError, Transition,
 };
-use crate::domain::SagaDefinition;
+use crate::domain::{SagaDefinition, SagaStatus};
 use async_trait::async_trait;
 use sea_orm::{DatabaseConnection, DbErr};
 use std::sync::Arc;
@@ -46,9 +46,10 @@ impl SqlStore {
 
     /// A record as read, with its header values opened.
     fn opened(&self, mut r: SagaRecord) -> SagaRecord {
-        r.request = self.sealer.open_request(&r.request);
+        self.sealer.open_request(&mut r.request);
         if let Ok(d) = &r.definition {
-            if self.sealer.holds_sealed(d) || self.sealer.has_key() {
+            // Nothing sealed, nothing to open: most reads copy nothing.
+            if self.sealer.holds_sealed(d) {
                 r.definition = self.sealer.open_definition((**d).clone()).map(Arc::new);
             }
         }
@@ -71,7 +72,7 @@ impl SagaStore for SqlStore {
         let (reply, answer) = oneshot::channel();
         let mut sealed = r.clone();
         if self.sealer.has_key() {
-            sealed.request = self.sealer.seal_request(&r.request);
+            self.sealer.seal_request(&mut sealed.request);
             if let Ok(d) = &r.definition {
                 sealed.definition = Ok(Arc::new(self.sealer.seal_definition(d)));
             }
@@ -118,7 +119,10 @@ impl SagaStore for SqlStore {
         let rs = queries::without_definition(&self.db).await?;
         Ok(rs
             .into_iter()
-            .map(|(id, req)| (id, self.sealer.open_request(&req)))
+            .map(|(id, mut req)| {
+                self.sealer.open_request(&mut req);
+                (id, req)
+            })
             .collect())
     }
 
@@ -212,6 +216,14 @@ impl SagaStore for SqlStore {
 
     async fn open_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         queries::open_counts(&self.db).await
+    }
+
+    async fn status_counts(
+        &self,
+        name: Option<&str>,
+        cap: u64,
+    ) -> Result<Vec<(SagaStatus, u64)>, StoreError> {
+        queries::status_counts(&self.db, name, cap).await
     }
 
     async fn ready(&self) -> bool {
