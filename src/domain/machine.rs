@@ -379,6 +379,24 @@ pub enum Rejected {
     NotStuck(SagaStatus),
 }
 
+impl SagaStatus {
+    /// Whether an operator may abort a saga in this status.
+    pub fn may_abort(self) -> Result<(), Rejected> {
+        match self {
+            SagaStatus::Running => Ok(()),
+            other => Err(Rejected::NotRunning(other)),
+        }
+    }
+
+    /// Whether an operator may retry a saga in this status.
+    pub fn may_retry(self) -> Result<(), Rejected> {
+        match self {
+            SagaStatus::Stuck => Ok(()),
+            other => Err(Rejected::NotStuck(other)),
+        }
+    }
+}
+
 /// State of one step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
@@ -556,15 +574,11 @@ impl SagaState {
                 }
             }
             Event::Abort => {
-                if self.status != SagaStatus::Running {
-                    return Err(Rejected::NotRunning(self.status));
-                }
+                self.status.may_abort()?;
                 self.begin_undo("aborted by operator".into(), false, None, &mut out);
             }
             Event::Retry => {
-                if self.status != SagaStatus::Stuck {
-                    return Err(Rejected::NotStuck(self.status));
-                }
+                self.status.may_retry()?;
                 let mut confirming = false;
                 for s in self.steps.iter_mut() {
                     if s.stuck {
@@ -577,6 +591,9 @@ impl SagaState {
                     confirming |= s.phase == Phase::Confirm;
                 }
                 self.status = if confirming {
+                    // A confirm phase follows tries that all succeeded: nothing went wrong but
+                    // the stuck confirm, so a saga that now succeeds carries no error.
+                    self.error = None;
                     SagaStatus::Confirming
                 } else {
                     SagaStatus::Compensating

@@ -1188,6 +1188,9 @@ proptest! {
         if s.status == SagaStatus::Succeeded {
             let want = if d.mode == Mode::Tcc { StepStatus::Confirmed } else { StepStatus::Succeeded };
             prop_assert!(s.steps.iter().all(|x| x.status == want));
+            prop_assert_eq!(&s.error, &None, "a succeeded saga has no error");
+        } else {
+            prop_assert!(s.error.is_some(), "a compensated saga says why");
         }
         for (i, st) in s.steps.iter().enumerate() {
             let forward: Vec<_> = log.iter().filter(|(k, p, _)| *k == i && p.is_forward()).map(|x| x.2).collect();
