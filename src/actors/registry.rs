@@ -294,7 +294,7 @@ impl Registry {
                     }
                     let full = claims.sagas.len() >= limit || !claims.taken_over.is_empty();
                     for c in claims.sagas {
-                        act.claimed(c, ctx);
+                        act.claimed(c, false, ctx);
                     }
                     if full {
                         act.poll(ctx);
@@ -392,7 +392,7 @@ impl Registry {
                         r.resumed += n;
                     }
                     for record in mine {
-                        act.start_loaded(record, ctx);
+                        act.start_loaded(record, false, ctx);
                     }
                 }
                 Err(e) => {
@@ -408,7 +408,13 @@ impl Registry {
     }
 
     /// Counts and logs a claim, then starts the saga's actor.
-    fn claimed(&mut self, c: Claimed, ctx: &mut Context<Self>) -> Addr<SagaActor> {
+    /// `for_operator`: claimed to carry out an operator action, sent right after.
+    fn claimed(
+        &mut self,
+        c: Claimed,
+        for_operator: bool,
+        ctx: &mut Context<Self>,
+    ) -> Addr<SagaActor> {
         let m = &self.shared.metrics;
         match &c.taken_from {
             Some(from) => {
@@ -423,7 +429,7 @@ impl Registry {
             }
             None => m.leases.with_label_values(&["claimed"]).inc(),
         }
-        self.start_loaded(c.record, ctx)
+        self.start_loaded(c.record, for_operator, ctx)
     }
 
     /// Carries out the operator actions asked of other instances for sagas this one can drive.
@@ -515,7 +521,7 @@ impl Registry {
                     // Sagas not claimed ended, are driven by another instance, or are
                     // unreadable (claimed by nobody until their actor reports them: rare).
                     for c in claimed {
-                        act.claimed(c, ctx);
+                        act.claimed(c, false, ctx);
                     }
                 }
                 Err(e) => {
@@ -530,14 +536,23 @@ impl Registry {
     }
 
     /// Starts the actor of a saga claimed by the registry (or ticks the one that started meanwhile).
-    fn start_loaded(&mut self, r: SagaRecord, ctx: &mut Context<Self>) -> Addr<SagaActor> {
+    fn start_loaded(
+        &mut self,
+        r: SagaRecord,
+        for_operator: bool,
+        ctx: &mut Context<Self>,
+    ) -> Addr<SagaActor> {
         if let Some(a) = self.running(&r.id).cloned() {
             let id = r.id.clone();
             self.tick(&id, ctx);
             return a;
         }
         let (shared, timer, id) = (self.shared.clone(), self.timer.clone(), r.id.clone());
-        self.spawn(id, move |reg| SagaActor::loaded(r, shared, reg, timer), ctx)
+        self.spawn(
+            id,
+            move |reg| SagaActor::loaded(r, for_operator, shared, reg, timer),
+            ctx,
+        )
     }
 
     /// Nudges the actor of `id`, starting it from the log if it has none.
@@ -726,7 +741,7 @@ impl Handler<OperatorAction> for Registry {
                 match route {
                     Route::Done(r) => Box::pin(async move { r }),
                     Route::Claimed(c) => {
-                        let addr = act.claimed(*c, ctx);
+                        let addr = act.claimed(*c, true, ctx);
                         Box::pin(async move {
                             addr.send(operate)
                                 .await

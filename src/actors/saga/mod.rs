@@ -68,6 +68,11 @@ pub struct SagaActor {
     calls: usize,
     /// The registry was told to forget this actor.
     released: bool,
+    /// Claimed for an operator action, queued behind the load.
+    for_operator: bool,
+    /// Idle or not, the lease is kept until then (ms since epoch): a saga claimed for an
+    /// operator action must still hold it when that action arrives.
+    linger_until: i64,
     /// Supervised restarts since the last successful log write (sets the reload backoff).
     restarts: u32,
     /// Why the saga cannot be loaded, when it cannot (operator actions answer with it).
@@ -108,6 +113,8 @@ impl SagaActor {
             last_wake: None,
             calls: 0,
             released: false,
+            for_operator: false,
+            linger_until: 0,
             restarts: 0,
             unusable: None,
             record: None,
@@ -139,15 +146,18 @@ impl SagaActor {
         a
     }
 
-    /// An actor for a saga the registry read from the log; it resumes it.
+    /// An actor for a saga the registry read from the log; it resumes it. `for_operator`: it
+    /// was claimed for an operator action, which follows.
     pub fn loaded(
         r: SagaRecord,
+        for_operator: bool,
         shared: Arc<Shared>,
         registry: Addr<Registry>,
         timer: Addr<Timer>,
     ) -> Self {
         let mut a = Self::with(r.id.clone(), None, vec![], shared, registry, timer);
         a.record = Some(Box::new(r));
+        a.for_operator = for_operator;
         a
     }
 
@@ -197,6 +207,7 @@ impl SagaActor {
         let Some(live) = &self.live else { return };
         let idle = !self.holds
             || self.calls == 0
+                && now_ms() >= self.linger_until
                 && (!ACTIVE_STATUSES.contains(&live.state.status)
                     || self
                         .last_wake
@@ -262,13 +273,18 @@ impl SagaActor {
             version: r.version,
             state: r.state,
         });
+        if self.for_operator || !active {
+            // Claimed for an operator action, which is queued right behind (a stuck saga, or
+            // an active one idle until a distant retry): give it a moment before giving the
+            // lease up again. (A saga claimed because it is due needs no such moment.)
+            let linger = self.shared.evict_idle_after_ms.max(100);
+            self.linger_until = now_ms() + linger;
+            ctx.run_later(Duration::from_millis(linger as u64), |act, ctx| {
+                act.sync_registration(ctx)
+            });
+        }
         if active {
             self.handle_event(Event::Resume, None, ctx, None);
-        } else {
-            // Claimed for an operator action (a stuck saga), which is queued right behind:
-            // give it a moment before giving the lease up again.
-            let linger = Duration::from_millis(self.shared.evict_idle_after_ms.max(100) as u64);
-            ctx.run_later(linger, |act, ctx| act.sync_registration(ctx));
         }
     }
 
@@ -358,6 +374,7 @@ impl SagaActor {
                 .filter(|c| matches!(c, Command::Call { .. }))
                 .count();
         let release = calls_after == 0
+            && now >= self.linger_until
             && (!ACTIVE_STATUSES.contains(&new.status)
                 || new
                     .next_wake()
