@@ -157,6 +157,15 @@ impl Tokens {
         self.tokens.is_empty()
     }
 
+    /// The scopes of the token named `name` (none for an unknown name).
+    pub fn scopes_of(&self, name: &str) -> Vec<Scope> {
+        self.tokens
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.scopes.clone())
+            .unwrap_or_default()
+    }
+
     /// Checks an `Authorization` header value against `needs`; answers the token's name.
     pub fn check(&self, authorization: Option<&str>, needs: Scope) -> Result<&str, Denied> {
         let presented = authorization
@@ -188,7 +197,10 @@ impl Tokens {
     /// The scope a request needs, or `None` when the route is open to anyone.
     pub fn needs(&self, method: &str, path: &str) -> Option<Scope> {
         match path {
-            "/healthz" | "/readyz" | "/openapi.json" => None,
+            "/healthz" | "/readyz" | "/openapi.json" | "/" => None,
+            // The console's files; it sends the token with each API call it makes.
+            "/ui" => None,
+            _ if path.starts_with("/ui/") => None,
             "/metrics" => self.metrics_scope,
             _ if path.starts_with("/demo/") => None, // the demo shop is a participant, not the API
             _ if method == "POST" && path == "/v1/sagas" => Some(Scope::Write),
@@ -269,6 +281,13 @@ mod tests {
         assert_eq!(t.needs("POST", "/v1/sagas/x/retry"), Some(Scope::Admin));
         assert_eq!(t.needs("POST", "/v1/sagas/x/abort"), Some(Scope::Admin));
         assert_eq!(t.needs("GET", "/nope"), Some(Scope::Read));
+        assert_eq!(t.needs("GET", "/v1/counts"), Some(Scope::Read));
+        assert_eq!(t.needs("GET", "/v1/whoami"), Some(Scope::Read));
+        assert_eq!(t.needs("GET", "/ui"), None);
+        assert_eq!(t.needs("GET", "/ui/sagas/x"), None);
+        assert_eq!(t.needs("GET", "/uix"), Some(Scope::Read));
+        assert_eq!(t.scopes_of("ops"), vec![Scope::Read, Scope::Admin]);
+        assert!(t.scopes_of("nobody").is_empty());
     }
 
     #[test]

@@ -10,6 +10,8 @@ use saga_participant::{Barrier, Phase, Reply, SagaCall, StepError, StepFuture};
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, Sqlite, Transaction};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 /// Every user's balance at the start.
 pub const START_BALANCE: i64 = 5000;
@@ -20,6 +22,8 @@ pub const START_STOCK: i64 = 100;
 pub struct DemoShop {
     pool: SqlitePool,
     barrier: Barrier,
+    /// Injected faults: `service/op` answers this status without running (`POST /demo/faults`).
+    faults: Mutex<BTreeMap<String, u16>>,
 }
 
 const SCHEMA: &[&str] = &[
@@ -54,7 +58,11 @@ impl DemoShop {
             .create_table_on(&pool)
             .await
             .map_err(|e| format!("demo shop barrier: {e}"))?;
-        Ok(DemoShop { pool, barrier })
+        Ok(DemoShop {
+            pool,
+            barrier,
+            faults: Mutex::default(),
+        })
     }
 }
 
@@ -63,13 +71,53 @@ pub fn routes(cfg: &mut web::ServiceConfig, shop: web::Data<DemoShop>) {
     cfg.app_data(shop).service(
         web::scope("/demo")
             .route("/state", web::get().to(state))
+            .route("/faults", web::post().to(set_faults))
             .route("/{service}/{op}", web::post().to(operate)),
     );
 }
 
+/// `POST /demo/faults` `{"stock/refund": 503}`: from now on that endpoint answers 503 without
+/// running, until the next call replaces the set (`{}` clears it). A broken participant to try
+/// retries, stuck sagas and the console's retry on.
+async fn set_faults(body: web::Json<Value>, shop: web::Data<DemoShop>) -> HttpResponse {
+    let Some(map) = body.as_object() else {
+        return HttpResponse::BadRequest()
+            .json(json!({"error": "expected an object of \"service/op\": status"}));
+    };
+    let mut faults = BTreeMap::new();
+    for (k, v) in map {
+        let known = k
+            .split_once('/')
+            .is_some_and(|(service, op)| business(service, op).is_some());
+        let status = v
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| (400..=599).contains(n));
+        match (known, status) {
+            (true, Some(status)) => faults.insert(k.clone(), status),
+            (false, _) => {
+                return HttpResponse::BadRequest()
+                    .json(json!({"error": format!("no demo endpoint /demo/{k}")}))
+            }
+            (_, None) => {
+                return HttpResponse::BadRequest()
+                    .json(json!({"error": format!("{k}: the status must be 400 to 599")}))
+            }
+        };
+    }
+    *shop.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults.clone();
+    HttpResponse::Ok().json(json!({ "faults": faults }))
+}
+
 async fn state(shop: web::Data<DemoShop>) -> HttpResponse {
+    let faults = shop
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let read = async {
-        let mut out = json!({"orders": {}, "stock": {}, "balances": {}, "held": {}});
+        let mut out =
+            json!({"orders": {}, "stock": {}, "balances": {}, "held": {}, "faults": faults});
         for r in sqlx::query("SELECT id, status FROM orders")
             .fetch_all(&shop.pool)
             .await?
@@ -147,6 +195,18 @@ async fn operate(
             "/demo/{service}/{op} is not a {} endpoint",
             call.phase.as_str()
         ));
+    }
+    let fault = shop
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&format!("{service}/{op}"))
+        .copied();
+    if let Some(status) = fault {
+        return Reply::new(
+            status,
+            json!({"error": format!("fault injected by POST /demo/faults: /demo/{service}/{op} answers {status}")}),
+        );
     }
     shop.barrier
         .run(&shop.pool, &call, move |tx| step(tx, o))

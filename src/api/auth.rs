@@ -2,12 +2,13 @@
 //! problem, or the caller's token name for `who` and the access log.
 
 use super::problem::Problem;
-use crate::auth::{Denied, Tokens};
+use super::resource::Whoami;
+use crate::auth::{Denied, Scope, Tokens};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage, ResponseError};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 /// The caller a token named, in the request's extensions.
 #[derive(Debug, Clone)]
@@ -75,6 +76,23 @@ pub async fn check(
         header::HeaderValue::from_static("no-store"),
     );
     Ok(req.into_response(resp).map_into_right_body())
+}
+
+/// `GET /v1/whoami`: the caller's token name and scopes, so that the console offers only what
+/// the token allows (and says why the rest is disabled).
+#[utoipa::path(get, path = "/v1/whoami", tag = "service",
+    responses((status = 200, description = "The caller", body = Whoami)))]
+pub async fn whoami(req: HttpRequest, tokens: web::Data<Tokens>) -> HttpResponse {
+    let name = req.extensions().get::<Caller>().map(|c| c.0.clone());
+    let scopes = match &name {
+        Some(n) => tokens.scopes_of(n),
+        None => Scope::ALL.to_vec(), // no tokens: open
+    };
+    HttpResponse::Ok().json(Whoami {
+        name,
+        scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
+        tokens_required: !tokens.is_open(),
+    })
 }
 
 /// Puts the token's name (never the token) on the request's access-log lines.

@@ -54,6 +54,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(only("POST"))),
     )
     .service(
+        web::resource("/v1/counts")
+            .route(web::get().to(sagas::counts))
+            .default_service(web::to(only("GET"))),
+    )
+    .service(
+        web::resource("/v1/whoami")
+            .route(web::get().to(auth::whoami))
+            .default_service(web::to(only("GET"))),
+    )
+    .service(
         web::resource("/healthz")
             .route(web::get().to(service::healthz))
             .default_service(web::to(only("GET"))),

@@ -3,9 +3,11 @@
 //! request shapes of `schema.rs`), so that it cannot drift from the code.
 
 use super::problem::{Problem, ProblemField};
-use super::resource::{CallView, OperatorActionView, Page, SagaView, StepView};
+use super::resource::{
+    ActionView, CallView, Counts, OperatorActionView, Page, SagaView, StepView, Whoami,
+};
 use super::schema::{EndpointDoc, MethodDoc, ModeDoc, RetryDoc, StartRequest, StepDoc};
-use super::{sagas, service};
+use super::{auth, sagas, service};
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
@@ -22,6 +24,8 @@ use utoipa::OpenApi;
         sagas::get,
         sagas::retry,
         sagas::abort,
+        sagas::counts,
+        auth::whoami,
         service::healthz,
         service::readyz,
         service::metrics,
@@ -29,7 +33,7 @@ use utoipa::OpenApi;
     ),
     components(schemas(
         StartRequest, StepDoc, EndpointDoc, RetryDoc, ModeDoc, MethodDoc, SagaView, StepView,
-        CallView, OperatorActionView, Page, Problem, ProblemField
+        CallView, OperatorActionView, ActionView, Page, Counts, Whoami, Problem, ProblemField
     )),
     modifiers(&Common),
     // Tokens are optional: a service without [auth] tokens is open (on loopback).

@@ -67,6 +67,9 @@ pub struct StepView {
     pub service: String,
     /// The step holds the saga stuck.
     pub stuck: bool,
+    /// The steps that must succeed first, as resolved at acceptance (single-saga reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<String>>,
     /// Every call in order (`include=attempts`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<CallView>>,
@@ -81,6 +84,19 @@ pub struct OperatorActionView {
     pub by: String,
     /// When.
     pub at: String,
+}
+
+/// An operator action and whether the saga's status allows it now (`GET /v1/sagas/{id}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionView {
+    /// retry or abort.
+    pub action: String,
+    /// The status allows it (the token's scopes aside).
+    pub allowed: bool,
+    /// The scope a token needs for it.
+    pub scope: String,
+    /// Why not, when not allowed.
+    pub reason: Option<String>,
 }
 
 /// The saga resource.
@@ -107,6 +123,9 @@ pub struct SagaView {
     /// Operator actions (`include=attempts`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operator_actions: Option<Vec<OperatorActionView>>,
+    /// The operator actions and whether each is allowed now (single-saga reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<ActionView>>,
     /// The request as accepted, secret header values shown as `***` (`include=request`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -120,6 +139,26 @@ pub struct Page {
     pub items: Vec<SagaView>,
     /// Pass back as `cursor` for the next page; null on the last.
     pub next_cursor: Option<String>,
+}
+
+/// How many sagas are in each status (`GET /v1/counts`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Counts {
+    /// Every status, with its count; a count equal to `capped_at` means "at least that many".
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// Where counting stops.
+    pub capped_at: u64,
+}
+
+/// Who the caller is (`GET /v1/whoami`): what the console may offer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Whoami {
+    /// The token's name; null when the service has no tokens.
+    pub name: Option<String>,
+    /// What the caller may do: read, write, admin.
+    pub scopes: Vec<String>,
+    /// The service asks for a token.
+    pub tokens_required: bool,
 }
 
 fn opt_time(ms: Option<i64>) -> Option<String> {
@@ -146,6 +185,7 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
             phase: s.phase.as_str().to_string(),
             service: m.service.clone(),
             stuck: s.stuck,
+            depends_on: None,
             history: history.map(|h| {
                 h.calls
                     .iter()
@@ -183,6 +223,33 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
                 })
                 .collect()
         }),
+        actions: None,
         request: None,
     }
+}
+
+/// Adds each step's `depends_on` from the stored definition (single-saga reads).
+pub fn add_dependencies(v: &mut SagaView, r: &SagaRecord) {
+    let Ok(d) = &r.definition else { return };
+    for (step, def) in v.steps.iter_mut().zip(&d.steps) {
+        let names = def.deps.iter().filter_map(|&j| d.steps.get(j));
+        step.depends_on = Some(names.map(|s| s.name.clone()).collect());
+    }
+}
+
+/// What an operator may do with the saga now, by the domain's rules, and the scope each needs.
+pub fn actions_view(r: &SagaRecord, tokens: &crate::auth::Tokens) -> Vec<ActionView> {
+    let status = r.state.status;
+    [("retry", status.may_retry()), ("abort", status.may_abort())]
+        .into_iter()
+        .map(|(action, rule)| ActionView {
+            action: action.into(),
+            allowed: rule.is_ok(),
+            scope: tokens
+                .needs("POST", &format!("/v1/sagas/{}/{action}", r.id))
+                .map_or("", |s| s.as_str())
+                .into(),
+            reason: rule.err().map(|e| e.to_string()),
+        })
+        .collect()
 }

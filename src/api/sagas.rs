@@ -4,8 +4,8 @@ use super::body::{json_body, query_map, wait_ms};
 use super::problem::Problem;
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use super::resource::SagaView;
-use super::resource::{saga_view, History, Page};
-use super::schema::{GetParams, IdParam, ListParams, StartRequest, WaitParams};
+use super::resource::{actions_view, add_dependencies, saga_view, Counts, History, Page};
+use super::schema::{CountsParams, GetParams, IdParam, ListParams, StartRequest, WaitParams};
 use super::AppState;
 use crate::actors::registry::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
 use crate::domain::validation::{valid_name, valid_saga_id};
@@ -17,15 +17,22 @@ use std::time::{Duration, Instant};
 
 type Result<T> = std::result::Result<T, Problem>;
 
-async fn load(state: &AppState, id: &str) -> Result<SagaRecord> {
+/// A read of the saga log behind the API, timed in `saga_store_read_duration_seconds`.
+async fn timed<T>(state: &AppState, read: impl std::future::Future<Output = T>) -> T {
     let t = Instant::now();
-    let r = state.shared.store.load(id).await;
+    let r = read.await;
     state
         .shared
         .metrics
         .store_read
         .observe(t.elapsed().as_secs_f64());
-    r?.ok_or_else(|| Problem::saga_not_found(id))
+    r
+}
+
+async fn load(state: &AppState, id: &str) -> Result<SagaRecord> {
+    timed(state, state.shared.store.load(id))
+        .await?
+        .ok_or_else(|| Problem::saga_not_found(id))
 }
 
 /// `POST /v1/sagas`
@@ -111,6 +118,7 @@ pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
+    tokens: web::Data<crate::auth::Tokens>,
 ) -> Result<HttpResponse> {
     let id = path.into_inner();
     let q = query_map(&req)?;
@@ -155,6 +163,8 @@ pub async fn get(
         None
     };
     let mut v = saga_view(&record, history.as_ref());
+    v.actions = Some(actions_view(&record, &tokens));
+    add_dependencies(&mut v, &record);
     if request {
         // As accepted, with credentials masked: the console shows it.
         v.request = Some(state.secrets.redact_request(&record.request));
@@ -179,13 +189,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             }
         }
     }
-    let name = q.get("name").filter(|s| !s.is_empty()).cloned();
-    if name.as_deref().is_some_and(|n| !valid_name(n, 64, "_.-")) {
-        errs.push((
-            "name".into(),
-            "must be 1-64 characters of A-Z a-z 0-9 _ . -".into(),
-        ));
-    }
+    let name = name_param(&q, &mut errs);
     let limit = match q.get("limit").map(|s| s.parse::<u64>()) {
         None => 50,
         Some(Ok(n)) if (1..=500).contains(&n) => n,
@@ -210,22 +214,13 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     if !errs.is_empty() {
         return Err(Problem::invalid_query(errs));
     }
-    let t = Instant::now();
-    let mut rows = state
-        .shared
-        .store
-        .list(&ListQuery {
-            statuses,
-            name,
-            limit: limit + 1,
-            after,
-        })
-        .await?;
-    state
-        .shared
-        .metrics
-        .store_read
-        .observe(t.elapsed().as_secs_f64());
+    let query = ListQuery {
+        statuses,
+        name,
+        limit: limit + 1,
+        after,
+    };
+    let mut rows = timed(&state, state.shared.store.list(&query)).await?;
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next = if more {
@@ -237,6 +232,50 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(Page {
         items,
         next_cursor: next,
+    }))
+}
+
+/// The `name` filter of a listing or a count, if given.
+fn name_param(
+    q: &std::collections::HashMap<String, String>,
+    errs: &mut Vec<(String, String)>,
+) -> Option<String> {
+    let name = q.get("name").filter(|s| !s.is_empty()).cloned();
+    if name.as_deref().is_some_and(|n| !valid_name(n, 64, "_.-")) {
+        errs.push((
+            "name".into(),
+            "must be 1-64 characters of A-Z a-z 0-9 _ . -".into(),
+        ));
+    }
+    name
+}
+
+/// Counts stop here: each reads at most this many index entries, whatever the log's size.
+const COUNT_CAP: u64 = 10_000;
+
+/// `GET /v1/counts?name=`
+#[utoipa::path(get, path = "/v1/counts", tag = "sagas", params(CountsParams),
+    responses(
+        (status = 200, description = "Sagas per status", body = Counts),
+        (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json")))]
+pub async fn counts(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
+    let q = query_map(&req)?;
+    let mut errs = vec![];
+    let name = name_param(&q, &mut errs);
+    if !errs.is_empty() {
+        return Err(Problem::invalid_query(errs));
+    }
+    let counts = timed(
+        &state,
+        state.shared.store.status_counts(name.as_deref(), COUNT_CAP),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(Counts {
+        counts: counts
+            .into_iter()
+            .map(|(st, n)| (st.as_str().to_string(), n))
+            .collect(),
+        capped_at: COUNT_CAP,
     }))
 }
 

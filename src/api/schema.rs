@@ -165,6 +165,15 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
+/// Query of `GET /v1/counts`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CountsParams {
+    /// Count only sagas of this kind.
+    #[param(pattern = "^([A-Za-z0-9_.-]{1,64})?$")]
+    pub name: Option<String>,
+}
+
 /// The saga id in a path.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -355,6 +355,10 @@ async fn listing_pages_newest_first(db: TestDb) {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec!["ls-3", "ls-2", "ls-1"]);
+    assert!(
+        page1["items"][0]["steps"][0].get("depends_on").is_none(),
+        "a listing does not load definitions"
+    );
     let cursor = page1["next_cursor"].as_str().expect("a next page");
     let (_, page2) = app
         .get(&format!("/v1/sagas?name=listed&limit=3&cursor={cursor}"))
@@ -367,6 +371,25 @@ async fn listing_pages_newest_first(db: TestDb) {
         .collect();
     assert_eq!(ids, vec!["ls-0"]);
     assert!(page2["next_cursor"].is_null());
+    // Counts per status, of every name or of one; the listing and the counts agree.
+    let (code, c) = app.get("/v1/counts").await;
+    assert_eq!(code, 200, "{c}");
+    assert_eq!(
+        c["counts"],
+        json!({"running": 0, "compensating": 0, "confirming": 0, "stuck": 0, "succeeded": 3, "compensated": 2})
+    );
+    assert_eq!(c["capped_at"], 10_000);
+    let (_, c) = app.get("/v1/counts?name=listed").await;
+    assert_eq!(c["counts"]["succeeded"], 2);
+    assert_eq!(c["counts"]["compensated"], 2);
+    let (_, c) = app.get("/v1/counts?name=nobody").await;
+    assert!(
+        c["counts"].as_object().unwrap().values().all(|n| n == 0),
+        "{c}"
+    );
+    let (code, c) = app.get("/v1/counts?name=no%20spaces").await;
+    assert_eq!(code, 400, "{c}");
+    assert_eq!(c["errors"][0]["parameter"], "name", "{c}");
     let (_, comp) = app.get("/v1/sagas?status=compensated,stuck").await;
     let ids: Vec<&str> = comp["items"]
         .as_array()

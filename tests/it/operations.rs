@@ -9,6 +9,7 @@ on_every_db!(
     bad_input_gets_problem_documents_and_records_nothing,
     stuck_compensation_waits_for_an_operator_retry,
     abort_stops_a_running_saga_and_compensates,
+    abort_reaches_a_saga_idle_until_a_distant_retry,
     service_endpoints_answer,
 );
 
@@ -125,6 +126,18 @@ async fn stuck_compensation_waits_for_an_operator_retry(db: TestDb) {
         "{m}"
     );
     assert!(m.contains("sagas_stuck{name=\"refund\"} 1"));
+    // The resource says what an operator may do now, and why not (the console's buttons).
+    let (_, v) = app.get("/v1/sagas/stuck-1").await;
+    assert_eq!(
+        v["actions"],
+        json!([
+            {"action": "retry", "allowed": true, "scope": "admin", "reason": null},
+            {"action": "abort", "allowed": false, "scope": "admin", "reason": "the saga is stuck, only a running saga can be aborted"}
+        ])
+    );
+    // A plain list: each step after the one before, as resolved at acceptance.
+    assert_eq!(v["steps"][0]["depends_on"], json!([]));
+    assert_eq!(v["steps"][1]["depends_on"], json!(["s1"]));
     let (code, _) = app.post("/v1/sagas/stuck-1/abort", &json!({})).await;
     assert_eq!(code, 409, "a stuck saga is past aborting");
     p.default_reply("/s1/compensation", Reply::ok());
@@ -142,8 +155,62 @@ async fn stuck_compensation_waits_for_an_operator_retry(db: TestDb) {
     assert_eq!(attempts, vec!["1", "2", "3"]);
     let (code, _) = app.post("/v1/sagas/stuck-1/retry", &json!({})).await;
     assert_eq!(code, 409, "not stuck any more");
+    let (_, v) = app.get("/v1/sagas/stuck-1").await;
+    assert_eq!(v["actions"][0]["allowed"], false);
+    assert_eq!(
+        v["actions"][0]["reason"],
+        "the saga is compensated, only a stuck saga can be retried"
+    );
     let (_, m) = app.get_text("/metrics").await;
     assert!(m.contains("sagas_stuck{name=\"refund\"} 0"), "{m}");
+    app.stop().await;
+}
+
+/// A saga that waits a minute for its next retry has no actor in memory; an abort claims it,
+/// and its new actor must not give the lease up again before the abort arrives (it answered
+/// 503 "released" every time, so such a saga could not be aborted at all).
+async fn abort_reaches_a_saga_idle_until_a_distant_retry(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.default_reply("/s1/action", Reply::code(503));
+    let mut s1 = p.step("s1");
+    s1["retry"] = json!({"max_attempts": 5, "initial_backoff_ms": 60000, "max_backoff_ms": 60000});
+    let (code, _) = app
+        .post(
+            "/v1/sagas",
+            &json!({"id": "idle-1", "name": "idle", "steps": [s1]}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, v) = app.get("/v1/sagas/idle-1").await;
+        if v["steps"][0]["status"] == "retry_scheduled"
+            && app.metric("saga_live_actors").await == 0.0
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never idle: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let released = r#"saga_leases_total{event="released"}"#;
+    let before = app.metric(released).await;
+    assert!(before >= 1.0, "the idle saga gave its lease up");
+    let (code, v) = app.post("/v1/sagas/idle-1/abort", &json!({})).await;
+    assert_eq!(code, 202, "{v}");
+    assert_eq!(v["status"], "compensating", "{v}");
+    app.wait_status("idle-1", &["compensated"], 20).await;
+    let (code, v) = app.post("/v1/sagas/idle-1/abort", &json!({})).await;
+    assert_eq!(code, 409, "{v}");
+    // Its lease is given up again once it has nothing to do.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.metric(released).await <= before || app.metric("saga_live_actors").await > 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease is still held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     app.stop().await;
 }
 
@@ -181,7 +248,7 @@ async fn service_endpoints_answer(db: TestDb) {
     assert!(doc["paths"]["/v1/sagas/{id}/retry"]["post"].is_object());
     // Generated from the handlers: every route of the service, with its answers and schemes.
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    assert_eq!(paths.len(), 8, "{paths:?}");
+    assert_eq!(paths.len(), 10, "{paths:?}");
     let start = &doc["paths"]["/v1/sagas"]["post"];
     assert_eq!(
         start["requestBody"]["content"]["application/json"]["schema"]["$ref"],

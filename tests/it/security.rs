@@ -13,7 +13,7 @@ const READER: &str = "sgo_reader-token-for-tests";
 const WRITER: &str = "sgo_writer-token-for-tests";
 const ADMIN: &str = "sgo_admin-token-for-tests";
 
-fn token(name: &str, secret: &str, scopes: &[&str]) -> TokenSettings {
+pub(crate) fn token(name: &str, secret: &str, scopes: &[&str]) -> TokenSettings {
     TokenSettings {
         name: name.into(),
         sha256: sha256_hex(secret),
@@ -22,7 +22,7 @@ fn token(name: &str, secret: &str, scopes: &[&str]) -> TokenSettings {
 }
 
 /// One request with an optional bearer token: status, headers and JSON body.
-async fn call(
+pub(crate) async fn call(
     base: &str,
     method: &str,
     path: &str,
