@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod check_participant;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod domain;
 pub mod metrics;

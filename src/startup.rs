@@ -185,6 +185,7 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(tokens.clone())
                 .configure(api::routes)
+                .configure(crate::console::routes)
                 .configure(|c| {
                     if let Some(shop) = &shop {
                         crate::demo::routes(c, shop.clone())

@@ -12,6 +12,7 @@ mod backpressure;
 mod check_participant;
 mod cluster;
 mod config;
+mod console;
 mod crash;
 mod definitions;
 mod observability;

@@ -1,0 +1,349 @@
+// End-to-end test of the console (/ui) in a real browser: Debian's Chromium driven by
+// Playwright's client, against the real binary with its demo shop and two tokens.
+// Run: npm ci && npm test (in tests/console), after `cargo build`.
+// SAGA_BIN: the binary (default target/debug/saga-orchestrator); CONSOLE_SHOTS: where the
+// screenshots go (default target/console); CHROMIUM: the browser (default /usr/bin/chromium).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const root = new URL('../../', import.meta.url).pathname;
+const BIN = process.env.SAGA_BIN || join(root, 'target/debug/saga-orchestrator');
+const SHOTS = process.env.CONSOLE_SHOTS || join(root, 'target/console');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const TOKENS = { ops: 'console-test-ops-token', viewer: 'console-test-viewer-token' };
+
+const XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>';
+
+const sha256 = (s) => createHash('sha256').update(s).digest('hex');
+
+/** Polls `check` until it answers truthy, or fails after `ms` with `what`. */
+async function until(what, check, ms = 20000) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what} (last: ${last})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The binary on a free loopback port with the demo shop; answers its base URL. */
+async function startService(dir) {
+  const config = join(dir, 'console.toml');
+  writeFileSync(config, `
+[server]
+bind = "127.0.0.1:0"
+
+[database]
+url = "sqlite://${dir}/console.db?mode=rwc"
+
+[demo]
+enabled = true
+
+[participant]
+allow = ["127.0.0.1"]
+
+[[auth.tokens]]
+name = "ops"
+sha256 = "${sha256(TOKENS.ops)}"
+scopes = ["read", "write", "admin"]
+
+[[auth.tokens]]
+name = "viewer"
+sha256 = "${sha256(TOKENS.viewer)}"
+scopes = ["read"]
+`);
+  const child = spawn(BIN, ['--config', config, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  after(() => child.kill('SIGTERM'));
+  let out = '';
+  child.stdout.on('data', (b) => { out += b; });
+  child.stderr.on('data', (b) => { out += b; });
+  const bound = await until('the service to listen', () => {
+    if (child.exitCode !== null) throw new Error(`the service exited: ${out}`);
+    const m = out.match(/"bound":"([^"]+)"/);
+    return m && m[1];
+  });
+  return `http://${bound}`;
+}
+
+test('an operator finds a stuck saga, understands it and fixes it in the console', { timeout: 150000 }, async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  const dir = mkdtempSync(join(tmpdir(), 'saga-console-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const base = await startService(dir);
+  const demo = `${base}/demo`;
+
+  const call = async (method, path, body, token = TOKENS.ops) => {
+    const res = await fetch(base + path, {
+      method,
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, body: await res.json().catch(() => null) };
+  };
+  const status = async (id) => (await call('GET', `/v1/sagas/${id}`)).body.status;
+  const order = (id, extra) => ({
+    id, name: 'place_order',
+    payload: { order_id: id, user_id: 42, sku: 'A1', qty: 1, amount: 30 },
+    steps: [
+      { name: 'order', action: { url: `${demo}/orders/create` }, compensation: { url: `${demo}/orders/cancel` } },
+      { name: 'stock', action: { url: `${demo}/stock/deduct` }, compensation: { url: `${demo}/stock/refund`, ...extra.refund } },
+      { name: 'balance', action: { url: `${demo}/balance/deduct`, ...extra.balance } },
+    ],
+  });
+
+  // The balance's confirm is broken: the TCC saga's confirms use up their retries.
+  assert.equal((await call('POST', '/demo/faults', { 'balance/commit': 503 })).status, 200);
+  const started = [
+    // Its payload carries markup: the console must show it as text.
+    await call('POST', '/v1/sagas?wait_ms=10000', { ...order('order-1001', {}), payload: { ...order('order-1001', {}).payload, note: XSS } }),
+    // Refused by the balance; its stock refund waits 10 minutes (a pending timer).
+    await call('POST', '/v1/sagas', order('order-1002', { balance: { body: { refuse: true } }, refund: { delay_ms: 600000 } })),
+    await call('POST', '/v1/sagas', {
+      id: 'order-1003', name: 'reserve_funds', mode: 'tcc',
+      payload: { user_id: 7, amount: 120 },
+      steps: [
+        ['buyer', [], { user_id: 7, amount: 120 }],
+        ['fee', [], { user_id: 8, amount: 5 }],
+        ['seller', ['buyer', 'fee'], { user_id: 9, amount: 1 }],
+      ].map(([name, after, body]) => ({
+        name, depends_on: after,
+        try: { url: `${demo}/balance/reserve`, body },
+        confirm: { url: `${demo}/balance/commit`, body },
+        cancel: { url: `${demo}/balance/release`, body },
+        retry: { max_attempts: 2, initial_backoff_ms: 50, max_backoff_ms: 100 },
+      })),
+    }),
+  ];
+  assert.deepEqual(started.map((r) => r.status), [201, 201, 201], JSON.stringify(started.map((r) => r.body)));
+  assert.equal(started[0].body.status, 'succeeded');
+  await until('order-1002 to wait for its delayed refund', async () => (await status('order-1002')) === 'compensating'
+    && (await call('GET', '/v1/sagas/order-1002')).body.steps[1].status === 'compensation_scheduled');
+  await until('order-1003 to be stuck', async () => (await status('order-1003')) === 'stuck');
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    chromiumSandbox: false,
+    // A closed network: no background connections, no component updates, no QUIC.
+    args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  after(() => browser.close());
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: 'light' });
+  const page = await context.newPage();
+  page.setDefaultTimeout(10000);
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  // The browser logs the answers the test provokes (no token yet: 401; an unknown id: 404).
+  const expected = /^Failed to load resource: the server responded with a status of (401|404)/;
+  page.on('console', (m) => { if (m.type() === 'error' && !expected.test(m.text())) problems.push(`console: ${m.text()}`); });
+
+  // The service has tokens: the console asks for one. A read-only token first.
+  await page.goto(`${base}/ui`);
+  const tokenDialog = page.locator('#token-dialog');
+  await tokenDialog.waitFor({ state: 'visible' });
+  await page.fill('#token-input', TOKENS.viewer);
+  await page.press('#token-input', 'Enter');
+  await page.locator('#who', { hasText: 'viewer · read' }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('saga-console-token')), TOKENS.viewer);
+  assert.equal(await page.evaluate(() => localStorage.getItem('saga-console-token')), null, 'the token stays in the session');
+
+  // The list: newest first, counts per status with stuck highlighted.
+  const rowIds = () => page.locator('table.sagas .id').allTextContents();
+  await until('three sagas listed', async () => (await rowIds()).length === 3);
+  assert.deepEqual(await rowIds(), ['order-1003', 'order-1002', 'order-1001']);
+  const stuckChip = page.getByRole('button', { name: 'stuck: 1' });
+  await stuckChip.waitFor();
+  assert.match(await stuckChip.getAttribute('class'), /\balarm\b/);
+  await page.getByRole('button', { name: 'all: 3' }).waitFor();
+  await page.screenshot({ path: join(SHOTS, 'list.png') });
+
+  // Filter to stuck, with the keyboard: the filter goes into the URL, focus stays on the chip,
+  // and the list keeps the filter across a reload.
+  await stuckChip.focus();
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/\/ui\?status=stuck$/);
+  await until('only the stuck saga listed', async () => JSON.stringify(await rowIds()) === '["order-1003"]');
+  await page.locator('button.chip[aria-label="stuck: 1"][aria-pressed="true"]').waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), 'stuck: 1');
+  await page.reload();
+  await until('the filter kept after a reload', async () => JSON.stringify(await rowIds()) === '["order-1003"]');
+  await page.getByRole('button', { name: 'compensating: 1' }).click();
+  await page.waitForURL(/status=compensating%2Cstuck|status=compensating,stuck/);
+  await until('stuck and compensating listed', async () => JSON.stringify(await rowIds()) === '["order-1003","order-1002"]');
+  // The name filter, typed: the list follows, the box keeps focus.
+  await page.click('#name-filter');
+  await page.keyboard.type('place_order');
+  await until('the name filter applied', async () => JSON.stringify(await rowIds()) === '["order-1002"]');
+  assert.match(page.url(), /name=place_order/);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'name-filter');
+  await page.fill('#name-filter', '');
+  await until('the name filter cleared', async () => JSON.stringify(await rowIds()) === '["order-1003","order-1002"]');
+
+  // Open the stuck saga.
+  await page.getByRole('link', { name: 'order-1003' }).click();
+  await page.waitForURL(/\/ui\/sagas\/order-1003$/);
+  await page.locator('h1 .badge', { hasText: 'stuck' }).waitFor();
+  // Its timeline: a graph of depends_on, two levels.
+  const levels = page.locator('.timeline.graph > li.level');
+  assert.equal(await levels.count(), 2);
+  assert.deepEqual(await levels.nth(0).locator('h3').allTextContents(), ['buyer', 'fee']);
+  assert.deepEqual(await levels.nth(1).locator('h3').allTextContents(), ['seller']);
+  const seller = page.locator('article.step[aria-label="step seller"]');
+  assert.match(await seller.innerText(), /After\s+buyer, fee/);
+  assert.match(await seller.innerText(), /Phase\s+confirm/);
+  // The saga is stuck as soon as one confirm has used up its retries; the others wait for the
+  // operator's retry.
+  const api1003 = (await call('GET', '/v1/sagas/order-1003?include=attempts')).body;
+  assert.equal(await page.locator('p.saga-error').innerText(), api1003.error);
+  assert.match(api1003.error, /: confirm gave up after 2 attempts: 503 from /);
+  const stuckSteps = api1003.steps.filter((x) => x.stuck).map((x) => x.name);
+  assert.ok(stuckSteps.length >= 1);
+  assert.deepEqual(await page.locator('article.step.alarm h3').allTextContents(), stuckSteps);
+  assert.match(await page.locator(`article.step[aria-label="step ${stuckSteps[0]}"] .step-error`).innerText(), /503 from .*fault injected/);
+  assert.match(await page.locator('section.timers').innerText(), /held until an operator retries/);
+  // Its calls, as the API records them: every try succeeded, every confirm answered 503.
+  const recorded = api1003.steps.flatMap((x) => x.history.map((c) => [x.name, c.phase, `#${c.attempt}`, String(c.http_status)]));
+  const shown = [];
+  for (const row of await page.locator('table.calls tbody tr').all()) {
+    const td = await row.locator('td').allInnerTexts();
+    shown.push(td);
+    assert.match(td[0], /(^|\s)\d\d:\d\d:\d\d\.\d{3}$/); // with the date after midnight
+    assert.deepEqual(td.slice(5, 6), [td[2] === 'try' ? 'success' : 'unknown']);
+    assert.match(td[6], /^\d+ ms$/);
+    if (td[2] === 'confirm') assert.match(td[7], /^503 from /);
+  }
+  assert.deepEqual(shown.map((td) => td.slice(1, 5)).sort(), recorded.sort());
+  assert.equal(shown.filter((td) => td[2] === 'try').length, 3);
+  // The payload, pretty-printed.
+  assert.match(await page.locator('pre.json').first().innerText(), /^\{\n {2}"amount": 120,\n {2}"user_id": 7\n\}$/);
+
+  // A read-only token cannot retry, and is told why.
+  const retry = page.locator('#action-retry');
+  assert.equal(await retry.isDisabled(), true);
+  assert.match(await page.locator('#why-retry').innerText(), /the token "viewer" lacks the admin scope/);
+  assert.match(await page.locator('#why-abort').innerText(), /only a running saga can be aborted/);
+
+  // Switch to the admin token.
+  await page.click('#token-button');
+  await page.fill('#token-input', TOKENS.ops);
+  await page.press('#token-input', 'Enter');
+  await page.locator('#who', { hasText: 'ops · read, write, admin' }).waitFor();
+  await until('retry enabled', () => retry.isEnabled());
+  await page.evaluate(() => document.activeElement.blur()); // a clean picture
+  await page.screenshot({ path: join(SHOTS, 'saga.png'), fullPage: true });
+
+  // Fix the participant, retry behind the confirmation, see the answer and the saga succeed.
+  assert.equal((await call('POST', '/demo/faults', {})).status, 200);
+  await retry.click();
+  const confirm = page.locator('#confirm-dialog');
+  await confirm.waitFor({ state: 'visible' });
+  assert.match(await confirm.innerText(), /Retry saga order-1003\?/);
+  await page.click('#confirm-ok');
+  await page.locator('#action-result', { hasText: /^202 Accepted: retry requested/ }).waitFor();
+  await page.locator('h1 .badge', { hasText: 'succeeded' }).waitFor({ timeout: 20000 });
+  assert.equal(await status('order-1003'), 'succeeded');
+  const ops = await page.locator('section[aria-labelledby="h-ops"] tbody tr td').allInnerTexts();
+  assert.deepEqual(ops.slice(0, 2), ['retry', 'ops']);
+  assert.equal(await retry.isDisabled(), true);
+  assert.match(await page.locator('#why-retry').innerText(), /the saga is succeeded, only a stuck saga can be retried/);
+
+  // The compensating saga shows its delayed refund as a pending timer.
+  await page.fill('#jump-id', 'order-1002');
+  await page.press('#jump-id', 'Enter');
+  await page.waitForURL(/\/ui\/sagas\/order-1002$/);
+  const timer = page.locator('section.timers li', { hasText: 'stock' });
+  await timer.waitFor();
+  const countdown = (await timer.innerText()).match(/^stock: delayed compensation in (\d+) min(?: (\d+) s)?$/);
+  assert.ok(countdown, await timer.innerText());
+  const due = Date.parse((await call('GET', '/v1/sagas/order-1002')).body.steps[1].next_attempt_at);
+  const left = (due - Date.now()) / 1000;
+  assert.ok(Math.abs(Number(countdown[1]) * 60 + Number(countdown[2] || 0) - left) < 3, `${countdown[0]} vs ${left} s`);
+
+  // Keyboard: "/" goes to the id box; an unknown id says so.
+  await page.keyboard.press('/');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'jump-id');
+  await page.keyboard.type('no-such-saga');
+  await page.keyboard.press('Enter');
+  await page.locator('p.banner.bad', { hasText: 'No saga with id "no-such-saga"' }).waitFor();
+
+  // Markup in a payload is text: no element made, no script run.
+  await page.goto(`${base}/ui/sagas/order-1001`);
+  await page.locator('#payload-json', { hasText: 'onerror' }).waitFor();
+  assert.ok((await page.locator('#payload-json').innerText()).includes(XSS.replace(/"/g, '\\"')));
+  assert.equal(await page.evaluate(() => window.__xss), undefined);
+  assert.equal(await page.locator('main img, main script').count(), 0);
+
+  // Paging: two a page, older and back to the newest; the page size lives in the URL too.
+  await page.goto(`${base}/ui?limit=2`);
+  await until('the first page', async () => JSON.stringify(await rowIds()) === '["order-1003","order-1002"]');
+  await page.getByRole('link', { name: 'Older →' }).click();
+  await until('the second page', async () => JSON.stringify(await rowIds()) === '["order-1001"]');
+  assert.match(page.url(), /limit=2/);
+  assert.match(page.url(), /cursor=/);
+  assert.equal(await page.getByRole('link', { name: 'Older →' }).count(), 0);
+  await page.getByRole('link', { name: '← Newest' }).click();
+  await until('back to the first page', async () => JSON.stringify(await rowIds()) === '["order-1003","order-1002"]');
+
+  // The theme toggle: dark on a light system, remembered, and back.
+  const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  const light = await background();
+  await page.click('#theme-button');
+  assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), 'dark');
+  assert.notEqual(await background(), light);
+  await page.reload();
+  await until('the theme kept', async () => (await background()) !== light);
+  await page.click('#theme-button');
+  assert.equal(await background(), light);
+
+  // A phone-sized screen in dark mode: no sideways scrolling, the list as cards.
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, colorScheme: 'dark', isMobile: true, hasTouch: true });
+  const p2 = await phone.newPage();
+  await p2.goto(`${base}/ui`);
+  await p2.fill('#token-input', TOKENS.ops);
+  await p2.press('#token-input', 'Enter');
+  await until('the list on a phone', async () => (await p2.locator('table.sagas .id').count()) === 3);
+  assert.equal(await p2.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), true, 'no horizontal scroll');
+  assert.equal(await p2.evaluate(() => getComputedStyle(document.body).colorScheme || getComputedStyle(document.documentElement).colorScheme), 'dark');
+  await p2.screenshot({ path: join(SHOTS, 'phone-dark.png'), fullPage: true });
+  await p2.goto(`${base}/ui/sagas/order-1003`);
+  await p2.locator('table.calls').waitFor();
+  assert.equal(await p2.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), true, 'no horizontal scroll on a saga');
+
+  // Abort a running saga: its first call answered 503 and waits a minute for its retry.
+  assert.equal((await call('POST', '/demo/faults', { 'orders/create': 503 })).status, 200);
+  const slow = order('order-1004', {});
+  slow.steps = [{ ...slow.steps[0], retry: { max_attempts: 5, initial_backoff_ms: 60000, max_backoff_ms: 60000 } }];
+  assert.equal((await call('POST', '/v1/sagas', slow)).status, 201);
+  await until('order-1004 to wait for its retry', async () =>
+    (await call('GET', '/v1/sagas/order-1004')).body.steps[0].status === 'retry_scheduled');
+  await page.goto(`${base}/ui/sagas/order-1004`);
+  await page.locator('h1 .badge', { hasText: 'running' }).waitFor();
+  assert.match(await page.locator('section.timers li', { hasText: 'order' }).innerText(), /order: action retry \(call 2\) in (\d+ s|1 min)$/);
+  assert.equal(await page.locator('#action-retry').isDisabled(), true);
+  // Cancelling the confirmation sends nothing.
+  await page.click('#action-abort');
+  await page.keyboard.press('Escape');
+  await confirm.waitFor({ state: 'hidden' });
+  assert.equal((await call('GET', '/v1/sagas/order-1004?include=attempts')).body.operator_actions.length, 0);
+  assert.equal(await status('order-1004'), 'running');
+  await page.click('#action-abort');
+  await page.click('#confirm-ok');
+  await page.locator('#action-result', { hasText: /^202 Accepted: abort requested/ }).waitFor();
+  await page.locator('h1 .badge', { hasText: 'compensated' }).waitFor();
+  assert.match(await page.locator('p.saga-error').innerText(), /aborted by operator/);
+
+  assert.deepEqual(problems, []);
+});

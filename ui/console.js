@@ -1,0 +1,698 @@
+// The saga-orchestrator console: a client of the /v1 API, in plain JavaScript (no build step,
+// nothing fetched from elsewhere). Every value from the API is put in the page as text, never as
+// HTML: saga names, errors and payloads come from callers and participants.
+'use strict';
+
+// The saga statuses of the API, in the order an operator reads them; the last two are terminal.
+const STATUSES = ['running', 'compensating', 'confirming', 'stuck', 'succeeded', 'compensated'];
+const TERMINAL = new Set(['succeeded', 'compensated']);
+const LIST_REFRESH_MS = 5000;
+const SAGA_REFRESH_MS = 2000;
+const PAGE_SIZE = 50;
+
+const state = {
+  token: sessionStorage.getItem('saga-console-token') || '',
+  me: null,           // GET /v1/whoami
+  offsetMs: 0,        // server clock minus ours, from the Date header
+  timer: null,        // the pending auto-refresh
+  view: null,         // what is on screen: {kind, refresh()}
+  gen: 0,             // bumped by every navigation or filter change: older answers are dropped
+  lastList: '/ui',    // where "Sagas" goes back to, filters included
+};
+
+// ---------- DOM ----------
+
+/** h('tag.class', {attr: v, onclick: f}?, ...children): an element; strings become text. */
+function h(spec, props, ...children) {
+  const [tag, ...classes] = spec.split('.');
+  const el = document.createElement(tag);
+  // h('p', 'text') and h('p', node): no props, the second argument is a child.
+  if (props !== null && (typeof props !== 'object' || props instanceof Node || Array.isArray(props))) {
+    children.unshift(props);
+    props = null;
+  }
+  if (classes.length) el.className = classes.join(' ');
+  for (const [k, v] of Object.entries(props || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'text') el.textContent = v;
+    else if (k === 'class') el.className += ' ' + v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const $ = (sel) => document.querySelector(sel);
+const main = () => $('#main');
+
+/** A link that navigates inside the console without reloading it. */
+function navLink(href, ...children) {
+  return h('a', { href, 'data-nav': true }, ...children);
+}
+
+function badge(status) {
+  return h('span.badge', { class: 's-' + status, text: status.replace(/_/g, ' ') });
+}
+
+// ---------- time ----------
+
+const now = () => Date.now() + state.offsetMs;
+
+/** 9 min 40 s, 2 h 5 min, 3 d 4 h, 850 ms: the two largest units. */
+function span(ms) {
+  ms = Math.abs(ms);
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = Math.floor(ms / 1000);
+  const units = [[86400, 'd'], [3600, 'h'], [60, 'min'], [1, 's']];
+  const parts = [];
+  let rest = s;
+  for (const [size, name] of units) {
+    const n = Math.floor(rest / size);
+    if (n > 0 || (parts.length > 0 && parts.length < 2)) parts.push(`${n} ${name}`);
+    rest -= n * size;
+    if (parts.length === 2) break;
+  }
+  if (parts.length === 2 && parts[1].startsWith('0 ')) parts.pop();
+  return parts.join(' ') || '0 s';
+}
+
+/** "in 9 min 40 s" or "5 min ago", against the server's clock; a due time that has passed is
+ * "due now" (its call is on its way) or, later, "overdue by 40 s". */
+function relative(iso, due) {
+  const d = Date.parse(iso) - now();
+  if (Math.abs(d) < 1000) return 'now';
+  if (d > 0) return `in ${span(d)}`;
+  if (due) return d > -5000 ? 'due now' : `overdue by ${span(d)}`;
+  return `${span(d)} ago`;
+}
+
+function localTime(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  return d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+}
+
+/** 14:02:03.123 today; with the date on another day (a delayed compensation, days later). */
+function clock(iso) {
+  const d = new Date(iso);
+  const t = d.toLocaleTimeString(undefined, { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+  return d.toDateString() === new Date(now()).toDateString() ? t : `${d.toLocaleDateString()} ${t}`;
+}
+
+/** A time shown relative to now, kept current by the ticker, exact on hover. */
+function when(iso, due = false) {
+  if (!iso) return h('span.muted', { text: '—' });
+  return h('time', { datetime: iso, title: `${localTime(iso)} (${iso})`, 'data-rel': iso, 'data-due': due, text: relative(iso, due) });
+}
+
+function tick() {
+  for (const el of document.querySelectorAll('[data-rel]')) el.textContent = relative(el.dataset.rel, el.hasAttribute('data-due'));
+}
+
+// ---------- API ----------
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem && problem.detail ? problem.detail : `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+/** Calls the API with the session's token; answers {status, body}; 401 asks for a token. */
+async function api(path, method = 'GET') {
+  const headers = { Accept: 'application/json' };
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  let res;
+  try {
+    res = await fetch(path, { method, headers, cache: 'no-store' });
+  } catch (e) {
+    throw new ApiError(0, { detail: `the service does not answer (${e.message})` });
+  }
+  const date = Date.parse(res.headers.get('Date') || '');
+  // The Date header has whole seconds: only a clear skew is worth correcting.
+  if (!Number.isNaN(date) && Math.abs(date - Date.now()) > 2000) state.offsetMs = date - Date.now();
+  const type = res.headers.get('Content-Type') || '';
+  const body = type.includes('json') ? await res.json().catch(() => null) : null;
+  if (res.status === 401) {
+    askToken(state.token ? `The token was refused: ${body && body.detail}` : null);
+    throw new ApiError(401, body);
+  }
+  if (!res.ok && method === 'GET') throw new ApiError(res.status, body);
+  return { status: res.status, body };
+}
+
+// ---------- token and identity ----------
+
+function askToken(why) {
+  const dialog = $('#token-dialog');
+  $('#token-error').textContent = why || '';
+  if (dialog.open) return; // a poll's 401 must not wipe what is being typed
+  $('#token-input').value = '';
+  dialog.returnValue = ''; // Escape closes without a value: then nothing changes
+  $('#token-forget').hidden = !state.token;
+  dialog.showModal();
+}
+
+async function whoami() {
+  try {
+    const { body } = await api('/v1/whoami');
+    state.me = body;
+  } catch (e) {
+    state.me = null;
+    // A token the service refuses (401) or one without read (403): offer to change it.
+    $('#token-button').hidden = ![401, 403].includes(e.status);
+    if (e.status === 403) askToken(e.message);
+    else if (e.status !== 401) showError(e);
+    return false;
+  }
+  const who = $('#who');
+  const me = state.me;
+  who.textContent = me.tokens_required ? `${me.name} · ${me.scopes.join(', ')}` : 'open service (no tokens)';
+  $('#token-button').hidden = !me.tokens_required;
+  return true;
+}
+
+const can = (scope) => !scope || (!!state.me && state.me.scopes.includes(scope));
+
+function setupToken() {
+  const dialog = $('#token-dialog');
+  dialog.addEventListener('close', async () => {
+    if (dialog.returnValue === 'save') {
+      state.token = $('#token-input').value.trim();
+      sessionStorage.setItem('saga-console-token', state.token);
+    } else if (dialog.returnValue === 'forget') {
+      state.token = '';
+      sessionStorage.removeItem('saga-console-token');
+    } else {
+      return;
+    }
+    if (await whoami()) render();
+  });
+  $('#token-button').addEventListener('click', () => askToken(null));
+}
+
+// ---------- theme ----------
+
+function setupTheme() {
+  const button = $('#theme-button');
+  const dark = () => document.documentElement.dataset.theme === 'dark' ||
+    (!document.documentElement.dataset.theme && matchMedia('(prefers-color-scheme: dark)').matches);
+  const label = () => { button.textContent = dark() ? 'Light' : 'Dark'; };
+  const saved = localStorage.getItem('saga-console-theme');
+  if (saved) document.documentElement.dataset.theme = saved;
+  label();
+  button.addEventListener('click', () => {
+    const next = dark() ? 'light' : 'dark';
+    document.documentElement.dataset.theme = next;
+    localStorage.setItem('saga-console-theme', next);
+    label();
+  });
+}
+
+// ---------- routing ----------
+
+function go(href, replace = false) {
+  if (replace) history.replaceState(null, '', href);
+  else history.pushState(null, '', href);
+  render();
+}
+
+function render() {
+  clearTimeout(state.timer);
+  state.gen += 1;
+  const m = location.pathname.match(/^\/ui\/sagas\/(.+)$/);
+  let id = null;
+  try {
+    id = m && decodeURIComponent(m[1]);
+  } catch {
+    id = m[1]; // a malformed %-escape: shown as typed, and not found
+  }
+  if (m) sagaPage(id);
+  else listPage();
+}
+
+function schedule(ms) {
+  clearTimeout(state.timer);
+  if (!autoRefresh()) return;
+  state.timer = setTimeout(async () => {
+    if (document.hidden) return schedule(ms); // no polling from a tab nobody looks at
+    if (state.view) await state.view.refresh();
+  }, ms);
+}
+
+const params = () => new URLSearchParams(location.search);
+const autoRefresh = () => params().get('refresh') !== 'off';
+
+/** The visible auto-refresh switch; its state lives in the URL (?refresh=off). */
+function refreshControls(refreshNow) {
+  const box = h('input', { type: 'checkbox', id: 'auto-refresh', checked: autoRefresh() });
+  box.addEventListener('change', () => {
+    const p = params();
+    if (box.checked) p.delete('refresh'); else p.set('refresh', 'off');
+    history.replaceState(null, '', `${location.pathname}${p.toString() ? '?' + p : ''}`);
+    if (box.checked) refreshNow(); else clearTimeout(state.timer);
+  });
+  return h('div.refresh',
+    h('label', { for: 'auto-refresh' }, box, ' Auto-refresh'),
+    h('button', { type: 'button', id: 'refresh-now', onclick: refreshNow }, 'Refresh now'),
+    h('span.muted', { id: 'updated', 'aria-live': 'off' }));
+}
+
+function updated() {
+  const el = $('#updated');
+  if (el) el.textContent = `updated ${new Date().toLocaleTimeString()}`;
+}
+
+function showError(e, where) {
+  const target = where || main();
+  const old = target.querySelector(':scope > .fetch-error');
+  if (old) old.remove();
+  const text = e.status ? `${e.status}${e.problem && e.problem.title ? ' ' + e.problem.title : ''}: ${e.message}` : e.message;
+  target.prepend(h('p.banner.bad.fetch-error', { role: 'alert', text }));
+}
+
+function clearError(where) {
+  const old = (where || main()).querySelector(':scope > .fetch-error');
+  if (old) old.remove();
+}
+
+// ---------- the list ----------
+
+function listFilters() {
+  const p = params();
+  const statuses = (p.get('status') || '').split(',').filter((s) => STATUSES.includes(s));
+  const limit = Number(p.get('limit'));
+  return {
+    statuses,
+    name: p.get('name') || '',
+    cursor: p.get('cursor') || '',
+    limit: Number.isInteger(limit) && limit >= 1 && limit <= 500 ? limit : PAGE_SIZE,
+  };
+}
+
+function listHref(f) {
+  const p = params();
+  for (const k of ['status', 'name', 'cursor', 'limit']) p.delete(k);
+  if (f.statuses.length) p.set('status', f.statuses.join(','));
+  if (f.name) p.set('name', f.name);
+  if (f.cursor) p.set('cursor', f.cursor);
+  if (f.limit !== PAGE_SIZE) p.set('limit', String(f.limit));
+  const q = p.toString();
+  return `/ui${q ? '?' + q : ''}`;
+}
+
+/** A new filter: into the URL, and the list reloads in place, keeping focus where it is. */
+function setFilters(f) {
+  history.replaceState(null, '', listHref(f));
+  state.lastList = location.pathname + location.search;
+  state.gen += 1;
+  state.view.refresh();
+}
+
+function listPage() {
+  document.title = 'Sagas · saga-orchestrator';
+  const f = listFilters();
+  state.lastList = location.pathname + location.search;
+  const name = h('input', { id: 'name-filter', value: f.name, placeholder: 'any', autocomplete: 'off',
+    spellcheck: 'false', pattern: '[A-Za-z0-9_.\\-]{1,64}', title: '1-64 characters of A-Z a-z 0-9 _ . -' });
+  let typing;
+  name.addEventListener('input', () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      if (!name.checkValidity()) return;
+      setFilters({ ...listFilters(), name: name.value.trim(), cursor: '' });
+    }, 300);
+  });
+  const refresh = async () => {
+    clearTimeout(state.timer);
+    await Promise.all([loadCounts(), loadRows()]);
+    if (state.view !== view) return; // navigated away meanwhile
+    updated();
+    schedule(LIST_REFRESH_MS);
+  };
+  const page = h('div.list',
+    h('h1', 'Sagas'),
+    h('section.counts', { 'aria-label': 'Sagas per status; select to filter', id: 'counts' }),
+    h('div.filters',
+      h('label', { for: 'name-filter' }, 'Name'), name,
+      refreshControls(refresh)),
+    h('div.table-wrap', { id: 'rows' }, h('p.muted', 'Loading…')),
+    h('nav.pager', { 'aria-label': 'Pages', id: 'pager' }));
+  main().replaceChildren(page);
+  const view = { kind: 'list', refresh };
+  state.view = view;
+  refresh();
+}
+
+async function loadCounts() {
+  const f = listFilters();
+  const box = $('#counts');
+  const gen = state.gen;
+  let body;
+  try {
+    body = (await api(`/v1/counts${f.name ? '?name=' + encodeURIComponent(f.name) : ''}`)).body;
+  } catch (e) {
+    if (gen === state.gen) box.replaceChildren(h('p.muted', { text: `counts unavailable: ${e.message}` }));
+    return;
+  }
+  if (gen !== state.gen) return; // for other filters, or another page
+  const fmt = (n) => (n >= body.capped_at ? `${n}+` : String(n));
+  const total = STATUSES.reduce((a, s) => a + (body.counts[s] || 0), 0);
+  const chip = (label, n, pressed, onclick, extra) =>
+    h('button.chip', { type: 'button', 'aria-pressed': String(pressed), 'aria-label': `${label}: ${n}`, onclick, class: extra },
+      h('span.chip-label', label), h('span.chip-count', { text: n }));
+  const chips = [chip('all', STATUSES.some((s) => body.counts[s] >= body.capped_at) ? `${total}+` : String(total),
+    f.statuses.length === 0, () => setFilters({ ...f, statuses: [], cursor: '' }))];
+  for (const s of STATUSES) {
+    const n = body.counts[s] || 0;
+    const on = f.statuses.includes(s);
+    const toggle = () => {
+      const next = on ? f.statuses.filter((x) => x !== s) : [...f.statuses, s];
+      setFilters({ ...f, statuses: STATUSES.filter((x) => next.includes(x)), cursor: '' });
+    };
+    chips.push(chip(s, fmt(n), on, toggle, `s-${s}${s === 'stuck' && n > 0 ? ' alarm' : ''}`));
+  }
+  // Keep focus on the chip the operator used, across the redraw.
+  const focused = document.activeElement && box.contains(document.activeElement)
+    ? document.activeElement.querySelector('.chip-label').textContent : null;
+  box.replaceChildren(...chips);
+  if (focused) [...box.querySelectorAll('.chip')].find((c) => c.querySelector('.chip-label').textContent === focused)?.focus();
+}
+
+async function loadRows() {
+  const f = listFilters();
+  const q = new URLSearchParams({ limit: String(f.limit) });
+  if (f.statuses.length) q.set('status', f.statuses.join(','));
+  if (f.name) q.set('name', f.name);
+  if (f.cursor) q.set('cursor', f.cursor);
+  const [wrap, pager, gen] = [$('#rows'), $('#pager'), state.gen];
+  let page;
+  try {
+    page = (await api(`/v1/sagas?${q}`)).body;
+  } catch (e) {
+    if (gen === state.gen && e.status !== 401) showError(e);
+    return;
+  }
+  if (gen !== state.gen) return; // for other filters, or another page
+  clearError();
+  if (page.items.length === 0) {
+    wrap.replaceChildren(h('p.empty', f.statuses.length || f.name ? 'No saga matches these filters.' : 'No sagas yet.'));
+  } else {
+    const head = h('thead', h('tr', ['Saga', 'Status', 'Steps', 'Created', 'Updated', 'Error'].map((t) => h('th', { scope: 'col' }, t))));
+    const rows = page.items.map((s) => h('tr', { class: s.status === 'stuck' ? 'row-stuck' : null },
+      h('td', { 'data-label': 'Saga' }, h('div', navLink(`/ui/sagas/${encodeURIComponent(s.id)}`, h('span.id', s.id)),
+        h('div.muted.small', `${s.name}${s.mode === 'tcc' ? ' · tcc' : ''}`))),
+      h('td', { 'data-label': 'Status' }, badge(s.status)),
+      h('td', { 'data-label': 'Steps' }, stepDots(s.steps)),
+      h('td', { 'data-label': 'Created' }, when(s.created_at)),
+      h('td', { 'data-label': 'Updated' }, when(s.updated_at)),
+      h('td.error-cell', { 'data-label': 'Error', title: s.error || '' }, s.error || '')));
+    wrap.replaceChildren(h('table.sagas', h('caption.sr-only', 'Sagas, newest first'), head, h('tbody', rows)));
+  }
+  pager.replaceChildren(
+    f.cursor ? navLink(listHref({ ...f, cursor: '' }), '← Newest') : h('span'),
+    page.next_cursor ? navLink(listHref({ ...f, cursor: page.next_cursor }), 'Older →') : h('span'));
+}
+
+function stepDots(steps) {
+  const done = steps.filter((s) => ['succeeded', 'confirmed', 'tried'].includes(s.status)).length;
+  return h('span.dots', { title: steps.map((s) => `${s.name}: ${s.status}`).join('\n') },
+    steps.map((s) => h('span.dot', { class: `s-${s.status}${s.stuck ? ' alarm' : ''}`, 'aria-hidden': 'true' })),
+    h('span.sr-only', `${done} of ${steps.length} steps done`),
+    h('span.small.muted', { 'aria-hidden': 'true' }, ` ${done}/${steps.length}`));
+}
+
+// ---------- one saga ----------
+
+function sagaPage(id) {
+  document.title = `${id} · saga-orchestrator`;
+  const holder = h('div.saga', { id: 'saga' }, h('p.muted', 'Loading…'));
+  main().replaceChildren(
+    h('p.crumbs', navLink(state.lastList, '← Sagas')),
+    holder);
+  let last = null;
+  let request = null; // as accepted: it never changes, so it is read once
+  const refresh = async () => {
+    clearTimeout(state.timer);
+    const gen = state.gen;
+    let saga;
+    try {
+      saga = (await api(`/v1/sagas/${encodeURIComponent(id)}?include=attempts${request ? '' : ',request'}`)).body;
+      if (request) saga.request = request;
+      else request = saga.request;
+    } catch (e) {
+      if (gen !== state.gen) return;
+      if (e.status === 404) {
+        holder.replaceChildren(h('h1', { text: id }), h('p.banner.bad', { role: 'alert' }, `No saga with id "${id}".`));
+      } else if (e.status !== 401) {
+        showError(e, holder);
+        schedule(SAGA_REFRESH_MS);
+      }
+      return;
+    }
+    if (gen !== state.gen) return; // the operator has moved on
+    // Redraw only on a change, so that focus, open details and selections stay put.
+    const key = JSON.stringify(saga);
+    if (key !== last) {
+      last = key;
+      drawSaga(holder, saga, refresh);
+    }
+    clearError(holder);
+    updated();
+    if (!TERMINAL.has(saga.status)) schedule(SAGA_REFRESH_MS);
+  };
+  state.view = { kind: 'saga', refresh };
+  refresh();
+}
+
+function drawSaga(holder, s, refresh) {
+  const focusedId = document.activeElement && holder.contains(document.activeElement) ? document.activeElement.id : null;
+  const openDetails = [...holder.querySelectorAll('details[open]')].map((d) => d.id);
+  const result = holder.querySelector('#action-result');
+  holder.replaceChildren(
+    h('div.title',
+      h('h1', h('span.id', s.id), ' ', badge(s.status)),
+      refreshControls(refresh)),
+    s.error ? h('p.banner.saga-error', { class: s.status === 'stuck' ? 'bad' : 'warn', text: s.error }) : null,
+    h('dl.summary',
+      h('div', h('dt', 'Name'), h('dd', s.name)),
+      h('div', h('dt', 'Mode'), h('dd', s.mode)),
+      h('div', h('dt', 'Created'), h('dd', when(s.created_at))),
+      h('div', h('dt', 'Updated'), h('dd', when(s.updated_at))),
+      h('div', h('dt', 'Deadline'), h('dd', deadline(s)))),
+    actions(s, refresh, result),
+    timers(s),
+    h('section', { 'aria-labelledby': 'h-steps' }, h('h2', { id: 'h-steps' }, 'Steps'), timeline(s)),
+    h('section', { 'aria-labelledby': 'h-calls' }, h('h2', { id: 'h-calls' }, 'Calls'), calls(s)),
+    h('section', { 'aria-labelledby': 'h-ops' }, h('h2', { id: 'h-ops' }, 'Operator actions'), operatorActions(s)),
+    h('section', { 'aria-labelledby': 'h-payload' }, h('h2', { id: 'h-payload' }, 'Payload'), payload(s)));
+  for (const id of openDetails) { const d = holder.querySelector(`#${id}`); if (d) d.open = true; }
+  if (focusedId) holder.querySelector(`#${focusedId}`)?.focus();
+}
+
+/** The forward phase's deadline counts down only while the saga goes forward. */
+function deadline(s) {
+  if (!s.deadline_at) return h('span.muted', 'none');
+  if (s.status === 'running') return when(s.deadline_at, true);
+  return h('span.muted', { title: s.deadline_at }, `${localTime(s.deadline_at)} (no longer applies)`);
+}
+
+const ACTION_TEXT = {
+  retry: ['Retry', 'The stuck call is sent again, with a fresh retry budget.'],
+  abort: ['Abort', 'The saga stops going forward and compensates (or cancels) what was done.'],
+};
+
+function actions(s, refresh, previousResult) {
+  const result = previousResult || h('p.action-result', { id: 'action-result', role: 'status' });
+  const buttons = (s.actions || []).map((a) => {
+    const [label, effect] = ACTION_TEXT[a.action] || [a.action, ''];
+    const allowed = a.allowed && can(a.scope);
+    const why = !a.allowed ? a.reason
+      : !can(a.scope) ? `the token "${state.me && state.me.name}" lacks the ${a.scope} scope`
+        : null;
+    const reasonId = `why-${a.action}`;
+    const button = h('button', { type: 'button', id: `action-${a.action}`, class: a.action === 'abort' ? 'danger' : 'primary',
+      disabled: !allowed, 'aria-describedby': why ? reasonId : null }, label);
+    button.addEventListener('click', async () => {
+      if (!(await confirmAction(`${label} saga ${s.id}?`, effect, label))) return;
+      button.disabled = true;
+      const res = await api(`/v1/sagas/${encodeURIComponent(s.id)}/${a.action}`, 'POST').catch((e) => ({ status: e.status, body: e.problem }));
+      if (res.status === 202) {
+        result.className = 'action-result ok';
+        result.textContent = `202 Accepted: ${a.action} requested; the saga is now ${res.body.status}.`;
+      } else {
+        result.className = 'action-result bad';
+        const p = res.body || {};
+        result.textContent = `${res.status || 'No answer'}${p.title ? ' ' + p.title : ''}: ${p.detail || 'the service did not answer'}`;
+      }
+      await refresh();
+    });
+    return h('div.action', button, why ? h('span.muted.small.reason', { id: reasonId }, `Disabled: ${why}`) : null);
+  });
+  return h('section.actions', { 'aria-label': 'Operator actions' }, buttons, result);
+}
+
+function confirmAction(title, text, label) {
+  const dialog = $('#confirm-dialog');
+  $('#confirm-title').textContent = title;
+  $('#confirm-text').textContent = text;
+  $('#confirm-ok').textContent = label;
+  dialog.returnValue = '';
+  dialog.showModal();
+  return new Promise((resolve) => dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true }));
+}
+
+/** The calls made so far in a step's current phase. */
+function phaseCalls(step) {
+  if (['compensation', 'cancel'].includes(step.phase)) return step.compensation_attempts;
+  if (step.phase === 'confirm') return step.confirm_attempts || 0;
+  return step.attempts;
+}
+
+function timers(s) {
+  const items = [];
+  for (const step of s.steps) {
+    if (!step.next_attempt_at) continue;
+    const n = phaseCalls(step);
+    const what = n === 0
+      ? (['compensation', 'cancel'].includes(step.phase) ? `delayed ${step.phase}` : `first ${step.phase} call`)
+      : `${step.phase} retry (call ${n + 1})`;
+    // A stuck saga makes no call until an operator retries it: its other timers wait too.
+    const at = s.status === 'stuck' ? h('span.muted', 'held until an operator retries') : when(step.next_attempt_at, true);
+    items.push([step.next_attempt_at, h('li', h('strong', step.name), `: ${what} `, at)]);
+  }
+  if (s.deadline_at && s.status === 'running') {
+    items.push([s.deadline_at, h('li', h('strong', 'Deadline'), `: then it ${s.mode === 'tcc' ? 'cancels' : 'compensates'} `, when(s.deadline_at, true))]);
+  }
+  if (!items.length) return null;
+  items.sort((a, b) => Date.parse(a[0]) - Date.parse(b[0]));
+  return h('section.timers', { 'aria-labelledby': 'h-timers' }, h('h2', { id: 'h-timers' }, 'Pending timers'),
+    h('ul', items.map((x) => x[1])));
+}
+
+function timeline(s) {
+  const deps = s.steps.map((step) => step.depends_on || []); // resolved by the service
+  const index = new Map(s.steps.map((st, i) => [st.name, i]));
+  const level = [];
+  const levelOf = (i) => {
+    if (level[i] === undefined) {
+      level[i] = -1; // cycles are refused at acceptance; this guards the recursion anyway
+      level[i] = Math.max(-1, ...deps[i].map((d) => (index.has(d) ? levelOf(index.get(d)) : -1))) + 1;
+    }
+    return level[i];
+  };
+  s.steps.forEach((_, i) => levelOf(i));
+  const sequence = deps.every((d, i) => (i === 0 ? d.length === 0 : d.length === 1 && d[0] === s.steps[i - 1].name));
+  const columns = [];
+  s.steps.forEach((step, i) => { (columns[level[i]] ||= []).push(step); });
+  return h('ol.timeline', { class: sequence ? 'sequence' : 'graph', 'aria-label': sequence ? 'Steps in order' : 'Steps by dependency level' },
+    columns.map((col, lv) => h('li.level', { 'aria-label': sequence ? null : `level ${lv + 1}` },
+      col.map((step) => stepCard(step, sequence ? [] : deps[index.get(step.name)], s.status === 'stuck')))));
+}
+
+function stepCard(step, after, held) {
+  const attempts = [`${step.attempts} ${step.phase === 'try' || step.confirm_attempts !== undefined ? 'try' : 'action'}`];
+  if (step.confirm_attempts !== undefined) attempts.push(`${step.confirm_attempts} confirm`);
+  attempts.push(`${step.compensation_attempts} ${step.confirm_attempts !== undefined ? 'cancel' : 'compensation'}`);
+  return h('article.step', { class: `s-${step.status}${step.stuck ? ' alarm' : ''}`, 'aria-label': `step ${step.name}` },
+    h('header', h('h3', step.name), badge(step.status), step.stuck ? h('span.badge.s-stuck', 'stuck') : null),
+    h('dl',
+      h('div', h('dt', 'Phase'), h('dd', step.phase)),
+      h('div', h('dt', 'Calls'), h('dd', attempts.join(' · '))),
+      h('div', h('dt', 'Service'), h('dd', step.service)),
+      after.length ? h('div', h('dt', 'After'), h('dd', after.join(', '))) : null,
+      step.next_attempt_at ? h('div', h('dt', 'Next call'),
+        h('dd', held ? h('span.muted', 'after a retry') : when(step.next_attempt_at, true))) : null,
+      h('div', h('dt', 'Updated'), h('dd', when(step.updated_at)))),
+    step.last_error ? h('p.step-error', { text: step.last_error }) : null);
+}
+
+function calls(s) {
+  const rows = [];
+  for (const step of s.steps) for (const c of step.history || []) rows.push({ step: step.name, ...c });
+  if (!rows.length) return h('p.muted', 'No calls yet.');
+  rows.sort((a, b) => Date.parse(a.started_at) - Date.parse(b.started_at));
+  const duration = (c) => (c.finished_at ? span(Date.parse(c.finished_at) - Date.parse(c.started_at)) : 'in flight');
+  return h('div.table-wrap', h('table.calls',
+    h('caption.sr-only', 'Every call, oldest first'),
+    h('thead', h('tr', ['Time', 'Step', 'Phase', 'Call', 'HTTP', 'Outcome', 'Duration', 'Error'].map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', rows.map((c) => h('tr', { class: c.outcome === 'success' ? null : 'row-' + (c.outcome || 'flight') },
+      h('td', { 'data-label': 'Time' }, h('time', { datetime: c.started_at, title: c.started_at }, clock(c.started_at))),
+      h('td', { 'data-label': 'Step' }, c.step),
+      h('td', { 'data-label': 'Phase' }, c.phase),
+      h('td', { 'data-label': 'Call' }, `#${c.attempt}`),
+      h('td', { 'data-label': 'HTTP' }, c.http_status === null || c.http_status === undefined ? '—' : String(c.http_status)),
+      h('td', { 'data-label': 'Outcome' }, c.outcome ? badge(c.outcome) : h('span.muted', 'in flight')),
+      h('td', { 'data-label': 'Duration' }, duration(c)),
+      h('td.error-cell', { 'data-label': 'Error' }, c.error || ''))))));
+}
+
+function operatorActions(s) {
+  const list = s.operator_actions || [];
+  if (!list.length) return h('p.muted', 'None.');
+  return h('div.table-wrap', h('table',
+    h('thead', h('tr', ['Action', 'By', 'When'].map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', list.map((a) => h('tr',
+      h('td', { 'data-label': 'Action' }, a.action),
+      h('td', { 'data-label': 'By' }, a.by),
+      h('td', { 'data-label': 'When' }, when(a.at)))))));
+}
+
+function payload(s) {
+  if (!s.request) return h('p.muted', 'Not available.');
+  const pretty = (v) => JSON.stringify(v, null, 2);
+  return h('div',
+    h('pre.json', { tabindex: '0', id: 'payload-json', 'aria-label': 'payload' }, s.request.payload === undefined ? '(none)' : pretty(s.request.payload)),
+    h('details', { id: 'request-details' },
+      h('summary', { id: 'request-summary' }, 'The whole request as accepted (secret headers shown as ***)'),
+      h('pre.json', { tabindex: '0', id: 'request-json', 'aria-label': 'request' }, pretty(s.request))));
+}
+
+// ---------- start ----------
+
+function setupNavigation() {
+  document.addEventListener('click', (e) => {
+    const a = e.target.closest && e.target.closest('a[data-nav]');
+    if (!a || e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
+    e.preventDefault();
+    go(a.getAttribute('href'));
+    main().focus({ preventScroll: true });
+    window.scrollTo(0, 0);
+  });
+  window.addEventListener('popstate', render);
+  $('#jump').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const input = $('#jump-id');
+    const id = input.value.trim();
+    if (!id || !input.checkValidity()) return;
+    input.value = '';
+    go(`/ui/sagas/${encodeURIComponent(id)}`);
+    main().focus({ preventScroll: true }); // focus follows to the saga, as after a link
+  });
+  document.addEventListener('keydown', (e) => {
+    // "/" jumps to the id box, as in many consoles; not while typing elsewhere.
+    if (e.key === '/' && !['INPUT', 'TEXTAREA'].includes(document.activeElement.tagName)) {
+      e.preventDefault();
+      $('#jump-id').focus();
+    }
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && state.view && autoRefresh()) state.view.refresh();
+  });
+}
+
+async function start() {
+  setupTheme();
+  setupToken();
+  setupNavigation();
+  setInterval(tick, 1000);
+  if (await whoami()) render();
+  else main().replaceChildren(h('p.muted', 'Waiting for a token…'));
+}
+
+start();
