@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 const LEASE_MS: u64 = 3_000;
 /// Timeout of one participant call (ms).
 const CALL_TIMEOUT_MS: u64 = 1_000;
+/// A killed instance is started again this long after the kill at the earliest (ms).
+const RESTART_AFTER_MS: u64 = 200;
 /// Calls per phase.
 const MAX_ATTEMPTS: u32 = 8;
 /// The steps of every saga; the last refuses (409) for the business failures.
@@ -56,9 +58,17 @@ impl Call {
     fn over(&self, cutoffs: &[Cutoff]) -> Instant {
         let cap = self.start + Duration::from_millis(CALL_TIMEOUT_MS);
         let sender = self.instance.split('#').next().unwrap_or_default();
+        // A call of a killed instance may still reach the participant (through the proxy) just
+        // after the kill was noted: sent by the dead process, which the restart (same token)
+        // cannot have sent before `RESTART_AFTER_MS`, it is over as it arrives.
         let cut = cutoffs
             .iter()
-            .filter(|c| c.at >= self.start && c.instance.as_deref().is_none_or(|i| i == sender))
+            .filter(|c| match c.instance.as_deref() {
+                None => c.at >= self.start,
+                Some(i) => {
+                    i == sender && c.at + Duration::from_millis(RESTART_AFTER_MS) >= self.start
+                }
+            })
             .map(|c| c.at)
             .min();
         [Some(cap), self.end, cut, self.lease_end]
@@ -281,7 +291,10 @@ impl Chaos {
                     s.kill();
                     self.ledger.cut(Some(id.clone()));
                 }
-                tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
+                tokio::time::sleep(Duration::from_millis(
+                    rng.random_range(RESTART_AFTER_MS..1500),
+                ))
+                .await;
                 let (s, base) = start_instance(&id, &url).await;
                 let mut i = self.instances[k].lock().unwrap_or_else(|e| e.into_inner());
                 i.service = Some(s);
@@ -803,4 +816,79 @@ fn check(
         ),
         ("outcomes agree with the participant's answers", outcome),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attempt 1 of c-0/s1/action by chaos-1's token, arriving `at` and answering 1.5 s later.
+    fn hung(at: Instant) -> Call {
+        Call {
+            saga: "c-0".into(),
+            step: "s1".into(),
+            phase: "action".into(),
+            key: "c-0/s1/action".into(),
+            attempt: 1,
+            instance: "chaos-1#r.1".into(),
+            start: at,
+            wall_ms: 0,
+            lease_end: None,
+            end: Some(at + Duration::from_millis(1_500)),
+            status: 200,
+        }
+    }
+
+    fn overlaps(calls: &[Call], cutoffs: &[Cutoff]) -> Vec<String> {
+        check(0, &HashMap::new(), calls, cutoffs, &[])
+            .into_iter()
+            .find(|(rule, _)| rule.starts_with("no two calls"))
+            .map(|(_, found)| found)
+            .unwrap_or_default()
+    }
+
+    fn killed(at: Instant) -> Vec<Cutoff> {
+        vec![Cutoff {
+            instance: Some("chaos-1".into()),
+            at,
+        }]
+    }
+
+    #[test]
+    fn a_resend_while_the_first_call_is_in_flight_is_an_overlap() {
+        let t = Instant::now();
+        let calls = [hung(t), hung(t + Duration::from_millis(786))];
+        assert_eq!(overlaps(&calls, &[]).len(), 1);
+    }
+
+    #[test]
+    fn a_call_the_killed_process_sent_is_over_when_it_arrives_after_the_kill() {
+        // The restart (same token) resends it; the first was on its way when the kill was noted.
+        let t = Instant::now();
+        let calls = [
+            hung(t + Duration::from_millis(5)),
+            hung(t + Duration::from_millis(791)),
+        ];
+        assert_eq!(overlaps(&calls, &killed(t)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_kill_does_not_end_the_calls_of_the_restarted_process() {
+        let t = Instant::now();
+        let after = t + Duration::from_millis(RESTART_AFTER_MS + 100);
+        let calls = [hung(after), hung(after + Duration::from_millis(500))];
+        assert_eq!(overlaps(&calls, &killed(t)).len(), 1);
+    }
+
+    #[test]
+    fn a_kill_of_another_instance_ends_nothing_here() {
+        let t = Instant::now();
+        let mut other = killed(t);
+        other[0].instance = Some("chaos-2".into());
+        let calls = [
+            hung(t + Duration::from_millis(5)),
+            hung(t + Duration::from_millis(791)),
+        ];
+        assert_eq!(overlaps(&calls, &other).len(), 1);
+    }
 }
