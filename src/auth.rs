@@ -210,6 +210,7 @@ impl Tokens {
             {
                 Some(Scope::Admin)
             }
+            _ if method == "POST" && path.starts_with("/v1/bulk/") => Some(Scope::Admin),
             // Everything else, unknown paths included: a stranger learns nothing, not even a 404.
             _ => Some(Scope::Read),
         }
@@ -280,6 +281,9 @@ mod tests {
         assert_eq!(t.needs("POST", "/v1/sagas"), Some(Scope::Write));
         assert_eq!(t.needs("POST", "/v1/sagas/x/retry"), Some(Scope::Admin));
         assert_eq!(t.needs("POST", "/v1/sagas/x/abort"), Some(Scope::Admin));
+        assert_eq!(t.needs("POST", "/v1/bulk/retry"), Some(Scope::Admin));
+        assert_eq!(t.needs("POST", "/v1/bulk/abort"), Some(Scope::Admin));
+        assert_eq!(t.needs("GET", "/v1/bulk/retry"), Some(Scope::Read));
         assert_eq!(t.needs("GET", "/nope"), Some(Scope::Read));
         assert_eq!(t.needs("GET", "/v1/counts"), Some(Scope::Read));
         assert_eq!(t.needs("GET", "/v1/whoami"), Some(Scope::Read));

@@ -18,6 +18,7 @@ const state = {
   view: null,         // what is on screen: {kind, refresh()}
   gen: 0,             // bumped by every navigation or filter change: older answers are dropped
   lastList: '/ui',    // where "Sagas" goes back to, filters included
+  selected: new Set(), // ids picked on the list for a bulk action (only those shown)
 };
 
 // ---------- DOM ----------
@@ -123,13 +124,15 @@ class ApiError extends Error {
   }
 }
 
-/** Calls the API with the session's token; answers {status, body}; 401 asks for a token. */
-async function api(path, method = 'GET') {
+/** Calls the API with the session's token (and a JSON body, if given); answers {status, body};
+ * 401 asks for a token. */
+async function api(path, method = 'GET', json = undefined) {
   const headers = { Accept: 'application/json' };
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  if (json !== undefined) headers['Content-Type'] = 'application/json';
   let res;
   try {
-    res = await fetch(path, { method, headers, cache: 'no-store' });
+    res = await fetch(path, { method, headers, cache: 'no-store', body: json === undefined ? undefined : JSON.stringify(json) });
   } catch (e) {
     throw new ApiError(0, { detail: `the service does not answer (${e.message})` });
   }
@@ -308,6 +311,8 @@ function listHref(f) {
 
 /** A new filter: into the URL, and the list reloads in place, keeping focus where it is. */
 function setFilters(f) {
+  // A selection is of the sagas shown: other filters show others.
+  state.selected.clear();
   history.replaceState(null, '', listHref(f));
   state.lastList = location.pathname + location.search;
   state.gen += 1;
@@ -316,6 +321,7 @@ function setFilters(f) {
 
 function listPage() {
   document.title = 'Sagas · saga-orchestrator';
+  state.selected.clear();
   const f = listFilters();
   state.lastList = location.pathname + location.search;
   const name = h('input', { id: 'name-filter', value: f.name, placeholder: 'any', autocomplete: 'off',
@@ -341,6 +347,7 @@ function listPage() {
     h('div.filters',
       h('label', { for: 'name-filter' }, 'Name'), name,
       refreshControls(refresh)),
+    bulkBar(refresh),
     h('div.table-wrap', { id: 'rows' }, h('p.muted', 'Loading…')),
     h('nav.pager', { 'aria-label': 'Pages', id: 'pager' }));
   main().replaceChildren(page);
@@ -400,11 +407,34 @@ async function loadRows() {
   }
   if (gen !== state.gen) return; // for other filters, or another page
   clearError();
+  // Only what is shown stays selected: an action never reaches a saga the operator cannot see.
+  const shown = new Set(page.items.map((s) => s.id));
+  for (const id of [...state.selected]) if (!shown.has(id)) state.selected.delete(id);
+  const focused = document.activeElement && wrap.contains(document.activeElement) && document.activeElement.matches('input.pick')
+    ? document.activeElement.id : null;
   if (page.items.length === 0) {
     wrap.replaceChildren(h('p.empty', f.statuses.length || f.name ? 'No saga matches these filters.' : 'No sagas yet.'));
   } else {
-    const head = h('thead', h('tr', ['Saga', 'Status', 'Steps', 'Created', 'Updated', 'Error'].map((t) => h('th', { scope: 'col' }, t))));
+    const all = h('input.pick', { type: 'checkbox', id: 'pick-all', 'aria-label': 'Select every saga on this page',
+      checked: page.items.every((s) => state.selected.has(s.id)) });
+    all.addEventListener('change', () => {
+      for (const s of page.items) if (all.checked) state.selected.add(s.id); else state.selected.delete(s.id);
+      for (const box of wrap.querySelectorAll('tbody input.pick')) box.checked = all.checked;
+      drawBulk();
+    });
+    const pick = (s) => {
+      const box = h('input.pick', { type: 'checkbox', id: `pick-${s.id}`, 'aria-label': `Select ${s.id}`, checked: state.selected.has(s.id) });
+      box.addEventListener('change', () => {
+        if (box.checked) state.selected.add(s.id); else state.selected.delete(s.id);
+        all.checked = page.items.every((x) => state.selected.has(x.id));
+        drawBulk();
+      });
+      return box;
+    };
+    const head = h('thead', h('tr', h('th.pick-cell', { scope: 'col' }, all),
+      ['Saga', 'Status', 'Steps', 'Created', 'Updated', 'Error'].map((t) => h('th', { scope: 'col' }, t))));
     const rows = page.items.map((s) => h('tr', { class: s.status === 'stuck' ? 'row-stuck' : null },
+      h('td.pick-cell', { 'data-label': 'Select' }, pick(s)),
       h('td', { 'data-label': 'Saga' }, h('div', navLink(`/ui/sagas/${encodeURIComponent(s.id)}`, h('span.id', s.id)),
         h('div.muted.small', `${s.name}${s.mode === 'tcc' ? ' · tcc' : ''}`))),
       h('td', { 'data-label': 'Status' }, badge(s.status)),
@@ -413,10 +443,68 @@ async function loadRows() {
       h('td', { 'data-label': 'Updated' }, when(s.updated_at)),
       h('td.error-cell', { 'data-label': 'Error', title: s.error || '' }, s.error || '')));
     wrap.replaceChildren(h('table.sagas', h('caption.sr-only', 'Sagas, newest first'), head, h('tbody', rows)));
+    if (focused) document.getElementById(focused)?.focus();
   }
+  drawBulk();
   pager.replaceChildren(
     f.cursor ? navLink(listHref({ ...f, cursor: '' }), '← Newest') : h('span'),
     page.next_cursor ? navLink(listHref({ ...f, cursor: page.next_cursor }), 'Older →') : h('span'));
+}
+
+const BULK_TEXT = {
+  retry: ['Retry selected', 'Retry', 'Each stuck saga sends its stuck call again, with a fresh retry budget. A saga that is not stuck answers 409 and is left as it is.'],
+  abort: ['Abort selected', 'Abort', 'Each running saga stops going forward and compensates (or cancels) what was done. A saga that is not running answers 409 and is left as it is.'],
+};
+
+/** The bar of bulk actions over the list: what is selected, and retry or abort all of it. */
+function bulkBar(refresh) {
+  const result = h('p.action-result', { id: 'bulk-result', role: 'status' });
+  const count = h('span', { id: 'bulk-count' });
+  const why = h('span.muted.small.reason', { id: 'bulk-why' });
+  const buttons = Object.entries(BULK_TEXT).map(([action, [label, verb, effect]]) => {
+    const button = h('button', { type: 'button', id: `bulk-${action}`, class: action === 'abort' ? 'danger' : 'primary',
+      'aria-describedby': 'bulk-why' }, label);
+    button.addEventListener('click', async () => {
+      const ids = [...state.selected];
+      const n = ids.length === 1 ? `saga ${ids[0]}` : `${ids.length} sagas`;
+      if (!ids.length || !(await confirmAction(`${verb} ${n}?`, effect, verb))) return;
+      for (const b of document.querySelectorAll('.bulk button')) b.disabled = true;
+      const res = await api(`/v1/bulk/${action}`, 'POST', { ids }).catch((e) => ({ status: e.status, body: e.problem }));
+      if (res.status === 200) {
+        const refused = res.body.results.filter((r) => r.status !== 202);
+        result.className = `action-result ${refused.length ? 'bad' : 'ok'}`;
+        result.replaceChildren(`${verb}: ${res.body.accepted} of ${ids.length} accepted.`,
+          refused.length ? h('ul.refused', refused.map((r) => h('li', { text:
+            `${r.id}: ${r.status}${r.problem && r.problem.title ? ' ' + r.problem.title : ''}: ${(r.problem && r.problem.detail) || ''}` }))) : null);
+        state.selected.clear();
+      } else {
+        const p = res.body || {};
+        result.className = 'action-result bad';
+        result.textContent = `${res.status || 'No answer'}${p.title ? ' ' + p.title : ''}: ${p.detail || 'the service did not answer'}`;
+      }
+      await refresh();
+    });
+    return button;
+  });
+  const clear = h('button', { type: 'button', id: 'bulk-clear', onclick: () => {
+    state.selected.clear();
+    for (const box of document.querySelectorAll('input.pick')) box.checked = false;
+    drawBulk();
+  } }, 'Clear selection');
+  return h('section.bulk', { 'aria-label': 'Act on the selected sagas' }, count, buttons, clear, why, result);
+}
+
+/** The bulk bar's count and buttons, after the selection or the token changed. */
+function drawBulk() {
+  const count = $('#bulk-count');
+  if (!count) return;
+  const n = state.selected.size;
+  count.textContent = n === 1 ? '1 selected' : `${n} selected`;
+  const admin = can('admin');
+  for (const action of Object.keys(BULK_TEXT)) $(`#bulk-${action}`).disabled = n === 0 || !admin;
+  $('#bulk-clear').disabled = n === 0;
+  const who = state.me && state.me.name ? `the token "${state.me.name}" lacks` : 'it needs a token with';
+  $('#bulk-why').textContent = n > 0 && !admin ? `Disabled: ${who} the admin scope` : '';
 }
 
 function stepDots(steps) {

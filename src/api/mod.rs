@@ -54,6 +54,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(only("POST"))),
     )
     .service(
+        web::resource("/v1/bulk/retry")
+            .route(web::post().to(sagas::bulk_retry))
+            .default_service(web::to(only("POST"))),
+    )
+    .service(
+        web::resource("/v1/bulk/abort")
+            .route(web::post().to(sagas::bulk_abort))
+            .default_service(web::to(only("POST"))),
+    )
+    .service(
         web::resource("/v1/counts")
             .route(web::get().to(sagas::counts))
             .default_service(web::to(only("GET"))),

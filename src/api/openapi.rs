@@ -4,9 +4,12 @@
 
 use super::problem::{Problem, ProblemField};
 use super::resource::{
-    ActionView, CallView, Counts, OperatorActionView, Page, SagaView, StepView, Whoami,
+    ActionView, BulkAnswer, BulkResult, CallView, Counts, OperatorActionView, Page, SagaView,
+    StepView, Whoami,
 };
-use super::schema::{EndpointDoc, MethodDoc, ModeDoc, RetryDoc, StartRequest, StepDoc};
+use super::schema::{
+    BulkRequest, EndpointDoc, MethodDoc, ModeDoc, RetryDoc, SagaIdDoc, StartRequest, StepDoc,
+};
 use super::{auth, sagas, service};
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -24,6 +27,8 @@ use utoipa::OpenApi;
         sagas::get,
         sagas::retry,
         sagas::abort,
+        sagas::bulk_retry,
+        sagas::bulk_abort,
         sagas::counts,
         auth::whoami,
         service::healthz,
@@ -33,7 +38,8 @@ use utoipa::OpenApi;
     ),
     components(schemas(
         StartRequest, StepDoc, EndpointDoc, RetryDoc, ModeDoc, MethodDoc, SagaView, StepView,
-        CallView, OperatorActionView, ActionView, Page, Counts, Whoami, Problem, ProblemField
+        CallView, OperatorActionView, ActionView, Page, Counts, Whoami, Problem, ProblemField,
+        BulkRequest, SagaIdDoc, BulkAnswer, BulkResult
     )),
     modifiers(&Common),
     // Tokens are optional: a service without [auth] tokens is open (on loopback).

@@ -1,5 +1,6 @@
 //! The saga resource of API.md section 3, rendered from the saga log.
 
+use super::problem::Problem;
 use crate::store::{CallRow, OperatorRow, SagaRecord};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -148,6 +149,30 @@ pub struct Counts {
     pub counts: std::collections::BTreeMap<String, u64>,
     /// Where counting stops.
     pub capped_at: u64,
+}
+
+/// What one saga of a bulk operator action answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkResult {
+    /// Saga id.
+    pub id: String,
+    /// 202 when accepted, else the status the single action would have answered.
+    pub status: u16,
+    /// The saga's status after the action (when accepted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saga_status: Option<String>,
+    /// Why not (when not accepted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+}
+
+/// The answer of a bulk operator action (`POST /v1/bulk/{retry,abort}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkAnswer {
+    /// One per id, in the order asked.
+    pub results: Vec<BulkResult>,
+    /// How many were accepted (202).
+    pub accepted: usize,
 }
 
 /// Who the caller is (`GET /v1/whoami`): what the console may offer.

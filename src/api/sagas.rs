@@ -4,15 +4,20 @@ use super::body::{json_body, query_map, wait_ms};
 use super::problem::Problem;
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use super::resource::SagaView;
-use super::resource::{actions_view, add_dependencies, saga_view, Counts, History, Page};
+use super::resource::{
+    actions_view, add_dependencies, saga_view, BulkAnswer, BulkResult, Counts, History, Page,
+};
+#[allow(unused_imports)] // named by the OpenAPI attributes
+use super::schema::BulkRequest;
 use super::schema::{CountsParams, GetParams, IdParam, ListParams, StartRequest, WaitParams};
 use super::AppState;
 use crate::actors::registry::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
 use crate::domain::validation::{valid_name, valid_saga_id};
-use crate::domain::{parse_request, SagaStatus};
+use crate::domain::{parse_bulk_ids, parse_request, SagaStatus};
 use crate::store::{ListQuery, SagaRecord};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use futures::StreamExt;
 use std::time::{Duration, Instant};
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -286,29 +291,28 @@ fn parse_cursor(c: &str) -> Option<(i64, String)> {
     valid_saga_id(id).then(|| (ms, id.to_string()))
 }
 
-async fn operate(
-    req: HttpRequest,
-    id: String,
-    op: Op,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    if !valid_saga_id(&id) {
-        return Err(Problem::saga_not_found(&id));
-    }
-    load(&state, &id).await?;
-    // The token's name when the service has tokens; else where the request came from.
-    let who = match req.extensions().get::<super::auth::Caller>() {
+/// Who acts: the token's name when the service has tokens; else where the request came from.
+fn caller(req: &HttpRequest) -> String {
+    match req.extensions().get::<super::auth::Caller>() {
         Some(c) => c.0.clone(),
         None => req
             .connection_info()
             .peer_addr()
             .unwrap_or("unknown")
             .to_string(),
-    };
+    }
+}
+
+/// Carries out one operator action and reads the saga back.
+async fn operate_one(state: &AppState, id: &str, op: Op, who: String) -> Result<SagaRecord> {
+    if !valid_saga_id(id) {
+        return Err(Problem::saga_not_found(id));
+    }
+    load(state, id).await?;
     let res = state
         .registry
         .send(OperatorAction {
-            id: id.clone(),
+            id: id.to_string(),
             op,
             who,
             here_only: false,
@@ -316,29 +320,74 @@ async fn operate(
         .await
         .map_err(|_| Problem::unavailable("the registry is not running"))?;
     match res {
-        Ok(()) => {}
-        Err(OpError::Rejected(r)) => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "Conflict",
-                r.to_string(),
-            ))
-        }
+        Ok(()) => load(state, id).await,
+        Err(OpError::Rejected(r)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "Conflict",
+            r.to_string(),
+        )),
         Err(e @ (OpError::Unavailable | OpError::Released)) => {
-            return Err(Problem::unavailable(e.to_string()))
+            Err(Problem::unavailable(e.to_string()))
         }
-        Err(OpError::Unloadable(why)) => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "Conflict",
-                why,
-            ))
-        }
+        Err(OpError::Unloadable(why)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "Conflict",
+            why,
+        )),
     }
-    let record = load(&state, &id).await?;
+}
+
+async fn operate(
+    req: HttpRequest,
+    id: String,
+    op: Op,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let record = operate_one(&state, &id, op, caller(&req)).await?;
     Ok(HttpResponse::Accepted().json(saga_view(&record, None)))
+}
+
+/// Sagas of one bulk action carried out at once (each is a log write or two).
+const BULK_CONCURRENCY: usize = 8;
+
+/// One operator action on each saga of `{"ids": [...]}`; every saga answers for itself.
+async fn bulk(
+    req: HttpRequest,
+    payload: web::Payload,
+    op: Op,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let body = json_body(&req, payload, state.max_body_bytes).await?;
+    let ids = parse_bulk_ids(&body).map_err(Problem::invalid_body)?;
+    let who = caller(&req);
+    let state = &state;
+    let results: Vec<BulkResult> = futures::stream::iter(ids)
+        .map(|id| {
+            let who = who.clone();
+            async move {
+                match operate_one(state, &id, op, who).await {
+                    Ok(r) => BulkResult {
+                        id,
+                        status: StatusCode::ACCEPTED.as_u16(),
+                        saga_status: Some(r.state.status.as_str().to_string()),
+                        problem: None,
+                    },
+                    Err(p) => BulkResult {
+                        id,
+                        status: p.status,
+                        saga_status: None,
+                        problem: Some(p),
+                    },
+                }
+            }
+        })
+        .buffered(BULK_CONCURRENCY)
+        .collect()
+        .await;
+    let accepted = results.iter().filter(|r| r.problem.is_none()).count();
+    Ok(HttpResponse::Ok().json(BulkAnswer { results, accepted }))
 }
 
 /// `POST /v1/sagas/{id}/retry`: resume a stuck saga.
@@ -367,6 +416,38 @@ pub async fn abort(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     operate(req, path.into_inner(), Op::Abort, state).await
+}
+
+/// `POST /v1/bulk/retry`: resume each of the stuck sagas named.
+#[utoipa::path(post, path = "/v1/bulk/retry", tag = "operators",
+    request_body(content = BulkRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Each saga's answer: 202, or the problem the single retry would have answered", body = BulkAnswer),
+        (status = 400, description = "Invalid request (every mistake with its pointer); nothing done", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over server.max_body_bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json")))]
+pub async fn bulk_retry(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    bulk(req, payload, Op::Retry, state).await
+}
+
+/// `POST /v1/bulk/abort`: stop each of the running sagas named and compensate.
+#[utoipa::path(post, path = "/v1/bulk/abort", tag = "operators",
+    request_body(content = BulkRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Each saga's answer: 202, or the problem the single abort would have answered", body = BulkAnswer),
+        (status = 400, description = "Invalid request (every mistake with its pointer); nothing done", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over server.max_body_bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json")))]
+pub async fn bulk_abort(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    bulk(req, payload, Op::Abort, state).await
 }
 
 #[cfg(test)]

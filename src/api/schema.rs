@@ -123,6 +123,30 @@ pub struct StartRequest {
     pub steps: Vec<StepDoc>,
 }
 
+/// A saga id (its pattern stated by hand: utoipa derives none for a newtype).
+pub struct SagaIdDoc;
+
+impl utoipa::PartialSchema for SagaIdDoc {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[A-Za-z0-9._:-]{1,128}$"))
+            .description(Some("Saga id."))
+            .into()
+    }
+}
+
+impl ToSchema for SagaIdDoc {}
+
+/// `POST /v1/bulk/retry` and `/v1/bulk/abort` body (docs/api.md).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    /// The sagas to act on: 1 to 100 distinct ids, answered in this order.
+    #[schema(min_items = 1, max_items = 100, value_type = Vec<SagaIdDoc>)]
+    pub ids: Vec<String>,
+}
+
 /// `?wait_ms=` of a start.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

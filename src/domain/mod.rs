@@ -17,4 +17,4 @@ pub use machine::{
 };
 pub use policy::OutboundPolicy;
 pub use secrets::SecretHeaders;
-pub use validation::{parse_request, FieldError};
+pub use validation::{parse_bulk_ids, parse_request, FieldError};

@@ -1,4 +1,5 @@
-//! Turns a start request (raw JSON) into a [`SagaDefinition`], or lists every invalid field.
+//! Turns a start request (raw JSON) into a [`SagaDefinition`], and a bulk operator action's body
+//! into its saga ids, or lists every invalid field.
 //!
 //! The request is walked as a `serde_json::Value` rather than deserialised into structs so that
 //! one answer can name every problem with a JSON Pointer, as the contract asks.
@@ -30,6 +31,9 @@ pub const MAX_HEADERS: usize = 32;
 pub const MAX_HEADER_VALUE_LEN: usize = 8192;
 /// Deepest nesting of arrays and objects in the payload and endpoint bodies.
 pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Most sagas one bulk operator action names.
+pub const MAX_BULK_IDS: usize = 100;
 
 /// How deep arrays and objects nest in `v` (a scalar is 0).
 fn depth(v: &Value) -> usize {
@@ -123,6 +127,46 @@ fn duration(v: Option<&Value>, at: &str, min: u64, errs: &mut Errors) -> Option<
             );
             None
         }
+    }
+}
+
+/// The saga ids of a bulk operator action, `{"ids": [...]}`: 1 to [`MAX_BULK_IDS`] distinct
+/// valid ids, in the order given.
+pub fn parse_bulk_ids(body: &Value) -> Result<Vec<String>, Vec<FieldError>> {
+    let mut errs = Errors(Vec::new());
+    let Some(obj) = body.as_object() else {
+        errs.push("", "the request body must be a JSON object");
+        return Err(errs.0);
+    };
+    unknown_keys(obj, &["ids"], "", &mut errs);
+    let mut ids: Vec<String> = vec![];
+    match obj.get("ids").map(|v| v.as_array()) {
+        None => errs.push("/ids", "required: the ids of the sagas to act on"),
+        Some(None) => errs.push("/ids", "must be an array of saga ids"),
+        Some(Some(a)) if a.is_empty() || a.len() > MAX_BULK_IDS => errs.push(
+            "/ids",
+            format!("must name 1 to {MAX_BULK_IDS} sagas, not {}", a.len()),
+        ),
+        Some(Some(a)) => {
+            for (i, v) in a.iter().enumerate() {
+                match v.as_str() {
+                    Some(id) if !valid_saga_id(id) => errs.push(
+                        format!("/ids/{i}"),
+                        "not a saga id: 1-128 characters of A-Z a-z 0-9 . _ : -",
+                    ),
+                    Some(id) if ids.iter().any(|x| x == id) => {
+                        errs.push(format!("/ids/{i}"), format!("{id:?} is named twice"))
+                    }
+                    Some(id) => ids.push(id.to_string()),
+                    None => errs.push(format!("/ids/{i}"), "must be a string"),
+                }
+            }
+        }
+    }
+    if errs.0.is_empty() {
+        Ok(ids)
+    } else {
+        Err(errs.0)
     }
 }
 
@@ -766,6 +810,40 @@ mod tests {
                 "/steps/1/action/headers/X-Big",
                 "/steps/1/action/body"
             ],
+        );
+    }
+
+    fn bulk_pointers(body: Value) -> Vec<String> {
+        parse_bulk_ids(&body)
+            .expect_err("should be refused")
+            .into_iter()
+            .map(|e| e.pointer)
+            .collect()
+    }
+
+    #[test]
+    fn bulk_ids_keep_their_order() {
+        let ids = parse_bulk_ids(&json!({"ids": ["b", "a:1", "c.2"]})).unwrap();
+        assert_eq!(ids, ["b", "a:1", "c.2"]);
+    }
+
+    #[test]
+    fn bulk_ids_name_every_mistake() {
+        assert_eq!(bulk_pointers(json!([])), [""]);
+        assert_eq!(bulk_pointers(json!({})), ["/ids"]);
+        assert_eq!(bulk_pointers(json!({"ids": "a"})), ["/ids"]);
+        assert_eq!(bulk_pointers(json!({"ids": []})), ["/ids"]);
+        assert_eq!(bulk_pointers(json!({"ids": ["a"], "all": true})), ["/all"]);
+        assert_eq!(
+            bulk_pointers(json!({"ids": ["a", "b/c", 7, "a", ""]})),
+            ["/ids/1", "/ids/2", "/ids/3", "/ids/4"]
+        );
+        let many: Vec<String> = (0..=MAX_BULK_IDS).map(|i| format!("s{i}")).collect();
+        assert_eq!(bulk_pointers(json!({ "ids": many })), ["/ids"]);
+        let most: Vec<String> = (0..MAX_BULK_IDS).map(|i| format!("s{i}")).collect();
+        assert_eq!(
+            parse_bulk_ids(&json!({ "ids": most })).unwrap().len(),
+            MAX_BULK_IDS
         );
     }
 }

@@ -345,5 +345,47 @@ test('an operator finds a stuck saga, understands it and fixes it in the console
   await page.locator('h1 .badge', { hasText: 'compensated' }).waitFor();
   assert.match(await page.locator('p.saga-error').innerText(), /aborted by operator/);
 
+  // After an outage, several sagas are stuck: select them on the list and retry them at once.
+  // A saga picked that is not stuck answers for itself (409) and the rest go on.
+  assert.equal((await call('POST', '/demo/faults', { 'balance/commit': 503 })).status, 200);
+  for (const id of ['order-1005', 'order-1006']) {
+    const body = { user_id: 7, amount: 10 };
+    const r = await call('POST', '/v1/sagas', {
+      id, name: 'reserve_funds', mode: 'tcc', payload: body,
+      steps: [{ name: 'buyer', try: { url: `${demo}/balance/reserve` }, confirm: { url: `${demo}/balance/commit` },
+        cancel: { url: `${demo}/balance/release` }, retry: { max_attempts: 2, initial_backoff_ms: 50, max_backoff_ms: 100 } }],
+    });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+  }
+  await until('order-1005 and order-1006 stuck', async () => (await status('order-1005')) === 'stuck' && (await status('order-1006')) === 'stuck');
+  await page.goto(`${base}/ui?status=stuck,succeeded&refresh=off`);
+  await until('stuck and succeeded listed', async () => JSON.stringify(await rowIds()) === '["order-1006","order-1005","order-1003","order-1001"]');
+  assert.equal(await page.locator('#bulk-count').innerText(), '0 selected');
+  assert.equal(await page.locator('#bulk-retry').isDisabled(), true);
+  await page.click('#pick-order-1006');
+  await page.click('#pick-order-1005');
+  await page.click('#pick-order-1001');
+  assert.equal(await page.locator('#bulk-count').innerText(), '3 selected');
+  assert.equal(await page.locator('#pick-all').isChecked(), false);
+  assert.equal((await call('POST', '/demo/faults', {})).status, 200);
+  await page.click('#bulk-retry');
+  await confirm.waitFor({ state: 'visible' });
+  assert.match(await confirm.innerText(), /Retry 3 sagas\?/);
+  await page.click('#confirm-ok');
+  await page.locator('#bulk-result', { hasText: 'Retry: 2 of 3 accepted.' }).waitFor();
+  assert.deepEqual(await page.locator('#bulk-result li').allInnerTexts(),
+    ['order-1001: 409 Conflict: the saga is succeeded, only a stuck saga can be retried']);
+  await until('both retried sagas succeed', async () => (await status('order-1005')) === 'succeeded' && (await status('order-1006')) === 'succeeded');
+  assert.equal(await page.locator('#bulk-count').innerText(), '0 selected');
+  const by = (await call('GET', '/v1/sagas/order-1006?include=attempts')).body.operator_actions;
+  assert.deepEqual(by.map((a) => [a.action, a.by]), [['retry', 'ops']]);
+  // Select all on the page, then a filter change: the selection goes with the sagas shown.
+  await page.click('#refresh-now');
+  await until('all four listed as succeeded or stuck', async () => JSON.stringify(await rowIds()) === '["order-1006","order-1005","order-1003","order-1001"]');
+  await page.click('#pick-all');
+  assert.equal(await page.locator('#bulk-count').innerText(), '4 selected');
+  await page.getByRole('button', { name: /^succeeded: / }).click();
+  await until('only stuck listed', async () => (await page.locator('#bulk-count').innerText()) === '0 selected');
+
   assert.deepEqual(problems, []);
 });

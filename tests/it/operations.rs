@@ -10,6 +10,7 @@ on_every_db!(
     stuck_compensation_waits_for_an_operator_retry,
     abort_stops_a_running_saga_and_compensates,
     abort_reaches_a_saga_idle_until_a_distant_retry,
+    bulk_actions_answer_for_each_saga_in_order,
     service_endpoints_answer,
 );
 
@@ -210,6 +211,103 @@ async fn abort_reaches_a_saga_idle_until_a_distant_retry(db: TestDb) {
             "the lease is still held"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
+/// After a participant outage many sagas are stuck: one request retries them all, and each saga
+/// answers for itself (202, or the 404/409 its single action would have given).
+async fn bulk_actions_answer_for_each_saga_in_order(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.default_reply("/s2/action", Reply::code(422));
+    p.default_reply("/s1/compensation", Reply::code(503));
+    p.default_reply("/r2/action", Reply::slow(800));
+    for id in ["b-1", "b-2", "b-3"] {
+        let body =
+            json!({"id": id, "name": "refund", "steps": [p.quick_step("s1"), p.quick_step("s2")]});
+        app.post("/v1/sagas", &body).await;
+    }
+    let ok = json!({"id": "b-ok", "name": "fine", "steps": [p.quick_step("t1")]});
+    app.post("/v1/sagas?wait_ms=5000", &ok).await;
+    for id in ["b-1", "b-2", "b-3"] {
+        app.wait_status(id, &["stuck"], 20).await;
+    }
+
+    // Bad requests do nothing and name each mistake.
+    for (body, pointers) in [
+        (json!({"ids": []}), vec!["/ids"]),
+        (
+            json!({"ids": ["b-1", "b-1", "x y"]}),
+            vec!["/ids/1", "/ids/2"],
+        ),
+        (json!({"ids": ["b-1"], "status": "stuck"}), vec!["/status"]),
+    ] {
+        let (code, v) = app.post("/v1/bulk/retry", &body).await;
+        assert_eq!(code, 400, "{v}");
+        let got: Vec<&str> = v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["pointer"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, pointers, "{v}");
+    }
+    app.wait_status("b-1", &["stuck"], 1).await;
+
+    p.default_reply("/s1/compensation", Reply::ok());
+    let (code, v) = app
+        .post(
+            "/v1/bulk/retry",
+            &json!({"ids": ["b-1", "b-ok", "nope", "b-2"]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let statuses: Vec<u64> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [202, 409, 404, 202], "{v}");
+    assert_eq!(v["results"][0]["id"], "b-1");
+    assert_eq!(v["results"][0]["saga_status"], "compensating");
+    assert_eq!(v["accepted"], 2);
+    assert_eq!(
+        v["results"][1]["problem"]["detail"],
+        "the saga is succeeded, only a stuck saga can be retried"
+    );
+    assert_eq!(v["results"][2]["problem"]["status"], 404);
+    for id in ["b-1", "b-2"] {
+        let v = app.wait_status(id, &["compensated"], 20).await;
+        assert_eq!(v["steps"][0]["compensation_attempts"], 3, "{v}");
+    }
+    let (_, v) = app.get("/v1/sagas/b-1?include=attempts").await;
+    assert_eq!(v["operator_actions"][0]["action"], "retry", "{v}");
+    let (_, v) = app.get("/v1/sagas/b-3").await;
+    assert_eq!(v["status"], "stuck", "a saga not named is left alone");
+
+    // Abort two running sagas at once; the stuck one is past aborting.
+    for id in ["r-1", "r-2"] {
+        let body =
+            json!({"id": id, "name": "slow", "steps": [p.quick_step("r1"), p.quick_step("r2")]});
+        app.post("/v1/sagas", &body).await;
+        crate::helpers::eventually(10, "r2 called", || p.calls_of(id).len() >= 2).await;
+    }
+    let (code, v) = app
+        .post("/v1/bulk/abort", &json!({"ids": ["r-1", "b-3", "r-2"]}))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let statuses: Vec<u64> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [202, 409, 202], "{v}");
+    for id in ["r-1", "r-2"] {
+        let v = app.wait_status(id, &["compensated"], 20).await;
+        assert_eq!(v["error"], "aborted by operator");
     }
     app.stop().await;
 }

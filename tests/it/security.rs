@@ -218,6 +218,9 @@ async fn a_new_token_works_and_is_never_logged() {
     assert_eq!(code, 201, "{v}");
     let (code, _, _) = call(&addr, "POST", "/v1/sagas/tok-1/retry", Some(&secret), None).await;
     assert_eq!(code, 403, "no admin scope");
+    let ids = json!({"ids": ["tok-1"]});
+    let (code, _, _) = call(&addr, "POST", "/v1/bulk/retry", Some(&secret), Some(&ids)).await;
+    assert_eq!(code, 403, "no admin scope for a bulk action either");
     let who = "\"who\":\"ci-robot\"";
     crate::helpers::eventually(10, "an access-log line with who", || {
         lines.lock().unwrap().iter().any(|l| l.contains(who))
