@@ -215,6 +215,16 @@ async fn abort_reaches_a_saga_idle_until_a_distant_retry(db: TestDb) {
     app.stop().await;
 }
 
+/// The `status` of each result of a bulk action, in order.
+fn result_statuses(v: &Value) -> Vec<u64> {
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect()
+}
+
 /// After a participant outage many sagas are stuck: one request retries them all, and each saga
 /// answers for itself (202, or the 404/409 its single action would have given).
 async fn bulk_actions_answer_for_each_saga_in_order(db: TestDb) {
@@ -263,13 +273,7 @@ async fn bulk_actions_answer_for_each_saga_in_order(db: TestDb) {
         )
         .await;
     assert_eq!(code, 200, "{v}");
-    let statuses: Vec<u64> = v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].as_u64().unwrap())
-        .collect();
-    assert_eq!(statuses, [202, 409, 404, 202], "{v}");
+    assert_eq!(result_statuses(&v), [202, 409, 404, 202], "{v}");
     assert_eq!(v["results"][0]["id"], "b-1");
     assert_eq!(v["results"][0]["saga_status"], "compensating");
     assert_eq!(v["accepted"], 2);
@@ -298,13 +302,7 @@ async fn bulk_actions_answer_for_each_saga_in_order(db: TestDb) {
         .post("/v1/bulk/abort", &json!({"ids": ["r-1", "b-3", "r-2"]}))
         .await;
     assert_eq!(code, 200, "{v}");
-    let statuses: Vec<u64> = v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].as_u64().unwrap())
-        .collect();
-    assert_eq!(statuses, [202, 409, 202], "{v}");
+    assert_eq!(result_statuses(&v), [202, 409, 202], "{v}");
     for id in ["r-1", "r-2"] {
         let v = app.wait_status(id, &["compensated"], 20).await;
         assert_eq!(v["error"], "aborted by operator");
