@@ -7,8 +7,9 @@ use crate::domain::machine::{ACTIVE_STATUSES, ALL_SAGA_STATUSES};
 use crate::domain::{SagaDefinition, SagaStatus};
 use sea_orm::sea_query::{Asterisk, Condition, Expr, ExprTrait, Func, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait,
+    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, EntityTrait, IsolationLevel, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    TransactionTrait,
 };
 
 /// Statuses of sagas that have not ended (active or stuck), as stored.
@@ -53,7 +54,8 @@ pub(super) async fn load_many(
 ///
 /// Several statuses are read as one index range each (`status, created_at, id` or
 /// `name, status, created_at, id`) and merged here: one range per query keeps a deep page as
-/// cheap as the first on every database.
+/// cheap as the first on every database. The ranges are read in one snapshot: a saga that
+/// moves from one status to another meanwhile is listed once, not twice or never.
 pub(super) async fn list(
     db: &DatabaseConnection,
     q: &ListQuery,
@@ -72,25 +74,41 @@ pub(super) async fn list(
     if statuses.len() <= 1 {
         return list_range(db, q).await;
     }
-    let ranges = statuses.iter().map(|st| {
+    let txn = read_snapshot(db).await?;
+    let mut all: Vec<SagaRecord> = vec![];
+    for st in statuses {
         let one = ListQuery {
             statuses: vec![st.clone()],
             ..q.clone()
         };
-        async move { list_range(db, &one).await }
-    });
-    let mut all: Vec<SagaRecord> = futures::future::try_join_all(ranges)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
+        all.extend(list_range(&txn, &one).await?);
+    }
+    txn.commit().await?;
     all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
     all.truncate(q.limit as usize);
     Ok(all)
 }
 
+/// A read-only transaction whose reads all see the log as of one moment.
+async fn read_snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        // SQLite's transactions are serializable already (and sea-orm warns on a level).
+        db.begin().await
+    } else {
+        // PostgreSQL's default (READ COMMITTED) takes a new snapshot per statement.
+        db.begin_with_config(
+            Some(IsolationLevel::RepeatableRead),
+            Some(AccessMode::ReadOnly),
+        )
+        .await
+    }
+}
+
 /// A page of one index range (at most one status).
-async fn list_range(db: &DatabaseConnection, q: &ListQuery) -> Result<Vec<SagaRecord>, StoreError> {
+async fn list_range(
+    db: &impl ConnectionTrait,
+    q: &ListQuery,
+) -> Result<Vec<SagaRecord>, StoreError> {
     let mut query = saga::Entity::find().select_only().columns(rows::LISTED);
     if !q.statuses.is_empty() {
         query = query.filter(saga::Column::Status.is_in(q.statuses.iter().cloned()));
@@ -165,12 +183,15 @@ pub(super) async fn open_counts(
 
 /// How many sagas there are in each status (of one name, if given), each counted up to `cap`:
 /// a count reads at most `cap` entries of one index range, so it stays cheap on a large log.
+/// All in one snapshot: a saga that changes status meanwhile counts once.
 pub(super) async fn status_counts(
     db: &DatabaseConnection,
     name: Option<&str>,
     cap: u64,
 ) -> Result<Vec<(SagaStatus, u64)>, StoreError> {
-    let counts = ALL_SAGA_STATUSES.iter().map(|&st| async move {
+    let txn = read_snapshot(db).await?;
+    let mut counts = Vec::with_capacity(ALL_SAGA_STATUSES.len());
+    for st in ALL_SAGA_STATUSES {
         let mut ids = saga::Entity::find()
             .select_only()
             .column(saga::Column::Id)
@@ -182,13 +203,14 @@ pub(super) async fn status_counts(
             .expr(Func::count(Expr::col(Asterisk)))
             .from_subquery(ids.limit(cap).into_query(), "capped")
             .to_owned();
-        let n: i64 = match db.query_one(&count).await? {
+        let n: i64 = match txn.query_one(&count).await? {
             Some(row) => row.try_get_by_index(0)?,
             None => 0,
         };
-        Ok::<_, StoreError>((st, u64::try_from(n).unwrap_or(0)))
-    });
-    futures::future::try_join_all(counts).await
+        counts.push((st, u64::try_from(n).unwrap_or(0)));
+    }
+    txn.commit().await?;
+    Ok(counts)
 }
 
 /// Unfinished sagas without a stored definition: ids and requests.

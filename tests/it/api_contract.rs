@@ -426,6 +426,81 @@ async fn listing_pages_newest_first(db: TestDb) {
     app.stop().await;
 }
 
+on_every_db!(a_listing_while_sagas_move_shows_each_saga_once);
+
+/// A listing by name reads one index range per status and the counts one count per status:
+/// while sagas start and move from status to status, each saga is still listed (and counted)
+/// exactly once. Read in separate snapshots, a saga that moved between two of them came twice
+/// or not at all (the console listed 102 or 97 of 101 sagas).
+async fn a_listing_while_sagas_move_shows_each_saga_once(db: TestDb) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const N: usize = 80;
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let steps = vec![p.step("s1"), p.step("s2"), p.step("s3")];
+    // Sagas accepted so far: mv-0 .. mv-{started-1} are durable, so every listing has them.
+    let started = Arc::new(AtomicUsize::new(0));
+    let starter = {
+        let (api, started) = (crate::helpers::Api::new(app.base.clone()), started.clone());
+        tokio::spawn(async move {
+            for i in 0..N {
+                let (code, v) = api
+                    .post("/v1/sagas", &saga(&format!("mv-{i}"), steps.clone()))
+                    .await;
+                assert_eq!(code, 201, "{v}");
+                started.store(i + 1, Ordering::SeqCst);
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut reads = 0;
+    loop {
+        let before = started.load(Ordering::SeqCst);
+        let (code, page) = app.get("/v1/sagas?name=place_order&limit=500").await;
+        assert_eq!(code, 200, "{page}");
+        let (_, c) = app.get("/v1/counts?name=place_order").await;
+        let after = started.load(Ordering::SeqCst);
+        let items = page["items"].as_array().unwrap();
+        let ids: Vec<&str> = items.iter().map(|s| s["id"].as_str().unwrap()).collect();
+        let unique: std::collections::HashSet<&str> = ids.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            ids.len(),
+            "read {reads} listed a saga twice: {ids:?}"
+        );
+        for i in 0..before {
+            let id = format!("mv-{i}");
+            assert!(
+                unique.contains(id.as_str()),
+                "read {reads} missed {id}: {ids:?}"
+            );
+        }
+        let counted: u64 = c["counts"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        // One start may be durable, and counted, before its 201 arrives.
+        assert!(
+            (before as u64..=after as u64 + 1).contains(&counted),
+            "read {reads} counted {counted} sagas, {before}..={after} were started: {c}"
+        );
+        reads += 1;
+        if after == N && items.iter().all(|s| s["status"] == "succeeded") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sagas did not all succeed in time"
+        );
+    }
+    starter.await.unwrap();
+    assert!(reads > 1, "the listings overlapped the sagas' progress");
+    app.stop().await;
+}
+
 on_every_db!(a_large_payload_over_many_steps_is_stored_once);
 
 /// 64 steps sharing a payload near the body limit: stored once, sent to every step.
