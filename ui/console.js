@@ -16,10 +16,15 @@ const state = {
   offsetMs: 0,        // server clock minus ours, from the Date header
   timer: null,        // the pending auto-refresh
   view: null,         // what is on screen: {kind, refresh()}
-  gen: 0,             // bumped by every navigation or filter change: older answers are dropped
+  gen: 0,             // bumped by every navigation, filter change and refresh: older answers are dropped
   lastList: '/ui',    // where "Sagas" goes back to, filters included
   selected: new Set(), // ids picked on the list for a bulk action (only those shown)
+  acting: new Set(),   // "id/action" of operator actions in flight: never sent twice at once
+  meError: null,       // the status of the last failed GET /v1/whoami
 };
+
+/** How many sagas one bulk action takes (the API's limit). */
+const BULK_MAX = 100;
 
 // ---------- DOM ----------
 
@@ -146,6 +151,8 @@ async function api(path, method = 'GET', json = undefined) {
     throw new ApiError(401, body);
   }
   if (!res.ok && method === 'GET') throw new ApiError(res.status, body);
+  // A 2xx that is not JSON (a proxy's login page, say) is no usable answer: callers read fields.
+  if (res.ok && body === null) throw new ApiError(0, { detail: `the answer to ${method} ${path} was not JSON (${type || 'no type'})` });
   return { status: res.status, body };
 }
 
@@ -167,6 +174,7 @@ async function whoami() {
     state.me = body;
   } catch (e) {
     state.me = null;
+    state.meError = e.status;
     // A token the service refuses (401) or one without read (403): offer to change it.
     $('#token-button').hidden = ![401, 403].includes(e.status);
     if (e.status === 403) askToken(e.message);
@@ -330,12 +338,13 @@ function listPage() {
   name.addEventListener('input', () => {
     clearTimeout(typing);
     typing = setTimeout(() => {
-      if (!name.checkValidity()) return;
+      if (state.view !== view || !name.checkValidity()) return; // the operator has moved on
       setFilters({ ...listFilters(), name: name.value.trim(), cursor: '' });
     }, 300);
   });
   const refresh = async () => {
     clearTimeout(state.timer);
+    state.gen += 1; // a refresh still in flight (the timer's, say) must not draw over this one
     await Promise.all([loadCounts(), loadRows()]);
     if (state.view !== view) return; // navigated away meanwhile
     updated();
@@ -374,13 +383,15 @@ async function loadCounts() {
     h('button.chip', { type: 'button', 'aria-pressed': String(pressed), 'aria-label': `${label}: ${n}`, onclick, class: extra },
       h('span.chip-label', label), h('span.chip-count', { text: n }));
   const chips = [chip('all', STATUSES.some((s) => body.counts[s] >= body.capped_at) ? `${total}+` : String(total),
-    f.statuses.length === 0, () => setFilters({ ...f, statuses: [], cursor: '' }))];
+    f.statuses.length === 0, () => setFilters({ ...listFilters(), statuses: [], cursor: '' }))];
   for (const s of STATUSES) {
     const n = body.counts[s] || 0;
     const on = f.statuses.includes(s);
+    // The filters as they are when clicked: another chip or the name may have changed them since.
     const toggle = () => {
-      const next = on ? f.statuses.filter((x) => x !== s) : [...f.statuses, s];
-      setFilters({ ...f, statuses: STATUSES.filter((x) => next.includes(x)), cursor: '' });
+      const now = listFilters();
+      const next = now.statuses.includes(s) ? now.statuses.filter((x) => x !== s) : [...now.statuses, s];
+      setFilters({ ...now, statuses: STATUSES.filter((x) => next.includes(x)), cursor: '' });
     };
     chips.push(chip(s, fmt(n), on, toggle, `s-${s}${s === 'stuck' && n > 0 ? ' alarm' : ''}`));
   }
@@ -435,7 +446,7 @@ async function loadRows() {
       ['Saga', 'Status', 'Steps', 'Created', 'Updated', 'Error'].map((t) => h('th', { scope: 'col' }, t))));
     const rows = page.items.map((s) => h('tr', { class: s.status === 'stuck' ? 'row-stuck' : null },
       h('td.pick-cell', { 'data-label': 'Select' }, pick(s)),
-      h('td', { 'data-label': 'Saga' }, h('div', navLink(`/ui/sagas/${encodeURIComponent(s.id)}`, h('span.id', s.id)),
+      h('td', { 'data-label': 'Saga' }, h('div', navLink(`/ui/sagas/${encodeURIComponent(s.id)}${autoRefresh() ? '' : '?refresh=off'}`, h('span.id', s.id)),
         h('div.muted.small', `${s.name}${s.mode === 'tcc' ? ' · tcc' : ''}`))),
       h('td', { 'data-label': 'Status' }, badge(s.status)),
       h('td', { 'data-label': 'Steps' }, stepDots(s.steps)),
@@ -483,6 +494,7 @@ function bulkBar(refresh) {
         result.textContent = `${res.status || 'No answer'}${p.title ? ' ' + p.title : ''}: ${p.detail || 'the service did not answer'}`;
       }
       await refresh();
+      drawBulk(); // the refresh redraws the bar, unless it failed
     });
     return button;
   });
@@ -501,10 +513,11 @@ function drawBulk() {
   const n = state.selected.size;
   count.textContent = n === 1 ? '1 selected' : `${n} selected`;
   const admin = can('admin');
-  for (const action of Object.keys(BULK_TEXT)) $(`#bulk-${action}`).disabled = n === 0 || !admin;
+  for (const action of Object.keys(BULK_TEXT)) $(`#bulk-${action}`).disabled = n === 0 || n > BULK_MAX || !admin;
   $('#bulk-clear').disabled = n === 0;
   const who = state.me && state.me.name ? `the token "${state.me.name}" lacks` : 'it needs a token with';
-  $('#bulk-why').textContent = n > 0 && !admin ? `Disabled: ${who} the admin scope` : '';
+  $('#bulk-why').textContent = n > 0 && !admin ? `Disabled: ${who} the admin scope`
+    : n > BULK_MAX ? `Disabled: one action takes at most ${BULK_MAX} sagas` : '';
 }
 
 function stepDots(steps) {
@@ -527,7 +540,7 @@ function sagaPage(id) {
   let request = null; // as accepted: it never changes, so it is read once
   const refresh = async () => {
     clearTimeout(state.timer);
-    const gen = state.gen;
+    const gen = ++state.gen; // an older read still in flight must not draw over this one
     let saga;
     try {
       saga = (await api(`/v1/sagas/${encodeURIComponent(id)}?include=attempts${request ? '' : ',request'}`)).body;
@@ -604,12 +617,17 @@ function actions(s, refresh, previousResult) {
       : !can(a.scope) ? `the token "${state.me && state.me.name}" lacks the ${a.scope} scope`
         : null;
     const reasonId = `why-${a.action}`;
+    const busy = `${s.id}/${a.action}`;
     const button = h('button', { type: 'button', id: `action-${a.action}`, class: a.action === 'abort' ? 'danger' : 'primary',
-      disabled: !allowed, 'aria-describedby': why ? reasonId : null }, label);
+      disabled: !allowed || state.acting.has(busy), 'data-busy': busy, 'data-allowed': String(allowed),
+      'aria-describedby': why ? reasonId : null }, label);
     button.addEventListener('click', async () => {
-      if (!(await confirmAction(`${label} saga ${s.id}?`, effect, label))) return;
+      if (state.acting.has(busy) || !(await confirmAction(`${label} saga ${s.id}?`, effect, label))) return;
       button.disabled = true;
-      const res = await api(`/v1/sagas/${encodeURIComponent(s.id)}/${a.action}`, 'POST').catch((e) => ({ status: e.status, body: e.problem }));
+      state.acting.add(busy);
+      const res = await api(`/v1/sagas/${encodeURIComponent(s.id)}/${a.action}`, 'POST')
+        .catch((e) => ({ status: e.status, body: e.problem }))
+        .finally(() => state.acting.delete(busy));
       if (res.status === 202) {
         result.className = 'action-result ok';
         result.textContent = `202 Accepted: ${a.action} requested; the saga is now ${res.body.status}.`;
@@ -619,6 +637,10 @@ function actions(s, refresh, previousResult) {
         result.textContent = `${res.status || 'No answer'}${p.title ? ' ' + p.title : ''}: ${p.detail || 'the service did not answer'}`;
       }
       await refresh();
+      // The button on screen now (this one, or one drawn while the action was in flight) is
+      // usable again as far as the saga's status and the token allow.
+      const shown = document.getElementById(`action-${a.action}`);
+      if (shown && shown.dataset.busy === busy) shown.disabled = shown.dataset.allowed !== 'true';
     });
     return h('div.action', button, why ? h('span.muted.small.reason', { id: reasonId }, `Disabled: ${why}`) : null);
   });
@@ -779,8 +801,16 @@ async function start() {
   setupToken();
   setupNavigation();
   setInterval(tick, 1000);
-  if (await whoami()) render();
-  else main().replaceChildren(h('p.muted', 'Waiting for a token…'));
+  // While the service restarts or a proxy fails, the banner says why and we ask again.
+  while (!(await whoami())) {
+    if ([401, 403].includes(state.meError)) {
+      main().replaceChildren(h('p.muted', 'Waiting for a token…'));
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+  clearError();
+  render();
 }
 
 start();
