@@ -413,7 +413,11 @@ async function loadRows() {
   try {
     page = (await api(`/v1/sagas?${q}`)).body;
   } catch (e) {
-    if (gen === state.gen && e.status !== 401) showError(e);
+    if (gen === state.gen && e.status !== 401) {
+      showError(e);
+      // A cursor the service refuses (an old or edited link): the way back to the first page.
+      if (f.cursor) pager.replaceChildren(navLink(listHref({ ...f, cursor: '' }), '← Newest'));
+    }
     return;
   }
   if (gen !== state.gen) return; // for other filters, or another page
@@ -727,7 +731,12 @@ function calls(s) {
   for (const step of s.steps) for (const c of step.history || []) rows.push({ step: step.name, ...c });
   if (!rows.length) return h('p.muted', 'No calls yet.');
   rows.sort((a, b) => Date.parse(a.started_at) - Date.parse(b.started_at));
-  const duration = (c) => (c.finished_at ? span(Date.parse(c.finished_at) - Date.parse(c.started_at)) : 'in flight');
+  const duration = (c) => {
+    if (!c.finished_at) return 'in flight';
+    const ms = Date.parse(c.finished_at) - Date.parse(c.started_at);
+    // A call near its timeout: 1.9 s, not "1 s".
+    return ms >= 1000 && ms < 60000 ? `${(ms / 1000).toFixed(1)} s` : span(ms);
+  };
   return h('div.table-wrap', h('table.calls',
     h('caption.sr-only', 'Every call, oldest first'),
     h('thead', h('tr', ['Time', 'Step', 'Phase', 'Call', 'HTTP', 'Outcome', 'Duration', 'Error'].map((t) => h('th', { scope: 'col' }, t)))),

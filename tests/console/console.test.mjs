@@ -147,8 +147,8 @@ test('an operator finds a stuck saga, understands it and fixes it in the console
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   // The browser logs the answers the test provokes (no token yet: 401; an unknown id: 404; a
-  // retry answered 503).
-  const expected = /^Failed to load resource: the server responded with a status of (401|404|503)/;
+  // retry answered 503; a bad cursor: 400).
+  const expected = /^Failed to load resource: the server responded with a status of (400|401|404|503)/;
   page.on('console', (m) => { if (m.type() === 'error' && !expected.test(m.text())) problems.push(`console: ${m.text()}`); });
 
   // The service has tokens: the console asks for one. A read-only token first.
@@ -405,6 +405,12 @@ test('an operator finds a stuck saga, understands it and fixes it in the console
   assert.equal(await page.locator('#bulk-count').innerText(), '4 selected');
   await page.getByRole('button', { name: /^succeeded: / }).click();
   await until('only stuck listed', async () => (await page.locator('#bulk-count').innerText()) === '0 selected');
+
+  // A cursor the service refuses (an edited link) says why and leads back to the first page.
+  await page.goto(`${base}/ui?name=place_order&cursor=not-a-cursor&refresh=off`);
+  await page.locator('.fetch-error', { hasText: /^400 / }).waitFor();
+  await page.getByRole('link', { name: '← Newest' }).click();
+  await until('the first page', async () => (await rowIds()).length > 0 && !page.url().includes('cursor='));
 
   // One bulk action takes at most 100 sagas: a longer page selected says so, and sends nothing.
   const many = await Promise.all(Array.from({ length: 101 }, (_, i) => {
