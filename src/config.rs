@@ -1,6 +1,6 @@
 //! Settings: `config.toml` (or `--config PATH`), then `SAGA__{SECTION}__{KEY}` environment overrides.
 
-use crate::domain::definition::{MAX_ATTEMPTS, MAX_DURATION_MS, MULTIPLIER_RANGE};
+use crate::domain::limits::MAX_DURATION_MS;
 use crate::domain::{Defaults, RetryPolicy};
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
@@ -492,41 +492,9 @@ impl Settings {
             &dur,
             p.call_timeout_ms,
         );
-        check(
-            &mut e,
-            (1..=MAX_ATTEMPTS).contains(&p.max_attempts),
-            "participant.max_attempts",
-            &format!("from 1 to {MAX_ATTEMPTS}"),
-            p.max_attempts,
-        );
-        check(
-            &mut e,
-            p.initial_backoff_ms <= MAX_DURATION_MS,
-            "participant.initial_backoff_ms",
-            &format!("from 0 to {MAX_DURATION_MS}"),
-            p.initial_backoff_ms,
-        );
-        check(
-            &mut e,
-            (p.initial_backoff_ms..=MAX_DURATION_MS).contains(&p.max_backoff_ms),
-            "participant.max_backoff_ms",
-            &format!(
-                "from participant.initial_backoff_ms ({}) to {MAX_DURATION_MS}",
-                p.initial_backoff_ms
-            ),
-            p.max_backoff_ms,
-        );
-        check(
-            &mut e,
-            MULTIPLIER_RANGE.contains(&p.multiplier),
-            "participant.multiplier",
-            &format!(
-                "from {:.1} to {:.1}",
-                MULTIPLIER_RANGE.start(),
-                MULTIPLIER_RANGE.end()
-            ),
-            p.multiplier,
-        );
+        for (field, range, got) in p.defaults().retry.problems() {
+            e.push(format!("participant.{field} must be {range} (got {got})"));
+        }
         check(
             &mut e,
             (1..=65_536).contains(&p.max_in_flight),

@@ -1,6 +1,7 @@
 //! Reading request bodies and query strings into values, with contract-shaped errors.
 
 use super::problem::Problem;
+use crate::domain::limits::MAX_WAIT_MS;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest};
 use futures::StreamExt;
@@ -94,9 +95,6 @@ pub fn query_map(req: &HttpRequest) -> Result<HashMap<String, String>, Problem> 
             )])
         })
 }
-
-/// Longest `wait_ms` a request may ask for.
-pub const MAX_WAIT_MS: u64 = 60_000;
 
 /// Parses `wait_ms` (0 when absent).
 pub fn wait_ms(q: &HashMap<String, String>) -> Result<u64, (String, String)> {

@@ -8,7 +8,8 @@ use super::resource::{
     StepView, Whoami,
 };
 use super::schema::{
-    BulkRequest, EndpointDoc, MethodDoc, ModeDoc, RetryDoc, SagaIdDoc, StartRequest, StepDoc,
+    BulkRequest, Endpoint, Retry, SagaId, SagaStart, SagaStep, StartRequest, TccStart, TccStep,
+    UndoEndpoint,
 };
 use super::{auth, sagas, service};
 use serde_json::{json, Value};
@@ -37,9 +38,9 @@ use utoipa::OpenApi;
         service::openapi
     ),
     components(schemas(
-        StartRequest, StepDoc, EndpointDoc, RetryDoc, ModeDoc, MethodDoc, SagaView, StepView,
-        CallView, OperatorActionView, ActionView, Page, Counts, Whoami, Problem, ProblemField,
-        BulkRequest, SagaIdDoc, BulkAnswer, BulkResult
+        StartRequest, SagaStart, TccStart, SagaStep, TccStep, Endpoint, UndoEndpoint, Retry,
+        SagaView, StepView, CallView, OperatorActionView, ActionView, Page, Counts, Whoami,
+        Problem, ProblemField, BulkRequest, SagaId, BulkAnswer, BulkResult
     )),
     modifiers(&Common),
     // Tokens are optional: a service without [auth] tokens is open (on loopback).

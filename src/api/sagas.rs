@@ -12,7 +12,7 @@ use super::schema::BulkRequest;
 use super::schema::{CountsParams, GetParams, IdParam, ListParams, StartRequest, WaitParams};
 use super::AppState;
 use crate::actors::registry::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
-use crate::domain::validation::{valid_name, valid_saga_id};
+use crate::domain::limits::{COUNT_CAP, DEFAULT_PAGE, NAME, PAGE_SIZES, SAGA_ID};
 use crate::domain::{parse_bulk_ids, parse_request, SagaStatus};
 use crate::store::{ListQuery, SagaRecord};
 use actix_web::http::{header, StatusCode};
@@ -150,7 +150,7 @@ pub async fn get(
     if !errs.is_empty() {
         return Err(Problem::invalid_query(errs));
     }
-    if !valid_saga_id(&id) {
+    if !SAGA_ID.is_valid(&id) {
         return Err(Problem::saga_not_found(&id));
     }
     let ended = (wait > 0).then(|| state.shared.finished.subscribe(&id));
@@ -196,11 +196,15 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     }
     let name = name_param(&q, &mut errs);
     let limit = match q.get("limit").map(|s| s.parse::<u64>()) {
-        None => 50,
-        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        None => DEFAULT_PAGE,
+        Some(Ok(n)) if PAGE_SIZES.contains(&n) => n,
         Some(_) => {
-            errs.push(("limit".into(), "must be an integer from 1 to 500".into()));
-            50
+            let (lo, hi) = (PAGE_SIZES.start(), PAGE_SIZES.end());
+            errs.push((
+                "limit".into(),
+                format!("must be an integer from {lo} to {hi}"),
+            ));
+            DEFAULT_PAGE
         }
     };
     let after = match q.get("cursor").filter(|s| !s.is_empty()) {
@@ -246,17 +250,11 @@ fn name_param(
     errs: &mut Vec<(String, String)>,
 ) -> Option<String> {
     let name = q.get("name").filter(|s| !s.is_empty()).cloned();
-    if name.as_deref().is_some_and(|n| !valid_name(n, 64, "_.-")) {
-        errs.push((
-            "name".into(),
-            "must be 1-64 characters of A-Z a-z 0-9 _ . -".into(),
-        ));
+    if name.as_deref().is_some_and(|n| !NAME.is_valid(n)) {
+        errs.push(("name".into(), format!("must be {}", NAME.describe())));
     }
     name
 }
-
-/// Counts stop here: each reads at most this many index entries, whatever the log's size.
-const COUNT_CAP: u64 = 10_000;
 
 /// `GET /v1/counts?name=`
 #[utoipa::path(get, path = "/v1/counts", tag = "sagas", params(CountsParams),
@@ -284,11 +282,11 @@ pub async fn counts(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     }))
 }
 
-/// Cursors are `{created_at}_{id}`: ids never contain `_`.
+/// Cursors are `{created_at}_{id}`: the time has no `_`, so the first one separates them.
 fn parse_cursor(c: &str) -> Option<(i64, String)> {
     let (ms, id) = c.split_once('_')?;
     let ms = ms.parse().ok()?;
-    valid_saga_id(id).then(|| (ms, id.to_string()))
+    SAGA_ID.is_valid(id).then(|| (ms, id.to_string()))
 }
 
 /// Who acts: the token's name when the service has tokens; else where the request came from.
@@ -305,7 +303,7 @@ fn caller(req: &HttpRequest) -> String {
 
 /// Carries out one operator action and reads the saga back.
 async fn operate_one(state: &AppState, id: &str, op: Op, who: String) -> Result<SagaRecord> {
-    if !valid_saga_id(id) {
+    if !SAGA_ID.is_valid(id) {
         return Err(Problem::saga_not_found(id));
     }
     load(state, id).await?;

@@ -1,208 +1,433 @@
-//! The shapes of requests and query strings as the OpenAPI description states them. Handlers
-//! read the JSON themselves so that `domain::validation` can answer every mistake with its
-//! pointer; these types carry the same limits for the description, and schemathesis (`.ci/run`)
-//! checks that the two agree.
+//! The shapes of requests and query strings as the OpenAPI description states them, built from
+//! the domain's own limits, name rules and key lists (`domain::limits`), so that the document
+//! says what `domain::validation` enforces: the steps each mode requires (one schema per mode),
+//! every range and pattern, unique ids. Handlers read the JSON themselves, so that one answer
+//! names every mistake with its pointer; schemathesis (`.ci/run`, every check) holds the two
+//! together. What no schema can say (a `depends_on` naming another step of the same request,
+//! no cycles, distinct step names, the outbound policy) is in the descriptions.
 
-use serde::Deserialize;
-use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use crate::domain::limits::{
+    NameRule, COUNT_CAP, DEFAULT_PAGE, MAX_ATTEMPTS, MAX_BULK_IDS, MAX_DURATION_MS, MAX_HEADERS,
+    MAX_HEADER_VALUE_LEN, MAX_JSON_DEPTH, MAX_STEPS, MAX_URL_LEN, MAX_WAIT_MS, METHODS,
+    MULTIPLIER_RANGE, NAME, PAGE_SIZES, SAGA_ID, SERVICE,
+};
+use crate::domain::machine::ALL_SAGA_STATUSES;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
+use utoipa::openapi::{Ref, RefOr, Required};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-/// saga or tcc.
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ModeDoc {
-    /// Steps with action and compensation.
-    Saga,
-    /// Steps with try, confirm and cancel.
-    Tcc,
+/// A unit type standing for a schema built by `$build`, named after the type.
+macro_rules! schema {
+    ($(#[$doc:meta])* $name:ident => $build:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                let s: Schema = $build;
+                s.into()
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
 }
 
-/// HTTP method of an endpoint.
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum MethodDoc {
-    /// GET.
-    Get,
-    /// POST (the default).
-    Post,
-    /// PUT.
-    Put,
-    /// PATCH.
-    Patch,
-    /// DELETE.
-    Delete,
+fn reference(name: &str) -> RefOr<Schema> {
+    Ref::from_schema_name(name).into()
 }
 
-/// A participant endpoint.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EndpointDoc {
-    /// Absolute http(s) URL, allowed by the outbound policy.
-    #[schema(max_length = 2048)]
-    pub url: String,
-    /// Method (POST by default).
-    pub method: Option<MethodDoc>,
-    /// Extra headers (at most 32, values at most 8 KiB); Authorization, Cookie and the like are
-    /// shown as *** wherever the service shows the request.
-    pub headers: Option<std::collections::HashMap<String, String>>,
-    /// Body of the call (default: the saga payload); nested at most 32 deep.
-    pub body: Option<Value>,
-    /// Compensation or cancel only: wait this long before calling.
-    #[schema(minimum = 0, maximum = 315360000000u64)]
-    pub delay_ms: Option<u64>,
-    /// Name for metrics and logs (default host:port).
-    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
-    pub service: Option<String>,
-}
-
-/// Retry policy of a step; missing fields come from `[participant]`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RetryDoc {
-    /// Calls per phase, the first included.
-    #[schema(minimum = 1, maximum = 1000)]
-    pub max_attempts: Option<u32>,
-    /// Wait before the second call.
-    #[schema(minimum = 0, maximum = 315360000000u64)]
-    pub initial_backoff_ms: Option<u64>,
-    /// Longest wait between calls.
-    #[schema(minimum = 0, maximum = 315360000000u64)]
-    pub max_backoff_ms: Option<u64>,
-    /// Growth of the wait.
-    #[schema(minimum = 1, maximum = 100)]
-    pub multiplier: Option<f64>,
-}
-
-/// One step.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StepDoc {
-    /// Unique in the saga.
-    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
-    pub name: String,
-    /// Saga mode: the forward call (required).
-    pub action: Option<EndpointDoc>,
-    /// Saga mode: its undo.
-    pub compensation: Option<EndpointDoc>,
-    /// TCC: reserve (required).
-    #[serde(rename = "try")]
-    pub try_: Option<EndpointDoc>,
-    /// TCC: make final (required).
-    pub confirm: Option<EndpointDoc>,
-    /// TCC: release (required).
-    pub cancel: Option<EndpointDoc>,
-    /// Steps that must succeed first; absent = the previous step, [] = none.
-    pub depends_on: Option<Vec<String>>,
-    /// Timeout of one call.
-    #[schema(minimum = 1, maximum = 315360000000u64)]
-    pub timeout_ms: Option<u64>,
-    /// Retry policy.
-    pub retry: Option<RetryDoc>,
-}
-
-/// `POST /v1/sagas` body (docs/api.md).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StartRequest {
-    /// Saga id; a UUID v7 when absent. Starting the same id again with the same request is
-    /// idempotent.
-    #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
-    pub id: Option<String>,
-    /// Kind of saga (a metric label).
-    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
-    pub name: String,
-    /// saga (default) or tcc.
-    pub mode: Option<ModeDoc>,
-    /// Default body of every call; nested at most 32 deep.
-    pub payload: Option<Value>,
-    /// Deadline of the forward phase from creation.
-    #[schema(minimum = 1, maximum = 315360000000u64)]
-    pub timeout_ms: Option<u64>,
-    /// 1 to 64 steps.
-    #[schema(min_items = 1, max_items = 64)]
-    pub steps: Vec<StepDoc>,
-}
-
-/// A saga id (its pattern stated by hand: utoipa derives none for a newtype).
-pub struct SagaIdDoc;
-
-impl utoipa::PartialSchema for SagaIdDoc {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some("^[A-Za-z0-9._:-]{1,128}$"))
-            .description(Some("Saga id."))
-            .into()
+/// `t`, or `[t, "null"]` when the validator reads a JSON null as "absent".
+fn typed(t: Type, nullable: bool) -> SchemaType {
+    if nullable {
+        SchemaType::from_iter([t, Type::Null])
+    } else {
+        SchemaType::Type(t)
     }
 }
 
-impl ToSchema for SagaIdDoc {}
+fn integer(min: u64, max: u64, description: &str) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(min))
+        .maximum(Some(max))
+        .description(Some(description))
+        .into()
+}
 
-/// `POST /v1/bulk/retry` and `/v1/bulk/abort` body (docs/api.md).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BulkRequest {
-    /// The sagas to act on: 1 to 100 distinct ids, answered in this order.
-    #[schema(min_items = 1, max_items = 100, value_type = Vec<SagaIdDoc>)]
-    pub ids: Vec<String>,
+fn duration(min: u64, description: &str) -> Schema {
+    integer(min, MAX_DURATION_MS, description)
+}
+
+fn named(rule: &NameRule, nullable: bool, description: &str) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(typed(Type::String, nullable))
+        .pattern(Some(rule.pattern()))
+        .description(Some(description))
+        .into()
+}
+
+fn any_json(description: String) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .description(Some(description))
+        .into()
+}
+
+/// An object with exactly these properties (unknown keys are refused, as the validator does).
+fn closed(description: &str, props: Vec<(&str, RefOr<Schema>)>, required: &[&str]) -> Schema {
+    let mut o = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description))
+        .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)));
+    for (k, v) in props {
+        o = o.property(k, v);
+    }
+    for r in required {
+        o = o.required(*r);
+    }
+    o.into()
+}
+
+/// The properties of an endpoint; an undo (compensation, cancel) may also wait.
+fn endpoint(undo: bool) -> Schema {
+    let url = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(MAX_URL_LEN))
+        .description(Some(
+            "Absolute http or https URL with a host, allowed by the outbound policy \
+             (participant.allow/deny)",
+        ));
+    let method = ObjectBuilder::new()
+        .schema_type(typed(Type::String, true))
+        .enum_values(Some(METHODS.iter().map(|m| Some(*m)).chain([None])))
+        .description(Some("Method (POST when absent)"));
+    let headers = ObjectBuilder::new()
+        .schema_type(typed(Type::Object, true))
+        .max_properties(Some(MAX_HEADERS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")),
+        ))
+        .additional_properties(Some(RefOr::T(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(MAX_HEADER_VALUE_LEN))
+                .pattern(Some("^[^\\u0000-\\u0008\\u000A-\\u001F\\u007F]*$"))
+                .into(),
+        )))
+        .description(Some(
+            "Extra headers; Authorization, Cookie and the like are shown as *** wherever the \
+             service shows the request",
+        ));
+    let mut props = vec![
+        ("url", RefOr::T(url.into())),
+        ("method", RefOr::T(method.into())),
+        ("headers", RefOr::T(headers.into())),
+        (
+            "body",
+            RefOr::T(any_json(format!(
+                "Body of the call (default: the saga payload); nested at most {MAX_JSON_DEPTH} deep"
+            ))),
+        ),
+        (
+            "service",
+            RefOr::T(named(
+                &SERVICE,
+                true,
+                "Name for metrics and logs (default host:port)",
+            )),
+        ),
+    ];
+    if undo {
+        props.push((
+            "delay_ms",
+            RefOr::T(duration(0, "Wait this long before calling")),
+        ));
+    }
+    let what = if undo {
+        "A participant endpoint that undoes (compensation or cancel)"
+    } else {
+        "A participant endpoint"
+    };
+    closed(what, props, &["url"])
+}
+
+schema!(
+    /// An endpoint of a forward call, a confirm.
+    Endpoint => endpoint(false)
+);
+schema!(
+    /// An endpoint of a compensation or a cancel.
+    UndoEndpoint => endpoint(true)
+);
+
+schema!(
+    /// Retry policy of a step; missing fields come from `[participant]`.
+    Retry => closed(
+        "Retry policy of a step; missing fields come from [participant]",
+        vec![
+            ("max_attempts", RefOr::T(integer(1, MAX_ATTEMPTS.into(), "Calls per phase, the first included"))),
+            ("initial_backoff_ms", RefOr::T(duration(0, "Wait before the second call"))),
+            ("max_backoff_ms", RefOr::T(duration(0, "Longest wait between calls; not less than initial_backoff_ms"))),
+            ("multiplier", RefOr::T(ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(*MULTIPLIER_RANGE.start()))
+                .maximum(Some(*MULTIPLIER_RANGE.end()))
+                .description(Some("Growth of the wait"))
+                .into())),
+        ],
+        &[],
+    )
+);
+
+/// What steps of both modes share: name, dependencies, timeout, retry.
+fn step(description: &str, endpoints: &[(&'static str, &str)], required: &[&str]) -> Schema {
+    let mut props: Vec<(&str, RefOr<Schema>)> =
+        vec![("name", RefOr::T(named(&NAME, false, "Unique in the saga")))];
+    for (key, schema) in endpoints {
+        props.push((key, reference(schema)));
+    }
+    let deps = ArrayBuilder::new()
+        .schema_type(typed(Type::Array, true))
+        .items(RefOr::T(named(&NAME, false, "A step name")))
+        .max_items(Some(MAX_STEPS - 1))
+        .unique_items(true)
+        .description(Some(
+            "Steps that must succeed first, each another step of this saga, without cycles; \
+             absent = the previous step, [] = none",
+        ));
+    props.push(("depends_on", RefOr::T(deps.into())));
+    props.push(("timeout_ms", RefOr::T(duration(1, "Timeout of one call"))));
+    props.push(("retry", reference("Retry")));
+    closed(description, props, required)
+}
+
+schema!(
+    /// A step of a saga: an action and its compensation.
+    SagaStep => step(
+        "A step of a saga: an action and, optionally, its compensation",
+        &[("action", "Endpoint"), ("compensation", "UndoEndpoint")],
+        &["name", "action"],
+    )
+);
+schema!(
+    /// A step of a TCC saga: try, confirm and cancel.
+    TccStep => step(
+        "A step of a TCC saga: try, confirm and cancel",
+        &[("try", "Endpoint"), ("confirm", "Endpoint"), ("cancel", "UndoEndpoint")],
+        &["name", "try", "confirm", "cancel"],
+    )
+);
+
+/// A start request of one mode.
+fn start(mode: &str, step: &str, nullable_mode: bool) -> Schema {
+    let mut modes: Vec<Option<&str>> = vec![Some(mode)];
+    if nullable_mode {
+        modes.push(None);
+    }
+    let mode_schema = ObjectBuilder::new()
+        .schema_type(typed(Type::String, nullable_mode))
+        .enum_values(Some(modes))
+        .description(Some(if nullable_mode {
+            "saga (the default when absent)"
+        } else {
+            "tcc"
+        }));
+    let steps = ArrayBuilder::new()
+        .items(reference(step))
+        .min_items(Some(1))
+        .max_items(Some(MAX_STEPS))
+        .description(Some("The steps, with distinct names"));
+    let mut required = vec!["name", "steps"];
+    if !nullable_mode {
+        required.push("mode");
+    }
+    closed(
+        &format!("POST /v1/sagas body of a {mode} (docs/api.md)"),
+        vec![
+            (
+                "id",
+                RefOr::T(named(
+                    &SAGA_ID,
+                    true,
+                    "Saga id; a UUID v7 when absent. The same id with the same request is idempotent",
+                )),
+            ),
+            ("name", RefOr::T(named(&NAME, false, "Kind of saga (a metric label)"))),
+            ("mode", RefOr::T(mode_schema.into())),
+            (
+                "payload",
+                RefOr::T(any_json(format!(
+                    "Default body of every call; nested at most {MAX_JSON_DEPTH} deep"
+                ))),
+            ),
+            ("timeout_ms", RefOr::T(duration(1, "Deadline of the forward phase from creation"))),
+            ("steps", RefOr::T(steps.into())),
+        ],
+        &required,
+    )
+}
+
+schema!(
+    /// A saga's start request.
+    SagaStart => start("saga", "SagaStep", true)
+);
+schema!(
+    /// A TCC saga's start request.
+    TccStart => start("tcc", "TccStep", false)
+);
+schema!(
+    /// `POST /v1/sagas` body: a saga or a TCC saga (docs/api.md).
+    StartRequest => OneOfBuilder::new()
+        .item(reference("SagaStart"))
+        .item(reference("TccStart"))
+        .description(Some("A saga (steps with action and compensation) or a TCC saga (mode tcc; steps with try, confirm and cancel)"))
+        .into()
+);
+schema!(
+    /// A saga id.
+    SagaId => named(&SAGA_ID, false, "Saga id")
+);
+schema!(
+    /// `POST /v1/bulk/retry` and `/v1/bulk/abort` body (docs/api.md).
+    BulkRequest => closed(
+        "The sagas to act on, answered in this order",
+        vec![(
+            "ids",
+            RefOr::T(
+                ArrayBuilder::new()
+                    .items(reference("SagaId"))
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_BULK_IDS))
+                    .unique_items(true)
+                    .description(Some("Distinct saga ids"))
+                    .into(),
+            ),
+        )],
+        &["ids"],
+    )
+);
+
+/// One optional query parameter.
+fn query(name: &str, description: &str, schema: Schema) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+/// A query value: a pattern (an empty value means "not given").
+fn pattern(p: String) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(p))
+        .into()
+}
+
+/// A comma-separated list of `words`, possibly empty.
+fn words(words: &[&str]) -> String {
+    let one = words.join("|");
+    format!("^(({one})(,({one}))*)?$")
+}
+
+/// A rule's pattern that also accepts the empty value (absent).
+fn optional(rule: &NameRule) -> String {
+    format!("^({})?$", rule.repeat())
+}
+
+fn wait() -> Parameter {
+    query(
+        "wait_ms",
+        "Hold the answer until the saga is terminal or this many ms pass",
+        integer(0, MAX_WAIT_MS, "ms"),
+    )
 }
 
 /// `?wait_ms=` of a start.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct WaitParams {
-    /// Hold the answer until the saga is terminal or this many ms pass.
-    #[param(minimum = 0, maximum = 60000)]
-    pub wait_ms: Option<u64>,
+pub struct WaitParams;
+
+impl IntoParams for WaitParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![wait()]
+    }
 }
 
 /// Query of `GET /v1/sagas/{id}`.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct GetParams {
-    /// Hold the answer until the saga is terminal or this many ms pass.
-    #[param(minimum = 0, maximum = 60000)]
-    pub wait_ms: Option<u64>,
-    /// attempts: every call and operator action; request: the request as accepted, secrets
-    /// masked.
-    #[param(pattern = "^((attempts|request)(,(attempts|request))*)?$")]
-    pub include: Option<String>,
+pub struct GetParams;
+
+impl IntoParams for GetParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            wait(),
+            query(
+                "include",
+                "attempts: every call and operator action; request: the request as accepted, \
+                 secrets masked",
+                pattern(words(&["attempts", "request"])),
+            ),
+        ]
+    }
 }
 
 /// Query of `GET /v1/sagas`.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListParams {
-    /// Comma-separated statuses.
-    #[param(
-        pattern = "^((running|compensating|confirming|succeeded|compensated|stuck)(,(running|compensating|confirming|succeeded|compensated|stuck))*)?$"
-    )]
-    pub status: Option<String>,
-    /// Saga kind.
-    #[param(pattern = "^([A-Za-z0-9_.-]{1,64})?$")]
-    pub name: Option<String>,
-    /// Page size (default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    #[param(pattern = "^([0-9]{1,15}_[A-Za-z0-9._:-]{1,128})?$")]
-    pub cursor: Option<String>,
+pub struct ListParams;
+
+impl IntoParams for ListParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let statuses: Vec<&str> = ALL_SAGA_STATUSES.iter().map(|s| s.as_str()).collect();
+        vec![
+            query(
+                "status",
+                "Comma-separated statuses",
+                pattern(words(&statuses)),
+            ),
+            query("name", "Saga kind", pattern(optional(&NAME))),
+            query(
+                "limit",
+                &format!("Page size (default {DEFAULT_PAGE})"),
+                integer(*PAGE_SIZES.start(), *PAGE_SIZES.end(), "sagas"),
+            ),
+            query(
+                "cursor",
+                "next_cursor of the previous page",
+                pattern(format!("^([0-9]{{1,15}}_{})?$", SAGA_ID.repeat())),
+            ),
+        ]
+    }
 }
 
 /// Query of `GET /v1/counts`.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct CountsParams {
-    /// Count only sagas of this kind.
-    #[param(pattern = "^([A-Za-z0-9_.-]{1,64})?$")]
-    pub name: Option<String>,
+pub struct CountsParams;
+
+impl IntoParams for CountsParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![query(
+            "name",
+            &format!("Count only sagas of this kind (each count stops at {COUNT_CAP})"),
+            pattern(optional(&NAME)),
+        )]
+    }
 }
 
 /// The saga id in a path.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct IdParam {
-    /// Saga id.
-    #[param(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
-    pub id: String,
+pub struct IdParam;
+
+impl IntoParams for IdParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![ParameterBuilder::new()
+            .name("id")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("Saga id"))
+            .schema(Some(named(&SAGA_ID, false, "Saga id")))
+            .build()]
+    }
 }

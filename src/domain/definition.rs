@@ -1,5 +1,6 @@
 //! What a saga is made of once its request has been validated: steps, endpoints, retry policies.
 
+use super::limits::{MAX_ATTEMPTS, MAX_DURATION_MS, MULTIPLIER_RANGE};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -47,13 +48,6 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Longest allowed delay or timeout (about 10 years), so that time arithmetic never overflows.
-pub const MAX_DURATION_MS: u64 = 315_360_000_000;
-/// Most calls per phase a retry policy may allow.
-pub const MAX_ATTEMPTS: u32 = 1000;
-/// Smallest and largest backoff multiplier.
-pub const MULTIPLIER_RANGE: std::ops::RangeInclusive<f64> = 1.0..=100.0;
-
 /// Retry policy of one phase of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
@@ -68,6 +62,36 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Each field out of its range: its name, the range in words and the value, e.g.
+    /// `("max_attempts", "from 1 to 1000", "0")`. A request's retry and the configured defaults
+    /// are held to the same ranges.
+    pub fn problems(&self) -> Vec<(&'static str, String, String)> {
+        let mut out = Vec::new();
+        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
+            let range = format!("from 1 to {MAX_ATTEMPTS}");
+            out.push(("max_attempts", range, self.max_attempts.to_string()));
+        }
+        if self.initial_backoff_ms > MAX_DURATION_MS {
+            let range = format!("from 0 to {MAX_DURATION_MS}");
+            out.push((
+                "initial_backoff_ms",
+                range,
+                self.initial_backoff_ms.to_string(),
+            ));
+        }
+        let floor = self.initial_backoff_ms.min(MAX_DURATION_MS);
+        if !(floor..=MAX_DURATION_MS).contains(&self.max_backoff_ms) {
+            let range = format!("from initial_backoff_ms ({floor}) to {MAX_DURATION_MS}");
+            out.push(("max_backoff_ms", range, self.max_backoff_ms.to_string()));
+        }
+        if !MULTIPLIER_RANGE.contains(&self.multiplier) {
+            let (lo, hi) = (MULTIPLIER_RANGE.start(), MULTIPLIER_RANGE.end());
+            let range = format!("from {lo:.1} to {hi:.1}");
+            out.push(("multiplier", range, self.multiplier.to_string()));
+        }
+        out
+    }
+
     /// The wait before call `calls_made + 1`, before jitter: `min(max, initial × multiplier^(n−1))`.
     pub fn backoff_ms(&self, calls_made: u32) -> u64 {
         let exp = calls_made.saturating_sub(1).min(1024) as i32;

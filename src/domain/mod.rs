@@ -5,6 +5,7 @@
 //! testable in isolation and the actor shell replaceable.
 
 pub mod definition;
+pub mod limits;
 pub mod machine;
 pub mod policy;
 pub mod secrets;

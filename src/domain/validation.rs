@@ -4,9 +4,10 @@
 //! The request is walked as a `serde_json::Value` rather than deserialised into structs so that
 //! one answer can name every problem with a JSON Pointer, as the contract asks.
 
-use super::definition::{
-    Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef, MAX_ATTEMPTS, MAX_DURATION_MS,
-    MULTIPLIER_RANGE,
+use super::definition::{Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
+use super::limits::{
+    NameRule, MAX_BULK_IDS, MAX_DURATION_MS, MAX_HEADERS, MAX_HEADER_VALUE_LEN, MAX_JSON_DEPTH,
+    MAX_STEPS, MAX_URL_LEN, METHODS, NAME, SAGA_ID, SERVICE,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -20,20 +21,6 @@ pub struct FieldError {
     /// What is wrong, for a person.
     pub detail: String,
 }
-
-/// Most steps in one saga.
-pub const MAX_STEPS: usize = 64;
-/// Longest endpoint URL.
-pub const MAX_URL_LEN: usize = 2048;
-/// Most headers on one endpoint.
-pub const MAX_HEADERS: usize = 32;
-/// Longest header value.
-pub const MAX_HEADER_VALUE_LEN: usize = 8192;
-/// Deepest nesting of arrays and objects in the payload and endpoint bodies.
-pub const MAX_JSON_DEPTH: usize = 32;
-
-/// Most sagas one bulk operator action names.
-pub const MAX_BULK_IDS: usize = 100;
 
 /// How deep arrays and objects nest in `v` (a scalar is 0).
 fn depth(v: &Value) -> usize {
@@ -72,7 +59,6 @@ const RETRY_KEYS: &[&str] = &[
     "max_backoff_ms",
     "multiplier",
 ];
-const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 struct Errors(Vec<FieldError>);
 
@@ -90,17 +76,9 @@ fn token(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
-/// True when `s` is 1..=max chars, each alphanumeric ASCII or in `extra`.
-pub fn valid_name(s: &str, max: usize, extra: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
-}
-
-/// True when `s` is a valid saga id: 1–128 chars of `[A-Za-z0-9._:-]`.
-pub fn valid_saga_id(s: &str) -> bool {
-    valid_name(s, 128, "._:-")
+/// "must be" and the rule in words.
+fn must_be(rule: &NameRule) -> String {
+    format!("must be {}", rule.describe())
 }
 
 fn unknown_keys(obj: &Map<String, Value>, allowed: &[&str], at: &str, errs: &mut Errors) {
@@ -150,9 +128,9 @@ pub fn parse_bulk_ids(body: &Value) -> Result<Vec<String>, Vec<FieldError>> {
         Some(Some(a)) => {
             for (i, v) in a.iter().enumerate() {
                 match v.as_str() {
-                    Some(id) if !valid_saga_id(id) => errs.push(
+                    Some(id) if !SAGA_ID.is_valid(id) => errs.push(
                         format!("/ids/{i}"),
-                        "not a saga id: 1-128 characters of A-Z a-z 0-9 . _ : -",
+                        format!("not a saga id: {}", SAGA_ID.describe()),
                     ),
                     Some(id) if ids.iter().any(|x| x == id) => {
                         errs.push(format!("/ids/{i}"), format!("{id:?} is named twice"))
@@ -183,20 +161,20 @@ pub fn parse_request(body: &Value, defaults: &Defaults) -> Result<SagaDefinition
 
     let id = match obj.get("id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if valid_saga_id(s) => Some(s.clone()),
+        Some(Value::String(s)) if SAGA_ID.is_valid(s) => Some(s.clone()),
         Some(_) => {
-            errs.push("/id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -");
+            errs.push("/id", must_be(&SAGA_ID));
             None
         }
     };
     let name = match obj.get("name") {
-        Some(Value::String(s)) if valid_name(s, 64, "_.-") => s.clone(),
+        Some(Value::String(s)) if NAME.is_valid(s) => s.clone(),
         None => {
             errs.push("/name", "is required");
             String::new()
         }
         Some(_) => {
-            errs.push("/name", "must be 1-64 characters of A-Z a-z 0-9 _ . -");
+            errs.push("/name", must_be(&NAME));
             String::new()
         }
     };
@@ -249,7 +227,7 @@ fn parse_steps(arr: &[Value], mode: Mode, defaults: &Defaults, errs: &mut Errors
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, s) in arr.iter().enumerate() {
         if let Some(Value::String(n)) = s.get("name") {
-            if valid_name(n, 64, "_.-") {
+            if NAME.is_valid(n) {
                 if index.contains_key(n.as_str()) {
                     errs.push(
                         format!("/steps/{i}/name"),
@@ -270,16 +248,13 @@ fn parse_steps(arr: &[Value], mode: Mode, defaults: &Defaults, errs: &mut Errors
         };
         unknown_keys(o, STEP_KEYS, &at, errs);
         let name = match o.get("name") {
-            Some(Value::String(n)) if valid_name(n, 64, "_.-") => n.clone(),
+            Some(Value::String(n)) if NAME.is_valid(n) => n.clone(),
             None => {
                 errs.push(format!("{at}/name"), "is required");
                 String::new()
             }
             Some(_) => {
-                errs.push(
-                    format!("{at}/name"),
-                    "must be 1-64 characters of A-Z a-z 0-9 _ . -",
-                );
+                errs.push(format!("{at}/name"), must_be(&NAME));
                 String::new()
             }
         };
@@ -488,11 +463,8 @@ fn endpoint(v: Option<&Value>, at: &str, may_delay: bool, errs: &mut Errors) -> 
     };
     match o.get("service") {
         None | Some(Value::Null) => {}
-        Some(Value::String(s)) if valid_name(s, 64, "_.:-") => service = s.clone(),
-        Some(_) => errs.push(
-            format!("{at}/service"),
-            "must be 1-64 characters of A-Z a-z 0-9 _ . : -",
-        ),
+        Some(Value::String(s)) if SERVICE.is_valid(s) => service = s.clone(),
+        Some(_) => errs.push(format!("{at}/service"), must_be(&SERVICE)),
     }
     (errs.0.len() == before).then_some(Endpoint {
         url,
@@ -511,62 +483,45 @@ fn retry(v: Option<&Value>, at: &str, d: RetryPolicy, errs: &mut Errors) -> Retr
         return d;
     };
     unknown_keys(o, RETRY_KEYS, at, errs);
-    let max_attempts = match o.get("max_attempts") {
-        None => d.max_attempts,
-        Some(v) => match v.as_u64() {
-            Some(n) if (1..=u64::from(MAX_ATTEMPTS)).contains(&n) => n as u32,
-            _ => {
-                errs.push(
-                    format!("{at}/max_attempts"),
-                    format!("must be an integer from 1 to {MAX_ATTEMPTS}"),
-                );
-                d.max_attempts
+    // Types here; ranges are the policy's own rule (the configured defaults obey it too).
+    let mut typed = true;
+    let mut int = |key: &str| match o.get(key) {
+        None => None,
+        Some(v) => {
+            if v.as_u64().is_none() {
+                typed = false;
+                errs.push(format!("{at}/{key}"), "must be a non-negative integer");
             }
-        },
+            v.as_u64()
+        }
     };
-    let initial = duration(
-        o.get("initial_backoff_ms"),
-        &format!("{at}/initial_backoff_ms"),
-        0,
-        errs,
-    )
-    .unwrap_or(d.initial_backoff_ms);
-    let max = duration(
-        o.get("max_backoff_ms"),
-        &format!("{at}/max_backoff_ms"),
-        0,
-        errs,
-    )
-    .unwrap_or(d.max_backoff_ms.max(initial));
-    if max < initial {
-        errs.push(
-            format!("{at}/max_backoff_ms"),
-            "must not be less than initial_backoff_ms",
-        );
-    }
+    let max_attempts = int("max_attempts").map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let initial = int("initial_backoff_ms");
+    let max = int("max_backoff_ms");
     let multiplier = match o.get("multiplier") {
-        None => d.multiplier,
-        Some(v) => match v.as_f64() {
-            Some(m) if MULTIPLIER_RANGE.contains(&m) => m,
-            _ => {
-                errs.push(
-                    format!("{at}/multiplier"),
-                    format!(
-                        "must be a number from {:.1} to {:.1}",
-                        MULTIPLIER_RANGE.start(),
-                        MULTIPLIER_RANGE.end()
-                    ),
-                );
-                d.multiplier
+        None => None,
+        Some(v) => {
+            if v.as_f64().is_none() {
+                typed = false;
+                errs.push(format!("{at}/multiplier"), "must be a number");
             }
-        },
+            v.as_f64()
+        }
     };
-    RetryPolicy {
-        max_attempts,
-        initial_backoff_ms: initial,
-        max_backoff_ms: max,
-        multiplier,
+    let initial_backoff_ms = initial.unwrap_or(d.initial_backoff_ms);
+    let policy = RetryPolicy {
+        max_attempts: max_attempts.unwrap_or(d.max_attempts),
+        initial_backoff_ms,
+        // A larger initial backoff than the default maximum raises the maximum with it.
+        max_backoff_ms: max.unwrap_or(d.max_backoff_ms.max(initial_backoff_ms)),
+        multiplier: multiplier.unwrap_or(d.multiplier),
+    };
+    if typed {
+        for (field, range, _) in policy.problems() {
+            errs.push(format!("{at}/{field}"), format!("must be {range}"));
+        }
     }
+    policy
 }
 
 #[cfg(test)]
@@ -613,6 +568,38 @@ mod tests {
         assert_eq!(d.steps[0].forward.body, None, "the payload is not copied");
         let undo = d.steps[0].undo.as_ref().unwrap();
         assert_eq!(d.body_of(undo), &json!([1]));
+    }
+
+    #[test]
+    fn a_retry_policy_is_held_to_the_ranges_of_the_configured_defaults() {
+        let errs = parse_request(
+            &json!({"name": "n", "steps": [{"name": "a", "action": {"url": "http://h/a"},
+                "retry": {"max_attempts": 0, "initial_backoff_ms": 500, "max_backoff_ms": 100,
+                          "multiplier": 0.5}}]}),
+            &Defaults::default(),
+        )
+        .expect_err("invalid");
+        let got: Vec<(String, String)> = errs.into_iter().map(|e| (e.pointer, e.detail)).collect();
+        let bad = RetryPolicy {
+            max_attempts: 0,
+            initial_backoff_ms: 500,
+            max_backoff_ms: 100,
+            multiplier: 0.5,
+        };
+        // The same rule, the same words, as `participant.*` in the settings.
+        let want: Vec<(String, String)> = bad
+            .problems()
+            .into_iter()
+            .map(|(f, range, _)| (format!("/steps/0/retry/{f}"), format!("must be {range}")))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(want.len(), 3, "{want:?}");
+        let typed = pointers(json!({"name": "n", "steps": [{"name": "a",
+            "action": {"url": "http://h/a"}, "retry": {"max_attempts": "3", "multiplier": [2]}}]}));
+        assert_eq!(
+            typed,
+            ["/steps/0/retry/max_attempts", "/steps/0/retry/multiplier"]
+        );
     }
 
     #[test]

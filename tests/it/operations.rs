@@ -378,10 +378,37 @@ async fn service_endpoints_answer(db: TestDb) {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    let schemas = &doc["components"]["schemas"];
     assert_eq!(
-        doc["components"]["schemas"]["StepDoc"]["properties"]["name"]["pattern"],
+        schemas["SagaStep"]["properties"]["name"]["pattern"],
         "^[A-Za-z0-9_.-]{1,64}$"
     );
+    // The endpoints each mode requires, one schema per mode, as the validator enforces them.
+    assert_eq!(
+        schemas["StartRequest"]["oneOf"],
+        json!([{"$ref": "#/components/schemas/SagaStart"}, {"$ref": "#/components/schemas/TccStart"}])
+    );
+    assert_eq!(schemas["SagaStep"]["required"], json!(["name", "action"]));
+    assert_eq!(
+        schemas["TccStep"]["required"],
+        json!(["name", "try", "confirm", "cancel"])
+    );
+    assert_eq!(
+        schemas["TccStart"]["properties"]["mode"]["enum"],
+        json!(["tcc"])
+    );
+    assert_eq!(schemas["SagaStart"]["properties"]["steps"]["maxItems"], 64);
+    assert!(
+        schemas["Endpoint"]["properties"]["delay_ms"].is_null(),
+        "only an undo waits"
+    );
+    assert!(schemas["UndoEndpoint"]["properties"]["delay_ms"].is_object());
+    // Repeated ids are refused, so the document says they must be distinct.
+    assert_eq!(
+        schemas["BulkRequest"]["properties"]["ids"]["uniqueItems"],
+        true
+    );
+    assert_eq!(schemas["BulkRequest"]["properties"]["ids"]["maxItems"], 100);
     app.post(
         "/v1/sagas?wait_ms=10000",
         &json!({"id": "m-1", "name": "metered", "steps": [p.quick_step("s1")]}),
