@@ -199,7 +199,8 @@ async fn abort_reaches_a_saga_idle_until_a_distant_retry(db: TestDb) {
     assert!(before >= 1.0, "the idle saga gave its lease up");
     let (code, v) = app.post("/v1/sagas/idle-1/abort", &json!({})).await;
     assert_eq!(code, 202, "{v}");
-    assert_eq!(v["status"], "compensating", "{v}");
+    // The answer is the saga as read after the action: its compensation may be over already.
+    assert_after_undo_began(&v["status"]);
     app.wait_status("idle-1", &["compensated"], 20).await;
     let (code, v) = app.post("/v1/sagas/idle-1/abort", &json!({})).await;
     assert_eq!(code, 409, "{v}");
@@ -213,6 +214,15 @@ async fn abort_reaches_a_saga_idle_until_a_distant_retry(db: TestDb) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     app.stop().await;
+}
+
+/// An action's answer shows the saga as read after the action's transition: compensating, or
+/// already compensated (on a loaded machine the undo may finish before the read).
+fn assert_after_undo_began(status: &Value) {
+    assert!(
+        matches!(status.as_str(), Some("compensating" | "compensated")),
+        "the saga should be compensating or compensated after the action, not {status}"
+    );
 }
 
 /// The `status` of each result of a bulk action, in order.
@@ -275,7 +285,7 @@ async fn bulk_actions_answer_for_each_saga_in_order(db: TestDb) {
     assert_eq!(code, 200, "{v}");
     assert_eq!(result_statuses(&v), [202, 409, 404, 202], "{v}");
     assert_eq!(v["results"][0]["id"], "b-1");
-    assert_eq!(v["results"][0]["saga_status"], "compensating");
+    assert_after_undo_began(&v["results"][0]["saga_status"]);
     assert_eq!(v["accepted"], 2);
     assert_eq!(
         v["results"][1]["problem"]["detail"],
@@ -319,7 +329,7 @@ async fn abort_stops_a_running_saga_and_compensates(db: TestDb) {
     crate::helpers::eventually(10, "s2 called", || p.calls_of("ab-1").len() >= 2).await;
     let (code, v) = app.post("/v1/sagas/ab-1/abort", &json!({})).await;
     assert_eq!(code, 202, "{v}");
-    assert_eq!(v["status"], "compensating");
+    assert_after_undo_began(&v["status"]);
     let v = app.wait_status("ab-1", &["compensated"], 20).await;
     assert_eq!(v["error"], "aborted by operator");
     let st = crate::helpers::step_statuses(&v);
