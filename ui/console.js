@@ -55,6 +55,12 @@ function h(spec, props, ...children) {
 const $ = (sel) => document.querySelector(sel);
 const main = () => $('#main');
 
+/** el.replaceChildren(...children), leaving out null, undefined and false (the DOM would
+ * write them as the text "null"); strings become text. */
+function put(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 /** A link that navigates inside the console without reloading it. */
 function navLink(href, ...children) {
   return h('a', { href, 'data-nav': true }, ...children);
@@ -359,7 +365,7 @@ function listPage() {
     bulkBar(refresh),
     h('div.table-wrap', { id: 'rows' }, h('p.muted', 'Loading…')),
     h('nav.pager', { 'aria-label': 'Pages', id: 'pager' }));
-  main().replaceChildren(page);
+  put(main(), page);
   const view = { kind: 'list', refresh };
   state.view = view;
   refresh();
@@ -373,7 +379,7 @@ async function loadCounts() {
   try {
     body = (await api(`/v1/counts${f.name ? '?name=' + encodeURIComponent(f.name) : ''}`)).body;
   } catch (e) {
-    if (gen === state.gen) box.replaceChildren(h('p.muted', { text: `counts unavailable: ${e.message}` }));
+    if (gen === state.gen) put(box, h('p.muted', { text: `counts unavailable: ${e.message}` }));
     return;
   }
   if (gen !== state.gen) return; // for other filters, or another page
@@ -398,7 +404,7 @@ async function loadCounts() {
   // Keep focus on the chip the operator used, across the redraw.
   const focused = document.activeElement && box.contains(document.activeElement)
     ? document.activeElement.querySelector('.chip-label').textContent : null;
-  box.replaceChildren(...chips);
+  put(box, ...chips);
   if (focused) [...box.querySelectorAll('.chip')].find((c) => c.querySelector('.chip-label').textContent === focused)?.focus();
 }
 
@@ -416,7 +422,7 @@ async function loadRows() {
     if (gen === state.gen && e.status !== 401) {
       showError(e);
       // A cursor the service refuses (an old or edited link): the way back to the first page.
-      if (f.cursor) pager.replaceChildren(navLink(listHref({ ...f, cursor: '' }), '← Newest'));
+      if (f.cursor) put(pager, navLink(listHref({ ...f, cursor: '' }), '← Newest'));
     }
     return;
   }
@@ -428,7 +434,7 @@ async function loadRows() {
   const focused = document.activeElement && wrap.contains(document.activeElement) && document.activeElement.matches('input.pick')
     ? document.activeElement.id : null;
   if (page.items.length === 0) {
-    wrap.replaceChildren(h('p.empty', f.statuses.length || f.name ? 'No saga matches these filters.' : 'No sagas yet.'));
+    put(wrap, h('p.empty', f.statuses.length || f.name ? 'No saga matches these filters.' : 'No sagas yet.'));
   } else {
     const all = h('input.pick', { type: 'checkbox', id: 'pick-all', 'aria-label': 'Select every saga on this page',
       checked: page.items.every((s) => state.selected.has(s.id)) });
@@ -457,11 +463,11 @@ async function loadRows() {
       h('td', { 'data-label': 'Created' }, when(s.created_at)),
       h('td', { 'data-label': 'Updated' }, when(s.updated_at)),
       h('td.error-cell', { 'data-label': 'Error', title: s.error || '' }, s.error || '')));
-    wrap.replaceChildren(h('table.sagas', h('caption.sr-only', 'Sagas, newest first'), head, h('tbody', rows)));
+    put(wrap, h('table.sagas', h('caption.sr-only', 'Sagas, newest first'), head, h('tbody', rows)));
     if (focused) document.getElementById(focused)?.focus();
   }
   drawBulk();
-  pager.replaceChildren(
+  put(pager,
     f.cursor ? navLink(listHref({ ...f, cursor: '' }), '← Newest') : h('span'),
     page.next_cursor ? navLink(listHref({ ...f, cursor: page.next_cursor }), 'Older →') : h('span'));
 }
@@ -488,7 +494,7 @@ function bulkBar(refresh) {
       if (res.status === 200) {
         const refused = res.body.results.filter((r) => r.status !== 202);
         result.className = `action-result ${refused.length ? 'bad' : 'ok'}`;
-        result.replaceChildren(`${verb}: ${res.body.accepted} of ${ids.length} accepted.`,
+        put(result, `${verb}: ${res.body.accepted} of ${ids.length} accepted.`,
           refused.length ? h('ul.refused', refused.map((r) => h('li', { text:
             `${r.id}: ${r.status}${r.problem && r.problem.title ? ' ' + r.problem.title : ''}: ${(r.problem && r.problem.detail) || ''}` }))) : null);
         state.selected.clear();
@@ -537,7 +543,7 @@ function stepDots(steps) {
 function sagaPage(id) {
   document.title = `${id} · saga-orchestrator`;
   const holder = h('div.saga', { id: 'saga' }, h('p.muted', 'Loading…'));
-  main().replaceChildren(
+  put(main(),
     h('p.crumbs', navLink(state.lastList, '← Sagas')),
     holder);
   let last = null;
@@ -553,7 +559,7 @@ function sagaPage(id) {
     } catch (e) {
       if (gen !== state.gen) return;
       if (e.status === 404) {
-        holder.replaceChildren(h('h1', { text: id }), h('p.banner.bad', { role: 'alert' }, `No saga with id "${id}".`));
+        put(holder, h('h1', { text: id }), h('p.banner.bad', { role: 'alert' }, `No saga with id "${id}".`));
       } else if (e.status !== 401) {
         showError(e, holder);
         schedule(SAGA_REFRESH_MS);
@@ -579,7 +585,7 @@ function drawSaga(holder, s, refresh) {
   const focusedId = document.activeElement && holder.contains(document.activeElement) ? document.activeElement.id : null;
   const openDetails = [...holder.querySelectorAll('details[open]')].map((d) => d.id);
   const result = holder.querySelector('#action-result');
-  holder.replaceChildren(
+  put(holder,
     h('div.title',
       h('h1', h('span.id', s.id), ' ', badge(s.status)),
       refreshControls(refresh)),
@@ -813,7 +819,7 @@ async function start() {
   // While the service restarts or a proxy fails, the banner says why and we ask again.
   while (!(await whoami())) {
     if ([401, 403].includes(state.meError)) {
-      main().replaceChildren(h('p.muted', 'Waiting for a token…'));
+      put(main(), h('p.muted', 'Waiting for a token…'));
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, 2000));
