@@ -47,8 +47,12 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Latency of reads behind the API.
     pub store_read: Histogram,
-    /// `saga_leases_total{event}`: leases claimed, taken_over, resumed, renewed, released, lost.
+    /// `saga_leases_total{event}`: leases claimed, taken_over, resumed, renewed, released, lost;
+    /// calls that waited for a late renewal (renewal_awaited) or were cut by a lost lease
+    /// (call_cut).
     pub leases: IntCounterVec,
+    /// `saga_lease_renewal_seconds`: how long each renewal of this instance's lease took.
+    pub lease_renewal: Histogram,
     /// `sagas_owned`: sagas this instance drives (its live saga actors, at each poll).
     pub owned: IntGauge,
     /// Label sets the open-saga gauges have shown, so that they drop to 0 rather than vanish.
@@ -137,11 +141,21 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(owned.clone())).expect("unique");
+        let lease_renewal = Histogram::with_opts(
+            HistogramOpts::new(
+                "saga_lease_renewal_seconds",
+                "Renewals of this instance's lease (own connection and thread)",
+            )
+            .buckets(fast.clone()),
+        )
+        .expect("valid");
+        r.register(Box::new(lease_renewal.clone())).expect("unique");
         Metrics {
+            lease_renewal,
             leases: counter(
                 &r,
                 "saga_leases_total",
-                "Saga leases claimed, taken over (from an expired lease), renewed, released and lost",
+                "Saga leases claimed, taken over (from an expired lease), renewed, released and lost; calls that waited for a late renewal or were cut by a lost lease",
                 &["event"],
             ),
             owned,

@@ -141,6 +141,7 @@ impl Participant {
                 crate::api::resource::rfc3339(spec.created_at),
             ),
             ("x-saga-instance", spec.instance.to_string()),
+            ("x-saga-timeout-ms", spec.timeout_ms.to_string()),
         ];
         for (k, v) in protocol {
             if let Ok(v) = HeaderValue::from_str(&v) {

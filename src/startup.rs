@@ -1,6 +1,7 @@
 //! Builds the whole service: database, actors, HTTP server. Tests start the real thing on port 0.
 
-use crate::actors::lease::{EarlierRuns, Lease};
+use crate::actors::lease::Lease;
+use crate::actors::lease_keeper::{EarlierRuns, Keeper};
 use crate::actors::registry::{Registry, Rehydrate};
 use crate::actors::timer::{SetRegistry, Shutdown, Timer};
 use crate::actors::Shared;
@@ -50,7 +51,7 @@ pub struct Application {
     /// SQLite's one-instance lock, held while the application lives.
     _single: Option<std::fs::File>,
     /// Renews this instance's leases.
-    keeper: actix_web::rt::task::JoinHandle<()>,
+    keeper: Keeper,
     port: u16,
     server: Server,
     shared: Arc<Shared>,
@@ -101,7 +102,14 @@ impl Application {
         } else {
             EarlierRuns::MayLive
         };
-        let resume = crate::actors::lease::register(&lease, &*store, earlier).await?;
+        // Registered, then renewed, on a thread and a connection of the keeper's own.
+        let (keeper, resume) = Keeper::start(
+            lease.clone(),
+            &settings.database.url,
+            earlier,
+            metrics.clone(),
+        )
+        .await?;
         let shared = Arc::new(Shared {
             store,
             participant: Participant::new(
@@ -146,12 +154,6 @@ impl Application {
         .start();
         timer.do_send(SetRegistry(registry.clone()));
         registry.send(Rehydrate { resume }).await??;
-        let keeper = actix_web::rt::spawn(crate::actors::lease::keep(
-            lease.clone(),
-            shared.store.clone(),
-            registry.clone(),
-            metrics,
-        ));
         tracing::info!(instance_id = %instance_id, lease_ms = settings.cluster.lease_ms, "instance");
 
         let listener = TcpListener::bind(&settings.server.bind)?;
@@ -246,7 +248,8 @@ impl Application {
         let left = self.shared.work.len();
         // Another instance takes over at once rather than after the lease; what is unfinished
         // here resumes there (or at this instance's next start).
-        self.keeper.abort();
+        let mut keeper = self.keeper;
+        keeper.stop();
         let owner = self.shared.lease.token().owner;
         match self.shared.store.release_all(&owner).await {
             Ok(n) => {

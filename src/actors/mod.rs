@@ -4,10 +4,11 @@
 //! - [`saga::SagaActor`] turns state-machine commands into I/O and results back into events.
 //! - [`timer::Timer`] wakes sagas when a retry, a delayed compensation or a deadline is due.
 //! - [`finished::Finished`] wakes the requests that wait for a saga's end.
-//! - [`lease`] holds this instance's leases on its sagas and renews them.
+//! - [`lease`] holds this instance's leases on its sagas; [`lease_keeper`] renews them.
 
 pub mod finished;
 pub mod lease;
+pub mod lease_keeper;
 pub mod registry;
 pub mod saga;
 pub mod timer;

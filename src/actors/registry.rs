@@ -105,14 +105,6 @@ pub enum OpError {
     Released,
 }
 
-/// This instance lost its leases (of generation `generation`): every saga actor stops at once.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct LeaseLost {
-    /// The generation that was lost.
-    pub generation: u64,
-}
-
 /// Where an operator action goes after the first look.
 enum Route {
     /// Answered.
@@ -608,11 +600,28 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Watches this instance's lease: when a generation is lost (not renewed in time), every
+    /// saga actor of it stops at once; their sagas are claimed again from the log.
+    fn watch_lease(&mut self, seen: u64, ctx: &mut Context<Self>) {
+        let lease = self.shared.lease.clone();
+        let next = async move { lease.generation_after(seen).await };
+        ctx.spawn(next.into_actor(self).map(|current, act, ctx| {
+            for (_, addr) in act.live.drain() {
+                addr.do_send(Disown { before: current });
+            }
+            act.watch_lease(current, ctx);
+        }));
+    }
+}
+
 impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(65_536);
+        let seen = self.shared.lease.token().generation;
+        self.watch_lease(seen, ctx);
         tracing::info!(
             actor = "registry",
             arbiters = self.arbiters.len(),
@@ -834,18 +843,6 @@ impl Handler<Rehydrate> for Registry {
                     Ok(())
                 }),
         )
-    }
-}
-
-impl Handler<LeaseLost> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: LeaseLost, _: &mut Context<Self>) {
-        for (_, addr) in self.live.drain() {
-            addr.do_send(Disown {
-                generation: msg.generation,
-            });
-        }
     }
 }
 

@@ -205,7 +205,8 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
             compensation_attempts: s.compensation_attempts,
             confirm_attempts: (r.mode == "tcc").then_some(s.confirm_attempts),
             last_error: s.last_error.clone(),
-            next_attempt_at: opt_time(s.next_attempt_at),
+            // A lost call waiting to go again shows when it goes.
+            next_attempt_at: opt_time(s.next_attempt_at.or(s.resend_at)),
             updated_at: rfc3339(s.updated_at),
             phase: s.phase.as_str().to_string(),
             service: m.service.clone(),

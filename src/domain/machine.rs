@@ -53,6 +53,11 @@ impl SagaStatus {
     pub fn is_terminal(self) -> bool {
         matches!(self, SagaStatus::Succeeded | SagaStatus::Compensated)
     }
+
+    /// Running, compensating or confirming: the saga makes progress by itself.
+    pub fn is_active(self) -> bool {
+        ACTIVE_STATUSES.contains(&self)
+    }
 }
 
 /// Every saga status, for parsing and metrics.
@@ -248,7 +253,8 @@ pub enum Event {
     /// The saga was just created.
     Start,
     /// The saga was loaded from the log after a restart (or by another instance); calls in
-    /// flight lost their answers: each is sent again at once as the same attempt.
+    /// flight lost their answers: each is sent again as the same attempt once its timeout has
+    /// passed since it was sent (until then the participant may still be working on it).
     Resume,
     /// A participant call ended.
     CallFinished(Answer),
@@ -419,6 +425,10 @@ pub struct StepState {
     /// When the latest call started (the history row of its answer keeps it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<i64>,
+    /// The call in flight lost its answer (a crash, a takeover) and is sent again, as the same
+    /// attempt, at this time: once it can no longer be running at the participant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_at: Option<i64>,
     /// The current phase ran out of retries (or was refused) and waits for an operator.
     pub stuck: bool,
     /// Last error of any call.
@@ -490,13 +500,22 @@ pub const ACTIVE_STATUSES: [SagaStatus; 3] = [
     SagaStatus::Confirming,
 ];
 
+/// Sagas that have not ended: the active ones and the stuck ones. A stuck saga may still have
+/// calls in flight (of its other steps), which a restart must send again.
+pub const UNFINISHED_STATUSES: [SagaStatus; 4] = [
+    SagaStatus::Running,
+    SagaStatus::Compensating,
+    SagaStatus::Confirming,
+    SagaStatus::Stuck,
+];
+
 impl SagaState {
     /// When a timer must look at the saga again, as the log stores it (`next_wake_at`); never
-    /// once it is terminal or stuck. Calls in flight need no wake: their answers come back to
-    /// the shell that sent them, and after a crash every active saga is resumed.
+    /// once it is terminal, and for a stuck saga only to send again a call whose answer was
+    /// lost. Calls in flight need no wake: their answers come back to the shell that sent them,
+    /// and after a crash every unfinished saga is resumed.
     pub fn next_wake(&self) -> Option<i64> {
-        self.wake_at
-            .filter(|_| ACTIVE_STATUSES.contains(&self.status))
+        self.wake_at.filter(|_| !self.status.is_terminal())
     }
 
     /// A fresh saga, nothing called yet.
@@ -520,6 +539,7 @@ impl SagaState {
                     may_have_effect: false,
                     in_flight: false,
                     started_at: None,
+                    resend_at: None,
                     stuck: false,
                     last_error: None,
                     next_attempt_at: None,
@@ -554,17 +574,15 @@ impl SagaState {
             Event::Start | Event::Tick => {}
             Event::Resume => {
                 // The orchestrator lost the answers of the calls in flight, whose start is
-                // durable: each goes again as the same attempt (same key), and nothing new needs
-                // recording first. Calls held by a stopping shell wait for the next start.
-                if !input.hold_calls {
-                    for (i, s) in self.steps.iter().enumerate() {
-                        if s.in_flight {
-                            out.push(Command::Call {
-                                step: i,
-                                phase: s.phase,
-                                attempt: s.calls(s.phase),
-                            });
-                        }
+                // durable: each goes again as the same attempt (same key), not before its
+                // timeout has run out since it was sent, for the participant may still be
+                // working on it (advance sends it when due). Held calls (a stopping shell) wait
+                // for the next start.
+                for (i, s) in self.steps.iter_mut().enumerate() {
+                    if s.in_flight {
+                        let sent = s.started_at.unwrap_or(input.now_ms);
+                        let over = sent.saturating_add(def.steps[i].timeout_ms as i64);
+                        s.resend_at = Some(over.max(input.now_ms));
                     }
                 }
             }
@@ -764,6 +782,7 @@ impl SagaState {
         *s.calls_mut(phase) += 1;
         s.phase = phase;
         s.in_flight = true;
+        s.resend_at = None;
         s.started_at = Some(now);
         s.next_attempt_at = None;
         s.status = phase.in_flight_status();
@@ -790,12 +809,35 @@ impl SagaState {
         input.hold_calls
     }
 
+    /// Sends again, as the same attempt, each lost call whose time has come.
+    fn resend_due(&mut self, input: Input, out: &mut Vec<Command>) -> bool {
+        let mut held = false;
+        for (i, s) in self.steps.iter_mut().enumerate() {
+            if s.in_flight && s.resend_at.is_some_and(|t| t <= input.now_ms) {
+                if input.hold_calls {
+                    held = true;
+                    continue;
+                }
+                // A new send: its timeout runs from now, should this answer be lost too.
+                s.resend_at = None;
+                s.started_at = Some(input.now_ms);
+                s.updated_at = input.now_ms;
+                out.push(Command::Call {
+                    step: i,
+                    phase: s.phase,
+                    attempt: s.calls(s.phase),
+                });
+            }
+        }
+        held
+    }
+
     /// Starts every call that may start now and says when to look again.
     fn advance(&mut self, def: &SagaDefinition, input: Input, out: &mut Vec<Command>) {
         let now = input.now_ms;
         let n = self.steps.len();
         let dependents = def.dependents();
-        let mut held = false;
+        let mut held = self.resend_due(input, out);
         loop {
             let mut again = false;
             match self.status {
@@ -895,8 +937,11 @@ impl SagaState {
         let mut wake = self
             .steps
             .iter()
-            .filter(|s| !s.in_flight && !s.stuck)
-            .filter_map(|s| s.next_attempt_at)
+            .filter_map(|s| match s.in_flight {
+                true => s.resend_at,
+                false if !s.stuck => s.next_attempt_at,
+                false => None,
+            })
             .min();
         if self.status == SagaStatus::Running {
             wake = wake.into_iter().chain(self.deadline_at).min();
@@ -905,7 +950,13 @@ impl SagaState {
             // Calls held back are due now: whoever runs the saga next starts them at once.
             wake = Some(wake.map_or(now, |w| w.min(now)));
         }
-        if !ACTIVE_STATUSES.contains(&self.status) {
+        if self.status == SagaStatus::Stuck {
+            // A stuck saga waits for an operator, but a lost call of another step still goes.
+            wake = self.steps.iter().filter_map(|s| s.resend_at).min();
+            if held {
+                wake = Some(wake.map_or(now, |w| w.min(now)));
+            }
+        } else if !ACTIVE_STATUSES.contains(&self.status) {
             wake = None;
         }
         self.wake_at = wake;

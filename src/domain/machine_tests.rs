@@ -67,6 +67,13 @@ fn calls(cmds: &[Command]) -> Vec<(usize, Phase, u32)> {
         .collect()
 }
 
+fn wake(cmds: &[Command]) -> Option<i64> {
+    cmds.iter().find_map(|c| match c {
+        Command::WakeAt(t) => Some(*t),
+        _ => None,
+    })
+}
+
 fn start(d: &SagaDefinition) -> (SagaState, Vec<Command>) {
     let mut s = SagaState::new(d, T0);
     let c = s.apply(d, at(T0), &Event::Start).unwrap();
@@ -491,26 +498,62 @@ fn stale_and_duplicate_answers_are_ignored() {
 }
 
 #[test]
-fn resume_resends_a_call_whose_answer_was_lost() {
+fn resume_resends_a_call_whose_answer_was_lost_once_it_cannot_be_running() {
     let d = seq(2);
+    let timeout = d.steps[0].timeout_ms as i64;
     let (mut s, _) = start(&d);
-    let before = s.clone();
+    // Loaded 40 ms after the call was sent: the participant may still be working on it, so the
+    // same call does not go again before its timeout has run out since it was sent.
     let c = s.apply(&d, at(T0 + 40), &Event::Resume).unwrap();
-    // The same attempt again (same key): its start is durable, so nothing new is recorded
-    // before it goes, and a restart does not spend the retry budget.
+    assert_eq!(calls(&c), vec![]);
+    assert_eq!(s.steps[0].resend_at, Some(T0 + timeout));
+    assert!(
+        s.steps[0].in_flight,
+        "from the participant's view it may be"
+    );
+    assert_eq!(wake(&c), Some(T0 + timeout));
+    assert_eq!(
+        s.next_wake(),
+        Some(T0 + timeout),
+        "durable: any instance sends it"
+    );
+    // An early tick changes nothing; at the time, the same attempt goes (same key), with its
+    // new start recorded first, and without spending the retry budget.
+    let before = s.clone();
+    assert_eq!(
+        calls(&s.apply(&d, at(T0 + timeout - 1), &Event::Tick).unwrap()),
+        vec![]
+    );
+    assert_eq!(s, before);
+    let c = s.apply(&d, at(T0 + timeout), &Event::Tick).unwrap();
     assert_eq!(calls(&c), vec![(0, Phase::Action, 1)]);
-    assert_eq!(s, before, "nothing to write before the call goes again");
+    assert_eq!(s.steps[0].started_at, Some(T0 + timeout));
+    assert_eq!((s.steps[0].resend_at, s.steps[0].attempts), (None, 1));
     assert!(!c.iter().any(|c| matches!(c, Command::Record(_))));
     // Its answer is accepted as the answer of that attempt.
     let c = s
         .apply(
             &d,
-            at(T0 + 60),
+            at(T0 + timeout + 60),
             &finished(0, Phase::Action, 1, CallOutcome::Success),
         )
         .unwrap();
     assert_eq!(s.steps[0].status, StepStatus::Succeeded);
     assert_eq!(calls(&c), vec![(1, Phase::Action, 1)]);
+}
+
+#[test]
+fn resume_after_the_timeout_resends_at_once_and_a_second_loss_waits_again() {
+    let d = seq(1);
+    let timeout = d.steps[0].timeout_ms as i64;
+    let (mut s, _) = start(&d);
+    let c = s.apply(&d, at(T0 + timeout + 5), &Event::Resume).unwrap();
+    assert_eq!(calls(&c), vec![(0, Phase::Action, 1)]);
+    assert_eq!(s.steps[0].started_at, Some(T0 + timeout + 5));
+    // Lost again right away: measured from the resend, not from the first send.
+    let c = s.apply(&d, at(T0 + timeout + 10), &Event::Resume).unwrap();
+    assert_eq!(calls(&c), vec![]);
+    assert_eq!(s.steps[0].resend_at, Some(T0 + 2 * timeout + 5));
 }
 
 #[test]
@@ -685,6 +728,42 @@ fn tcc(n: usize) -> SagaDefinition {
                         "cancel": {"url": "http://h:1/x"}, "retry": {"max_attempts": 2}}))
         .collect();
     def(json!({"name": "t", "mode": "tcc", "steps": steps}))
+}
+
+#[test]
+fn a_stuck_saga_still_sends_again_a_lost_call_of_another_step() {
+    let mut d = tcc(2);
+    d.steps[1].deps = vec![];
+    let timeout = d.steps[1].timeout_ms as i64;
+    let (mut s, c) = start(&d);
+    assert_eq!(calls(&c), vec![(0, Phase::Try, 1), (1, Phase::Try, 1)]);
+    for i in 0..2 {
+        s.apply(
+            &d,
+            at(T0),
+            &finished(i, Phase::Try, 1, CallOutcome::Success),
+        )
+        .unwrap();
+    }
+    // Step 0's confirm gives up (2 attempts); step 1's is in flight when the shell crashes.
+    let unknown = |attempt| finished(0, Phase::Confirm, attempt, CallOutcome::Unknown);
+    s.apply(&d, at(T0 + 100), &unknown(1)).unwrap();
+    let retry = s.apply(&d, at(T0 + 2000), &Event::Tick).unwrap();
+    assert_eq!(calls(&retry), vec![(0, Phase::Confirm, 2)]);
+    s.apply(&d, at(T0 + 2100), &unknown(2)).unwrap();
+    assert_eq!(s.status, SagaStatus::Stuck);
+    assert!(s.steps[1].in_flight);
+    let sent = s.steps[1].started_at.unwrap();
+    let c = s.apply(&d, at(T0 + 3000), &Event::Resume).unwrap();
+    assert_eq!(calls(&c), vec![]);
+    assert_eq!(
+        s.next_wake(),
+        Some(sent + timeout),
+        "stuck, yet woken to resend"
+    );
+    let c = s.apply(&d, at(sent + timeout), &Event::Tick).unwrap();
+    assert_eq!(calls(&c), vec![(1, Phase::Confirm, 1)]);
+    assert_eq!(s.next_wake(), None, "then it waits for the operator only");
 }
 
 #[test]
@@ -889,9 +968,11 @@ impl Sim<'_> {
         if before.status == SagaStatus::Running
             && self.s.error.as_deref() == Some("deadline exceeded")
         {
+            // Lost calls waiting to go again are in flight too, from the participant's view.
             let fwd: Vec<_> = self
                 .inflight
                 .iter()
+                .chain(&self.resending)
                 .filter(|c| c.1.is_forward())
                 .copied()
                 .collect();
@@ -1005,22 +1086,45 @@ impl Sim<'_> {
     }
 
     /// A restart: answers in flight are lost; each of those calls is sent again, as the same
-    /// attempt, and nothing else changes.
+    /// attempt, once its timeout has run out since it was sent, and nothing else changes.
     fn resume(&mut self, r: u8) {
-        self.resending = std::mem::take(&mut self.inflight);
+        self.resending.append(&mut self.inflight);
         self.stopping = false;
         let before = self.s.clone();
         self.step(Kind::Resume, Event::Resume, r)
             .expect("resume is never rejected");
-        assert!(
-            self.resending.is_empty(),
-            "calls in flight not sent again after a restart: {:?}",
-            self.resending
-        );
-        if before.wake_at.is_none_or(|t| t > self.now) {
+        for &(i, phase, attempt) in &self.resending {
+            let st = &self.s.steps[i];
+            assert!(
+                st.in_flight && st.phase == phase && st.calls(phase) == attempt,
+                "a lost call is still in flight until sent again: {st:?}"
+            );
+            let over = st.started_at.unwrap() + self.d.steps[i].timeout_ms as i64;
             assert_eq!(
-                self.s.steps, before.steps,
-                "a restart with nothing due changes no step"
+                st.resend_at,
+                Some(over),
+                "sent again when it cannot be running"
+            );
+            assert!(self.wake.is_some_and(|w| w <= over), "and woken for it");
+        }
+        if before.wake_at.is_none_or(|t| t > self.now) {
+            // A lost call's resend (now, or later) is the only change: its times.
+            let unchanged = |s: &StepState| match s.in_flight {
+                true => StepState {
+                    resend_at: None,
+                    started_at: None,
+                    updated_at: 0,
+                    ..s.clone()
+                },
+                false => s.clone(),
+            };
+            assert!(
+                self.s
+                    .steps
+                    .iter()
+                    .map(unchanged)
+                    .eq(before.steps.iter().map(unchanged)),
+                "a restart with nothing due changes no step but when lost calls go again"
             );
         }
     }
@@ -1126,6 +1230,7 @@ fn simulate(d: &SagaDefinition, script: &[u8]) -> Run {
     if sim.stopping {
         sim.resume(0);
     }
+    sim.now += 1; // a lost call's resend may be due now: the loop below sends it
     for _ in 0..10_000 {
         if !sim.inflight.is_empty() {
             sim.answer(0, CallOutcome::Success, 1);

@@ -2,14 +2,28 @@
 //! missing) and the migrations.
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, DatabaseConnection, DbErr};
+use sea_orm::{
+    ConnectOptions, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 use std::time::Duration;
 
 /// Opens a pool on `url` (creating a SQLite file and its folder if needed) and applies migrations.
-/// On MariaDB and PostgreSQL the server ends any transaction of ours left idle longer than
-/// `idle_txn` (the lease): an instance paused mid-transaction (SIGSTOP, a frozen VM) would
-/// otherwise hold its row locks, and every other instance's take-over would wait on them.
 pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    idle_txn: Duration,
+) -> Result<DatabaseConnection, DbErr> {
+    let db = open(url, max_connections, idle_txn).await?;
+    Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+/// Opens a pool on `url` (creating a SQLite file and its folder if needed). On MariaDB and
+/// PostgreSQL the server ends any transaction of ours left idle longer than `idle_txn` (the
+/// lease): an instance paused mid-transaction (SIGSTOP, a frozen VM) would otherwise hold its
+/// row locks, and every other instance's take-over would wait on them.
+pub(super) async fn open(
     url: &str,
     max_connections: u32,
     idle_txn: Duration,
@@ -54,9 +68,22 @@ pub async fn connect(
             })
         })
     });
-    let db = sea_orm::Database::connect(opts).await?;
-    Migrator::up(&db, None).await?;
-    Ok(db)
+    sea_orm::Database::connect(opts).await
+}
+
+/// Begins a transaction that may write. On SQLite it takes the write lock up front: a deferred
+/// read-then-write transaction fails with "database is locked" under concurrency, busy timeout
+/// or not.
+pub(super) async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await
+    } else {
+        db.begin().await
+    }
 }
 
 /// SQLite serves one instance: takes an exclusive lock beside the database file

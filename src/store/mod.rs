@@ -8,10 +8,12 @@
 //! ([`writer`]), which commits the writes of many sagas together in a few multi-row statements.
 //! Reads are plain queries ([`queries`]).
 
+mod claims;
 mod connect;
 pub mod entities;
 mod health;
-mod leases;
+mod instances;
+mod operator_requests;
 mod queries;
 mod rows;
 mod sealed;
@@ -19,6 +21,7 @@ mod sql;
 mod writer;
 
 pub use connect::{connect, lock_single_instance};
+pub use instances::LeaseLog;
 pub use sealed::Sealer;
 pub use sql::SqlStore;
 
@@ -281,25 +284,6 @@ pub trait SagaStore: Send + Sync + 'static {
     /// Claims these sagas, unless another instance holds a live lease on them (a wake, an
     /// operator action). Answers those claimed, loaded.
     async fn claim(&self, ids: &[String], lease: &LeaseTerms) -> Result<Vec<Claimed>, StoreError>;
-    /// Records a new lease token `owner` of instance `instance_id`, held by process `holder`
-    /// until `until`.
-    async fn register(
-        &self,
-        owner: &str,
-        instance_id: &str,
-        holder: &str,
-        until: i64,
-    ) -> Result<(), StoreError>;
-    /// Takes over the newest token of the earlier runs of `earlier` (of every instance: None)
-    /// for process `holder` of `instance_id` until `until` (a restart: its sagas stay as they
-    /// are). Answers the token, if one was taken over.
-    async fn adopt_earlier_run(
-        &self,
-        earlier: Option<&str>,
-        instance_id: &str,
-        holder: &str,
-        until: i64,
-    ) -> Result<Option<String>, StoreError>;
     /// A page of the ids of the unfinished sagas `owner` holds, from `from` on; answers them
     /// and where the next page starts (none after the last).
     async fn owned_page(
@@ -308,16 +292,6 @@ pub trait SagaStore: Send + Sync + 'static {
         from: &OwnedCursor,
         limit: u64,
     ) -> Result<(Vec<String>, Option<OwnedCursor>), StoreError>;
-    /// Ends the leases of earlier runs of `instance_id` (of every instance: None) but `except`
-    /// (a restart). Answers how many.
-    async fn end_earlier_runs(
-        &self,
-        instance_id: Option<&str>,
-        except: &str,
-    ) -> Result<u64, StoreError>;
-    /// Extends the lease of `owner` held by process `holder` to `until` (one row). Answers
-    /// whether it is registered and still this process's.
-    async fn renew(&self, owner: &str, holder: &str, until: i64) -> Result<bool, StoreError>;
     /// Gives up the lease of `owner` on one saga, if it still has it.
     async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError>;
     /// Gives up every lease of `owner` (a graceful stop): another instance takes over at once.

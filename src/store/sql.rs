@@ -4,8 +4,9 @@
 use super::sealed::Sealer;
 use super::writer::{Job, Write, Writer};
 use super::{
-    connect, leases, queries, rows, CallRow, Claimed, Claims, Created, LeaseTerms, ListQuery,
-    OperatorRequest, OperatorRow, OwnedCursor, SagaRecord, SagaStore, StoreError, Transition,
+    claims, connect, operator_requests, queries, rows, CallRow, Claimed, Claims, Created,
+    LeaseTerms, ListQuery, OperatorRequest, OperatorRow, OwnedCursor, SagaRecord, SagaStore,
+    StoreError, Transition,
 };
 use crate::domain::{SagaDefinition, SagaStatus};
 use async_trait::async_trait;
@@ -131,34 +132,14 @@ impl SagaStore for SqlStore {
     }
 
     async fn claim_due(&self, lease: &LeaseTerms, limit: u64) -> Result<Claims, StoreError> {
-        let mut c = leases::claim_due(&self.db, lease, limit).await?;
+        let mut c = claims::claim_due(&self.db, lease, limit).await?;
         c.sagas = c.sagas.into_iter().map(|s| self.claimed(s)).collect();
         Ok(c)
     }
 
     async fn claim(&self, ids: &[String], lease: &LeaseTerms) -> Result<Vec<Claimed>, StoreError> {
-        let cs = leases::claim(&self.db, ids, lease).await?;
+        let cs = claims::claim(&self.db, ids, lease).await?;
         Ok(cs.into_iter().map(|s| self.claimed(s)).collect())
-    }
-
-    async fn register(
-        &self,
-        owner: &str,
-        instance_id: &str,
-        holder: &str,
-        until: i64,
-    ) -> Result<(), StoreError> {
-        leases::register(&self.db, owner, instance_id, holder, until).await
-    }
-
-    async fn adopt_earlier_run(
-        &self,
-        earlier: Option<&str>,
-        instance_id: &str,
-        holder: &str,
-        until: i64,
-    ) -> Result<Option<String>, StoreError> {
-        leases::adopt_earlier_run(&self.db, earlier, instance_id, holder, until).await
     }
 
     async fn owned_page(
@@ -167,39 +148,27 @@ impl SagaStore for SqlStore {
         from: &OwnedCursor,
         limit: u64,
     ) -> Result<(Vec<String>, Option<OwnedCursor>), StoreError> {
-        leases::owned_page(&self.db, owner, from, limit).await
-    }
-
-    async fn end_earlier_runs(
-        &self,
-        instance_id: Option<&str>,
-        except: &str,
-    ) -> Result<u64, StoreError> {
-        leases::end_earlier_runs(&self.db, instance_id, except).await
-    }
-
-    async fn renew(&self, owner: &str, holder: &str, until: i64) -> Result<bool, StoreError> {
-        leases::renew(&self.db, owner, holder, until).await
+        claims::owned_page(&self.db, owner, from, limit).await
     }
 
     async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
-        leases::release(&self.db, id, owner).await
+        claims::release(&self.db, id, owner).await
     }
 
     async fn release_all(&self, owner: &str) -> Result<u64, StoreError> {
-        leases::release_all(&self.db, owner).await
+        claims::release_all(&self.db, owner).await
     }
 
     async fn request_operation(&self, req: &OperatorRequest) -> Result<(), StoreError> {
-        leases::request_operation(&self.db, req).await
+        operator_requests::request_operation(&self.db, req).await
     }
 
     async fn operation_requests(&self, limit: u64) -> Result<Vec<OperatorRequest>, StoreError> {
-        leases::operation_requests(&self.db, limit).await
+        operator_requests::operation_requests(&self.db, limit).await
     }
 
     async fn drop_operation_request(&self, request_id: i64) -> Result<(), StoreError> {
-        leases::drop_operation_request(&self.db, request_id).await
+        operator_requests::drop_operation_request(&self.db, request_id).await
     }
 
     async fn calls(&self, id: &str) -> Result<Vec<CallRow>, StoreError> {

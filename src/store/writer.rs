@@ -16,7 +16,7 @@ use crate::domain::SagaStatus;
 use sea_orm::sea_query::{CaseStatement, Condition, Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    QueryFilter, SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    QueryFilter, SqlErr,
 };
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -357,23 +357,9 @@ async fn answer_failed(db: &DatabaseConnection, job: Job, e: BatchError) {
     }
 }
 
-pub(super) async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    if db.get_database_backend() == DbBackend::Sqlite {
-        // Take the write lock up front: a deferred read-then-write transaction fails with
-        // "database is locked" under concurrency, busy timeout or not.
-        db.begin_with_options(TransactionOptions {
-            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-            ..Default::default()
-        })
-        .await
-    } else {
-        db.begin().await
-    }
-}
-
 /// Writes every job in one transaction, or nothing.
 async fn write_batch(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), BatchError> {
-    let txn = begin(db).await?;
+    let txn = super::connect::begin(db).await?;
     match write_in(&txn, jobs).await {
         Ok(()) => Ok(txn.commit().await?),
         Err(e) => {
@@ -408,7 +394,7 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
     owners.sort_unstable();
     owners.dedup();
     for owner in owners {
-        if !super::leases::token_exists(txn, owner).await? {
+        if !super::instances::token_exists(txn, owner).await? {
             return Err(BatchError::LeaseLost);
         }
     }

@@ -15,16 +15,30 @@ use std::time::{Duration, Instant};
 const LEASE_MS: u64 = 2_000;
 
 fn start(db: &TestDb, id: &str) -> (Binary, Api, Lines) {
-    let lease = LEASE_MS.to_string();
-    start_binary_with(
-        db,
-        &[
-            ("SAGA__CLUSTER__INSTANCE_ID", id),
-            ("SAGA__CLUSTER__LEASE_MS", &lease),
-            ("SAGA__CLUSTER__POLL_MS", "100"),
-            ("SAGA__PARTICIPANT__CALL_TIMEOUT_MS", "1000"),
-        ],
-    )
+    start_with_timeout(db, id, 1000)
+}
+
+/// [`start`] with participant calls timed out after `timeout_ms`.
+fn start_with_timeout(db: &TestDb, id: &str, timeout_ms: u64) -> (Binary, Api, Lines) {
+    start_with(db, id, timeout_ms, &[])
+}
+
+/// [`start_with_timeout`] with more settings.
+fn start_with(
+    db: &TestDb,
+    id: &str,
+    timeout_ms: u64,
+    more: &[(&str, &str)],
+) -> (Binary, Api, Lines) {
+    let (lease, timeout) = (LEASE_MS.to_string(), timeout_ms.to_string());
+    let mut env = vec![
+        ("SAGA__CLUSTER__INSTANCE_ID", id),
+        ("SAGA__CLUSTER__LEASE_MS", lease.as_str()),
+        ("SAGA__CLUSTER__POLL_MS", "100"),
+        ("SAGA__PARTICIPANT__CALL_TIMEOUT_MS", timeout.as_str()),
+    ];
+    env.extend_from_slice(more);
+    start_binary_with(db, &env)
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -92,6 +106,7 @@ macro_rules! on_shared_dbs {
 }
 
 on_shared_dbs!(
+    a_takeover_sends_each_call_with_its_whole_timeout,
     a_transaction_left_idle_past_the_lease_is_ended_by_the_server,
     a_killed_instance_is_taken_over_without_doubled_calls,
     a_stopped_instance_hands_over_at_once,
@@ -102,6 +117,56 @@ on_shared_dbs!(
     a_saga_held_by_a_token_without_a_row_is_swept_up,
     a_delayed_compensation_and_a_deadline_fire_once_after_their_instance_died,
 );
+
+/// The setup of #29: two instances, 2 s leases, 40 three-step sagas whose step b takes 1.0 s at
+/// the participant; the instance driving them is killed mid-flight and the other takes over.
+/// Every call leaves with its configured timeout (5 s), so none is cut short by a renewal that
+/// lags behind the takeover's burst of work, and the participant never holds two calls of one
+/// step at once.
+async fn a_takeover_sends_each_call_with_its_whole_timeout(db: TestDb) {
+    let p = Participant::start().await;
+    p.default_reply("/a/action", Reply::ok());
+    p.default_reply("/b/action", Reply::slow(1000));
+    p.default_reply("/c/action", Reply::ok());
+    // A small pool: saga work (claims, loads, the log writers) keeps its connections busy.
+    let pool = [("SAGA__DATABASE__MAX_CONNECTIONS", "2")];
+    let (mut a, api_a, _) = start_with(&db, "a", 5000, &pool);
+    let (_b, api_b, _) = start_with(&db, "b", 5000, &pool);
+    let ids: Vec<String> = (0..40).map(|i| format!("t-{i}")).collect();
+    let starts = ids.iter().map(|id| {
+        let body = json!({"id": id, "name": "t", "steps": [p.step("a"), p.step("b"), p.step("c")]});
+        let api = &api_a;
+        async move { assert_eq!(api.post("/v1/sagas", &body).await.0, 201) }
+    });
+    futures::future::join_all(starts).await;
+    // Killed mid-flight: some sagas wait for b's answer, the others have not called it yet.
+    eventually(10, "a b in flight from a", || {
+        p.calls()
+            .iter()
+            .any(|c| c.path == "/b/action" && instance_of(c) == "a")
+    })
+    .await;
+    a.kill().unwrap();
+    let _ = a.wait();
+    for id in &ids {
+        let v = api_b.wait_status(id, &["succeeded"], 60).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+        // Nothing timed out: b's answer came back to the call that asked for it.
+        let (_, v) = api_b.get(&format!("/v1/sagas/{id}?include=attempts")).await;
+        for step in v["steps"].as_array().unwrap() {
+            for c in step["history"].as_array().unwrap() {
+                assert_eq!(c["outcome"], "success", "{id}: {c}");
+            }
+        }
+    }
+    for id in &ids {
+        // The participant's view: a call of one key arrives only after the last one was over.
+        no_overlapping_calls(&p.calls_of(id), 1000);
+        for c in p.calls_of(id) {
+            assert_eq!(c.header("x-saga-timeout-ms"), "5000", "{id}: {c:?}");
+        }
+    }
+}
 
 async fn a_killed_instance_is_taken_over_without_doubled_calls(db: TestDb) {
     let p = Participant::start().await;

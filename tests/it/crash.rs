@@ -8,7 +8,40 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-on_every_db!(sigkill_mid_flight_then_restart_finishes_every_saga);
+on_every_db!(
+    sigkill_mid_flight_then_restart_finishes_every_saga,
+    a_restart_sends_a_lost_call_again_only_once_it_cannot_be_running
+);
+
+/// A call in flight when the process dies may still be running at the participant (its
+/// connection closed, its handler not): the restart sends it again, same attempt and key, once
+/// its timeout has run out since it was sent, not at once.
+async fn a_restart_sends_a_lost_call_again_only_once_it_cannot_be_running(db: TestDb) {
+    let p = Participant::start().await;
+    p.default_reply("/slow/action", Reply::slow(1500));
+    let (mut child, api, _) = start_binary(&db);
+    let step = json!({"name": "slow", "timeout_ms": 3000,
+                      "action": {"url": p.url("/slow/action")}});
+    let body = json!({"id": "lost-1", "name": "lost", "steps": [step]});
+    assert_eq!(api.post("/v1/sagas", &body).await.0, 201);
+    eventually(10, "the call in flight", || p.calls_of("lost-1").len() == 1).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let (mut child, api, _) = start_binary(&db);
+    let v = api.wait_status("lost-1", &["succeeded"], 30).await;
+    child.kill().ok();
+    let _ = child.wait();
+    let calls = p.calls_of("lost-1");
+    assert_eq!(calls.len(), 2, "{v}");
+    assert_eq!(calls[1].header("x-saga-attempt"), "1", "the same attempt");
+    // Measured from the first call's arrival, a few ms after it was sent (a restart at once
+    // would resend it within about a second).
+    let gap = calls[1].at - calls[0].at;
+    assert!(
+        gap >= Duration::from_millis(2900),
+        "sent again {gap:?} after the first, within its 3 s timeout"
+    );
+}
 
 async fn sigkill_mid_flight_then_restart_finishes_every_saga(db: TestDb) {
     let p = Participant::start().await;

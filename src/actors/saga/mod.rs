@@ -11,7 +11,6 @@ use super::lease::Token;
 use super::registry::{Adopt, Op, OpError, Registry, Release};
 use super::timer::{Cancel, Schedule, Timer};
 use super::{now_ms, Shared};
-use crate::domain::machine::ACTIVE_STATUSES;
 use crate::domain::{Answer, Command, Endpoint, Event, Input, Phase, SagaDefinition, SagaState};
 use crate::participant::CallSpec;
 use crate::store::{LogRecord, SagaRecord, StoreError, Transition};
@@ -26,12 +25,13 @@ use tracing::Instrument;
 #[rtype(result = "()")]
 pub struct Tick;
 
-/// This instance lost the lease of generation `generation`: stop at once, send nothing more.
+/// This instance lost the leases of every generation before `before`: an actor of one of them
+/// stops at once and sends nothing more.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Disown {
-    /// The generation lost.
-    pub generation: u64,
+    /// The current generation.
+    pub before: u64,
 }
 
 /// An operator action, answered once its transition is durable.
@@ -208,7 +208,7 @@ impl SagaActor {
         let idle = !self.holds
             || self.calls == 0
                 && now_ms() >= self.linger_until
-                && (!ACTIVE_STATUSES.contains(&live.state.status)
+                && (live.state.next_wake().is_none()
                     || self
                         .last_wake
                         .is_none_or(|at| at - now_ms() >= self.shared.evict_idle_after_ms));
@@ -248,8 +248,8 @@ impl SagaActor {
         }));
     }
 
-    /// Takes over a saga read from the log: an active one resumes (calls whose answers were
-    /// not recorded count as lost), an ended or stuck one waits for operator messages.
+    /// Takes over a saga read from the log: an unfinished one resumes (calls whose answers were
+    /// not recorded count as lost); an ended or stuck one waits for operator messages.
     fn adopt(&mut self, r: SagaRecord, ctx: &mut Context<Self>) {
         self.span.record("saga_name", r.name.as_str());
         self.holds = r.owner.as_deref() == Some(&*self.token.owner);
@@ -257,7 +257,7 @@ impl SagaActor {
             // Claimed under a token this instance has since lost: the claim expires.
             return self.release(ctx);
         }
-        let active = ACTIVE_STATUSES.contains(&r.state.status);
+        let (unfinished, active) = (!r.state.status.is_terminal(), r.state.status.is_active());
         let def = match r.definition {
             Ok(d) => d,
             Err(why) if active => return self.unloadable(r.name, why, ctx),
@@ -283,7 +283,8 @@ impl SagaActor {
                 act.sync_registration(ctx)
             });
         }
-        if active {
+        if unfinished {
+            // A stuck saga too: a call of another step may have lost its answer.
             self.handle_event(Event::Resume, None, ctx, None);
         }
     }
@@ -375,10 +376,9 @@ impl SagaActor {
                 .count();
         let release = calls_after == 0
             && now >= self.linger_until
-            && (!ACTIVE_STATUSES.contains(&new.status)
-                || new
-                    .next_wake()
-                    .is_none_or(|at| at - now >= self.shared.evict_idle_after_ms));
+            && new
+                .next_wake()
+                .is_none_or(|at| at - now >= self.shared.evict_idle_after_ms);
         let (store, id, version) = (self.shared.store.clone(), self.id.clone(), live.version);
         let owner = self.token.owner.clone();
         let t = Instant::now();
@@ -491,7 +491,7 @@ impl SagaActor {
         let ended = self
             .live
             .as_ref()
-            .is_some_and(|l| !ACTIVE_STATUSES.contains(&l.state.status));
+            .is_some_and(|l| l.state.next_wake().is_none());
         let id = self.id.clone();
         // A saga this instance gave up is found in the log when due, not kept in memory.
         let wake = wake.filter(|_| self.holds);
@@ -547,19 +547,35 @@ impl SagaActor {
             };
             // A call waiting for a slot stays small: its HTTP future exists once it has one.
             let slot = shared.participant.slot().await;
-            // Only under a live lease, and never past it: once it expires another instance
-            // may send this call again.
-            let Some(left) = shared.lease.remaining(&token) else {
+            // Only under a live lease: a renewal that is late is waited for (counted) rather
+            // than a call sent that would soon be cut.
+            let lease = &shared.lease;
+            if lease
+                .remaining(&token)
+                .is_some_and(|left| left < lease.period())
+            {
+                let leases = &shared.metrics.leases;
+                leases.with_label_values(&["renewal_awaited"]).inc();
+            }
+            if !lease.fresh(&token, lease.period()).await {
                 tracing::warn!("lease lost before the call was sent; not sending it");
                 return Some(Err(work));
-            };
+            }
             let spec = CallSpec {
-                timeout_ms: spec.timeout_ms.min(left.as_millis() as u64),
                 instance: &token.owner,
                 ..spec
             };
             let t = Instant::now();
-            let r = Box::pin(shared.participant.call(slot, &spec)).await;
+            // With its whole timeout, and cut only if the lease ends under it: from then on
+            // another instance may send this call again.
+            let r = tokio::select! {
+                r = Box::pin(shared.participant.call(slot, &spec)) => r,
+                _ = lease.lost(&token) => {
+                    shared.metrics.leases.with_label_values(&["call_cut"]).inc();
+                    tracing::warn!("lease lost while the call was in flight; cut");
+                    return Some(Err(work));
+                }
+            };
             report::call_answered(&shared.metrics, &name, &s.name, phase, &r, t.elapsed());
             Some(Ok((r, work)))
         }
@@ -675,7 +691,7 @@ impl Handler<Disown> for SagaActor {
     type Result = ();
 
     fn handle(&mut self, msg: Disown, ctx: &mut Context<Self>) {
-        if msg.generation == self.token.generation {
+        if self.token.generation < msg.before {
             // Not `release`: the log's rows of the lost token are claimed afresh, by anyone.
             self.holds = false;
             self.released = true;

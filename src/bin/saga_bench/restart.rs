@@ -1,8 +1,9 @@
 //! The restart scenario: `--sagas` unfinished sagas (use 100,000) are in the log with their
 //! calls in flight when the service is killed; it starts again while their participant is down
 //! (every call answers 503, so every saga keeps retrying). Measures how long until every saga
-//! was driven again (called at least once after the start), the service's peak RSS during the
-//! catch-up, and how the HTTP API answered meanwhile.
+//! was driven again (called at least once after the start; a call lost in flight waits until
+//! its 30 s timeout has run out since it was sent), the service's peak RSS during the catch-up,
+//! and how the HTTP API answered meanwhile.
 
 use crate::{percentile, proc_usage, start_service, Args};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -57,9 +58,12 @@ pub async fn run(args: &Args, url: &str) {
     let paddr = participant.addrs()[0];
     actix_web::rt::spawn(participant.run());
 
-    // Calls hang for an hour: every saga has its first call in flight (or waiting for a slot).
+    // Calls hang for an hour, each timed out after 30 s: every saga has a call in flight (or
+    // waiting for a slot, or for its retry). After the restart a call lost in flight goes again
+    // once its 30 s have run out since it was sent (the participant may still be working on it):
+    // "driven again" includes that wait.
     let slow = [
-        ("SAGA__PARTICIPANT__CALL_TIMEOUT_MS", "3600000"),
+        ("SAGA__PARTICIPANT__CALL_TIMEOUT_MS", "30000"),
         ("SAGA__CLUSTER__INSTANCE_ID", "bench"),
     ];
     let (child, base) = start_service(url, &slow);

@@ -1,32 +1,27 @@
-//! Ownership of sagas by several instances: instance leases (`saga_instances`, one row per lease
-//! token, renewed by its instance), claims of due sagas and of the sagas of dead instances,
-//! releases, and the operator actions waiting for a saga's owner.
+//! Ownership of sagas by several instances: claims of due sagas and of the sagas of dead
+//! instances, releases, and the walk through the sagas an earlier run held.
 //!
 //! A saga is held by the token in `sagas.owner` as long as that token's row in `saga_instances`
-//! has a lease end in the future. A claim is a conditional UPDATE of the owner, so that of two
-//! instances claiming the same saga exactly one gets it; on MariaDB/MySQL and PostgreSQL the candidates are read with
-//! `FOR UPDATE SKIP LOCKED`, so that instances polling at once split the work instead of
-//! queueing on each other's rows.
+//! ([`super::instances`]) has a lease end in the future. A claim is a conditional UPDATE of the
+//! owner, so that of two instances claiming the same saga exactly one gets it; on MariaDB/MySQL
+//! and PostgreSQL the candidates are read with `FOR UPDATE SKIP LOCKED`, so that instances
+//! polling at once split the work instead of queueing on each other's rows.
 
-use super::entities::{saga, saga_instance, saga_operator_request};
-use super::{queries, rows, Claimed, Claims, LeaseTerms, OperatorRequest, OwnedCursor, StoreError};
-use crate::domain::machine::ACTIVE_STATUSES;
-use crate::domain::SagaStatus;
+use super::connect::begin;
+use super::entities::{saga, saga_instance};
+use super::{instances, queries, rows, Claimed, Claims, LeaseTerms, OwnedCursor, StoreError};
+use crate::domain::machine::UNFINISHED_STATUSES;
 use sea_orm::sea_query::{Condition, Expr, LockBehavior, LockType, Query, SelectStatement};
-use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    IsolationLevel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IsolationLevel,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use std::collections::HashMap;
 
-fn active() -> impl Iterator<Item = &'static str> {
-    ACTIVE_STATUSES.iter().map(|s| s.as_str())
-}
-
-/// What a claim by id may take: unfinished sagas, and stuck ones (for an operator's retry).
-fn drivable() -> impl Iterator<Item = &'static str> {
-    active().chain([SagaStatus::Stuck.as_str()])
+/// What a claim may take: sagas that have not ended. A stuck one is claimed by id for an
+/// operator's action, or when due (a call of another step whose answer was lost goes again).
+fn unfinished() -> impl Iterator<Item = &'static str> {
+    UNFINISHED_STATUSES.iter().map(|s| s.as_str())
 }
 
 /// The tokens whose lease holds at `now`.
@@ -68,7 +63,7 @@ pub(super) async fn claim_due(
         db.begin_with_config(Some(IsolationLevel::ReadCommitted), None)
             .await?
     } else {
-        super::writer::begin(db).await?
+        begin(db).await?
     };
     let mut dead = saga_instance::Entity::find()
         .filter(saga_instance::Column::LeaseUntil.lt(lease.now))
@@ -76,7 +71,7 @@ pub(super) async fn claim_due(
     let mut due = saga::Entity::find()
         .filter(saga::Column::NextWakeAt.lte(lease.horizon))
         .filter(saga::Column::Owner.is_null())
-        .filter(saga::Column::Status.is_in(active()))
+        .filter(saga::Column::Status.is_in(unfinished()))
         .order_by_asc(saga::Column::NextWakeAt)
         .limit(limit);
     if locking {
@@ -86,9 +81,7 @@ pub(super) async fn claim_due(
     let mut taken_over = Vec::new();
     for token in dead.all(&txn).await? {
         let n = let_go(&txn, &token.owner).await?;
-        saga_instance::Entity::delete_by_id(token.owner.clone())
-            .exec(&txn)
-            .await?;
+        instances::delete(&txn, &token.owner).await?;
         taken_over.push((token.owner, n));
     }
     if lease.sweep_orphans {
@@ -100,7 +93,7 @@ pub(super) async fn claim_due(
     // Whole rows, locked (or, on SQLite, under the write lock): what is read is what is claimed.
     let mut found = due.all(&txn).await?;
     let ids: Vec<String> = found.iter().map(|m| m.id.clone()).collect();
-    if !take(&txn, &ids, lease, claimable(lease.now), active()).await? {
+    if !take(&txn, &ids, lease, claimable(lease.now)).await? {
         found.clear();
     }
     txn.commit().await?;
@@ -124,24 +117,6 @@ pub(super) async fn claim_due(
     Ok(Claims { sagas, taken_over })
 }
 
-/// Whether `owner`'s row is still in `saga_instances`, read with a shared lock held until the
-/// end of `txn`. A new saga is inserted only under a token that has a row: a dead token's row is
-/// deleted in the transaction that lets go of its sagas, so a saga inserted under it afterwards
-/// would be held by nobody, forever. The lock makes that let-go wait for (or skip) this
-/// transaction, which then lets go of the new sagas too.
-pub(super) async fn token_exists<C: ConnectionTrait>(db: &C, owner: &str) -> Result<bool, DbErr> {
-    let q = saga_instance::Entity::find_by_id(owner.to_string())
-        .select_only()
-        .column(saga_instance::Column::Owner);
-    let q = match db.get_database_backend() {
-        // KEY SHARE does not block the renewals (which change no key), only the delete.
-        DbBackend::Postgres => q.lock(LockType::KeyShare),
-        DbBackend::MySql => q.lock(LockType::Share),
-        _ => q,
-    };
-    Ok(q.into_tuple::<String>().one(db).await?.is_some())
-}
-
 /// Lets go of every saga of `owner`. Answers how many.
 async fn let_go<C: ConnectionTrait>(db: &C, owner: &str) -> Result<u64, StoreError> {
     let_go_where(db, Condition::all().add(saga::Column::Owner.eq(owner))).await
@@ -152,7 +127,7 @@ async fn let_go<C: ConnectionTrait>(db: &C, owner: &str) -> Result<u64, StoreErr
 async fn let_go_where<C: ConnectionTrait>(db: &C, which: Condition) -> Result<u64, StoreError> {
     let due_now = sea_orm::sea_query::CaseStatement::new()
         .case(
-            saga::Column::Status.is_in(active()),
+            saga::Column::Status.is_in(unfinished()),
             Expr::expr(sea_orm::sea_query::Func::coalesce([
                 Expr::col(saga::Column::NextWakeAt),
                 Expr::col(saga::Column::UpdatedAt),
@@ -179,7 +154,7 @@ async fn let_go_orphans<C: ConnectionTrait>(db: &C) -> Result<u64, StoreError> {
         .from(saga_instance::Entity)
         .to_owned();
     let orphans = Condition::all()
-        .add(saga::Column::Status.is_in(active()))
+        .add(saga::Column::Status.is_in(unfinished()))
         .add(saga::Column::Owner.is_not_null())
         .add(saga::Column::Owner.not_in_subquery(all_tokens));
     let_go_where(db, orphans).await
@@ -202,8 +177,8 @@ pub(super) async fn claim(
         .into_iter()
         .collect();
     let mine = claimable(lease.now).add(saga::Column::Owner.eq(lease.owner.as_str()));
-    let txn = super::writer::begin(db).await?;
-    take(&txn, ids, lease, mine, drivable()).await?;
+    let txn = begin(db).await?;
+    take(&txn, ids, lease, mine).await?;
     txn.commit().await?;
     loaded(db, ids, lease, before).await
 }
@@ -215,9 +190,8 @@ async fn take<C: ConnectionTrait>(
     ids: &[String],
     lease: &LeaseTerms,
     allowed: Condition,
-    statuses: impl Iterator<Item = &'static str>,
 ) -> Result<bool, StoreError> {
-    if ids.is_empty() || !token_exists(db, &lease.owner).await? {
+    if ids.is_empty() || !instances::token_exists(db, &lease.owner).await? {
         return Ok(false);
     }
     // The timer leaves the log with the claim (the owner keeps it in memory, and its next
@@ -228,7 +202,7 @@ async fn take<C: ConnectionTrait>(
         .col_expr(saga::Column::Owner, Expr::value(lease.owner.as_str()))
         .col_expr(saga::Column::NextWakeAt, Expr::value(Option::<i64>::None))
         .filter(saga::Column::Id.is_in(ids.iter().cloned()))
-        .filter(saga::Column::Status.is_in(statuses))
+        .filter(saga::Column::Status.is_in(unfinished()))
         .filter(allowed)
         .exec(db)
         .await?;
@@ -260,55 +234,6 @@ async fn loaded(
         .collect())
 }
 
-/// Records a new lease token of instance `instance_id`, held by process `holder` until `until`.
-pub(super) async fn register(
-    db: &DatabaseConnection,
-    owner: &str,
-    instance_id: &str,
-    holder: &str,
-    until: i64,
-) -> Result<(), StoreError> {
-    saga_instance::Entity::insert(saga_instance::ActiveModel {
-        owner: Set(owner.to_string()),
-        instance_id: Set(instance_id.to_string()),
-        lease_until: Set(until),
-        holder: Set(Some(holder.to_string())),
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
-}
-
-/// Takes over the newest token of the earlier runs of `earlier` (of every instance when none:
-/// SQLite) for process `holder` of instance `instance_id`, until `until`: its sagas are this
-/// run's as they stand, with nothing rewritten. The token changes hands only as it was read, so
-/// that a token let go meanwhile (or renewed by a process still running) is left alone.
-/// Answers the token taken over.
-pub(super) async fn adopt_earlier_run(
-    db: &DatabaseConnection,
-    earlier: Option<&str>,
-    instance_id: &str,
-    holder: &str,
-    until: i64,
-) -> Result<Option<String>, StoreError> {
-    let mut newest = saga_instance::Entity::find().order_by_desc(saga_instance::Column::LeaseUntil);
-    if let Some(id) = earlier {
-        newest = newest.filter(saga_instance::Column::InstanceId.eq(id));
-    }
-    let Some(row) = newest.one(db).await? else {
-        return Ok(None);
-    };
-    let res = saga_instance::Entity::update_many()
-        .col_expr(saga_instance::Column::LeaseUntil, Expr::value(until))
-        .col_expr(saga_instance::Column::Holder, Expr::value(holder))
-        .col_expr(saga_instance::Column::InstanceId, Expr::value(instance_id))
-        .filter(saga_instance::Column::Owner.eq(row.owner.as_str()))
-        .filter(saga_instance::Column::LeaseUntil.eq(row.lease_until))
-        .exec(db)
-        .await?;
-    Ok((res.rows_affected == 1).then_some(row.owner))
-}
-
 /// A page of the ids of the unfinished sagas `owner` holds, from `from` on, at most `limit`;
 /// answers where the next page starts (none: this was the last). Read per active status
 /// through the index on (status, created_at, id), so that the walk costs the unfinished sagas,
@@ -321,7 +246,7 @@ pub(super) async fn owned_page(
 ) -> Result<(Vec<String>, Option<OwnedCursor>), StoreError> {
     let (mut cur, limit) = (from.clone(), limit.max(1));
     let mut page: Vec<String> = Vec::new();
-    while let Some(status) = ACTIVE_STATUSES.get(cur.status) {
+    while let Some(status) = UNFINISHED_STATUSES.get(cur.status) {
         let mut q = saga::Entity::find()
             .select_only()
             .column(saga::Column::CreatedAt)
@@ -359,42 +284,6 @@ pub(super) async fn owned_page(
     Ok((page, None))
 }
 
-/// Ends the leases of the earlier runs of `instance_id` (of every instance when none: SQLite,
-/// where this process holds the only lock) (a restart: they are dead), so that
-/// their sagas are taken over at once rather than after the lease.
-pub(super) async fn end_earlier_runs(
-    db: &DatabaseConnection,
-    instance_id: Option<&str>,
-    except: &str,
-) -> Result<u64, StoreError> {
-    let mut q = saga_instance::Entity::update_many()
-        .col_expr(saga_instance::Column::LeaseUntil, Expr::value(0i64))
-        .filter(saga_instance::Column::Owner.ne(except))
-        .filter(saga_instance::Column::LeaseUntil.gt(0i64));
-    if let Some(id) = instance_id {
-        q = q.filter(saga_instance::Column::InstanceId.eq(id));
-    }
-    let res = q.exec(db).await?;
-    Ok(res.rows_affected)
-}
-
-/// Extends the lease of `owner` held by process `holder`: one row, whatever the number of sagas
-/// it holds. Answers whether the token is still registered and this process's.
-pub(super) async fn renew(
-    db: &DatabaseConnection,
-    owner: &str,
-    holder: &str,
-    until: i64,
-) -> Result<bool, StoreError> {
-    let res = saga_instance::Entity::update_many()
-        .col_expr(saga_instance::Column::LeaseUntil, Expr::value(until))
-        .filter(saga_instance::Column::Owner.eq(owner))
-        .filter(saga_instance::Column::Holder.eq(holder))
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected == 1)
-}
-
 /// Gives up the lease of `owner` on one saga it left as it was.
 pub(super) async fn release(
     db: &DatabaseConnection,
@@ -413,57 +302,6 @@ pub(super) async fn release(
 /// Gives up the leases of `owner`; what was due stays due, so another instance takes it at once.
 pub(super) async fn release_all(db: &DatabaseConnection, owner: &str) -> Result<u64, StoreError> {
     let n = let_go(db, owner).await?;
-    saga_instance::Entity::delete_by_id(owner.to_string())
-        .exec(db)
-        .await?;
+    instances::delete(db, owner).await?;
     Ok(n)
-}
-
-/// Stores an operator action for the saga's owner.
-pub(super) async fn request_operation(
-    db: &DatabaseConnection,
-    r: &OperatorRequest,
-) -> Result<(), StoreError> {
-    saga_operator_request::Entity::insert(saga_operator_request::ActiveModel {
-        id: NotSet,
-        saga_id: Set(r.saga_id.clone()),
-        action: Set(r.action.clone()),
-        who: Set(r.who.chars().take(255).collect()),
-        at: Set(r.at),
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
-}
-
-/// The waiting operator actions, oldest first.
-pub(super) async fn operation_requests(
-    db: &DatabaseConnection,
-    limit: u64,
-) -> Result<Vec<OperatorRequest>, StoreError> {
-    Ok(saga_operator_request::Entity::find()
-        .order_by_asc(saga_operator_request::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| OperatorRequest {
-            request_id: m.id,
-            saga_id: m.saga_id,
-            action: m.action,
-            who: m.who,
-            at: m.at,
-        })
-        .collect())
-}
-
-/// Forgets a waiting operator action.
-pub(super) async fn drop_operation_request(
-    db: &DatabaseConnection,
-    request_id: i64,
-) -> Result<(), StoreError> {
-    saga_operator_request::Entity::delete_by_id(request_id)
-        .exec(db)
-        .await?;
-    Ok(())
 }
