@@ -9,7 +9,9 @@
 //!   every saga is driven again, peak RSS, and API latency during the catch-up;
 //! - `chaos`: N sagas through several instances while instances are killed, paused and cut off
 //!   their database and the participant misbehaves; checks and prints the rules that must hold
-//!   (exits 1 when one is broken).
+//!   (exits 1 when one is broken);
+//! - `takeover`: N sagas on one of two instances, which is killed: the survivor's lease
+//!   renewals during the takeover, and calls cut, shortened or doubled (none).
 //!
 //! `cargo build --release --bins && ./target/release/saga-bench --db sqlite --sagas 2000 --concurrency 64`
 //! Settings to try pass through from the environment (`SAGA__DATABASE__WRITERS=4 saga-bench …`).
@@ -19,6 +21,7 @@ mod listing;
 mod proxy;
 mod restart;
 mod sagas;
+mod takeover;
 
 use clap::{Parser, ValueEnum};
 use sea_orm::{ConnectionTrait, Database};
@@ -48,6 +51,9 @@ enum Scenario {
     /// `--sagas` sagas through `--instances` instances under injected faults; checks the rules
     /// (no doubled call in flight, attempts bounded, compensations after actions, none lost).
     Chaos,
+    /// `--sagas` sagas (use 10,000) on one of two instances, which is killed: how late the
+    /// survivor's lease renewals were during the takeover, calls cut or shortened (none).
+    Takeover,
 }
 
 #[derive(Parser)]
@@ -261,6 +267,7 @@ async fn main() {
         Scenario::Listing => listing::run(&args, &url).await,
         Scenario::Restart => restart::run(&args, &url).await,
         Scenario::Chaos => chaos::run(&args, &url).await,
+        Scenario::Takeover => takeover::run(&args, &url).await,
     }
     drop_db(&args).await;
     let _ = std::fs::remove_dir_all(&dir);
