@@ -514,7 +514,10 @@ async fn a_large_payload_over_many_steps_is_stored_once(db: TestDb) {
     assert_eq!(code, 201, "{v}");
     assert_eq!(v["status"], "succeeded");
     let calls = p.calls_of("big-1");
-    assert_eq!(calls.len(), 64);
+    // Every step got it (at least once: a database hiccup may make a call go again).
+    let keys: std::collections::HashSet<&str> =
+        calls.iter().map(|c| c.header("idempotency-key")).collect();
+    assert_eq!(keys.len(), 64, "{} calls", calls.len());
     assert!(calls
         .iter()
         .all(|c| c.body["blob"].as_str().map(str::len) == Some(700_000)));
