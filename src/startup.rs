@@ -1,15 +1,17 @@
 //! Builds the whole service: database, actors, HTTP server. Tests start the real thing on port 0.
 
+use crate::actors::clock::{Clock, SystemClock};
 use crate::actors::lease::Lease;
 use crate::actors::lease_keeper::{EarlierRuns, Keeper};
-use crate::actors::registry::{Registry, Rehydrate};
-use crate::actors::timer::{SetRegistry, Shutdown, Timer};
+use crate::actors::messages::{Rehydrate, Shutdown};
+use crate::actors::registry::Registry;
+use crate::actors::timer::Timer;
 use crate::actors::Shared;
 use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::participant::Participant;
-use crate::store::{self, SagaStore, SqlStore};
+use crate::store::{self, SagaLog, SqlStore};
 use actix::prelude::*;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
@@ -83,13 +85,15 @@ impl Application {
             Duration::from_millis(settings.cluster.lease_ms),
         )
         .await?;
-        let store: Arc<dyn SagaStore> = Arc::new(SqlStore::new(
+        let sql = SqlStore::new(
             db,
             settings.database.writers,
             settings.database.max_queued_writes,
             std::time::Duration::from_millis(settings.database.write_timeout_ms),
             sealer,
-        ));
+        );
+        let reads = sql.reads();
+        let store: Arc<dyn SagaLog> = Arc::new(sql);
         let metrics = Arc::new(Metrics::new());
         let instance_id = settings.cluster.resolved_instance_id();
         let lease = Arc::new(Lease::new(&instance_id, settings.cluster.lease_ms));
@@ -103,15 +107,18 @@ impl Application {
             EarlierRuns::MayLive
         };
         // Registered, then renewed, on a thread and a connection of the keeper's own.
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let (keeper, resume) = Keeper::start(
             lease.clone(),
             &settings.database.url,
             earlier,
             metrics.clone(),
+            clock.clone(),
         )
         .await?;
         let shared = Arc::new(Shared {
             store,
+            reads,
             participant: Participant::new(
                 &roots,
                 outbound.clone(),
@@ -133,6 +140,7 @@ impl Application {
             ),
             evict_idle_after_ms: settings.runtime.evict_idle_after_ms as i64,
             lease: lease.clone(),
+            clock,
         });
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -143,17 +151,15 @@ impl Application {
             settings.runtime.saga_arbiters
         };
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
-        let timer = Timer::new(metrics.clone()).start();
-        let registry = Registry::new(
+        // Sagas of an older version get the definition they run with, before any is driven.
+        crate::upgrade::resolve_legacy_definitions(&shared.reads, &shared.defaults).await?;
+        let (registry, timer) = Registry::start(
             shared.clone(),
-            timer.clone(),
             arbiters.iter().map(Arbiter::handle).collect(),
             settings.cluster.poll_ms,
             settings.runtime.max_live_sagas,
-        )
-        .start();
-        timer.do_send(SetRegistry(registry.clone()));
-        registry.send(Rehydrate { resume }).await??;
+        );
+        registry.send(Rehydrate { resume }).await?;
         tracing::info!(instance_id = %instance_id, lease_ms = settings.cluster.lease_ms, "instance");
 
         let listener = TcpListener::bind(&settings.server.bind)?;

@@ -6,8 +6,8 @@
 //! paused), the lease's generation ends: the registry sees it on the [`Lease`] and drops every
 //! saga of that generation, and the keeper registers a new token.
 
+use super::clock::Clock;
 use super::lease::Lease;
-use super::now_ms;
 use crate::metrics::Metrics;
 use crate::store::{LeaseLog, StoreError};
 use std::sync::Arc;
@@ -40,6 +40,7 @@ impl Keeper {
         url: &str,
         earlier: EarlierRuns,
         metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Result<(Keeper, Option<Arc<str>>), StoreError> {
         let (registered, answer) = oneshot::channel();
         let (stop, stopped) = oneshot::channel();
@@ -64,13 +65,13 @@ impl Keeper {
                         Ok(log) => log,
                         Err(e) => return drop(registered.send(Err(e.into()))),
                     };
-                    let res = register(&lease, &log, earlier).await;
+                    let res = register(&lease, &log, earlier, clock.now_ms()).await;
                     let ok = res.is_ok();
                     if registered.send(res).is_err() || !ok {
                         return;
                     }
                     tokio::select! {
-                        _ = keep(&lease, &log, &metrics) => {}
+                        _ = keep(&lease, &log, &metrics, &*clock) => {}
                         _ = stopped => {}
                     }
                 });
@@ -103,6 +104,7 @@ async fn register(
     lease: &Lease,
     log: &LeaseLog,
     earlier_runs: EarlierRuns,
+    now_ms: i64,
 ) -> Result<Option<Arc<str>>, StoreError> {
     let t = lease.token();
     let sent = Instant::now();
@@ -112,7 +114,7 @@ async fn register(
         EarlierRuns::AllDead => Some(None),
     };
     let holder = lease.holder();
-    let until = lease.until(now_ms());
+    let until = lease.until(now_ms);
     let Some(which) = dead else {
         log.register(&t.owner, lease.instance_id(), &holder, until)
             .await?;
@@ -143,7 +145,7 @@ async fn register(
 
 /// Renews the lease every period until the process ends; when a renewal came too late, the
 /// generation is given up (the registry drops its sagas) and a new token is registered.
-async fn keep(lease: &Lease, log: &LeaseLog, metrics: &Metrics) {
+async fn keep(lease: &Lease, log: &LeaseLog, metrics: &Metrics, clock: &dyn Clock) {
     let every = lease.period();
     let holder = lease.holder();
     let timed_out = || StoreError::Db(sea_orm::DbErr::Custom("lease statement timed out".into()));
@@ -162,7 +164,7 @@ async fn keep(lease: &Lease, log: &LeaseLog, metrics: &Metrics) {
         }
         let t = lease.token();
         let sent = Instant::now();
-        let until = lease.until(now_ms());
+        let until = lease.until(clock.now_ms());
         if lease.remaining(&t).is_none() {
             // A new token: registered before it holds anything.
             let reg = tokio::time::timeout(

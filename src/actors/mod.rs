@@ -1,14 +1,20 @@
 //! The actor shell around the pure core: a registry, one actor per live saga, and a timer.
+//! docs/architecture.md walks one request through them.
 //!
-//! - [`registry::Registry`] starts sagas, supervises their actors and rehydrates them from the log.
+//! - [`registry::Registry`] starts sagas, supervises their actors and finds this instance's
+//!   work in the log (due sagas, sagas of dead instances, an earlier run's sagas).
 //! - [`saga::SagaActor`] turns state-machine commands into I/O and results back into events.
 //! - [`timer::Timer`] wakes sagas when a retry, a delayed compensation or a deadline is due.
+//! - [`messages`] holds what these exchange, so that none needs another's module.
 //! - [`finished::Finished`] wakes the requests that wait for a saga's end.
 //! - [`lease`] holds this instance's leases on its sagas; [`lease_keeper`] renews them.
+//! - [`clock`] is the wall clock the shell reads (a trait: tests drive it).
 
+pub mod clock;
 pub mod finished;
 pub mod lease;
 pub mod lease_keeper;
+pub mod messages;
 pub mod registry;
 pub mod saga;
 pub mod timer;
@@ -16,15 +22,17 @@ pub mod timer;
 use crate::domain::Defaults;
 use crate::metrics::Metrics;
 use crate::participant::Participant;
-use crate::store::SagaStore;
+use crate::store::SagaLog;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
 /// Everything the actors share: the log, the HTTP client, metrics and the shutdown flags.
 pub struct Shared {
-    /// The saga log.
-    pub store: Arc<dyn SagaStore>,
+    /// The saga log, as the actors use it.
+    pub store: Arc<dyn SagaLog>,
+    /// The saga log's reads, for the API.
+    pub reads: crate::store::Reads,
     /// Participant client.
     pub participant: Participant,
     /// Defaults for steps that do not set their own (applied when a saga is accepted).
@@ -45,6 +53,8 @@ pub struct Shared {
     pub evict_idle_after_ms: i64,
     /// This instance's leases on the sagas it drives.
     pub lease: Arc<lease::Lease>,
+    /// The time of day.
+    pub clock: Arc<dyn clock::Clock>,
 }
 
 impl Shared {
@@ -54,7 +64,5 @@ impl Shared {
     }
 }
 
-/// Milliseconds since the Unix epoch: the only clock the shell reads.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+/// After a failed read or write of the log, the saga is tried again after this long (ms).
+pub const RETRY_MS: i64 = 1_000;

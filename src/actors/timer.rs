@@ -2,151 +2,117 @@
 //!
 //! Each saga has at most one pending wake (the earliest thing it waits for); a new one replaces
 //! it and [`Cancel`] removes it, so a saga that ended or got stuck is never woken again and
-//! `saga_timers_pending` counts live wakes only. Timers live in memory; their due times are
-//! durable in the saga log (`next_wake_at`), so after a restart they are scheduled again.
+//! `saga_timers_pending` counts live wakes only. The wakes sit in a `tokio_util` `DelayQueue`
+//! (its keys replace and remove them); they live in memory only: their due times are durable in
+//! the saga log (`next_wake_at`), so after a restart they are scheduled again. Due times are
+//! wall-clock (the [`Clock`]), waits are tokio's, so tests run it on a paused clock.
 
-use super::now_ms;
-use super::registry::{Registry, Wake};
+use super::clock::Clock;
+use super::messages::{Cancel, Schedule, Shutdown, Wake};
 use crate::metrics::Metrics;
+use actix::fut::ActorStream;
 use actix::prelude::*;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
+use tokio_util::time::{delay_queue, DelayQueue};
 
-/// Ask for a [`Wake`] of saga `id` at `at_ms`, replacing its pending wake if it has one.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct Schedule {
-    /// Saga id.
-    pub id: String,
-    /// Due time, ms since epoch.
-    pub at_ms: i64,
-}
+/// The longest a wake waits in the queue at once (the queue holds about two years at most); a
+/// later one is put back when this passes, until it is due.
+const FURTHEST: Duration = Duration::from_secs(24 * 3600);
 
-/// Forget the pending wake of saga `id` (it ended, got stuck, or waits for nothing now).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct Cancel {
-    /// Saga id.
-    pub id: String,
-}
-
-/// Tells the timer where to deliver wakes (the registry starts after the timer).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetRegistry(pub Addr<Registry>);
-
-/// Stops the actor (the timer or the registry) at shutdown.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
-
-/// Pending wakes, one per saga, in due order.
-#[derive(Debug, Default)]
-pub struct Wakes {
-    order: BTreeSet<(i64, Arc<str>)>,
-    by_id: HashMap<Arc<str>, i64>,
-}
-
-impl Wakes {
-    /// Sets the wake of `id` to `at`, replacing any earlier or later one.
-    pub fn set(&mut self, id: &str, at: i64) {
-        if let Some((key, old)) = self.by_id.get_key_value(id) {
-            if *old == at {
-                return;
-            }
-            let key = key.clone();
-            self.order.remove(&(*old, key.clone()));
-            self.order.insert((at, key.clone()));
-            self.by_id.insert(key, at);
-        } else {
-            let key: Arc<str> = Arc::from(id);
-            self.order.insert((at, key.clone()));
-            self.by_id.insert(key, at);
-        }
-    }
-
-    /// Removes the wake of `id`, if any.
-    pub fn cancel(&mut self, id: &str) {
-        if let Some((key, at)) = self.by_id.remove_entry(id) {
-            self.order.remove(&(at, key));
-        }
-    }
-
-    /// Removes and returns every saga due at `now`, earliest first.
-    pub fn pop_due(&mut self, now: i64) -> Vec<Arc<str>> {
-        let mut due = Vec::new();
-        while let Some((at, _)) = self.order.first() {
-            if *at > now {
-                break;
-            }
-            if let Some((_, id)) = self.order.pop_first() {
-                self.by_id.remove(&id);
-                due.push(id);
-            }
-        }
-        due
-    }
-
-    /// The earliest due time.
-    pub fn next(&self) -> Option<i64> {
-        self.order.first().map(|(at, _)| *at)
-    }
-
-    /// Pending wakes.
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    /// True when nothing is pending.
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-}
-
-/// Holds the pending wakes and keeps one actix timer armed for the earliest.
+/// Holds the pending wakes and sends each due one to the registry.
 pub struct Timer {
-    wakes: Wakes,
-    armed: Option<(i64, SpawnHandle)>,
-    registry: Option<Addr<Registry>>,
+    queue: DelayQueue<Arc<str>>,
+    /// The pending wake of each saga: when, and its place in the queue.
+    wakes: HashMap<Arc<str>, (i64, delay_queue::Key)>,
+    wake: Recipient<Wake>,
+    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
 
 impl Timer {
-    /// An empty timer.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// A timer that delivers wakes to `wake`.
+    pub fn new(wake: Recipient<Wake>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
         Timer {
-            wakes: Wakes::default(),
-            armed: None,
-            registry: None,
+            queue: DelayQueue::new(),
+            wakes: HashMap::new(),
+            wake,
+            clock,
             metrics,
         }
     }
 
-    fn fire(&mut self, ctx: &mut Context<Self>) {
-        self.armed = None;
-        for id in self.wakes.pop_due(now_ms()) {
-            if let Some(r) = &self.registry {
-                r.do_send(Wake { id: id.to_string() });
-            }
-        }
-        self.arm(ctx);
+    /// How long from now until `at_ms`, at most [`FURTHEST`].
+    fn delay(&self, at_ms: i64) -> Duration {
+        let ms = (at_ms - self.clock.now_ms()).max(0) as u64;
+        Duration::from_millis(ms).min(FURTHEST)
     }
 
-    fn arm(&mut self, ctx: &mut Context<Self>) {
-        self.metrics.timers_pending.set(self.wakes.len() as i64);
-        let Some(at) = self.wakes.next() else {
+    /// Sets the wake of `id` to `at_ms`, replacing any earlier or later one.
+    fn set(&mut self, id: &str, at_ms: i64) {
+        let delay = self.delay(at_ms);
+        match self.wakes.get_mut(id) {
+            Some((at, _)) if *at == at_ms => {}
+            Some((at, key)) => {
+                *at = at_ms;
+                self.queue.reset(key, delay);
+            }
+            None => {
+                let id: Arc<str> = Arc::from(id);
+                let key = self.queue.insert(id.clone(), delay);
+                self.wakes.insert(id, (at_ms, key));
+            }
+        }
+        self.count();
+    }
+
+    /// Removes the wake of `id`, if any.
+    fn cancel(&mut self, id: &str) {
+        if let Some((_, key)) = self.wakes.remove(id) {
+            self.queue.remove(&key);
+        }
+        self.count();
+    }
+
+    /// A wake left the queue: sent, or put back when it is not due yet (a distant one).
+    fn expired(&mut self, id: Arc<str>) {
+        let Some((at, _)) = self.wakes.remove(&id) else {
             return;
         };
-        if let Some((armed_at, handle)) = self.armed {
-            if armed_at <= at {
-                return;
-            }
-            ctx.cancel_future(handle);
+        if at > self.clock.now_ms() {
+            let key = self.queue.insert(id.clone(), self.delay(at));
+            self.wakes.insert(id, (at, key));
+            return;
         }
-        let delay = Duration::from_millis((at - now_ms()).max(0) as u64);
-        let handle = ctx.run_later(delay, |act, ctx| act.fire(ctx));
-        self.armed = Some((at, handle));
+        self.count();
+        self.wake.do_send(Wake { id: id.to_string() });
+    }
+
+    fn count(&self) {
+        self.metrics.timers_pending.set(self.wakes.len() as i64);
+    }
+}
+
+/// The queue's expired wakes, as a stream the actor's context polls.
+struct Expired;
+
+impl ActorStream<Timer> for Expired {
+    type Item = Arc<str>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        act: &mut Timer,
+        _: &mut Context<Timer>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Arc<str>>> {
+        match act.queue.poll_expired(task) {
+            Poll::Ready(Some(e)) => Poll::Ready(Some(e.into_inner())),
+            // An empty queue keeps this task's waker and wakes it on the next insert.
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -155,15 +121,19 @@ impl Actor for Timer {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(65_536);
+        ctx.spawn(
+            Expired
+                .map(|id, act: &mut Timer, _| act.expired(id))
+                .finish(),
+        );
     }
 }
 
 impl Handler<Schedule> for Timer {
     type Result = ();
 
-    fn handle(&mut self, msg: Schedule, ctx: &mut Context<Self>) {
-        self.wakes.set(&msg.id, msg.at_ms);
-        self.arm(ctx);
+    fn handle(&mut self, msg: Schedule, _: &mut Context<Self>) {
+        self.set(&msg.id, msg.at_ms);
     }
 }
 
@@ -171,17 +141,7 @@ impl Handler<Cancel> for Timer {
     type Result = ();
 
     fn handle(&mut self, msg: Cancel, _: &mut Context<Self>) {
-        // An armed timer for a cancelled wake fires and finds nothing due: harmless.
-        self.wakes.cancel(&msg.id);
-        self.metrics.timers_pending.set(self.wakes.len() as i64);
-    }
-}
-
-impl Handler<SetRegistry> for Timer {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetRegistry, _: &mut Context<Self>) {
-        self.registry = Some(msg.0);
+        self.cancel(&msg.id);
     }
 }
 
@@ -195,36 +155,82 @@ impl Handler<Shutdown> for Timer {
 
 #[cfg(test)]
 mod tests {
-    use super::Wakes;
+    use super::*;
+    use crate::actors::clock::TokioClock;
+    use std::sync::Mutex;
+    use tokio::time::Instant;
 
-    #[test]
-    fn one_wake_per_saga_replaced_and_cancelled() {
-        let mut w = Wakes::default();
-        w.set("a", 30);
-        w.set("b", 10);
-        w.set("a", 20);
-        assert_eq!(w.len(), 2, "a second wake of a replaces the first");
-        assert_eq!(w.next(), Some(10));
-        w.cancel("b");
-        assert_eq!(w.next(), Some(20));
-        assert!(w.pop_due(19).is_empty());
-        assert_eq!(
-            w.pop_due(25).iter().map(|s| &**s).collect::<Vec<_>>(),
-            ["a"]
-        );
-        assert!(w.is_empty());
-        w.cancel("nobody");
-        assert!(w.is_empty());
+    /// Notes every wake it receives, with when (ms after the test's start).
+    struct Woken(Arc<Mutex<Vec<(String, u64)>>>, Instant);
+
+    impl Actor for Woken {
+        type Context = Context<Self>;
     }
 
-    #[test]
-    fn due_wakes_come_out_earliest_first() {
-        let mut w = Wakes::default();
-        for (id, at) in [("c", 3), ("a", 1), ("d", 9), ("b", 2)] {
-            w.set(id, at);
+    impl Handler<Wake> for Woken {
+        type Result = ();
+        fn handle(&mut self, msg: Wake, _: &mut Context<Self>) {
+            let at = self.1.elapsed().as_millis() as u64;
+            self.0.lock().unwrap().push((msg.id, at));
         }
-        let due: Vec<String> = w.pop_due(5).iter().map(|s| s.to_string()).collect();
-        assert_eq!(due, ["a", "b", "c"]);
-        assert_eq!(w.len(), 1);
+    }
+
+    const T0: i64 = 1_000_000;
+
+    #[actix_web::test]
+    async fn wakes_come_when_due_replaced_and_cancelled_one_per_saga() {
+        tokio::time::pause();
+        let log = Arc::new(Mutex::new(vec![]));
+        let woken = Woken(log.clone(), Instant::now()).start();
+        let metrics = Arc::new(Metrics::new());
+        let clock = Arc::new(TokioClock::new(T0));
+        let timer = Timer::new(woken.recipient(), clock, metrics.clone()).start();
+        let at = |id: &str, ms: i64| Schedule {
+            id: id.into(),
+            at_ms: T0 + ms,
+        };
+        timer.send(at("a", 300)).await.unwrap();
+        timer.send(at("b", 100)).await.unwrap();
+        timer.send(at("a", 200)).await.unwrap(); // replaces a's wake at 300
+        timer.send(at("c", 150)).await.unwrap();
+        timer.send(Cancel { id: "c".into() }).await.unwrap();
+        assert_eq!(metrics.timers_pending.get(), 2, "a once, b; c cancelled");
+        timer.send(at("late", -50)).await.unwrap(); // overdue: at once
+        tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+        let log = log.lock().unwrap();
+        let ids: Vec<&str> = log.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["late", "b", "a"],
+            "once each, earliest first, replaced and cancelled ones never"
+        );
+        // Each when due, to the queue's millisecond (it rounds a deadline up to the next one).
+        for ((_, at), due) in log.iter().zip([0, 100, 200]) {
+            assert!((due..=due + 1).contains(at), "{log:?}");
+        }
+        assert_eq!(metrics.timers_pending.get(), 0);
+    }
+
+    #[actix_web::test]
+    async fn a_wake_years_away_waits_in_steps_and_comes_on_time() {
+        tokio::time::pause();
+        let log = Arc::new(Mutex::new(vec![]));
+        let woken = Woken(log.clone(), Instant::now()).start();
+        let clock = Arc::new(TokioClock::new(T0));
+        let timer = Timer::new(woken.recipient(), clock, Arc::new(Metrics::new())).start();
+        let three_years = 3 * 365 * 24 * 3600 * 1000i64;
+        let msg = Schedule {
+            id: "far".into(),
+            at_ms: T0 + three_years,
+        };
+        timer.send(msg).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(three_years as u64 - 1)).await;
+        assert!(log.lock().unwrap().is_empty(), "not before it is due");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 1, "{log:?}");
+        // On time to the queue's millisecond (each step back into it may round up by one).
+        let late = log[0].1 - three_years as u64;
+        assert!(log[0].0 == "far" && late <= 5, "{log:?}");
     }
 }

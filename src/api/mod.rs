@@ -90,7 +90,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/openapi.json")
-            .route(web::get().to(service::openapi))
+            .route(web::get().to(openapi::openapi))
             .default_service(web::to(only("GET"))),
     );
 }

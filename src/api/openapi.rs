@@ -35,7 +35,7 @@ use utoipa::OpenApi;
         service::healthz,
         service::readyz,
         service::metrics,
-        service::openapi
+        openapi
     ),
     components(schemas(
         StartRequest, SagaStart, TccStart, SagaStep, TccStep, Endpoint, UndoEndpoint, Retry,
@@ -98,4 +98,11 @@ pub fn document() -> Value {
         }
     }
     doc
+}
+
+/// `GET /openapi.json`
+#[utoipa::path(get, path = "/openapi.json", tag = "service", security(()),
+    responses((status = 200, description = "This description (OpenAPI 3.1)", body = Object)))]
+pub async fn openapi() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(document())
 }

@@ -1,6 +1,7 @@
 //! The saga resource of API.md section 3, rendered from the saga log.
 
 use super::problem::Problem;
+use crate::domain::Mode;
 use crate::store::{CallRow, OperatorRow, SagaRecord};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -203,7 +204,7 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
             status: s.status.as_str().to_string(),
             attempts: s.attempts,
             compensation_attempts: s.compensation_attempts,
-            confirm_attempts: (r.mode == "tcc").then_some(s.confirm_attempts),
+            confirm_attempts: (r.mode == Mode::Tcc).then_some(s.confirm_attempts),
             last_error: s.last_error.clone(),
             // A lost call waiting to go again shows when it goes.
             next_attempt_at: opt_time(s.next_attempt_at.or(s.resend_at)),
@@ -217,12 +218,12 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
                     .iter()
                     .filter(|c| c.step == i)
                     .map(|c| CallView {
-                        phase: c.phase.clone(),
+                        phase: c.phase.as_str().to_string(),
                         attempt: c.attempt,
                         started_at: rfc3339(c.started_at),
                         finished_at: opt_time(c.finished_at),
                         http_status: c.http_status,
-                        outcome: c.outcome.clone(),
+                        outcome: c.outcome.map(|o| o.as_str().to_string()),
                         error: c.error.clone(),
                     })
                     .collect()
@@ -232,7 +233,7 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
     SagaView {
         id: r.id.clone(),
         name: r.name.clone(),
-        mode: r.mode.clone(),
+        mode: r.mode.as_str().to_string(),
         status: r.state.status.as_str().to_string(),
         created_at: rfc3339(r.created_at),
         updated_at: rfc3339(r.updated_at),
@@ -243,7 +244,7 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
             h.operator
                 .iter()
                 .map(|o| OperatorActionView {
-                    action: o.action.clone(),
+                    action: o.action.as_str().to_string(),
                     by: o.who.clone(),
                     at: rfc3339(o.at),
                 })

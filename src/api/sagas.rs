@@ -11,7 +11,7 @@ use super::resource::{
 use super::schema::BulkRequest;
 use super::schema::{CountsParams, GetParams, IdParam, ListParams, StartRequest, WaitParams};
 use super::AppState;
-use crate::actors::registry::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
+use crate::actors::messages::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
 use crate::domain::limits::{COUNT_CAP, DEFAULT_PAGE, NAME, PAGE_SIZES, SAGA_ID};
 use crate::domain::{parse_bulk_ids, parse_request, SagaStatus};
 use crate::store::{ListQuery, SagaRecord};
@@ -35,7 +35,7 @@ async fn timed<T>(state: &AppState, read: impl std::future::Future<Output = T>) 
 }
 
 async fn load(state: &AppState, id: &str) -> Result<SagaRecord> {
-    timed(state, state.shared.store.load(id))
+    timed(state, state.shared.reads.load(id))
         .await?
         .ok_or_else(|| Problem::saga_not_found(id))
 }
@@ -161,8 +161,8 @@ pub async fn get(
     }
     let history = if attempts {
         Some(History {
-            calls: state.shared.store.calls(&id).await?,
-            operator: state.shared.store.operator_actions(&id).await?,
+            calls: state.shared.reads.calls(&id).await?,
+            operator: state.shared.reads.operator_actions(&id).await?,
         })
     } else {
         None
@@ -189,7 +189,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     if let Some(s) = q.get("status").filter(|s| !s.is_empty()) {
         for part in s.split(',') {
             match SagaStatus::parse(part.trim()) {
-                Some(st) => statuses.push(st.as_str().to_string()),
+                Some(st) => statuses.push(st),
                 None => errs.push(("status".into(), format!("unknown status {part:?}"))),
             }
         }
@@ -229,7 +229,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         limit: limit + 1,
         after,
     };
-    let mut rows = timed(&state, state.shared.store.list(&query)).await?;
+    let mut rows = timed(&state, state.shared.reads.list(&query)).await?;
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next = if more {
@@ -270,7 +270,7 @@ pub async fn counts(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     }
     let counts = timed(
         &state,
-        state.shared.store.status_counts(name.as_deref(), COUNT_CAP),
+        state.shared.reads.status_counts(name.as_deref(), COUNT_CAP),
     )
     .await?;
     Ok(HttpResponse::Ok().json(Counts {

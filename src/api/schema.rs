@@ -11,7 +11,7 @@ use crate::domain::limits::{
     MAX_HEADER_VALUE_LEN, MAX_JSON_DEPTH, MAX_STEPS, MAX_URL_LEN, MAX_WAIT_MS, METHODS,
     MULTIPLIER_RANGE, NAME, PAGE_SIZES, SAGA_ID, SERVICE,
 };
-use crate::domain::machine::ALL_SAGA_STATUSES;
+use crate::domain::SagaStatus;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
@@ -382,7 +382,7 @@ pub struct ListParams;
 
 impl IntoParams for ListParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        let statuses: Vec<&str> = ALL_SAGA_STATUSES.iter().map(|s| s.as_str()).collect();
+        let statuses: Vec<&str> = SagaStatus::all().map(SagaStatus::as_str).collect();
         vec![
             query(
                 "status",

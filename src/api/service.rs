@@ -1,4 +1,4 @@
-//! Service endpoints: liveness, readiness, metrics, the OpenAPI description.
+//! Service endpoints: liveness, readiness, metrics (the OpenAPI description is `openapi.rs`).
 
 use super::problem::Problem;
 use super::AppState;
@@ -19,7 +19,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// True when the saga log answers within [`PROBE_TIMEOUT`].
 async fn ready_in_time(state: &AppState) -> bool {
-    tokio::time::timeout(PROBE_TIMEOUT, state.shared.store.ready())
+    tokio::time::timeout(PROBE_TIMEOUT, state.shared.reads.ready())
         .await
         .unwrap_or(false)
 }
@@ -49,7 +49,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem>
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // Open-saga gauges come from the log; if it cannot answer in time, the last values stand.
     let m = &state.shared.metrics;
-    let counts = tokio::time::timeout(PROBE_TIMEOUT, state.shared.store.open_counts());
+    let counts = tokio::time::timeout(PROBE_TIMEOUT, state.shared.reads.open_counts());
     let (counts, ready) = futures::join!(counts, ready_in_time(&state));
     match counts {
         Ok(Ok(counts)) => m.set_open_counts(&counts),
@@ -60,11 +60,4 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.shared.metrics.render())
-}
-
-/// `GET /openapi.json`
-#[utoipa::path(get, path = "/openapi.json", tag = "service", security(()),
-    responses((status = 200, description = "This description (OpenAPI 3.1)", body = Object)))]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(super::openapi::document())
 }

@@ -5,8 +5,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Whether the saga runs compensations (saga) or try/confirm/cancel (tcc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Mode {
     /// Actions with compensations.
     Saga,
@@ -17,10 +28,7 @@ pub enum Mode {
 impl Mode {
     /// The wire name of the mode.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Saga => "saga",
-            Mode::Tcc => "tcc",
-        }
+        self.into()
     }
 }
 
@@ -157,6 +165,18 @@ pub struct StepDef {
     pub timeout_ms: u64,
     /// Retry policy of every phase of this step.
     pub retry: RetryPolicy,
+}
+
+impl StepDef {
+    /// The endpoint a call of `phase` goes to (none: an undo the step does not have).
+    pub fn endpoint(&self, phase: crate::domain::Phase) -> Option<&Endpoint> {
+        use crate::domain::Phase;
+        match phase {
+            Phase::Action | Phase::Try => Some(&self.forward),
+            Phase::Compensation | Phase::Cancel => self.undo.as_ref(),
+            Phase::Confirm => self.confirm.as_ref(),
+        }
+    }
 }
 
 /// A validated saga, every default resolved: the unit the state machine runs.

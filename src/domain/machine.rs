@@ -13,9 +13,23 @@
 use super::definition::{Mode, SagaDefinition};
 use serde::{Deserialize, Serialize};
 
-/// Status of a saga (API.md section 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Status of a saga (docs/api.md, "The saga resource"). Serde and strum give it one set of
+/// wire names.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum SagaStatus {
     /// Forward phase in progress.
     Running,
@@ -34,19 +48,17 @@ pub enum SagaStatus {
 impl SagaStatus {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            SagaStatus::Running => "running",
-            SagaStatus::Compensating => "compensating",
-            SagaStatus::Confirming => "confirming",
-            SagaStatus::Succeeded => "succeeded",
-            SagaStatus::Compensated => "compensated",
-            SagaStatus::Stuck => "stuck",
-        }
+        self.into()
     }
 
     /// Parses a wire name.
     pub fn parse(s: &str) -> Option<Self> {
-        ALL_SAGA_STATUSES.iter().copied().find(|x| x.as_str() == s)
+        s.parse().ok()
+    }
+
+    /// Every status, in declaration order.
+    pub fn all() -> impl Iterator<Item = SagaStatus> {
+        <SagaStatus as strum::IntoEnumIterator>::iter()
     }
 
     /// Succeeded and compensated are final.
@@ -60,19 +72,21 @@ impl SagaStatus {
     }
 }
 
-/// Every saga status, for parsing and metrics.
-pub const ALL_SAGA_STATUSES: [SagaStatus; 6] = [
-    SagaStatus::Running,
-    SagaStatus::Compensating,
-    SagaStatus::Confirming,
-    SagaStatus::Succeeded,
-    SagaStatus::Compensated,
-    SagaStatus::Stuck,
-];
-
-/// Status of a step (API.md section 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Status of a step (docs/api.md, "The saga resource").
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum StepStatus {
     Pending,
@@ -94,51 +108,31 @@ pub enum StepStatus {
 impl StepStatus {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            StepStatus::Pending => "pending",
-            StepStatus::Running => "running",
-            StepStatus::RetryScheduled => "retry_scheduled",
-            StepStatus::Succeeded => "succeeded",
-            StepStatus::Failed => "failed",
-            StepStatus::CompensationScheduled => "compensation_scheduled",
-            StepStatus::Compensating => "compensating",
-            StepStatus::Compensated => "compensated",
-            StepStatus::Skipped => "skipped",
-            StepStatus::Tried => "tried",
-            StepStatus::Confirming => "confirming",
-            StepStatus::Confirmed => "confirmed",
-            StepStatus::Cancelling => "cancelling",
-            StepStatus::Cancelled => "cancelled",
-        }
+        self.into()
     }
 
     /// Parses a wire name.
     pub fn parse(s: &str) -> Option<Self> {
-        use StepStatus::*;
-        [
-            Pending,
-            Running,
-            RetryScheduled,
-            Succeeded,
-            Failed,
-            CompensationScheduled,
-            Compensating,
-            Compensated,
-            Skipped,
-            Tried,
-            Confirming,
-            Confirmed,
-            Cancelling,
-            Cancelled,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
+        s.parse().ok()
     }
 }
 
 /// Which call of a step: saga action/compensation, tcc try/confirm/cancel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum Phase {
     Action,
@@ -151,26 +145,12 @@ pub enum Phase {
 impl Phase {
     /// The wire name (also the `X-Saga-Phase` header).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Action => "action",
-            Phase::Compensation => "compensation",
-            Phase::Try => "try",
-            Phase::Confirm => "confirm",
-            Phase::Cancel => "cancel",
-        }
+        self.into()
     }
 
     /// Parses a wire name.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Phase::Action,
-            Phase::Compensation,
-            Phase::Try,
-            Phase::Confirm,
-            Phase::Cancel,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == s)
+        s.parse().ok()
     }
 
     /// Action and try go forward; failing them starts the undo.
@@ -224,9 +204,21 @@ impl Phase {
     }
 }
 
-/// How a participant answered, classified per API.md section 5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How a participant answered (docs/api.md, "What a participant receives and answers").
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CallOutcome {
     /// Any 2xx.
     Success,
@@ -239,11 +231,12 @@ pub enum CallOutcome {
 impl CallOutcome {
     /// The wire name (history `outcome`, metric label).
     pub fn as_str(self) -> &'static str {
-        match self {
-            CallOutcome::Success => "success",
-            CallOutcome::Failure => "failure",
-            CallOutcome::Unknown => "unknown",
-        }
+        self.into()
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        s.parse().ok()
     }
 }
 
@@ -264,6 +257,33 @@ pub enum Event {
     Abort,
     /// Operator: resume a stuck saga with a fresh retry budget.
     Retry,
+}
+
+/// The operator actions (docs/api.md, "Operator actions"); each is an [`Event`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum Op {
+    /// Stop going forward and compensate.
+    Abort,
+    /// Resume a stuck saga.
+    Retry,
+}
+
+impl Op {
+    /// The state machine's event for it.
+    pub fn event(self) -> Event {
+        match self {
+            Op::Abort => Event::Abort,
+            Op::Retry => Event::Retry,
+        }
+    }
+
+    /// Its name in the history, in operator requests and in the API.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// A participant's answer to one call, as the shell observed it.

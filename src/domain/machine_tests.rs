@@ -1,4 +1,5 @@
-//! Unit and property tests of the state machine: one test per rule of API.md sections 3 and 5.
+//! Unit and property tests of the state machine: one test per rule of docs/api.md (statuses,
+//! answers, operator actions).
 
 use super::*;
 use crate::domain::definition::{Defaults, SagaDefinition};
@@ -842,27 +843,28 @@ fn tcc_failed_try_cancels_tried_steps() {
 }
 
 #[test]
-fn wire_names_round_trip() {
-    for st in ALL_SAGA_STATUSES {
+fn wire_names_round_trip_and_agree_with_serde() {
+    use strum::IntoEnumIterator;
+    for st in SagaStatus::all() {
         assert_eq!(SagaStatus::parse(st.as_str()), Some(st));
+        assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
     }
-    for p in [
-        Phase::Action,
-        Phase::Compensation,
-        Phase::Try,
-        Phase::Confirm,
-        Phase::Cancel,
-    ] {
+    for p in Phase::iter() {
         assert_eq!(Phase::parse(p.as_str()), Some(p));
+        assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+    }
+    for st in StepStatus::iter() {
+        assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+    }
+    for o in CallOutcome::iter() {
+        assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
     }
     assert_eq!(
         StepStatus::parse("compensation_scheduled"),
         Some(StepStatus::CompensationScheduled)
     );
-    assert_eq!(
-        serde_json::to_value(StepStatus::RetryScheduled).unwrap(),
-        json!("retry_scheduled")
-    );
+    assert_eq!(SagaStatus::parse("nope"), None);
+    assert_eq!(Op::Retry.as_str(), "retry");
 }
 
 // ---- property tests: random DAGs, random answers, random timing ----

@@ -13,8 +13,8 @@ pub mod validation;
 
 pub use definition::{Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
 pub use machine::{
-    Answer, CallOutcome, CallRecord, Command, Event, Input, Phase, Rejected, SagaState, SagaStatus,
-    StepState, StepStatus,
+    Answer, CallOutcome, CallRecord, Command, Event, Input, Op, Phase, Rejected, SagaState,
+    SagaStatus, StepState, StepStatus,
 };
 pub use policy::OutboundPolicy;
 pub use secrets::SecretHeaders;

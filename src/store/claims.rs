@@ -9,7 +9,7 @@
 
 use super::connect::begin;
 use super::entities::{saga, saga_instance};
-use super::{instances, queries, rows, Claimed, Claims, LeaseTerms, OwnedCursor, StoreError};
+use super::{instances, reads, rows, Claimed, Claims, LeaseTerms, OwnedCursor, StoreError};
 use crate::domain::machine::UNFINISHED_STATUSES;
 use sea_orm::sea_query::{Condition, Expr, LockBehavior, LockType, Query, SelectStatement};
 use sea_orm::{
@@ -219,7 +219,7 @@ async fn loaded(
     if ids.is_empty() {
         return Ok(vec![]);
     }
-    Ok(queries::load_many(db, ids)
+    Ok(reads::load_many(db, ids)
         .await?
         .into_iter()
         .filter(|r| r.owner.as_deref() == Some(lease.owner.as_str()))

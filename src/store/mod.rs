@@ -1,12 +1,12 @@
-//! The saga log: every saga with its state and its call history, behind the small
-//! [`SagaStore`] trait.
+//! The saga log: every saga with its state and its call history. The actors use it through
+//! the small [`SagaLog`] trait; the API reads it through [`Reads`].
 //!
 //! Layout (see `docs/saga-log.md`): one row per saga holding its status and the state of every
 //! step (one UPDATE per transition), and an append-only history with one row per call, written
 //! once, when its answer is accepted. Writes come from the actors only, through
-//! [`SagaStore::create`] and [`SagaStore::save`], and go through the log writer
+//! [`SagaLog::create`] and [`SagaLog::save`], and go through the log writer
 //! ([`writer`]), which commits the writes of many sagas together in a few multi-row statements.
-//! Reads are plain queries ([`queries`]).
+//! Reads are plain queries ([`reads`]).
 
 mod claims;
 mod connect;
@@ -14,7 +14,7 @@ pub mod entities;
 mod health;
 mod instances;
 mod operator_requests;
-mod queries;
+mod reads;
 mod rows;
 mod sealed;
 mod sql;
@@ -22,10 +22,13 @@ mod writer;
 
 pub use connect::{connect, lock_single_instance};
 pub use instances::LeaseLog;
+pub use reads::Reads;
 pub use sealed::Sealer;
 pub use sql::SqlStore;
 
-use crate::domain::{CallRecord, SagaDefinition, SagaState, SagaStatus};
+use crate::domain::{
+    CallOutcome, CallRecord, Mode, Op, Phase, SagaDefinition, SagaState, SagaStatus,
+};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -67,6 +70,19 @@ pub struct StepMeta {
     pub service: String,
 }
 
+impl StepMeta {
+    /// The per-step facts of a definition, in step order.
+    pub fn of(def: &SagaDefinition) -> Vec<StepMeta> {
+        def.steps
+            .iter()
+            .map(|s| StepMeta {
+                name: s.name.clone(),
+                service: s.forward.service.clone(),
+            })
+            .collect()
+    }
+}
+
 /// One saga as the log holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SagaRecord {
@@ -74,8 +90,8 @@ pub struct SagaRecord {
     pub id: String,
     /// Kind of saga.
     pub name: String,
-    /// `saga` or `tcc`.
-    pub mode: String,
+    /// Saga or TCC.
+    pub mode: Mode,
     /// The start request as received.
     pub request: Value,
     /// The resolved definition the saga runs with, or why it cannot be read back.
@@ -100,9 +116,9 @@ pub struct SagaRecord {
 pub enum LogRecord {
     /// An operator acted on the saga.
     Operator {
-        /// `abort` or `retry`.
-        action: String,
-        /// Who asked (the caller's address).
+        /// Abort or retry.
+        action: Op,
+        /// Who asked (the token's name, or the caller's address).
         who: String,
         /// When (ms).
         at: i64,
@@ -121,8 +137,8 @@ pub enum LogRecord {
 pub struct CallRow {
     /// Step index.
     pub step: usize,
-    /// Phase wire name.
-    pub phase: String,
+    /// Phase.
+    pub phase: Phase,
     /// Attempt number.
     pub attempt: u32,
     /// Start (ms).
@@ -131,8 +147,8 @@ pub struct CallRow {
     pub finished_at: Option<i64>,
     /// HTTP status.
     pub http_status: Option<u16>,
-    /// Outcome wire name.
-    pub outcome: Option<String>,
+    /// Outcome (none while the call was in flight, in logs of the first layout).
+    pub outcome: Option<CallOutcome>,
     /// Error text.
     pub error: Option<String>,
 }
@@ -140,8 +156,8 @@ pub struct CallRow {
 /// One recorded operator action.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OperatorRow {
-    /// `abort` or `retry`.
-    pub action: String,
+    /// Abort or retry.
+    pub action: Op,
     /// Who asked.
     pub who: String,
     /// When (ms).
@@ -219,8 +235,8 @@ pub struct OperatorRequest {
     pub request_id: i64,
     /// Saga id.
     pub saga_id: String,
-    /// `abort` or `retry`.
-    pub action: String,
+    /// Abort or retry.
+    pub action: Op,
     /// Who asked.
     pub who: String,
     /// When (ms).
@@ -239,8 +255,8 @@ pub enum Created {
 /// Filter and page of a listing, newest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListQuery {
-    /// Keep only these statuses (wire names); empty = all.
-    pub statuses: Vec<String>,
+    /// Keep only these statuses; empty = all.
+    pub statuses: Vec<SagaStatus>,
     /// Keep only this saga name.
     pub name: Option<String>,
     /// Page size.
@@ -257,9 +273,11 @@ pub struct OwnedCursor {
     after: Option<(i64, String)>,
 }
 
-/// The saga log.
+/// What the actors need of the saga log: writes (through the log writer), claims and releases
+/// under this instance's lease, the loads that go with them, and the operator requests left for
+/// this instance. The API reads through [`Reads`].
 #[async_trait]
-pub trait SagaStore: Send + Sync + 'static {
+pub trait SagaLog: Send + Sync + 'static {
     /// Records a new saga with its initial state, unless the id exists. Refused at once with
     /// `Unavailable` while the database cannot be reached or too many writes wait.
     async fn create(&self, record: &SagaRecord) -> Result<Created, StoreError>;
@@ -273,10 +291,6 @@ pub trait SagaStore: Send + Sync + 'static {
     /// Makes a saga that cannot be run (its definition or state cannot be read) `stuck` with
     /// `reason`, unless it already ended. Answers whether it changed.
     async fn mark_stuck(&self, id: &str, reason: &str, now: i64) -> Result<bool, StoreError>;
-    /// Unfinished sagas written before definitions were stored: their ids and requests.
-    async fn without_definition(&self) -> Result<Vec<(String, Value)>, StoreError>;
-    /// Stores the resolved definition of a saga that has none yet.
-    async fn set_definition(&self, id: &str, def: &SagaDefinition) -> Result<(), StoreError>;
     /// Lets go of the sagas of tokens whose lease ended before `lease.now` (their instance died
     /// or stalled), then claims for `lease.owner` at most `limit` unfinished sagas nobody holds
     /// that are due by `lease.horizon`. Answers them loaded.
@@ -302,20 +316,4 @@ pub trait SagaStore: Send + Sync + 'static {
     async fn operation_requests(&self, limit: u64) -> Result<Vec<OperatorRequest>, StoreError>;
     /// Forgets a waiting operator action (it was carried out or refused).
     async fn drop_operation_request(&self, request_id: i64) -> Result<(), StoreError>;
-    /// The calls of a saga, in order.
-    async fn calls(&self, id: &str) -> Result<Vec<CallRow>, StoreError>;
-    /// The operator actions on a saga, in order.
-    async fn operator_actions(&self, id: &str) -> Result<Vec<OperatorRow>, StoreError>;
-    /// A page of sagas, newest first.
-    async fn list(&self, q: &ListQuery) -> Result<Vec<SagaRecord>, StoreError>;
-    /// How many sagas of each (name, status) are not terminal, counted in the log.
-    async fn open_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
-    /// How many sagas (of `name`, if given) are in each status, each count at most `cap`.
-    async fn status_counts(
-        &self,
-        name: Option<&str>,
-        cap: u64,
-    ) -> Result<Vec<(SagaStatus, u64)>, StoreError>;
-    /// True when the database answers and every migration is applied.
-    async fn ready(&self) -> bool;
 }

@@ -14,7 +14,7 @@ pub(super) async fn request_operation(
     saga_operator_request::Entity::insert(saga_operator_request::ActiveModel {
         id: NotSet,
         saga_id: Set(r.saga_id.clone()),
-        action: Set(r.action.clone()),
+        action: Set(r.action.as_str().to_string()),
         who: Set(r.who.chars().take(255).collect()),
         at: Set(r.at),
     })
@@ -28,20 +28,29 @@ pub(super) async fn operation_requests(
     db: &DatabaseConnection,
     limit: u64,
 ) -> Result<Vec<OperatorRequest>, StoreError> {
-    Ok(saga_operator_request::Entity::find()
+    let rows = saga_operator_request::Entity::find()
         .order_by_asc(saga_operator_request::Column::Id)
         .limit(limit)
         .all(db)
-        .await?
-        .into_iter()
-        .map(|m| OperatorRequest {
-            request_id: m.id,
-            saga_id: m.saga_id,
-            action: m.action,
-            who: m.who,
-            at: m.at,
-        })
-        .collect())
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for m in rows {
+        match m.action.parse() {
+            Ok(action) => out.push(OperatorRequest {
+                request_id: m.id,
+                saga_id: m.saga_id,
+                action,
+                who: m.who,
+                at: m.at,
+            }),
+            Err(_) => {
+                // Written by a newer version, say: nobody here can carry it out.
+                tracing::warn!(saga_id = %m.saga_id, action = %m.action, "unknown operator request dropped");
+                drop_operation_request(db, m.id).await?;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Forgets a waiting operator action.

@@ -3,7 +3,7 @@
 
 use super::entities::{saga, saga_call, saga_operator_action};
 use super::{CallRow, LogRecord, OperatorRow, SagaRecord, StepMeta, StoreError};
-use crate::domain::{SagaDefinition, SagaState, SagaStatus, StepState};
+use crate::domain::{CallOutcome, Phase, SagaDefinition, SagaState, SagaStatus, StepState};
 use sea_orm::ActiveValue::{NotSet, Set};
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ pub(super) fn new_row(r: &SagaRecord) -> saga::ActiveModel {
     saga::ActiveModel {
         id: Set(r.id.clone()),
         name: Set(r.name.clone()),
-        mode: Set(r.mode.clone()),
+        mode: Set(r.mode.as_str().to_string()),
         status: Set(st.status.as_str().to_string()),
         request: Set(r.request.clone()),
         definition: Set(r.definition.as_ref().ok().map(|d| d.to_stored())),
@@ -105,6 +105,7 @@ pub(super) fn record(m: saga::Model) -> Result<SagaRecord, StoreError> {
 pub(super) fn listed_record(m: Listed) -> Result<SagaRecord, StoreError> {
     let bad = |what: &str| StoreError::Corrupt(format!("saga {}: {what}", m.id));
     let status = SagaStatus::parse(&m.status).ok_or_else(|| bad("status"))?;
+    let mode = m.mode.parse().map_err(|_| bad("mode"))?;
     let steps: Vec<StepState> = serde_json::from_str(m.steps.as_deref().unwrap_or("[]"))
         .map_err(|e| bad(&format!("steps: {e}")))?;
     let metas: Vec<StepMeta> = serde_json::from_str(m.step_names.as_deref().unwrap_or("[]"))
@@ -115,7 +116,7 @@ pub(super) fn listed_record(m: Listed) -> Result<SagaRecord, StoreError> {
     Ok(SagaRecord {
         id: m.id,
         name: m.name,
-        mode: m.mode,
+        mode,
         request: serde_json::Value::Null,
         definition: Err("not loaded by a listing".into()),
         created_at: m.created_at,
@@ -164,31 +165,44 @@ pub(super) fn operator_row(
     Some(saga_operator_action::ActiveModel {
         id: NotSet,
         saga_id: Set(saga_id.to_string()),
-        action: Set(action.clone()),
+        action: Set(action.as_str().to_string()),
         who: Set(who.chars().take(255).collect()),
         at: Set(*at),
     })
 }
 
 /// A history row for the API.
-pub(super) fn call_from_row(r: saga_call::Model) -> CallRow {
-    CallRow {
+pub(super) fn call_from_row(r: saga_call::Model) -> Result<CallRow, StoreError> {
+    let bad =
+        |what: &str| StoreError::Corrupt(format!("call {} of saga {}: {what}", r.id, r.saga_id));
+    let phase = Phase::parse(&r.phase).ok_or_else(|| bad("phase"))?;
+    let outcome = match &r.outcome {
+        Some(o) => Some(CallOutcome::parse(o).ok_or_else(|| bad("outcome"))?),
+        None => None,
+    };
+    Ok(CallRow {
         step: r.step_idx.max(0) as usize,
-        phase: r.phase,
+        phase,
         attempt: r.attempt.max(0) as u32,
         started_at: r.started_at,
         finished_at: r.finished_at,
         http_status: r.http_status.and_then(|s| u16::try_from(s).ok()),
-        outcome: r.outcome,
+        outcome,
         error: r.error,
-    }
+    })
 }
 
 /// An operator action row for the API.
-pub(super) fn operator_from_row(r: saga_operator_action::Model) -> OperatorRow {
-    OperatorRow {
-        action: r.action,
+pub(super) fn operator_from_row(r: saga_operator_action::Model) -> Result<OperatorRow, StoreError> {
+    let action = r.action.parse().map_err(|_| {
+        StoreError::Corrupt(format!(
+            "operator action {} of saga {}: {}",
+            r.id, r.saga_id, r.action
+        ))
+    })?;
+    Ok(OperatorRow {
+        action,
         who: r.who,
         at: r.at,
-    }
+    })
 }

@@ -66,6 +66,18 @@ impl Sealer {
         self.0.is_some()
     }
 
+    /// A record as read, with its header values opened.
+    pub fn open_record(&self, mut r: super::SagaRecord) -> super::SagaRecord {
+        self.open_request(&mut r.request);
+        if let Ok(d) = &r.definition {
+            // Nothing sealed, nothing to open: most reads copy nothing.
+            if self.holds_sealed(d) {
+                r.definition = self.open_definition((**d).clone()).map(std::sync::Arc::new);
+            }
+        }
+        r
+    }
+
     /// Whether a definition holds a sealed value (so that opening it without a key fails).
     pub fn holds_sealed(&self, d: &SagaDefinition) -> bool {
         d.endpoints()

@@ -1,14 +1,14 @@
-//! [`SagaStore`] over sea-orm: the same code for SQLite, MariaDB/MySQL and PostgreSQL. Writes go
-//! to the log writer, reads are plain queries.
+//! [`SagaLog`] over sea-orm: the same code for SQLite, MariaDB/MySQL and PostgreSQL. Writes go
+//! to the log writer; claims and releases are conditional UPDATEs ([`claims`]); reads are the
+//! plain queries of [`reads`].
 
+use super::reads::{self, Reads};
 use super::sealed::Sealer;
 use super::writer::{Job, Write, Writer};
 use super::{
-    claims, connect, operator_requests, queries, rows, CallRow, Claimed, Claims, Created,
-    LeaseTerms, ListQuery, OperatorRequest, OperatorRow, OwnedCursor, SagaRecord, SagaStore,
-    StoreError, Transition,
+    claims, operator_requests, rows, Claimed, Claims, Created, LeaseTerms, OperatorRequest,
+    OwnedCursor, SagaLog, SagaRecord, StoreError, Transition,
 };
-use crate::domain::{SagaDefinition, SagaStatus};
 use async_trait::async_trait;
 use sea_orm::{DatabaseConnection, DbErr};
 use std::sync::Arc;
@@ -38,23 +38,16 @@ impl SqlStore {
         SqlStore { db, writer, sealer }
     }
 
-    fn claimed(&self, c: Claimed) -> Claimed {
-        Claimed {
-            record: self.opened(c.record),
-            ..c
-        }
+    /// The reads of the API over the same pool.
+    pub fn reads(&self) -> Reads {
+        Reads::new(self.db.clone(), self.sealer.clone())
     }
 
-    /// A record as read, with its header values opened.
-    fn opened(&self, mut r: SagaRecord) -> SagaRecord {
-        self.sealer.open_request(&mut r.request);
-        if let Ok(d) = &r.definition {
-            // Nothing sealed, nothing to open: most reads copy nothing.
-            if self.sealer.holds_sealed(d) {
-                r.definition = self.sealer.open_definition((**d).clone()).map(Arc::new);
-            }
+    fn claimed(&self, c: Claimed) -> Claimed {
+        Claimed {
+            record: self.sealer.open_record(c.record),
+            ..c
         }
-        r
     }
 
     /// The underlying pool.
@@ -68,7 +61,7 @@ fn writer_gone<T>(_: T) -> StoreError {
 }
 
 #[async_trait]
-impl SagaStore for SqlStore {
+impl SagaLog for SqlStore {
     async fn create(&self, r: &SagaRecord) -> Result<Created, StoreError> {
         let (reply, answer) = oneshot::channel();
         let mut sealed = r.clone();
@@ -80,7 +73,7 @@ impl SagaStore for SqlStore {
         }
         self.writer.send(Job::Create(Box::new(sealed), reply))?;
         match answer.await.map_err(writer_gone)?? {
-            Created::Existing(r) => Ok(Created::Existing(Box::new(self.opened(*r)))),
+            Created::Existing(r) => Ok(Created::Existing(Box::new(self.sealer.open_record(*r)))),
             created => Ok(created),
         }
     }
@@ -104,31 +97,18 @@ impl SagaStore for SqlStore {
     }
 
     async fn load(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
-        Ok(queries::load(&self.db, id).await?.map(|r| self.opened(r)))
+        Ok(reads::load(&self.db, id)
+            .await?
+            .map(|r| self.sealer.open_record(r)))
     }
 
     async fn load_many(&self, ids: &[String]) -> Result<Vec<SagaRecord>, StoreError> {
-        let rs = queries::load_many(&self.db, ids).await?;
-        Ok(rs.into_iter().map(|r| self.opened(r)).collect())
+        let rs = reads::load_many(&self.db, ids).await?;
+        Ok(rs.into_iter().map(|r| self.sealer.open_record(r)).collect())
     }
 
     async fn mark_stuck(&self, id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
-        queries::mark_stuck(&self.db, id, reason, now).await
-    }
-
-    async fn without_definition(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-        let rs = queries::without_definition(&self.db).await?;
-        Ok(rs
-            .into_iter()
-            .map(|(id, mut req)| {
-                self.sealer.open_request(&mut req);
-                (id, req)
-            })
-            .collect())
-    }
-
-    async fn set_definition(&self, id: &str, def: &SagaDefinition) -> Result<(), StoreError> {
-        queries::set_definition(&self.db, id, &self.sealer.seal_definition(def)).await
+        reads::mark_stuck(&self.db, id, reason, now).await
     }
 
     async fn claim_due(&self, lease: &LeaseTerms, limit: u64) -> Result<Claims, StoreError> {
@@ -169,33 +149,5 @@ impl SagaStore for SqlStore {
 
     async fn drop_operation_request(&self, request_id: i64) -> Result<(), StoreError> {
         operator_requests::drop_operation_request(&self.db, request_id).await
-    }
-
-    async fn calls(&self, id: &str) -> Result<Vec<CallRow>, StoreError> {
-        queries::calls(&self.db, id).await
-    }
-
-    async fn operator_actions(&self, id: &str) -> Result<Vec<OperatorRow>, StoreError> {
-        queries::operator_actions(&self.db, id).await
-    }
-
-    async fn list(&self, q: &ListQuery) -> Result<Vec<SagaRecord>, StoreError> {
-        queries::list(&self.db, q).await
-    }
-
-    async fn open_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        queries::open_counts(&self.db).await
-    }
-
-    async fn status_counts(
-        &self,
-        name: Option<&str>,
-        cap: u64,
-    ) -> Result<Vec<(SagaStatus, u64)>, StoreError> {
-        queries::status_counts(&self.db, name, cap).await
-    }
-
-    async fn ready(&self) -> bool {
-        self.db.ping().await.is_ok() && connect::migrated(&self.db).await
     }
 }

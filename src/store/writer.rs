@@ -324,7 +324,7 @@ fn answer_written(job: Job) {
 async fn answer_failed(db: &DatabaseConnection, job: Job, e: BatchError) {
     match (job, e) {
         (Job::Create(r, reply), BatchError::Exists) => {
-            let existing = super::queries::load(db, &r.id).await;
+            let existing = super::reads::load(db, &r.id).await;
             let _ = reply.send(match existing {
                 Ok(Some(found)) => Ok(Created::Existing(Box::new(found))),
                 Ok(None) => Err(StoreError::Db(DbErr::Custom(format!(

@@ -2,7 +2,6 @@
 //! the machine's commands (the shell never re-derives what the machine decided).
 
 use super::SagaActor;
-use crate::actors::now_ms;
 use crate::api::resource::rfc3339;
 use crate::domain::{Command, Phase, SagaState, SagaStatus};
 use crate::metrics::Metrics;
@@ -12,8 +11,8 @@ use std::time::Duration;
 impl SagaActor {
     /// Reports a transition from `old` to the current state with its commands.
     pub(super) fn report(&self, old: &SagaState, cmds: &[Command]) {
-        let Some(live) = &self.live else { return };
-        let (m, name, new) = (&self.shared.metrics, live.name.as_str(), &live.state);
+        let Some(live) = self.live() else { return };
+        let (m, name, new) = (&self.shared().metrics, live.name.as_str(), &live.state);
         let step_name = |i: usize| live.def.steps[i].name.as_str();
         for c in cmds {
             match c {
@@ -36,7 +35,7 @@ impl SagaActor {
                 }
                 Command::Finished(status) => {
                     m.finished.with_label_values(&[name, status.as_str()]).inc();
-                    let secs = (now_ms() - live.created_at).max(0) as f64 / 1000.0;
+                    let secs = (self.now_ms() - live.created_at).max(0) as f64 / 1000.0;
                     m.saga_duration
                         .with_label_values(&[name, status.as_str()])
                         .observe(secs);
@@ -73,19 +72,19 @@ impl SagaActor {
             Some((s, p)) => (s, Some(p.as_str())),
             None => ("", None),
         };
-        self.shared
+        self.shared()
             .metrics
             .stuck_total
             .with_label_values(&[name, step])
             .inc();
-        self.shared.alerter.raise(serde_json::json!({
+        self.shared().alerter.raise(serde_json::json!({
             "alert": "saga_stuck",
             "saga_id": self.id,
             "saga_name": name,
             "step": (!step.is_empty()).then_some(step),
             "phase": phase,
             "error": error,
-            "at": rfc3339(now_ms()),
+            "at": rfc3339(self.now_ms()),
             "retry": format!("/v1/sagas/{}/retry", self.id),
         }));
         self.span.in_scope(|| tracing::error!(step, phase, error = %error, alert = true, "saga stuck: a call that must succeed gave up; resume with POST /v1/sagas/{}/retry", self.id));

@@ -4,9 +4,8 @@
 
 use crate::{percentile, start_service, Args};
 use futures::StreamExt;
-use saga_orchestrator::actors::registry::step_metas;
 use saga_orchestrator::domain::{parse_request, Defaults, SagaState, SagaStatus, StepStatus};
-use saga_orchestrator::store::{self, SagaRecord, SagaStore, SqlStore};
+use saga_orchestrator::store::{self, SagaLog, SagaRecord, SqlStore, StepMeta};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
@@ -100,7 +99,7 @@ async fn fill(url: &str, n: usize, t0: i64, spacing: i64) {
     let db = store::connect(url, 8, std::time::Duration::from_secs(60))
         .await
         .expect("database");
-    let store: Arc<dyn SagaStore> = Arc::new(SqlStore::new(
+    let store: Arc<dyn SagaLog> = Arc::new(SqlStore::new(
         db,
         2,
         100_000,
@@ -112,7 +111,7 @@ async fn fill(url: &str, n: usize, t0: i64, spacing: i64) {
         {"name": "stock", "action": {"url": "http://127.0.0.1:9/s"}, "compensation": {"url": "http://127.0.0.1:9/sc"}},
         {"name": "pay", "action": {"url": "http://127.0.0.1:9/p"}, "compensation": {"url": "http://127.0.0.1:9/pc"}}]});
     let def = Arc::new(parse_request(&request, &Defaults::default()).expect("valid"));
-    let metas = step_metas(&def);
+    let metas = StepMeta::of(&def);
     let mut done = futures::stream::iter(0..n)
         .map(|i| {
             let (store, def, metas, request) =
@@ -139,7 +138,7 @@ async fn fill(url: &str, n: usize, t0: i64, spacing: i64) {
                 let r = SagaRecord {
                     id: format!("list-{i:07}"),
                     name: KINDS[i % KINDS.len()].into(),
-                    mode: "saga".into(),
+                    mode: saga_orchestrator::domain::Mode::Saga,
                     request,
                     definition: Ok(def),
                     created_at: created,

@@ -1,9 +1,11 @@
-//! Reads of the saga log: plain queries over a connection, used by the API, the start-up and
-//! the metrics scrape.
+//! Reads of the saga log: plain queries over a connection. [`Reads`] serves the API, the
+//! start-up and the metrics scrape (a new query is one method here, and its caller); the
+//! actors read through [`super::SagaLog`], which uses the same functions.
 
 use super::entities::{saga, saga_call, saga_operator_action};
+use super::sealed::Sealer;
 use super::{rows, CallRow, ListQuery, OperatorRow, SagaRecord, StoreError};
-use crate::domain::machine::{ACTIVE_STATUSES, ALL_SAGA_STATUSES};
+use crate::domain::machine::ACTIVE_STATUSES;
 use crate::domain::{SagaDefinition, SagaStatus};
 use sea_orm::sea_query::{Asterisk, Condition, Expr, ExprTrait, Func, Query};
 use sea_orm::{
@@ -12,12 +14,84 @@ use sea_orm::{
     TransactionTrait,
 };
 
+/// The reads behind the API, over the pool of the saga log; header values sealed at rest are
+/// opened on the way out.
+#[derive(Clone)]
+pub struct Reads {
+    db: DatabaseConnection,
+    sealer: Sealer,
+}
+
+impl Reads {
+    /// Reads over `db`, opening sealed values with `sealer`.
+    pub fn new(db: DatabaseConnection, sealer: Sealer) -> Self {
+        Reads { db, sealer }
+    }
+
+    /// One saga, whole.
+    pub async fn load(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
+        Ok(load(&self.db, id)
+            .await?
+            .map(|r| self.sealer.open_record(r)))
+    }
+
+    /// The calls of a saga, in order.
+    pub async fn calls(&self, id: &str) -> Result<Vec<CallRow>, StoreError> {
+        calls(&self.db, id).await
+    }
+
+    /// The operator actions on a saga, in order.
+    pub async fn operator_actions(&self, id: &str) -> Result<Vec<OperatorRow>, StoreError> {
+        operator_actions(&self.db, id).await
+    }
+
+    /// A page of sagas, newest first (see [`list`]).
+    pub async fn list(&self, q: &ListQuery) -> Result<Vec<SagaRecord>, StoreError> {
+        list(&self.db, q).await
+    }
+
+    /// How many sagas of each (name, status) have not ended.
+    pub async fn open_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        open_counts(&self.db).await
+    }
+
+    /// How many sagas (of `name`, if given) are in each status, each count at most `cap`.
+    pub async fn status_counts(
+        &self,
+        name: Option<&str>,
+        cap: u64,
+    ) -> Result<Vec<(SagaStatus, u64)>, StoreError> {
+        status_counts(&self.db, name, cap).await
+    }
+
+    /// True when the database answers and every migration is applied.
+    pub async fn ready(&self) -> bool {
+        self.db.ping().await.is_ok() && super::connect::migrated(&self.db).await
+    }
+
+    /// Unfinished sagas written before definitions were stored: their ids and requests.
+    pub async fn without_definition(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let rs = without_definition(&self.db).await?;
+        Ok(rs
+            .into_iter()
+            .map(|(id, mut req)| {
+                self.sealer.open_request(&mut req);
+                (id, req)
+            })
+            .collect())
+    }
+
+    /// Stores the resolved definition of a saga that has none yet (a one-off upgrade).
+    pub async fn set_definition(&self, id: &str, def: &SagaDefinition) -> Result<(), StoreError> {
+        set_definition(&self.db, id, &self.sealer.seal_definition(def)).await
+    }
+}
+
 /// Statuses of sagas that have not ended (active or stuck), as stored.
 fn open_statuses() -> impl Iterator<Item = &'static str> {
-    ALL_SAGA_STATUSES
-        .iter()
+    SagaStatus::all()
         .filter(|s| !s.is_terminal())
-        .map(|s| s.as_str())
+        .map(SagaStatus::as_str)
 }
 
 /// One saga, whole.
@@ -61,12 +135,9 @@ pub(super) async fn list(
     q: &ListQuery,
 ) -> Result<Vec<SagaRecord>, StoreError> {
     // A name without statuses reads every status's range of (name, status, created_at, id).
-    let all: Vec<String>;
+    let all: Vec<SagaStatus>;
     let statuses = if q.statuses.is_empty() && q.name.is_some() {
-        all = ALL_SAGA_STATUSES
-            .iter()
-            .map(|s| s.as_str().into())
-            .collect();
+        all = SagaStatus::all().collect();
         &all
     } else {
         &q.statuses
@@ -78,7 +149,7 @@ pub(super) async fn list(
     let mut all: Vec<SagaRecord> = vec![];
     for st in statuses {
         let one = ListQuery {
-            statuses: vec![st.clone()],
+            statuses: vec![*st],
             ..q.clone()
         };
         all.extend(list_range(&txn, &one).await?);
@@ -111,7 +182,7 @@ async fn list_range(
 ) -> Result<Vec<SagaRecord>, StoreError> {
     let mut query = saga::Entity::find().select_only().columns(rows::LISTED);
     if !q.statuses.is_empty() {
-        query = query.filter(saga::Column::Status.is_in(q.statuses.iter().cloned()));
+        query = query.filter(saga::Column::Status.is_in(q.statuses.iter().map(|s| s.as_str())));
     }
     if let Some(name) = &q.name {
         query = query.filter(saga::Column::Name.eq(name.as_str()));
@@ -138,36 +209,34 @@ async fn list_range(
 }
 
 /// The calls of a saga, in order.
-pub(super) async fn calls(db: &DatabaseConnection, id: &str) -> Result<Vec<CallRow>, StoreError> {
-    Ok(saga_call::Entity::find()
+async fn calls(db: &DatabaseConnection, id: &str) -> Result<Vec<CallRow>, StoreError> {
+    saga_call::Entity::find()
         .filter(saga_call::Column::SagaId.eq(id))
         .order_by_asc(saga_call::Column::Id)
         .all(db)
         .await?
         .into_iter()
         .map(rows::call_from_row)
-        .collect())
+        .collect()
 }
 
 /// The operator actions on a saga, in order.
-pub(super) async fn operator_actions(
+async fn operator_actions(
     db: &DatabaseConnection,
     id: &str,
 ) -> Result<Vec<OperatorRow>, StoreError> {
-    Ok(saga_operator_action::Entity::find()
+    saga_operator_action::Entity::find()
         .filter(saga_operator_action::Column::SagaId.eq(id))
         .order_by_asc(saga_operator_action::Column::Id)
         .all(db)
         .await?
         .into_iter()
         .map(rows::operator_from_row)
-        .collect())
+        .collect()
 }
 
 /// How many sagas of each (name, status) have not ended.
-pub(super) async fn open_counts(
-    db: &DatabaseConnection,
-) -> Result<Vec<(String, String, i64)>, StoreError> {
+async fn open_counts(db: &DatabaseConnection) -> Result<Vec<(String, String, i64)>, StoreError> {
     Ok(saga::Entity::find()
         .select_only()
         .column(saga::Column::Name)
@@ -184,14 +253,14 @@ pub(super) async fn open_counts(
 /// How many sagas there are in each status (of one name, if given), each counted up to `cap`:
 /// a count reads at most `cap` entries of one index range, so it stays cheap on a large log.
 /// All in one snapshot: a saga that changes status meanwhile counts once.
-pub(super) async fn status_counts(
+async fn status_counts(
     db: &DatabaseConnection,
     name: Option<&str>,
     cap: u64,
 ) -> Result<Vec<(SagaStatus, u64)>, StoreError> {
     let txn = read_snapshot(db).await?;
-    let mut counts = Vec::with_capacity(ALL_SAGA_STATUSES.len());
-    for st in ALL_SAGA_STATUSES {
+    let mut counts = Vec::new();
+    for st in SagaStatus::all() {
         let mut ids = saga::Entity::find()
             .select_only()
             .column(saga::Column::Id)
@@ -214,7 +283,7 @@ pub(super) async fn status_counts(
 }
 
 /// Unfinished sagas without a stored definition: ids and requests.
-pub(super) async fn without_definition(
+async fn without_definition(
     db: &DatabaseConnection,
 ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
     Ok(saga::Entity::find()
@@ -229,7 +298,7 @@ pub(super) async fn without_definition(
 }
 
 /// Fills a missing definition (never replaces one).
-pub(super) async fn set_definition(
+async fn set_definition(
     db: &DatabaseConnection,
     id: &str,
     def: &SagaDefinition,

@@ -1,0 +1,107 @@
+//! One participant call of a saga actor: sent only under a live lease (a renewal that is late
+//! is waited for first), with its whole timeout, cut only if the lease ends under it; its answer
+//! comes back to the actor as an event.
+
+use super::report;
+use super::residency::Residency;
+use super::SagaActor;
+use crate::domain::{Answer, Event, Phase};
+use crate::participant::CallSpec;
+use actix::prelude::*;
+use std::time::Instant;
+use tracing::Instrument;
+
+impl SagaActor {
+    /// Sends one participant call and feeds its answer back as an event. Sent even when a stop
+    /// began after the call was decided: it is recorded as sent, and calls in flight get the
+    /// grace period (decisions made while stopping start no call).
+    pub(super) fn call(
+        &mut self,
+        step: usize,
+        phase: Phase,
+        attempt: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(live) = self.live() else { return };
+        if live.def.steps[step].endpoint(phase).is_none() {
+            return;
+        }
+        let (shared, def, created_at) =
+            (self.links.shared.clone(), live.def.clone(), live.created_at);
+        let (id, name, token) = (self.id.clone(), live.name.clone(), self.token.clone());
+        let work = shared.work.token();
+        self.calls += 1;
+        // One span per call: its lines carry saga_id, saga_name, step, phase and attempt.
+        let span = tracing::info_span!(parent: &self.span, "participant_call", step = %def.steps[step].name, phase = phase.as_str(), attempt);
+        let fut = async move {
+            let s = &def.steps[step];
+            let endpoint = s.endpoint(phase)?;
+            tracing::debug!(url = %endpoint.url, "calling participant");
+            // A call waiting for a slot stays small: its HTTP future exists once it has one.
+            let slot = shared.participant.slot().await;
+            // Only under a live lease: a renewal that is late is waited for (counted) rather
+            // than a call sent that would soon be cut.
+            let lease = &shared.lease;
+            if lease
+                .remaining(&token)
+                .is_some_and(|left| left < lease.period())
+            {
+                let leases = &shared.metrics.leases;
+                leases.with_label_values(&["renewal_awaited"]).inc();
+            }
+            if !lease.fresh(&token, lease.period()).await {
+                tracing::warn!("lease lost before the call was sent; not sending it");
+                return Some(Err(work));
+            }
+            let spec = CallSpec {
+                saga_id: &id,
+                step: &s.name,
+                phase,
+                attempt,
+                endpoint,
+                body: def.body_of(endpoint),
+                created_at,
+                timeout_ms: s.timeout_ms,
+                instance: &token.owner,
+            };
+            let t = Instant::now();
+            // With its whole timeout, and cut only if the lease ends under it: from then on
+            // another instance may send this call again.
+            let r = tokio::select! {
+                r = Box::pin(shared.participant.call(slot, &spec)) => r,
+                _ = lease.lost(&token) => {
+                    shared.metrics.leases.with_label_values(&["call_cut"]).inc();
+                    tracing::warn!("lease lost while the call was in flight; cut");
+                    return Some(Err(work));
+                }
+            };
+            report::call_answered(&shared.metrics, &name, &s.name, phase, &r, t.elapsed());
+            Some(Ok((r, work)))
+        }
+        .instrument(span);
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.calls -= 1;
+            let (r, work) = match res {
+                Some(Ok(x)) => x,
+                Some(Err(_work)) => {
+                    // The lease is gone: nothing more is sent or written on its word.
+                    act.residency = Residency::LetGo;
+                    act.release(ctx);
+                    return ctx.stop();
+                }
+                None => return,
+            };
+            let answer = Answer {
+                step,
+                phase,
+                attempt,
+                outcome: r.outcome,
+                http_status: r.http_status,
+                error: r.error,
+            };
+            act.handle_event(Event::CallFinished(answer), None, ctx, None);
+            // Released only once the write of this answer holds its own token.
+            drop(work);
+        }));
+    }
+}
