@@ -187,8 +187,8 @@ impl Application {
         let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
         let mut server = HttpServer::new(move || {
             App::new()
-                // Inside the access log, so that a refused request is logged too, with `who`.
-                .wrap(actix_web::middleware::from_fn(api::auth::check))
+                // Each route checks its caller's token (api::routes) inside the access log, so
+                // that a refused request is logged too, with `who`.
                 .wrap(TracingLogger::<api::access_log::SagaRootSpan>::new())
                 .app_data(state.clone())
                 .app_data(tokens.clone())
@@ -199,7 +199,7 @@ impl Application {
                         crate::demo::routes(c, shop.clone())
                     }
                 })
-                .default_service(web::to(api::problem::not_found))
+                .default_service(api::unknown_path())
         })
         .listen(listener)?
         .shutdown_timeout(grace.as_secs().max(1))

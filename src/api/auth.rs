@@ -1,29 +1,44 @@
-//! The bearer-token check in front of every route (the rules are in `crate::auth`): a 401 or 403
-//! problem, or the caller's token name for `who` and the access log.
+//! The bearer-token check each route declares (`api::routes`; the rules are in `crate::auth`):
+//! a 401 or 403 problem, or the caller's token name for `who` and the access log.
 
 use super::problem::Problem;
 use super::resource::Whoami;
 use crate::auth::{Denied, Scope, Tokens};
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BoxBody, EitherBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use futures::future::LocalBoxFuture;
 
 /// The caller a token named, in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct Caller(pub String);
 
-/// Lets a request through when its token has the scope its route needs.
-pub async fn check(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+/// The response of a route's scope check: the route's own, or a 401/403 problem.
+type Checked = Result<ServiceResponse<EitherBody<BoxBody>>, actix_web::Error>;
+
+/// A route's check, declared where the route is (`api::routes`): with tokens configured, the
+/// caller's token must have `scope`; its name becomes `who`.
+pub fn needs(
+    scope: Scope,
+) -> impl Fn(ServiceRequest, Next<BoxBody>) -> LocalBoxFuture<'static, Checked> {
+    move |req, next| Box::pin(guard(req, next, Some(scope)))
+}
+
+/// `/metrics`'s check: open, unless `auth.metrics_scope` names a scope.
+pub fn needs_metrics_scope(
+) -> impl Fn(ServiceRequest, Next<BoxBody>) -> LocalBoxFuture<'static, Checked> {
+    move |req, next| Box::pin(guard(req, next, None))
+}
+
+/// Lets a request through when its token has `scope` (none: `auth.metrics_scope`).
+async fn guard(req: ServiceRequest, next: Next<BoxBody>, scope: Option<Scope>) -> Checked {
     let tokens = req.app_data::<web::Data<Tokens>>().cloned();
     let needs = tokens
         .as_ref()
         .filter(|t| !t.is_open())
-        .and_then(|t| t.needs(req.method().as_str(), req.path()).map(|n| (t, n)));
+        .and_then(|t| scope.or(t.metrics_scope).map(|n| (t, n)));
     let Some((tokens, needs)) = needs else {
         return next
             .call(req)

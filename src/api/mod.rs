@@ -29,68 +29,56 @@ pub struct AppState {
     pub secrets: crate::domain::SecretHeaders,
 }
 
-/// Registers every route of the contract; any other method on a known path is a 405 with `Allow`.
+/// Registers every route of the contract, each with the scope its caller's token needs (when
+/// the service has tokens): `.wrap(from_fn(needs(…)))`; a route without one is open. Any other
+/// method on a known path is a 405 with `Allow`, any unknown path a 404: both need a token that
+/// may read, so that a stranger learns nothing.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use problem::method_not_allowed as only;
+    use crate::auth::{OPERATE, READ, START};
+    use actix_web::middleware::from_fn;
+    use auth::{needs, needs_metrics_scope};
+    // A route that needs `$scope`.
+    macro_rules! to {
+        ($method:ident, $handler:expr, $scope:expr) => {
+            web::$method().to($handler).wrap(from_fn(needs($scope)))
+        };
+    }
+    // A path's resource: other methods answer 405 (to a reader).
+    let resource = |path: &str, allow: &'static str| {
+        let others = web::route()
+            .to(problem::method_not_allowed(allow))
+            .wrap(from_fn(needs(READ)));
+        web::resource(path).default_service(others)
+    };
     cfg.service(
-        web::resource("/v1/sagas")
-            .route(web::post().to(sagas::create))
-            .route(web::get().to(sagas::list))
-            .default_service(web::to(only("GET, POST"))),
+        resource("/v1/sagas", "GET, POST")
+            .route(to!(post, sagas::create, START))
+            .route(to!(get, sagas::list, READ)),
     )
+    .service(resource("/v1/sagas/{id}", "GET").route(to!(get, sagas::get, READ)))
+    .service(resource("/v1/sagas/{id}/retry", "POST").route(to!(post, sagas::retry, OPERATE)))
+    .service(resource("/v1/sagas/{id}/abort", "POST").route(to!(post, sagas::abort, OPERATE)))
+    .service(resource("/v1/bulk/retry", "POST").route(to!(post, sagas::bulk_retry, OPERATE)))
+    .service(resource("/v1/bulk/abort", "POST").route(to!(post, sagas::bulk_abort, OPERATE)))
+    .service(resource("/v1/counts", "GET").route(to!(get, sagas::counts, READ)))
+    .service(resource("/v1/whoami", "GET").route(to!(get, auth::whoami, READ)))
+    // Open: probes, and the description of the API itself.
+    .service(resource("/healthz", "GET").route(web::get().to(service::healthz)))
+    .service(resource("/readyz", "GET").route(web::get().to(service::readyz)))
+    .service(resource("/openapi.json", "GET").route(web::get().to(openapi::openapi)))
     .service(
-        web::resource("/v1/sagas/{id}")
-            .route(web::get().to(sagas::get))
-            .default_service(web::to(only("GET"))),
-    )
-    .service(
-        web::resource("/v1/sagas/{id}/retry")
-            .route(web::post().to(sagas::retry))
-            .default_service(web::to(only("POST"))),
-    )
-    .service(
-        web::resource("/v1/sagas/{id}/abort")
-            .route(web::post().to(sagas::abort))
-            .default_service(web::to(only("POST"))),
-    )
-    .service(
-        web::resource("/v1/bulk/retry")
-            .route(web::post().to(sagas::bulk_retry))
-            .default_service(web::to(only("POST"))),
-    )
-    .service(
-        web::resource("/v1/bulk/abort")
-            .route(web::post().to(sagas::bulk_abort))
-            .default_service(web::to(only("POST"))),
-    )
-    .service(
-        web::resource("/v1/counts")
-            .route(web::get().to(sagas::counts))
-            .default_service(web::to(only("GET"))),
-    )
-    .service(
-        web::resource("/v1/whoami")
-            .route(web::get().to(auth::whoami))
-            .default_service(web::to(only("GET"))),
-    )
-    .service(
-        web::resource("/healthz")
-            .route(web::get().to(service::healthz))
-            .default_service(web::to(only("GET"))),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(service::readyz))
-            .default_service(web::to(only("GET"))),
-    )
-    .service(
-        web::resource("/metrics")
-            .route(web::get().to(service::metrics))
-            .default_service(web::to(only("GET"))),
-    )
-    .service(
-        web::resource("/openapi.json")
-            .route(web::get().to(openapi::openapi))
-            .default_service(web::to(only("GET"))),
+        resource("/metrics", "GET").route(
+            web::get()
+                .to(service::metrics)
+                .wrap(from_fn(needs_metrics_scope())),
+        ),
     );
+}
+
+/// What answers a path no route knows: a 404 problem, to a caller that may read.
+pub fn unknown_path() -> actix_web::Route {
+    use actix_web::middleware::from_fn;
+    web::route()
+        .to(problem::not_found)
+        .wrap(from_fn(auth::needs(crate::auth::READ)))
 }

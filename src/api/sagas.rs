@@ -123,7 +123,6 @@ pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
-    tokens: web::Data<crate::auth::Tokens>,
 ) -> Result<HttpResponse> {
     let id = path.into_inner();
     let q = query_map(&req)?;
@@ -168,7 +167,7 @@ pub async fn get(
         None
     };
     let mut v = saga_view(&record, history.as_ref());
-    v.actions = Some(actions_view(&record, &tokens));
+    v.actions = Some(actions_view(&record));
     add_dependencies(&mut v, &record);
     if request {
         // As accepted, with credentials masked: the console shows it.

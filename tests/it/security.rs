@@ -99,6 +99,45 @@ async fn tokens_guard_every_route_by_scope() {
         let (code, _, _) = call(&base, "GET", open, None, None).await;
         assert_eq!(code, 200, "{open} is open");
     }
+    // Every documented operation needs the scope of its kind: a start write, an operator
+    // action admin, the rest read; a stranger learns nothing of unknown paths or methods.
+    let (_, _, doc) = call(&base, "GET", "/openapi.json", None, None).await;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let open = ["/healthz", "/readyz", "/metrics", "/openapi.json"].contains(&path.as_str());
+        for method in ops.as_object().unwrap().keys() {
+            let method = method.to_ascii_uppercase();
+            let url = path.replace("{id}", "sec-1");
+            let needs = match (method.as_str(), path.as_str()) {
+                (_, _) if open => None,
+                ("POST", "/v1/sagas") => Some("write"),
+                ("POST", p) if p.ends_with("/retry") || p.ends_with("/abort") => Some("admin"),
+                _ => Some("read"),
+            };
+            let (code, _, v) = call(&base, &method, &url, None, Some(&json!({}))).await;
+            assert_eq!(
+                code == 401,
+                needs.is_some(),
+                "{method} {path} without a token: {v}"
+            );
+            let (code, _, v) = call(&base, &method, &url, Some(READER), Some(&json!({}))).await;
+            let refused = code == 403
+                && v["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(needs.unwrap_or("-"));
+            assert_eq!(
+                refused,
+                matches!(needs, Some("write" | "admin")),
+                "{method} {path}: {v}"
+            );
+        }
+    }
+    for (method, url, known) in [("GET", "/nowhere", 404), ("DELETE", "/v1/sagas", 405)] {
+        let (code, _, _) = call(&base, method, url, None, None).await;
+        assert_eq!(code, 401, "{method} {url}: a stranger learns nothing");
+        let (code, _, _) = call(&base, method, url, Some(READER), None).await;
+        assert_eq!(code, known, "{method} {url} to a reader");
+    }
     app.stop().await;
 }
 
