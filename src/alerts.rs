@@ -2,8 +2,17 @@
 //! `alerts.webhook_url` when configured, retried in the background so that it never blocks
 //! (or fails) the saga machinery.
 
+use crate::domain::RetryPolicy;
 use serde_json::Value;
 use std::time::Duration;
+
+/// The wait between two tries of one alert (the number of tries is `alerts.max_attempts`).
+const BACKOFF: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    initial_backoff_ms: 200,
+    max_backoff_ms: 6_400,
+    multiplier: 2.0,
+};
 
 /// Sends alerts to the configured webhook.
 #[derive(Clone)]
@@ -55,7 +64,7 @@ impl Alerter {
                     }
                 }
                 if attempt < max {
-                    let wait = 200u64.saturating_mul(1 << (attempt - 1).min(5));
+                    let wait = BACKOFF.backoff_ms(attempt);
                     tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
             }
