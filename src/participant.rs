@@ -1,4 +1,5 @@
-//! The HTTP client that calls participants and classifies their answers (API.md section 5).
+//! The HTTP client that calls participants and classifies their answers (docs/api.md, "What a
+//! participant receives and answers").
 
 use crate::domain::OutboundPolicy;
 use crate::domain::{CallOutcome, Endpoint, Phase};

@@ -1,4 +1,4 @@
-//! The HTTP API of `shared/API.md`: handlers only translate between JSON and actor messages
+//! The HTTP API of docs/api.md: handlers only translate between JSON and actor messages
 //! (writes) or store queries (reads).
 
 pub mod access_log;

@@ -1,4 +1,4 @@
-//! The saga resource of API.md section 3, rendered from the saga log.
+//! The saga resource of docs/api.md, rendered from the saga log.
 
 use super::problem::Problem;
 use crate::domain::Mode;

@@ -1,4 +1,4 @@
-//! The saga-mode contract of API.md over HTTP: order, headers, retries, compensation, history.
+//! The saga-mode contract of docs/api.md over HTTP: order, headers, retries, compensation, history.
 
 use crate::helpers::{spawn_app, TestDb};
 use crate::on_every_db;
