@@ -1,7 +1,7 @@
 //! TCC, parallel steps, delayed compensation across a restart, deadlines, abort → stuck → retry
 //! with alerts and operator history, and idle sagas leaving memory.
 
-use crate::helpers::{eventually, metric, spawn_app, spawn_app_with, test_settings, TestDb};
+use crate::helpers::{eventually, metric, spawn_app, spawn_app_with, test_settings, until, TestDb};
 use crate::on_every_db;
 use crate::participant::{Participant, Reply};
 use serde_json::{json, Value};
@@ -250,19 +250,13 @@ async fn idle_sagas_leave_memory_and_wake_from_the_log(db: TestDb) {
         .await;
     }
     let live = |m: &str| metric(m, "saga_live_actors").unwrap_or(-1.0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        // One scrape reads the log's counts before it renders the actor gauge: wait for both.
+    // One scrape reads the log's counts before it renders the actor gauge: wait for both.
+    until(10, "waiting sagas to leave memory", || async {
         let (_, m) = app.get_text("/metrics").await;
-        if live(&m) == 0.0 && m.contains("sagas_active{name=\"idle\",status=\"compensating\"} 20") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waiting sagas kept their actors:\n{m}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let waiting = m.contains("sagas_active{name=\"idle\",status=\"compensating\"} 20");
+        (live(&m) == 0.0 && waiting).then_some(()).ok_or(m)
+    })
+    .await;
     for i in 0..20 {
         app.wait_status(&format!("idle-{i}"), &["compensated"], 20)
             .await;
@@ -297,18 +291,12 @@ async fn ended_sagas_leave_no_timer_behind(db: TestDb) {
             .await;
     }
     app.wait_status("dl-stuck", &["stuck"], 20).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    until(10, "the wakes of ended sagas to go", || async {
         let (_, m) = app.get_text("/metrics").await;
-        if metric(&m, "saga_timers_pending") == Some(0.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "wakes of ended sagas stayed:\n{m}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let none = metric(&m, "saga_timers_pending") == Some(0.0);
+        none.then_some(()).ok_or(m)
+    })
+    .await;
     app.stop().await;
 }
 

@@ -272,8 +272,9 @@ async fn a_paused_instance_calls_nothing_after_its_lease(db: TestDb) {
     eventually(20, "b took the saga over", || !from("b").is_empty()).await;
     let first_b = from("b")[0].at;
     signal(&a, libc::SIGCONT);
-    // A wakes with timers due and an expired lease: give it time to (wrongly) act.
-    tokio::time::sleep(Duration::from_millis(LEASE_MS)).await;
+    // A wakes with timers due and an expired lease: the moment it could (wrongly) act is until
+    // it has counted the lease as lost (and dropped its sagas).
+    metric_reaches(&api_a, "saga_leases_total{event=\"lost\"}", 1.0, 20).await;
     let late: Vec<_> = from("a").into_iter().filter(|c| c.at > first_b).collect();
     assert!(
         late.is_empty(),
@@ -298,15 +299,11 @@ async fn a_paused_instance_calls_nothing_after_its_lease(db: TestDb) {
 
 /// Waits until `series` on `api` reaches `at_least`, failing after `secs`.
 async fn metric_reaches(api: &Api, series: &str, at_least: f64, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
+    crate::helpers::until(secs, series, || async {
         let v = api.metric(series).await;
-        if v >= at_least {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{series} stayed at {v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (v >= at_least).then_some(()).ok_or(format!("{v}"))
+    })
+    .await
 }
 
 async fn a_restart_takes_its_token_over_and_fences_a_process_still_running(db: TestDb) {
@@ -463,11 +460,11 @@ async fn no_saga_is_written_under_a_token_taken_over(db: TestDb) {
         );
     }
     // Started again until taken, it runs to its end.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !matches!(api.post("/v1/sagas", &body).await.0, 200 | 201) {
-        assert!(Instant::now() < deadline, "the start was never taken");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::helpers::until(20, "the start to be taken", || async {
+        let (code, v) = api.post("/v1/sagas", &body).await;
+        matches!(code, 200 | 201).then_some(()).ok_or(v.to_string())
+    })
+    .await;
     let s = api.wait_status("late", &["succeeded"], 20).await;
     assert_eq!(s["status"], "succeeded", "{s}");
     a.kill().ok();

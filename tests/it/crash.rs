@@ -6,7 +6,7 @@ use crate::on_every_db;
 use crate::participant::{Participant, Reply};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 on_every_db!(
     sigkill_mid_flight_then_restart_finishes_every_saga,
@@ -282,18 +282,13 @@ async fn failed_log_writes_restart_the_actor_from_the_log(db: TestDb) {
         )
         .await;
     assert_eq!(code, 201);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, m) = app.get_text("/metrics").await;
-        if crate::helpers::metric(&m, "saga_actor_restarts_total").unwrap_or(0.0) >= 1.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no supervised restart after a failed write"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::until(20, "a supervised restart after a failed write", || async {
+        let restarts = app.metric("saga_actor_restarts_total").await;
+        (restarts >= 1.0)
+            .then_some(())
+            .ok_or(format!("{restarts} restarts"))
+    })
+    .await;
     let (_, v) = app.get("/v1/sagas/sup-1").await;
     assert_eq!(
         v["status"], "running",

@@ -258,6 +258,26 @@ pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut cond: F) 
     }
 }
 
+/// Polls the async `check` until it answers `Ok(v)`, and answers `v`; fails after `secs` with
+/// `what` and the last `Err` (what was seen instead).
+pub async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Generates one test per database for each named scenario `async fn name(db: TestDb)`.
 #[macro_export]
 macro_rules! on_every_db {

@@ -183,17 +183,13 @@ async fn abort_reaches_a_saga_idle_until_a_distant_retry(db: TestDb) {
         )
         .await;
     assert_eq!(code, 201);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    crate::helpers::until(20, "the saga to be idle", || async {
         let (_, v) = app.get("/v1/sagas/idle-1").await;
-        if v["steps"][0]["status"] == "retry_scheduled"
-            && app.metric("saga_live_actors").await == 0.0
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never idle: {v}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        let idle = v["steps"][0]["status"] == "retry_scheduled"
+            && app.metric("saga_live_actors").await == 0.0;
+        idle.then_some(()).ok_or(v.to_string())
+    })
+    .await;
     let released = r#"saga_leases_total{event="released"}"#;
     let before = app.metric(released).await;
     assert!(before >= 1.0, "the idle saga gave its lease up");
@@ -205,14 +201,16 @@ async fn abort_reaches_a_saga_idle_until_a_distant_retry(db: TestDb) {
     let (code, v) = app.post("/v1/sagas/idle-1/abort", &json!({})).await;
     assert_eq!(code, 409, "{v}");
     // Its lease is given up again once it has nothing to do.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while app.metric(released).await <= before || app.metric("saga_live_actors").await > 0.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the lease is still held"
+    crate::helpers::until(20, "the lease to be given up again", || async {
+        let (n, live) = (
+            app.metric(released).await,
+            app.metric("saga_live_actors").await,
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        (n > before && live == 0.0)
+            .then_some(())
+            .ok_or(format!("released {n}, live actors {live}"))
+    })
+    .await;
     app.stop().await;
 }
 

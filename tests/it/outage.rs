@@ -136,20 +136,14 @@ async fn starts_are_refused_at_once(app: &TestApp, p: &Participant, id: &str) {
 /// partition the first try's batch timed out: its outcome is unknown, as with any commit
 /// whose answer was lost, and a 200 for the same request is as right.)
 async fn starts_are_taken_again(app: &TestApp, p: &Participant, id: &str, cut: Mode) {
-    let deadline = Instant::now() + Duration::from_secs(30);
     let body = json!({"id": id, "name": "cut", "steps": [p.step("a")]});
-    loop {
+    crate::helpers::until(30, "starts to be taken again", || async {
         let (code, problem) = app.post("/v1/sagas", &body).await;
-        if code == 201 || (code == 200 && cut == Mode::Partition) {
-            break;
-        }
-        assert_eq!(code, 503, "{problem}");
-        assert!(
-            Instant::now() < deadline,
-            "starts not taken again: {problem}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        assert!(matches!(code, 200 | 201 | 503), "{problem}");
+        let taken = code == 201 || (code == 200 && cut == Mode::Partition);
+        taken.then_some(()).ok_or(problem.to_string())
+    })
+    .await;
 }
 
 /// For 5 s of cut: every `/readyz` is a 503 and every `/metrics` a 200 with `saga_ready 0` and
