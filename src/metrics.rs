@@ -3,10 +3,41 @@
 //! Label values come only from saga names and step names, which validation bounds to 64
 //! characters of a small alphabet; cardinality is (saga kinds × steps × phases).
 
+use crate::domain::{CallOutcome, Phase};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// `saga_leases_total` of each event, resolved once (they are counted on every saga).
+pub struct LeaseEvents {
+    /// A saga claimed from the log.
+    pub claimed: IntCounter,
+    /// A saga taken over from an instance whose lease expired.
+    pub taken_over: IntCounter,
+    /// A saga of this instance's earlier run resumed.
+    pub resumed: IntCounter,
+    /// This instance's lease renewed.
+    pub renewed: IntCounter,
+    /// A saga's lease given up.
+    pub released: IntCounter,
+    /// This instance's leases lost (not renewed in time).
+    pub lost: IntCounter,
+    /// A call that waited for a late renewal before it was sent.
+    pub renewal_awaited: IntCounter,
+    /// A call cut because the lease ended under it.
+    pub call_cut: IntCounter,
+}
+
+/// The metrics of one step's calls in one phase, resolved once per saga actor rather than
+/// looked up by labels on every call.
+#[derive(Clone)]
+pub struct CallMetrics {
+    /// `saga_step_call_duration_seconds{name,step,phase}`
+    pub duration: Histogram,
+    /// `saga_step_calls_total{name,step,phase,outcome}`, by outcome: success, failure, unknown.
+    pub by_outcome: [IntCounter; 3],
+}
 
 /// Every metric the service exports.
 pub struct Metrics {
@@ -53,6 +84,12 @@ pub struct Metrics {
     pub leases: IntCounterVec,
     /// `saga_lease_renewal_seconds`: how long each renewal of this instance's lease took.
     pub lease_renewal: Histogram,
+    /// `saga_leases_total` by event, resolved.
+    pub lease: LeaseEvents,
+    /// `saga_store_write_duration_seconds{op="create"}`
+    pub write_create: Histogram,
+    /// `saga_store_write_duration_seconds{op="transition"}`
+    pub write_transition: Histogram,
     /// `sagas_owned`: sagas this instance drives (its live saga actors, at each poll).
     pub owned: IntGauge,
     /// Label sets the open-saga gauges have shown, so that they drop to 0 rather than vanish.
@@ -150,14 +187,37 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(lease_renewal.clone())).expect("unique");
+        let leases = counter(
+            &r,
+            "saga_leases_total",
+            "Saga leases claimed, taken over (from an expired lease), renewed, released and lost; calls that waited for a late renewal or were cut by a lost lease",
+            &["event"],
+        );
+        let event = |e: &str| leases.with_label_values(&[e]);
+        let lease = LeaseEvents {
+            claimed: event("claimed"),
+            taken_over: event("taken_over"),
+            resumed: event("resumed"),
+            renewed: event("renewed"),
+            released: event("released"),
+            lost: event("lost"),
+            renewal_awaited: event("renewal_awaited"),
+            call_cut: event("call_cut"),
+        };
+        let store_write = histogram(
+            &r,
+            "saga_store_write_duration_seconds",
+            "Saga log write transactions",
+            &["op"],
+            fast.clone(),
+        );
         Metrics {
             lease_renewal,
-            leases: counter(
-                &r,
-                "saga_leases_total",
-                "Saga leases claimed, taken over (from an expired lease), renewed, released and lost; calls that waited for a late renewal or were cut by a lost lease",
-                &["event"],
-            ),
+            lease,
+            write_create: store_write.with_label_values(&["create"]),
+            write_transition: store_write.with_label_values(&["transition"]),
+            store_write,
+            leases,
             owned,
             started: counter(&r, "saga_started_total", "Sagas started", &["name"]),
             finished: counter(
@@ -213,13 +273,7 @@ impl Metrics {
             ),
             timers_pending,
             actor_restarts,
-            store_write: histogram(
-                &r,
-                "saga_store_write_duration_seconds",
-                "Saga log write transactions",
-                &["op"],
-                fast,
-            ),
+
             rejected,
             unavailable,
             actors,
@@ -248,6 +302,23 @@ impl Metrics {
             self.stuck.with_label_values(&[name])
         } else {
             self.active.with_label_values(&[name, status])
+        }
+    }
+
+    /// The call metrics of `step` of the saga kind `name` in `phase`.
+    pub fn call_metrics(&self, name: &str, step: &str, phase: Phase) -> CallMetrics {
+        let labels = [name, step, phase.as_str()];
+        let outcome = |o: CallOutcome| {
+            self.step_calls
+                .with_label_values(&[name, step, phase.as_str(), o.as_str()])
+        };
+        CallMetrics {
+            duration: self.step_call_duration.with_label_values(&labels),
+            by_outcome: [
+                outcome(CallOutcome::Success),
+                outcome(CallOutcome::Failure),
+                outcome(CallOutcome::Unknown),
+            ],
         }
     }
 

@@ -259,11 +259,7 @@ impl Application {
         let owner = self.shared.lease.token().owner;
         match self.shared.store.release_all(&owner).await {
             Ok(n) => {
-                self.shared
-                    .metrics
-                    .leases
-                    .with_label_values(&["released"])
-                    .inc_by(n);
+                self.shared.metrics.lease.released.inc_by(n);
                 tracing::info!(
                     work_in_flight = left,
                     released = n,

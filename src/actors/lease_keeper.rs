@@ -155,7 +155,7 @@ async fn keep(lease: &Lease, log: &LeaseLog, metrics: &Metrics, clock: &dyn Cloc
     loop {
         tick.tick().await;
         if let Some(generation) = lease.expire_if_late() {
-            metrics.leases.with_label_values(&["lost"]).inc();
+            metrics.lease.lost.inc();
             tracing::warn!(
                 instance_id = %lease.instance_id(),
                 generation,
@@ -187,7 +187,7 @@ async fn keep(lease: &Lease, log: &LeaseLog, metrics: &Metrics, clock: &dyn Cloc
         match res {
             Ok(true) => {
                 lease.renewed(sent, t.generation);
-                metrics.leases.with_label_values(&["renewed"]).inc();
+                metrics.lease.renewed.inc();
             }
             Ok(false) => {
                 lease.disowned(t.generation);

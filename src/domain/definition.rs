@@ -200,6 +200,21 @@ pub struct SagaDefinition {
     pub timeout_ms: Option<u64>,
     /// The steps, in request order.
     pub steps: Vec<StepDef>,
+    /// For each step, the steps that depend on it: computed on first use (every event needs
+    /// it), never stored.
+    #[serde(skip)]
+    dependents: Derived<Vec<Vec<usize>>>,
+}
+
+/// A value derived from the rest of a struct, computed once on first use; it takes no part in
+/// comparisons (two equal definitions are equal whether or not it was computed yet).
+#[derive(Debug, Clone, Default)]
+struct Derived<T>(std::sync::OnceLock<T>);
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Version tag of the stored definition format, so that a later format can tell old rows apart.
@@ -220,6 +235,26 @@ struct StoredOwned {
 }
 
 impl SagaDefinition {
+    /// A definition of these parts (validated by the caller).
+    pub fn new(
+        id: Option<String>,
+        name: String,
+        mode: Mode,
+        payload: Value,
+        timeout_ms: Option<u64>,
+        steps: Vec<StepDef>,
+    ) -> Self {
+        SagaDefinition {
+            id,
+            name,
+            mode,
+            payload,
+            timeout_ms,
+            steps,
+            dependents: Derived::default(),
+        }
+    }
+
     /// Every endpoint of every step.
     pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         self.steps.iter().flat_map(|s| {
@@ -271,14 +306,17 @@ impl SagaDefinition {
         endpoint.body.as_ref().unwrap_or(&self.payload)
     }
 
-    /// For each step, the indices of the steps that depend on it.
-    pub fn dependents(&self) -> Vec<Vec<usize>> {
-        let mut out = vec![Vec::new(); self.steps.len()];
-        for (i, s) in self.steps.iter().enumerate() {
-            for &d in &s.deps {
-                out[d].push(i);
+    /// For each step, the indices of the steps that depend on it (computed once: change no
+    /// step's `deps` after the first call).
+    pub fn dependents(&self) -> &[Vec<usize>] {
+        self.dependents.0.get_or_init(|| {
+            let mut out = vec![Vec::new(); self.steps.len()];
+            for (i, s) in self.steps.iter().enumerate() {
+                for &d in &s.deps {
+                    out[d].push(i);
+                }
             }
-        }
-        out
+            out
+        })
     }
 }

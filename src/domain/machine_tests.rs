@@ -1207,7 +1207,7 @@ impl Sim<'_> {
 fn simulate(d: &SagaDefinition, script: &[u8]) -> Run {
     let mut sim = Sim {
         d,
-        dependents: d.dependents(),
+        dependents: d.dependents().to_vec(),
         s: SagaState::new(d, T0),
         now: T0,
         wake: None,

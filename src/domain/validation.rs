@@ -209,14 +209,9 @@ pub fn parse_request(body: &Value, defaults: &Defaults) -> Result<SagaDefinition
     }
 
     if errs.0.is_empty() {
-        Ok(SagaDefinition {
-            id,
-            name,
-            mode,
-            payload,
-            timeout_ms,
-            steps,
-        })
+        Ok(SagaDefinition::new(
+            id, name, mode, payload, timeout_ms, steps,
+        ))
     } else {
         Err(errs.0)
     }

@@ -9,14 +9,13 @@
 
 use super::connect::begin;
 use super::entities::{saga, saga_instance};
-use super::{instances, reads, rows, Claimed, Claims, LeaseTerms, OwnedCursor, StoreError};
+use super::{instances, rows, Claimed, Claims, LeaseTerms, OwnedCursor, StoreError};
 use crate::domain::machine::UNFINISHED_STATUSES;
 use sea_orm::sea_query::{Condition, Expr, LockBehavior, LockType, Query, SelectStatement};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IsolationLevel,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
-use std::collections::HashMap;
 
 /// What a claim may take: sagas that have not ended. A stuck one is claimed by id for an
 /// operator's action, or when due (a call of another step whose answer was lost goes again).
@@ -160,27 +159,48 @@ async fn let_go_orphans<C: ConnectionTrait>(db: &C) -> Result<u64, StoreError> {
     let_go_where(db, orphans).await
 }
 
-/// Claims the given sagas unless another instance holds a live lease on them.
+/// Claims the given sagas unless another instance holds a live lease on them (those this
+/// instance holds already count as claimed). One transaction: the rows are read whole and
+/// locked (on SQLite, under the write lock), the claimable ones taken by a conditional UPDATE;
+/// what was read is what is claimed, with whose lease each had before.
 pub(super) async fn claim(
     db: &DatabaseConnection,
     ids: &[String],
     lease: &LeaseTerms,
 ) -> Result<Vec<Claimed>, StoreError> {
-    let before: HashMap<String, Option<String>> = saga::Entity::find()
-        .select_only()
-        .column(saga::Column::Id)
-        .column(saga::Column::Owner)
-        .filter(saga::Column::Id.is_in(ids.iter().cloned()))
-        .into_tuple::<(String, Option<String>)>()
-        .all(db)
-        .await?
-        .into_iter()
-        .collect();
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
     let mine = claimable(lease.now).add(saga::Column::Owner.eq(lease.owner.as_str()));
+    let mut rows = saga::Entity::find()
+        .filter(saga::Column::Id.is_in(ids.iter().cloned()))
+        .filter(saga::Column::Status.is_in(unfinished()))
+        .filter(mine.clone());
+    if db.get_database_backend() != DbBackend::Sqlite {
+        rows = rows.lock(LockType::Update);
+    }
     let txn = begin(db).await?;
-    take(&txn, ids, lease, mine).await?;
+    let mut found = rows.all(&txn).await?;
+    let taken: Vec<String> = found.iter().map(|m| m.id.clone()).collect();
+    if !take(&txn, &taken, lease, mine).await? {
+        found.clear();
+    }
     txn.commit().await?;
-    loaded(db, ids, lease, before).await
+    Ok(found
+        .into_iter()
+        .filter_map(|mut m| {
+            let before = m.owner.replace(lease.owner.clone());
+            let taken_from = before.filter(|o| *o != lease.owner);
+            match rows::record(m) {
+                Ok(record) => Some(Claimed { record, taken_from }),
+                Err(e) => {
+                    // Claimed but unreadable: its lease ends with this instance's run.
+                    tracing::warn!(error = %e, "claimed a saga that cannot be read");
+                    None
+                }
+            }
+        })
+        .collect())
 }
 
 /// The conditional UPDATE of a claim: only rows that still satisfy `allowed` change hands, and
@@ -207,31 +227,6 @@ async fn take<C: ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(true)
-}
-
-/// Loads the sagas of `ids` that `lease.owner` now holds; `before` tells whose lease each had.
-async fn loaded(
-    db: &DatabaseConnection,
-    ids: &[String],
-    lease: &LeaseTerms,
-    before: HashMap<String, Option<String>>,
-) -> Result<Vec<Claimed>, StoreError> {
-    if ids.is_empty() {
-        return Ok(vec![]);
-    }
-    Ok(reads::load_many(db, ids)
-        .await?
-        .into_iter()
-        .filter(|r| r.owner.as_deref() == Some(lease.owner.as_str()))
-        .map(|record| {
-            let taken_from = before
-                .get(&record.id)
-                .cloned()
-                .flatten()
-                .filter(|o| *o != lease.owner);
-            Claimed { record, taken_from }
-        })
-        .collect())
 }
 
 /// A page of the ids of the unfinished sagas `owner` holds, from `from` on, at most `limit`;

@@ -128,7 +128,7 @@ impl Registry {
         let m = &self.shared.metrics;
         match &c.taken_from {
             Some(from) => {
-                m.leases.with_label_values(&["taken_over"]).inc();
+                m.lease.taken_over.inc();
                 tracing::info!(
                     actor = "registry",
                     instance_id = %self.shared.lease.instance_id(),
@@ -137,7 +137,7 @@ impl Registry {
                     "took over a saga whose lease expired"
                 );
             }
-            None => m.leases.with_label_values(&["claimed"]).inc(),
+            None => m.lease.claimed.inc(),
         }
         self.start_loaded(c.record, for_operator, ctx)
     }

@@ -51,7 +51,7 @@ impl Registry {
             match res {
                 Ok(claims) => {
                     for (from, n) in &claims.taken_over {
-                        act.shared.metrics.leases.with_label_values(&["taken_over"]).inc_by(*n);
+                        act.shared.metrics.lease.taken_over.inc_by(*n);
                         if from.is_empty() {
                             tracing::warn!(actor = "registry", instance_id = %act.shared.lease.instance_id(), sagas = n, "let go of sagas held by a lease token that no longer exists");
                             continue;

@@ -107,7 +107,7 @@ impl Registry {
                         .filter(|r| r.owner.as_deref() == Some(&*owner))
                         .collect();
                     let n = mine.len() as u64;
-                    act.shared.metrics.leases.with_label_values(&["resumed"]).inc_by(n);
+                    act.shared.metrics.lease.resumed.inc_by(n);
                     if let Some(r) = act.resuming.as_mut() {
                         r.resumed += n;
                     }

@@ -50,7 +50,7 @@ impl Handler<StartSaga> for Registry {
             }
             .into_actor(self)
             .map(move |(res, record), act, ctx| {
-                act.shared.metrics.store_write.with_label_values(&["create"]).observe(t.elapsed().as_secs_f64());
+                act.shared.metrics.write_create.observe(t.elapsed().as_secs_f64());
                 match res? {
                     Created::Existing(r) => Ok(StartOutcome::Existing(r)),
                     Created::New => {

@@ -28,7 +28,8 @@ impl SagaActor {
         }
         let (shared, def, created_at) =
             (self.links.shared.clone(), live.def.clone(), live.created_at);
-        let (id, name, token) = (self.id.clone(), live.name.clone(), self.token.clone());
+        let (id, token) = (self.id.clone(), self.token.clone());
+        let metrics = self.call_metrics(step, phase);
         let work = shared.work.token();
         self.calls += 1;
         // One span per call: its lines carry saga_id, saga_name, step, phase and attempt.
@@ -46,8 +47,7 @@ impl SagaActor {
                 .remaining(&token)
                 .is_some_and(|left| left < lease.period())
             {
-                let leases = &shared.metrics.leases;
-                leases.with_label_values(&["renewal_awaited"]).inc();
+                shared.metrics.lease.renewal_awaited.inc();
             }
             if !lease.fresh(&token, lease.period()).await {
                 tracing::warn!("lease lost before the call was sent; not sending it");
@@ -70,12 +70,12 @@ impl SagaActor {
             let r = tokio::select! {
                 r = Box::pin(shared.participant.call(slot, &spec)) => r,
                 _ = lease.lost(&token) => {
-                    shared.metrics.leases.with_label_values(&["call_cut"]).inc();
+                    shared.metrics.lease.call_cut.inc();
                     tracing::warn!("lease lost while the call was in flight; cut");
                     return Some(Err(work));
                 }
             };
-            report::call_answered(&shared.metrics, &name, &s.name, phase, &r, t.elapsed());
+            report::call_answered(&metrics, &r, t.elapsed());
             Some(Ok((r, work)))
         }
         .instrument(span);

@@ -19,7 +19,8 @@ mod run;
 use super::lease::Token;
 use super::messages::{Adopt, Cancel, Disown, OpError, Operate, Release, Schedule, Tick};
 use super::Shared;
-use crate::domain::{Command, RetryPolicy, SagaDefinition, SagaState};
+use crate::domain::{Command, Phase, RetryPolicy, SagaDefinition, SagaState};
+use crate::metrics::CallMetrics;
 use crate::store::{LogRecord, SagaRecord};
 use actix::prelude::*;
 use residency::Residency;
@@ -50,6 +51,8 @@ struct Live {
     created_at: i64,
     version: i64,
     state: SagaState,
+    /// The metrics of each (step, phase) called so far, resolved once.
+    call_metrics: Vec<((usize, Phase), CallMetrics)>,
 }
 
 /// What the actor was started with, taken when it runs.
@@ -132,6 +135,7 @@ impl SagaActor {
             created_at: r.created_at,
             version: r.version,
             state: r.state,
+            call_metrics: Vec::new(),
         }));
         a.token = token;
         a

@@ -86,7 +86,7 @@ impl SagaActor {
             self.residency = Residency::LetGo;
             let shared = self.links.shared.clone();
             let (id, owner) = (self.id.clone(), self.token.owner.clone());
-            shared.metrics.leases.with_label_values(&["released"]).inc();
+            shared.metrics.lease.released.inc();
             actix::spawn(async move {
                 if let Err(e) = shared.store.release(&id, &owner).await {
                     tracing::warn!(saga_id = %id, error = %e, "cannot give up the lease of a saga (it expires)");
@@ -173,6 +173,7 @@ impl SagaActor {
             created_at: r.created_at,
             version: r.version,
             state: r.state,
+            call_metrics: Vec::new(),
         }));
         if for_operator || !active {
             // Claimed for an operator action, which is queued right behind (a stuck saga, or

@@ -89,10 +89,7 @@ impl SagaActor {
         ctx.wait(fut.into_actor(self).map(move |(res, new), act, ctx| {
             let _work = work;
             let metrics = &act.links.shared.metrics;
-            metrics
-                .store_write
-                .with_label_values(&["transition"])
-                .observe(t.elapsed().as_secs_f64());
+            metrics.write_transition.observe(t.elapsed().as_secs_f64());
             let v = match res {
                 Ok(v) => v,
                 Err(e) => {
@@ -109,7 +106,7 @@ impl SagaActor {
             act.report(&old, &cmds);
             if release {
                 act.residency = Residency::LetGo;
-                metrics.leases.with_label_values(&["released"]).inc();
+                metrics.lease.released.inc();
             }
             act.execute(cmds, ctx);
             answer(reply, Ok(()));
