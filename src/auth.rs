@@ -5,20 +5,9 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+crate::domain::wire_enum! {
 /// What a token allows.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::EnumIter,
-)]
-#[strum(serialize_all = "snake_case")]
+#[derive(PartialOrd, Ord)]
 pub enum Scope {
     /// Read sagas, list them (GET).
     Read,
@@ -26,6 +15,7 @@ pub enum Scope {
     Write,
     /// Retry and abort sagas.
     Admin,
+}
 }
 
 /// What reading sagas needs (a GET, the listing, the counts; any unknown path too).
@@ -38,16 +28,6 @@ pub const OPERATE: Scope = Scope::Admin;
 impl Scope {
     /// Every scope.
     pub const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
-
-    /// The config name.
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    /// Parses a config name.
-    pub fn parse(s: &str) -> Option<Scope> {
-        s.parse().ok()
-    }
 }
 
 /// One configured token: its name (shown as `who`), hash and scopes.

@@ -4,32 +4,14 @@ use super::limits::{MAX_ATTEMPTS, MAX_DURATION_MS, MULTIPLIER_RANGE};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+wire_enum! {
 /// Whether the saga runs compensations (saga) or try/confirm/cancel (tcc).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
 pub enum Mode {
     /// Actions with compensations.
     Saga,
     /// Try, then confirm all or cancel.
     Tcc,
 }
-
-impl Mode {
-    /// The wire name of the mode.
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
 }
 
 /// A participant endpoint the orchestrator calls.

@@ -13,23 +13,9 @@
 use super::definition::{Mode, SagaDefinition};
 use serde::{Deserialize, Serialize};
 
+wire_enum! {
 /// Status of a saga (docs/api.md, "The saga resource"). Serde and strum give it one set of
 /// wire names.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::EnumIter,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
 pub enum SagaStatus {
     /// Forward phase in progress.
     Running,
@@ -44,18 +30,9 @@ pub enum SagaStatus {
     /// A call that must succeed ran out of retries; waits for an operator.
     Stuck,
 }
+}
 
 impl SagaStatus {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    /// Parses a wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        s.parse().ok()
-    }
-
     /// Every status, in declaration order.
     pub fn all() -> impl Iterator<Item = SagaStatus> {
         <SagaStatus as strum::IntoEnumIterator>::iter()
@@ -72,21 +49,8 @@ impl SagaStatus {
     }
 }
 
+wire_enum! {
 /// Status of a step (docs/api.md, "The saga resource").
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::EnumIter,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum StepStatus {
     Pending,
@@ -104,35 +68,10 @@ pub enum StepStatus {
     Cancelling,
     Cancelled,
 }
-
-impl StepStatus {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    /// Parses a wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        s.parse().ok()
-    }
 }
 
+wire_enum! {
 /// Which call of a step: saga action/compensation, tcc try/confirm/cancel.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::EnumIter,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum Phase {
     Action,
@@ -141,18 +80,9 @@ pub enum Phase {
     Confirm,
     Cancel,
 }
+}
 
 impl Phase {
-    /// The wire name (also the `X-Saga-Phase` header).
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    /// Parses a wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        s.parse().ok()
-    }
-
     /// Action and try go forward; failing them starts the undo.
     pub fn is_forward(self) -> bool {
         matches!(self, Phase::Action | Phase::Try)
@@ -204,21 +134,8 @@ impl Phase {
     }
 }
 
+wire_enum! {
 /// How a participant answered (docs/api.md, "What a participant receives and answers").
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::EnumIter,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
 pub enum CallOutcome {
     /// Any 2xx.
     Success,
@@ -227,17 +144,6 @@ pub enum CallOutcome {
     /// Anything else: the call may or may not have taken effect.
     Unknown,
 }
-
-impl CallOutcome {
-    /// The wire name (history `outcome`, metric label).
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    /// Parses a wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        s.parse().ok()
-    }
 }
 
 /// Something that happened to a saga.
@@ -259,16 +165,14 @@ pub enum Event {
     Retry,
 }
 
+wire_enum! {
 /// The operator actions (docs/api.md, "Operator actions"); each is an [`Event`].
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::EnumIter,
-)]
-#[strum(serialize_all = "snake_case")]
 pub enum Op {
     /// Stop going forward and compensate.
     Abort,
     /// Resume a stuck saga.
     Retry,
+}
 }
 
 impl Op {
@@ -278,11 +182,6 @@ impl Op {
             Op::Abort => Event::Abort,
             Op::Retry => Event::Retry,
         }
-    }
-
-    /// Its name in the history, in operator requests and in the API.
-    pub fn as_str(self) -> &'static str {
-        self.into()
     }
 }
 

@@ -87,21 +87,10 @@ async fn retrying_saga(p: &Participant, api: &Api, id: &str, backoff_ms: u64) {
     assert_eq!(api.post("/v1/sagas", &body).await.0, 201);
 }
 
+/// One test per database several instances can share (MariaDB, PostgreSQL) for each scenario.
 macro_rules! on_shared_dbs {
     ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use $crate::helpers::{Kind, TestDb};
-                #[actix_web::test]
-                async fn mysql() {
-                    if let Some(db) = TestDb::new(Kind::Mysql).await { super::$name(db).await }
-                }
-                #[actix_web::test]
-                async fn postgres() {
-                    if let Some(db) = TestDb::new(Kind::Postgres).await { super::$name(db).await }
-                }
-            }
-        )*
+        $crate::on_dbs!([mysql: Mysql, postgres: Postgres] $($name),*);
     };
 }
 

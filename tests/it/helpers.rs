@@ -278,27 +278,30 @@ where
     }
 }
 
-/// Generates one test per database for each named scenario `async fn name(db: TestDb)`.
+/// Generates, for each named scenario `async fn name(db: TestDb)`, one test per database
+/// kind given in brackets: `on_dbs!([sqlite: Sqlite, mysql: Mysql] a, b)`.
+#[macro_export]
+macro_rules! on_dbs {
+    ([$($test:ident: $kind:ident),*] $(,)?) => {};
+    ([$($test:ident: $kind:ident),*] $name:ident $(, $rest:ident)* $(,)?) => {
+        mod $name {
+            use $crate::helpers::{Kind, TestDb};
+            $(
+                #[actix_web::test]
+                async fn $test() {
+                    if let Some(db) = TestDb::new(Kind::$kind).await { super::$name(db).await }
+                }
+            )*
+        }
+        $crate::on_dbs!([$($test: $kind),*] $($rest),*);
+    };
+}
+
+/// One test per database (SQLite, MariaDB, PostgreSQL) for each named scenario.
 #[macro_export]
 macro_rules! on_every_db {
     ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use $crate::helpers::{Kind, TestDb};
-                #[actix_web::test]
-                async fn sqlite() {
-                    if let Some(db) = TestDb::new(Kind::Sqlite).await { super::$name(db).await }
-                }
-                #[actix_web::test]
-                async fn mysql() {
-                    if let Some(db) = TestDb::new(Kind::Mysql).await { super::$name(db).await }
-                }
-                #[actix_web::test]
-                async fn postgres() {
-                    if let Some(db) = TestDb::new(Kind::Postgres).await { super::$name(db).await }
-                }
-            }
-        )*
+        $crate::on_dbs!([sqlite: Sqlite, mysql: Mysql, postgres: Postgres] $($name),*);
     };
 }
 

@@ -55,6 +55,20 @@ struct Live {
     call_metrics: Vec<((usize, Phase), CallMetrics)>,
 }
 
+impl Live {
+    /// The saga of `r`, running with `def`.
+    fn of(r: SagaRecord, def: Arc<SagaDefinition>) -> Box<Live> {
+        Box::new(Live {
+            def,
+            name: r.name,
+            created_at: r.created_at,
+            version: r.version,
+            state: r.state,
+            call_metrics: Vec::new(),
+        })
+    }
+}
+
 /// What the actor was started with, taken when it runs.
 enum Start {
     /// Just recorded by the registry: run these commands of its first transition.
@@ -128,15 +142,8 @@ impl SagaActor {
         token: Token,
         links: Links,
     ) -> Self {
-        let mut a = Self::with(r.id, &r.name, Start::Fresh(initial), links);
-        a.residency = Residency::Driving(Box::new(Live {
-            def,
-            name: r.name,
-            created_at: r.created_at,
-            version: r.version,
-            state: r.state,
-            call_metrics: Vec::new(),
-        }));
+        let mut a = Self::with(r.id.clone(), &r.name, Start::Fresh(initial), links);
+        a.residency = Residency::Driving(Live::of(r, def));
         a.token = token;
         a
     }

@@ -151,7 +151,7 @@ impl SagaActor {
     /// Takes over a saga read from the log: an unfinished one resumes (calls whose answers were
     /// not recorded count as lost); an ended or stuck one waits for operator messages.
     /// `for_operator`: it was claimed for an operator action, which follows.
-    pub(super) fn adopt(&mut self, r: SagaRecord, for_operator: bool, ctx: &mut Context<Self>) {
+    pub(super) fn adopt(&mut self, mut r: SagaRecord, for_operator: bool, ctx: &mut Context<Self>) {
         self.span.record("saga_name", r.name.as_str());
         if r.owner.as_deref() != Some(&*self.token.owner) {
             // Claimed under a token this instance has since lost: the claim expires.
@@ -159,7 +159,7 @@ impl SagaActor {
             return self.release(ctx);
         }
         let (unfinished, active) = (!r.state.status.is_terminal(), r.state.status.is_active());
-        let def = match r.definition {
+        let def = match std::mem::replace(&mut r.definition, Err(String::new())) {
             Ok(d) => d,
             Err(why) if active => return self.unloadable(r.name, why, ctx),
             Err(why) => {
@@ -167,14 +167,7 @@ impl SagaActor {
                 return self.release(ctx);
             }
         };
-        self.residency = Residency::Driving(Box::new(Live {
-            def,
-            name: r.name,
-            created_at: r.created_at,
-            version: r.version,
-            state: r.state,
-            call_metrics: Vec::new(),
-        }));
+        self.residency = Residency::Driving(Live::of(r, def));
         if for_operator || !active {
             // Claimed for an operator action, which is queued right behind (a stuck saga, or
             // an active one idle until a distant retry): give it a moment before giving the

@@ -273,6 +273,18 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The service's `/metrics` text.
+async fn scrape(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
 /// A metric's value from the text exposition (first sample whose line starts with `prefix`).
 fn metric(text: &str, prefix: &str) -> f64 {
     text.lines()

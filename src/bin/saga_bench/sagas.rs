@@ -149,14 +149,7 @@ pub async fn run(args: &Args, url: &str, dir: &std::path::Path) {
 async fn report_waiting(client: &reqwest::Client, base: &str, pid: u32, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let m = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .unwrap_or_default();
+        let m = crate::scrape(client, base).await;
         let waiting = metric(&m, "sagas_active{name=\"bench\",status=\"compensating\"}");
         let actors = metric(&m, "saga_live_actors");
         if waiting as usize >= n && actors == 0.0 {

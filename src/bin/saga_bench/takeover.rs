@@ -119,14 +119,7 @@ pub async fn run(args: &Args, url: &str) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let m = client
-        .get(format!("{base_b}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let m = crate::scrape(&client, &base_b).await;
     b.kill();
     let renewals = metric(&m, "saga_lease_renewal_seconds_count");
     // The slowest renewal, to the bucket: the first bucket that holds every renewal.
