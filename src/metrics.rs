@@ -3,7 +3,6 @@
 //! Label values come only from saga names and step names, which validation bounds to 64
 //! characters of a small alphabet; cardinality is (saga kinds × steps × phases).
 
-use crate::domain::{CallOutcome, Phase};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -27,16 +26,6 @@ pub struct LeaseEvents {
     pub renewal_awaited: IntCounter,
     /// A call cut because the lease ended under it.
     pub call_cut: IntCounter,
-}
-
-/// The metrics of one step's calls in one phase, resolved once per saga actor rather than
-/// looked up by labels on every call.
-#[derive(Clone)]
-pub struct CallMetrics {
-    /// `saga_step_call_duration_seconds{name,step,phase}`
-    pub duration: Histogram,
-    /// `saga_step_calls_total{name,step,phase,outcome}`, by outcome: success, failure, unknown.
-    pub by_outcome: [IntCounter; 3],
 }
 
 /// Every metric the service exports.
@@ -302,23 +291,6 @@ impl Metrics {
             self.stuck.with_label_values(&[name])
         } else {
             self.active.with_label_values(&[name, status])
-        }
-    }
-
-    /// The call metrics of `step` of the saga kind `name` in `phase`.
-    pub fn call_metrics(&self, name: &str, step: &str, phase: Phase) -> CallMetrics {
-        let labels = [name, step, phase.as_str()];
-        let outcome = |o: CallOutcome| {
-            self.step_calls
-                .with_label_values(&[name, step, phase.as_str(), o.as_str()])
-        };
-        CallMetrics {
-            duration: self.step_call_duration.with_label_values(&labels),
-            by_outcome: [
-                outcome(CallOutcome::Success),
-                outcome(CallOutcome::Failure),
-                outcome(CallOutcome::Unknown),
-            ],
         }
     }
 

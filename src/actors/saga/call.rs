@@ -28,8 +28,7 @@ impl SagaActor {
         }
         let (shared, def, created_at) =
             (self.links.shared.clone(), live.def.clone(), live.created_at);
-        let (id, token) = (self.id.clone(), self.token.clone());
-        let metrics = self.call_metrics(step, phase);
+        let (id, name, token) = (self.id.clone(), live.name.clone(), self.token.clone());
         let work = shared.work.token();
         self.calls += 1;
         // One span per call: its lines carry saga_id, saga_name, step, phase and attempt.
@@ -75,7 +74,8 @@ impl SagaActor {
                     return Some(Err(work));
                 }
             };
-            report::call_answered(&metrics, &r, t.elapsed());
+            let m = &shared.metrics;
+            report::call_answered(m, &name, &s.name, phase, &r, t.elapsed());
             Some(Ok((r, work)))
         }
         .instrument(span);

@@ -19,8 +19,7 @@ mod run;
 use super::lease::Token;
 use super::messages::{Adopt, Cancel, Disown, OpError, Operate, Release, Schedule, Tick};
 use super::Shared;
-use crate::domain::{Command, Phase, RetryPolicy, SagaDefinition, SagaState};
-use crate::metrics::CallMetrics;
+use crate::domain::{Command, RetryPolicy, SagaDefinition, SagaState};
 use crate::store::{LogRecord, SagaRecord};
 use actix::prelude::*;
 use residency::Residency;
@@ -51,8 +50,6 @@ struct Live {
     created_at: i64,
     version: i64,
     state: SagaState,
-    /// The metrics of each (step, phase) called so far, resolved once.
-    call_metrics: Vec<((usize, Phase), CallMetrics)>,
 }
 
 impl Live {
@@ -64,7 +61,6 @@ impl Live {
             created_at: r.created_at,
             version: r.version,
             state: r.state,
-            call_metrics: Vec::new(),
         })
     }
 }

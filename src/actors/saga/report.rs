@@ -1,11 +1,10 @@
 //! What a durable transition tells the outside world: metrics, log lines and alerts, read from
 //! the machine's commands (the shell never re-derives what the machine decided).
 
-use super::residency::Residency;
 use super::SagaActor;
 use crate::api::resource::rfc3339;
-use crate::domain::{CallOutcome, Command, Phase, SagaState, SagaStatus};
-use crate::metrics::CallMetrics;
+use crate::domain::{Command, Phase, SagaState, SagaStatus};
+use crate::metrics::Metrics;
 use crate::participant::CallResult;
 use std::time::Duration;
 
@@ -93,15 +92,21 @@ impl SagaActor {
 }
 
 /// Metrics and the log line of one participant answer.
-pub(super) fn call_answered(m: &CallMetrics, r: &CallResult, took: Duration) {
+pub(super) fn call_answered(
+    m: &Metrics,
+    name: &str,
+    step: &str,
+    phase: Phase,
+    r: &CallResult,
+    took: Duration,
+) {
     let secs = took.as_secs_f64();
-    m.duration.observe(secs);
-    let i = match r.outcome {
-        CallOutcome::Success => 0,
-        CallOutcome::Failure => 1,
-        CallOutcome::Unknown => 2,
-    };
-    m.by_outcome[i].inc();
+    m.step_call_duration
+        .with_label_values(&[name, step, phase.as_str()])
+        .observe(secs);
+    m.step_calls
+        .with_label_values(&[name, step, phase.as_str(), r.outcome.as_str()])
+        .inc();
     tracing::info!(
         outcome = r.outcome.as_str(),
         http_status = r.http_status,
@@ -109,21 +114,4 @@ pub(super) fn call_answered(m: &CallMetrics, r: &CallResult, took: Duration) {
         duration_ms = (secs * 1000.0) as u64,
         "participant answered"
     );
-}
-
-impl SagaActor {
-    /// The call metrics of `step` in `phase`, resolved once per actor.
-    pub(super) fn call_metrics(&mut self, step: usize, phase: Phase) -> CallMetrics {
-        let metrics = &self.links.shared.metrics;
-        let Residency::Driving(live) = &mut self.residency else {
-            // Calls are sent only while driving; a fresh lookup otherwise.
-            return metrics.call_metrics("", "", phase);
-        };
-        if let Some((_, m)) = live.call_metrics.iter().find(|(k, _)| *k == (step, phase)) {
-            return m.clone();
-        }
-        let m = metrics.call_metrics(&live.name, &live.def.steps[step].name, phase);
-        live.call_metrics.push(((step, phase), m.clone()));
-        m
-    }
 }
