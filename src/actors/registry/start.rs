@@ -42,7 +42,7 @@ impl Handler<StartSaga> for Registry {
             state,
         };
         let store = self.shared.store.clone();
-        let t = std::time::Instant::now();
+        let t = tokio::time::Instant::now();
         Box::pin(
             async move {
                 let res = store.create(&record).await;

@@ -8,7 +8,7 @@ use super::SagaActor;
 use crate::domain::{Answer, Event, Phase};
 use crate::participant::CallSpec;
 use actix::prelude::*;
-use std::time::Instant;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 impl SagaActor {

@@ -9,7 +9,7 @@ use crate::actors::RETRY_MS;
 use crate::domain::{Command, Event, Input};
 use crate::store::{LogRecord, StoreError, Transition};
 use actix::prelude::*;
-use std::time::Instant;
+use tokio::time::Instant;
 
 impl SagaActor {
     /// Decides, persists, then executes. `operator` is the history row of an operator action,
