@@ -30,6 +30,19 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Secrets at rest.
     pub secrets: SecretsSettings,
+    /// DTM's HTTP protocol (docs/dtm.md).
+    pub dtm: DtmSettings,
+}
+
+/// `[dtm]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DtmSettings {
+    /// A second listener (HOST:PORT) that also serves the API, DTM's `/api/dtmsvr` included:
+    /// DTM clients often hard-code port 36789 ("" = the service's own listener only).
+    pub bind: String,
+    /// `/api/dtmsvr` on `dtm.bind` needs no token (a listener the operator keeps internal).
+    pub allow_anonymous: bool,
 }
 
 /// `[secrets]`
@@ -417,6 +430,29 @@ impl Settings {
                  reaches it could start, read and abort sagas; add tokens (saga-orchestrator \
                  token new NAME --scopes read,write) or set auth.allow_anonymous = true",
                 s.bind
+            ));
+        }
+        let dtm = &self.dtm;
+        check(
+            &mut e,
+            dtm.bind.is_empty() || dtm.bind.contains(':'),
+            "dtm.bind",
+            "HOST:PORT or \"\"",
+            &dtm.bind,
+        );
+        if dtm.allow_anonymous && dtm.bind.is_empty() {
+            e.push(
+                "dtm.allow_anonymous needs dtm.bind: the surface without tokens is a listener of \
+                 its own, kept internal"
+                    .into(),
+            );
+        }
+        let anonymous = self.auth.tokens.is_empty() && !self.auth.allow_anonymous;
+        if anonymous && !dtm.bind.is_empty() && !loopback(&dtm.bind) {
+            e.push(format!(
+                "dtm.bind {} is not a loopback address and [auth] has no tokens; add tokens or set \
+                 auth.allow_anonymous = true",
+                dtm.bind
             ));
         }
         let dur = format!("from 1 to {MAX_DURATION_MS}");

@@ -2,7 +2,7 @@
 //! participant receives and answers").
 
 use crate::domain::OutboundPolicy;
-use crate::domain::{CallOutcome, Endpoint, Phase};
+use crate::domain::{CallBody, CallOutcome, Endpoint, Phase, Protocol};
 use crate::outbound::{blocked, check_literal, error_chain, is_tls_failure, ExtraRoots};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use std::sync::Arc;
@@ -22,7 +22,9 @@ pub struct CallSpec<'a> {
     /// Where to send.
     pub endpoint: &'a Endpoint,
     /// What to send (the endpoint's body or the saga payload).
-    pub body: &'a serde_json::Value,
+    pub body: CallBody<'a>,
+    /// How the answer is read (the saga's protocol).
+    pub protocol: Protocol,
     /// When the saga was accepted (ms), sent as `X-Saga-Created-At`.
     pub created_at: i64,
     /// Timeout of the whole call.
@@ -40,15 +42,6 @@ pub struct CallResult {
     pub http_status: Option<u16>,
     /// What went wrong, for people.
     pub error: Option<String>,
-}
-
-/// Classifies an HTTP status: 2xx success, 409/422 business failure, anything else unknown.
-pub fn classify(status: u16) -> CallOutcome {
-    match status {
-        200..=299 => CallOutcome::Success,
-        409 | 422 => CallOutcome::Failure,
-        _ => CallOutcome::Unknown,
-    }
 }
 
 /// A short reason from a participant's error body: a JSON `error`/`detail`/`message`/`title`
@@ -149,7 +142,10 @@ impl Participant {
                 headers.insert(HeaderName::from_static(k), v);
             }
         }
-        let body = serde_json::to_vec(spec.body).unwrap_or_default();
+        let body = match spec.body {
+            CallBody::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
+            CallBody::Raw(raw) => raw.as_bytes().to_vec(),
+        };
         let req = self
             .client
             .request(method, &ep.url)
@@ -164,7 +160,14 @@ impl Participant {
             },
         };
         let status = resp.status().as_u16();
-        let outcome = classify(status);
+        // A success's body is read only where the protocol needs it (DTM: FAILURE in a 200).
+        let ok = (200..300).contains(&status);
+        let body = if ok && !spec.protocol.reads_success_body() {
+            Default::default()
+        } else {
+            resp.bytes().await.unwrap_or_default()
+        };
+        let outcome = spec.protocol.classify(status, &body);
         if outcome == CallOutcome::Success {
             return CallResult {
                 outcome,
@@ -172,7 +175,6 @@ impl Participant {
                 error: None,
             };
         }
-        let body = resp.bytes().await.unwrap_or_default();
         let reason = reason_from_body(&body);
         let error = match outcome {
             CallOutcome::Failure if !reason.is_empty() => format!("{status} {reason}"),
@@ -225,17 +227,6 @@ fn describe(e: &reqwest::Error, spec: &CallSpec<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statuses_are_classified_per_contract() {
-        assert_eq!(classify(200), CallOutcome::Success);
-        assert_eq!(classify(204), CallOutcome::Success);
-        assert_eq!(classify(409), CallOutcome::Failure);
-        assert_eq!(classify(422), CallOutcome::Failure);
-        for s in [400, 404, 408, 429, 500, 503, 301] {
-            assert_eq!(classify(s), CallOutcome::Unknown, "{s}");
-        }
-    }
 
     #[test]
     fn reasons_come_from_json_fields_or_text() {

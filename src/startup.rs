@@ -55,6 +55,7 @@ pub struct Application {
     /// Renews this instance's leases.
     keeper: Keeper,
     port: u16,
+    dtm_port: Option<u16>,
     server: Server,
     shared: Arc<Shared>,
     arbiters: Vec<Arbiter>,
@@ -184,6 +185,18 @@ impl Application {
         } else {
             None
         };
+        // DTM's clients often hard-code a port of their own (36789): a second listener.
+        let dtm_listener = match settings.dtm.bind.as_str() {
+            "" => None,
+            bind => Some(TcpListener::bind(bind)?),
+        };
+        let dtm_addr = dtm_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let anonymous_dtm = dtm_addr
+            .filter(|_| settings.dtm.allow_anonymous)
+            .map(|a| web::Data::new(api::auth::AnonymousDtm(a)));
         let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
         let mut server = HttpServer::new(move || {
             App::new()
@@ -192,6 +205,11 @@ impl Application {
                 .wrap(TracingLogger::<api::access_log::SagaRootSpan>::new())
                 .app_data(state.clone())
                 .app_data(tokens.clone())
+                .configure(|c| {
+                    if let Some(a) = &anonymous_dtm {
+                        c.app_data(a.clone());
+                    }
+                })
                 .configure(api::routes)
                 .configure(crate::console::routes)
                 .configure(|c| {
@@ -201,19 +219,27 @@ impl Application {
                 })
                 .default_service(api::unknown_path())
         })
-        .listen(listener)?
-        .shutdown_timeout(grace.as_secs().max(1))
-        // Signals are ours: the first thing a stop does is to stop new participant calls.
-        .disable_signals();
+        .listen(listener)?;
+        if let Some(l) = dtm_listener {
+            server = server.listen(l)?;
+        }
+        let mut server = server
+            .shutdown_timeout(grace.as_secs().max(1))
+            // Signals are ours: the first thing a stop does is to stop new participant calls.
+            .disable_signals();
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
         let server = server.run();
         tracing::info!(bound = %addr, demo, "listening");
+        if let Some(a) = dtm_addr {
+            tracing::info!(dtm_bound = %a, anonymous = settings.dtm.allow_anonymous, "listening for DTM clients");
+        }
         Ok(Application {
             _single: single,
             keeper,
             port: addr.port(),
+            dtm_port: dtm_addr.map(|a| a.port()),
             server,
             shared,
             arbiters,
@@ -226,6 +252,11 @@ impl Application {
     /// The port actually bound.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the `dtm.bind` listener, if there is one.
+    pub fn dtm_port(&self) -> Option<u16> {
+        self.dtm_port
     }
 
     /// A handle that stops the HTTP server (as SIGTERM does).

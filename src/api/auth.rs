@@ -26,6 +26,38 @@ pub fn needs(
     move |req, next| Box::pin(guard(req, next, Some(scope)))
 }
 
+/// The listener on which `/api/dtmsvr` needs no token (`dtm.allow_anonymous`), in app data.
+#[derive(Debug, Clone, Copy)]
+pub struct AnonymousDtm(pub std::net::SocketAddr);
+
+impl AnonymousDtm {
+    /// Whether a connection to `local` came in on this listener.
+    fn serves(&self, local: std::net::SocketAddr) -> bool {
+        local.port() == self.0.port() && (self.0.ip().is_unspecified() || self.0.ip() == local.ip())
+    }
+}
+
+/// A DTM route's check: as [`needs`], except on the `dtm.bind` listener when
+/// `dtm.allow_anonymous` is set.
+pub fn needs_dtm(
+    scope: Scope,
+) -> impl Fn(ServiceRequest, Next<BoxBody>) -> LocalBoxFuture<'static, Checked> {
+    move |req, next| {
+        let anonymous = req
+            .app_data::<web::Data<AnonymousDtm>>()
+            .is_some_and(|a| a.serves(req.app_config().local_addr()));
+        Box::pin(async move {
+            if anonymous {
+                next.call(req)
+                    .await
+                    .map(ServiceResponse::map_into_left_body)
+            } else {
+                guard(req, next, Some(scope)).await
+            }
+        })
+    }
+}
+
 /// `/metrics`'s check: open, unless `auth.metrics_scope` names a scope.
 pub fn needs_metrics_scope(
 ) -> impl Fn(ServiceRequest, Next<BoxBody>) -> LocalBoxFuture<'static, Checked> {

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod auth;
 mod body;
+pub mod dtm;
 pub mod openapi;
 pub mod problem;
 pub mod resource;
@@ -62,6 +63,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/v1/bulk/abort", "POST").route(to!(post, sagas::bulk_abort, OPERATE)))
     .service(resource("/v1/counts", "GET").route(to!(get, sagas::counts, READ)))
     .service(resource("/v1/whoami", "GET").route(to!(get, auth::whoami, READ)))
+    .configure(dtm_routes)
     // Open: probes, and the description of the API itself.
     .service(resource("/healthz", "GET").route(web::get().to(service::healthz)))
     .service(resource("/readyz", "GET").route(web::get().to(service::readyz)))
@@ -73,6 +75,47 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(needs_metrics_scope())),
         ),
     );
+}
+
+/// DTM's protocol under `/api/dtmsvr` (docs/dtm.md): starting and its client's own abort need
+/// the write scope, reads the read scope, forceStop and resetNextCronTime the admin scope; on
+/// the `dtm.bind` listener none when `dtm.allow_anonymous` is set.
+fn dtm_routes(cfg: &mut web::ServiceConfig) {
+    use crate::auth::{OPERATE, READ, START};
+    use actix_web::middleware::from_fn;
+    use auth::needs_dtm;
+    macro_rules! to {
+        ($method:ident, $handler:expr, $scope:expr) => {
+            web::$method().to($handler).wrap(from_fn(needs_dtm($scope)))
+        };
+    }
+    let resource = |path: &str, allow: &'static str| {
+        let others = web::route()
+            .to(problem::method_not_allowed(allow))
+            .wrap(from_fn(needs_dtm(READ)));
+        web::resource(format!("/api/dtmsvr/{path}")).default_service(others)
+    };
+    cfg.service(resource("newGid", "GET").route(to!(get, dtm::new_gid, READ)))
+        .service(resource("version", "GET").route(to!(get, dtm::version, READ)))
+        .service(resource("query", "GET").route(to!(get, dtm::query, READ)))
+        .service(resource("all", "GET").route(to!(get, dtm::all, READ)))
+        .service(resource("submit", "POST").route(to!(post, dtm::submit, START)))
+        .service(resource("abort", "POST").route(to!(post, dtm::abort, START)))
+        .service(resource("forceStop", "POST").route(to!(post, dtm::force_stop, OPERATE)))
+        .service(resource("resetNextCronTime", "POST").route(to!(
+            post,
+            dtm::reset_next_cron_time,
+            OPERATE
+        )));
+    for path in [
+        "prepare",
+        "registerBranch",
+        "registerTccBranch",
+        "registerXaBranch",
+        "prepareWorkflow",
+    ] {
+        cfg.service(resource(path, "POST").route(to!(post, dtm::not_served, START)));
+    }
 }
 
 /// What answers a path no route knows: a 404 problem, to a caller that may read.

@@ -2,6 +2,7 @@
 //! attributes and types (`#[utoipa::path]` on each handler, the resource and problem types, the
 //! request shapes of `schema.rs`), so that it cannot drift from the code.
 
+use super::dtm::{AllAnswer, BranchView, DtmResult, NewGid, QueryAnswer};
 use super::problem::{Problem, ProblemField};
 use super::resource::{
     ActionView, BulkAnswer, BulkResult, CallView, Counts, OperatorActionView, Page, SagaView,
@@ -11,7 +12,7 @@ use super::schema::{
     BulkRequest, Endpoint, Retry, SagaId, SagaStart, SagaStep, StartRequest, TccStart, TccStep,
     UndoEndpoint,
 };
-use super::{auth, sagas, service};
+use super::{auth, dtm, sagas, service};
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
@@ -35,12 +36,22 @@ use utoipa::OpenApi;
         service::healthz,
         service::readyz,
         service::metrics,
-        openapi
+        openapi,
+        dtm::new_gid,
+        dtm::version,
+        dtm::submit,
+        dtm::not_served,
+        dtm::abort,
+        dtm::force_stop,
+        dtm::reset_next_cron_time,
+        dtm::query,
+        dtm::all
     ),
     components(schemas(
         StartRequest, SagaStart, TccStart, SagaStep, TccStep, Endpoint, UndoEndpoint, Retry,
         SagaView, StepView, CallView, OperatorActionView, ActionView, Page, Counts, Whoami,
-        Problem, ProblemField, BulkRequest, SagaId, BulkAnswer, BulkResult
+        Problem, ProblemField, BulkRequest, SagaId, BulkAnswer, BulkResult,
+        DtmResult, NewGid, QueryAnswer, BranchView, AllAnswer
     )),
     modifiers(&Common),
     // Tokens are optional: a service without [auth] tokens is open (on loopback).
@@ -68,7 +79,8 @@ impl utoipa::Modify for Common {
     }
 }
 
-/// The document, with the answers every `/v1` operation may give added to each.
+/// The document, with the answers every `/v1` and `/api/dtmsvr` operation may give added to
+/// each.
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     let problem = json!({"description": "", "content": {"application/problem+json": {
@@ -81,9 +93,16 @@ pub fn document() -> Value {
             "The saga log or the actors cannot answer now (Retry-After)",
         ),
     ];
+    // DTM's clients read `{"message"}` for "try again".
+    let dtm_unavailable = json!({"description": "The saga log or the actors cannot answer now; try again",
+        "content": {"application/json": {"schema": {"type": "object",
+            "properties": {"message": {"type": "string"}}, "required": ["message"]}}}});
     if let Some(paths) = doc["paths"].as_object_mut() {
-        for (path, item) in paths.iter_mut().filter(|(p, _)| p.starts_with("/v1/")) {
-            let _ = path;
+        for (path, item) in paths.iter_mut() {
+            let dtm = path.starts_with("/api/dtmsvr/");
+            if !dtm && !path.starts_with("/v1/") {
+                continue;
+            }
             for op in item
                 .as_object_mut()
                 .into_iter()
@@ -93,6 +112,9 @@ pub fn document() -> Value {
                     let mut r = problem.clone();
                     r["description"] = json!(why);
                     op["responses"][code] = r;
+                }
+                if dtm {
+                    op["responses"]["503"] = dtm_unavailable.clone();
                 }
             }
         }

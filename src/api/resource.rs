@@ -36,7 +36,7 @@ pub struct CallView {
     pub finished_at: Option<String>,
     /// The participant's status, if it answered.
     pub http_status: Option<u16>,
-    /// success, failure or unknown (null while in flight).
+    /// success, failure, unknown, or ongoing (DTM: asked again, no attempt spent); null while in flight.
     pub outcome: Option<String>,
     /// What went wrong.
     pub error: Option<String>,

@@ -13,17 +13,18 @@ use super::schema::{CountsParams, GetParams, IdParam, ListParams, StartRequest, 
 use super::AppState;
 use crate::actors::messages::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
 use crate::domain::limits::{COUNT_CAP, DEFAULT_PAGE, NAME, PAGE_SIZES, SAGA_ID};
-use crate::domain::{parse_bulk_ids, parse_request, SagaStatus};
+use crate::domain::{parse_bulk_ids, parse_request, FieldError, SagaDefinition, SagaStatus};
 use crate::store::{ListQuery, SagaRecord};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures::StreamExt;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 type Result<T> = std::result::Result<T, Problem>;
 
 /// A read of the saga log behind the API, timed in `saga_store_read_duration_seconds`.
-async fn timed<T>(state: &AppState, read: impl std::future::Future<Output = T>) -> T {
+pub(super) async fn timed<T>(state: &AppState, read: impl std::future::Future<Output = T>) -> T {
     let t = Instant::now();
     let r = read.await;
     state
@@ -34,7 +35,7 @@ async fn timed<T>(state: &AppState, read: impl std::future::Future<Output = T>) 
     r
 }
 
-async fn load(state: &AppState, id: &str) -> Result<SagaRecord> {
+pub(super) async fn load(state: &AppState, id: &str) -> Result<SagaRecord> {
     timed(state, state.shared.reads.load(id))
         .await?
         .ok_or_else(|| Problem::saga_not_found(id))
@@ -59,7 +60,36 @@ pub async fn create(
     let q = query_map(&req)?;
     let wait = wait_ms(&q).map_err(|e| Problem::invalid_query(vec![e]))?;
     let body = json_body(&req, payload, state.max_body_bytes).await?;
-    let def = parse_request(&body, &state.shared.defaults)
+    let def = admit(&state, parse_request(&body, &state.shared.defaults))
+        .map_err(Problem::invalid_body)?;
+    let id = def
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    root.record("saga_id", id.as_str());
+    let ended = (wait > 0).then(|| state.shared.finished.subscribe(&id));
+    let (created, mut record) = start(&state, &id, body, def).await?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    if let Some(ended) = ended.filter(|_| !record.state.status.is_terminal()) {
+        ended.wait(Duration::from_millis(wait)).await;
+        record = load(&state, &id).await?;
+    }
+    Ok(HttpResponse::build(code)
+        .insert_header((header::LOCATION, format!("/v1/sagas/{id}")))
+        .json(saga_view(&record, None)))
+}
+
+/// A parsed definition the outbound policy lets through; a refusal of either counts in
+/// `saga_rejected_total`.
+pub(super) fn admit(
+    state: &AppState,
+    parsed: std::result::Result<SagaDefinition, Vec<FieldError>>,
+) -> std::result::Result<SagaDefinition, Vec<FieldError>> {
+    parsed
         .and_then(|def| {
             let blocked = state.shared.outbound.check_definition(&def);
             if blocked.is_empty() {
@@ -68,21 +98,22 @@ pub async fn create(
                 Err(blocked)
             }
         })
-        .map_err(|e| {
-            state.shared.metrics.rejected.inc();
-            Problem::invalid_body(e)
-        })?;
-    let id = def
-        .id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    root.record("saga_id", id.as_str());
-    let ended = (wait > 0).then(|| state.shared.finished.subscribe(&id));
+        .inspect_err(|_| state.shared.metrics.rejected.inc())
+}
+
+/// Records a new saga, or finds the one with its id: the same request is the same saga
+/// (`false` with its record), another request under that id a 409.
+pub(super) async fn start(
+    state: &AppState,
+    id: &str,
+    request: Value,
+    def: SagaDefinition,
+) -> Result<(bool, SagaRecord)> {
     let outcome = state
         .registry
         .send(StartSaga {
-            id: id.clone(),
-            request: body.clone(),
+            id: id.to_string(),
+            request: request.clone(),
             def,
         })
         .await
@@ -92,25 +123,16 @@ pub async fn create(
                 state.shared.metrics.unavailable.inc();
             }
         })?;
-    let (code, mut record) = match outcome {
-        StartOutcome::Created(r) => (StatusCode::CREATED, *r),
-        StartOutcome::Existing(r) if r.request == body => (StatusCode::OK, *r),
-        StartOutcome::Existing(_) => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "Conflict",
-                format!("a saga with id {id:?} already exists with a different request"),
-            ))
-        }
-    };
-    if let Some(ended) = ended.filter(|_| !record.state.status.is_terminal()) {
-        ended.wait(Duration::from_millis(wait)).await;
-        record = load(&state, &id).await?;
+    match outcome {
+        StartOutcome::Created(r) => Ok((true, *r)),
+        StartOutcome::Existing(r) if r.request == request => Ok((false, *r)),
+        StartOutcome::Existing(_) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "Conflict",
+            format!("a saga with id {id:?} already exists with a different request"),
+        )),
     }
-    Ok(HttpResponse::build(code)
-        .insert_header((header::LOCATION, format!("/v1/sagas/{id}")))
-        .json(saga_view(&record, None)))
 }
 
 /// `GET /v1/sagas/{id}`
@@ -232,7 +254,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next = if more {
-        rows.last().map(|r| format!("{}_{}", r.created_at, r.id))
+        rows.last().map(cursor_of)
     } else {
         None
     };
@@ -281,15 +303,20 @@ pub async fn counts(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     }))
 }
 
+/// The cursor of the page that follows `last`.
+pub(super) fn cursor_of(last: &SagaRecord) -> String {
+    format!("{}_{}", last.created_at, last.id)
+}
+
 /// Cursors are `{created_at}_{id}`: the time has no `_`, so the first one separates them.
-fn parse_cursor(c: &str) -> Option<(i64, String)> {
+pub(super) fn parse_cursor(c: &str) -> Option<(i64, String)> {
     let (ms, id) = c.split_once('_')?;
     let ms = ms.parse().ok()?;
     SAGA_ID.is_valid(id).then(|| (ms, id.to_string()))
 }
 
 /// Who acts: the token's name when the service has tokens; else where the request came from.
-fn caller(req: &HttpRequest) -> String {
+pub(super) fn caller(req: &HttpRequest) -> String {
     match req.extensions().get::<super::auth::Caller>() {
         Some(c) => c.0.clone(),
         None => req
@@ -301,7 +328,12 @@ fn caller(req: &HttpRequest) -> String {
 }
 
 /// Carries out one operator action and reads the saga back.
-async fn operate_one(state: &AppState, id: &str, op: Op, who: String) -> Result<SagaRecord> {
+pub(super) async fn operate_one(
+    state: &AppState,
+    id: &str,
+    op: Op,
+    who: String,
+) -> Result<SagaRecord> {
     if !SAGA_ID.is_valid(id) {
         return Err(Problem::saga_not_found(id));
     }

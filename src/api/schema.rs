@@ -431,3 +431,61 @@ impl IntoParams for IdParam {
             .build()]
     }
 }
+
+/// Query of `GET /api/dtmsvr/query`.
+pub struct DtmQueryParams;
+
+impl IntoParams for DtmQueryParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let gid: Schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .description(Some(
+                "Any gid: one that is not there answers a null transaction",
+            ))
+            .into();
+        vec![ParameterBuilder::new()
+            .name("gid")
+            .parameter_in(ParameterIn::Query)
+            .required(Required::True)
+            .description(Some("The transaction's gid"))
+            .schema(Some(gid))
+            .build()]
+    }
+}
+
+/// Query of `GET /api/dtmsvr/all` (DTM's paging).
+pub struct DtmAllParams;
+
+impl IntoParams for DtmAllParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let statuses = ["prepared", "submitted", "aborting", "succeed", "failed"];
+        vec![
+            query(
+                "position",
+                "next_position of the previous page",
+                pattern(format!("^([0-9]{{1,15}}_{})?$", SAGA_ID.repeat())),
+            ),
+            query(
+                "limit",
+                "Page size (default 100)",
+                integer(*PAGE_SIZES.start(), *PAGE_SIZES.end(), "transactions"),
+            ),
+            query(
+                "status",
+                "DTM's status",
+                pattern(format!("^({})?$", statuses.join("|"))),
+            ),
+            query(
+                "transType",
+                "Only transactions submitted through /api/dtmsvr, of this type",
+                pattern("^(saga|tcc|msg)?$".into()),
+            ),
+            query(
+                "gid",
+                "Only this transaction",
+                ObjectBuilder::new().schema_type(Type::String).into(),
+            ),
+        ]
+    }
+}

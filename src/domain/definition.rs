@@ -1,6 +1,7 @@
 //! What a saga is made of once its request has been validated: steps, endpoints, retry policies.
 
 use super::limits::{MAX_ATTEMPTS, MAX_DURATION_MS, MULTIPLIER_RANGE};
+use super::protocol::Protocol;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -27,6 +28,10 @@ pub struct Endpoint {
     /// Request body; `None` sends the saga payload (stored once, not once per endpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
+    /// A body sent as these exact bytes instead (DTM's payloads, which are JSON documents
+    /// encoded as strings and must reach the participant as they were given); empty: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_body: Option<String>,
     /// Durable wait before the call (compensation and cancel only).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub delay_ms: u64,
@@ -36,6 +41,19 @@ pub struct Endpoint {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_native(p: &Protocol) -> bool {
+    *p == Protocol::Native
+}
+
+/// What a call sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CallBody<'a> {
+    /// A JSON document, serialised.
+    Json(&'a Value),
+    /// These exact bytes (none when empty).
+    Raw(&'a str),
 }
 
 /// Retry policy of one phase of a step.
@@ -182,6 +200,10 @@ pub struct SagaDefinition {
     pub timeout_ms: Option<u64>,
     /// The steps, in request order.
     pub steps: Vec<StepDef>,
+    /// How its participants speak (native, or DTM's protocol): what an answer means, what is
+    /// undone, how retries wait.
+    #[serde(default, skip_serializing_if = "is_native")]
+    pub protocol: Protocol,
     /// For each step, the steps that depend on it: computed on first use (every event needs
     /// it), never stored.
     #[serde(skip)]
@@ -233,6 +255,7 @@ impl SagaDefinition {
             payload,
             timeout_ms,
             steps,
+            protocol: Protocol::Native,
             dependents: Derived::default(),
         }
     }
@@ -286,6 +309,14 @@ impl SagaDefinition {
     /// The body a call to `endpoint` sends: its own, or the saga payload.
     pub fn body_of<'a>(&'a self, endpoint: &'a Endpoint) -> &'a Value {
         endpoint.body.as_ref().unwrap_or(&self.payload)
+    }
+
+    /// What a call to `endpoint` sends: its exact bytes if it has them, else [`Self::body_of`].
+    pub fn call_body<'a>(&'a self, endpoint: &'a Endpoint) -> CallBody<'a> {
+        match &endpoint.raw_body {
+            Some(raw) => CallBody::Raw(raw),
+            None => CallBody::Json(self.body_of(endpoint)),
+        }
     }
 
     /// For each step, the indices of the steps that depend on it (computed once: change no

@@ -88,6 +88,11 @@ impl Phase {
         matches!(self, Phase::Action | Phase::Try)
     }
 
+    /// Compensation and cancel undo.
+    pub fn is_undo(self) -> bool {
+        matches!(self, Phase::Compensation | Phase::Cancel)
+    }
+
     fn forward(mode: Mode) -> Phase {
         match mode {
             Mode::Saga => Phase::Action,
@@ -137,12 +142,15 @@ impl Phase {
 wire_enum! {
 /// How a participant answered (docs/api.md, "What a participant receives and answers").
 pub enum CallOutcome {
-    /// Any 2xx.
+    /// Any 2xx (DTM: a 200 whose body does not say FAILURE or ONGOING).
     Success,
-    /// 409 or 422: "no, and I did nothing".
+    /// 409 or 422: "no, and I did nothing" (DTM: 409 or a body saying FAILURE).
     Failure,
     /// Anything else: the call may or may not have taken effect.
     Unknown,
+    /// DTM only (425, or a body saying ONGOING): not done yet; asked again later, the same
+    /// attempt.
+    Ongoing,
 }
 }
 
@@ -163,6 +171,9 @@ pub enum Event {
     Abort,
     /// Operator: resume a stuck saga with a fresh retry budget.
     Retry,
+    /// Operator: what waits for its time (a retry's backoff, a delayed compensation) is due
+    /// now.
+    Wake,
 }
 
 wire_enum! {
@@ -172,6 +183,8 @@ pub enum Op {
     Abort,
     /// Resume a stuck saga.
     Retry,
+    /// Call now what waits for its time (DTM's resetNextCronTime).
+    Wake,
 }
 }
 
@@ -181,6 +194,7 @@ impl Op {
         match self {
             Op::Abort => Event::Abort,
             Op::Retry => Event::Retry,
+            Op::Wake => Event::Wake,
         }
     }
 }
@@ -302,6 +316,12 @@ pub enum Rejected {
     /// Retry needs a stuck saga.
     #[error("the saga is {}, only a stuck saga can be retried", .0.as_str())]
     NotStuck(SagaStatus),
+    /// Wake needs a saga that makes progress by itself.
+    #[error(
+        "the saga is {}, only a running, compensating or confirming saga can be woken",
+        .0.as_str()
+    )]
+    NotActive(SagaStatus),
 }
 
 impl SagaStatus {
@@ -318,6 +338,14 @@ impl SagaStatus {
         match self {
             SagaStatus::Stuck => Ok(()),
             other => Err(Rejected::NotStuck(other)),
+        }
+    }
+
+    /// Whether an operator may wake a saga in this status.
+    pub fn may_wake(self) -> Result<(), Rejected> {
+        match self {
+            s if s.is_active() => Ok(()),
+            other => Err(Rejected::NotActive(other)),
         }
     }
 }
@@ -348,6 +376,10 @@ pub struct StepState {
     /// attempt, at this time: once it can no longer be running at the participant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resend_at: Option<i64>,
+    /// The participant answered "ongoing": the next call of the phase asks again, as the same
+    /// attempt (no attempt spent).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub again: bool,
     /// The current phase ran out of retries (or was refused) and waits for an operator.
     pub stuck: bool,
     /// Last error of any call.
@@ -459,6 +491,7 @@ impl SagaState {
                     in_flight: false,
                     started_at: None,
                     resend_at: None,
+                    again: false,
                     stuck: false,
                     last_error: None,
                     next_attempt_at: None,
@@ -514,6 +547,20 @@ impl SagaState {
                 self.status.may_abort()?;
                 self.begin_undo("aborted by operator".into(), false, None, &mut out);
             }
+            Event::Wake => {
+                self.status.may_wake()?;
+                // Backoffs and delays end now; a lost call's resend keeps its time (the
+                // participant may still be working on it).
+                for s in self.steps.iter_mut() {
+                    if !s.in_flight
+                        && !s.stuck
+                        && s.next_attempt_at.is_some_and(|t| t > input.now_ms)
+                    {
+                        s.next_attempt_at = Some(input.now_ms);
+                        s.updated_at = input.now_ms;
+                    }
+                }
+            }
             Event::Retry => {
                 self.status.may_retry()?;
                 let mut confirming = false;
@@ -563,6 +610,7 @@ impl SagaState {
         let running = self.status == SagaStatus::Running;
         let policy = def.steps[i].retry;
         let name = &def.steps[i].name;
+        let protocol = def.protocol;
         let s = &mut self.steps[i];
         // A stale answer (already handled, or from before a restart) changes nothing.
         if !s.in_flight || s.phase != phase || s.calls(phase) != attempt {
@@ -588,9 +636,41 @@ impl SagaState {
             .clone()
             .unwrap_or_else(|| outcome.as_str().into());
         let made = s.calls(phase) - s.budget_base;
-        let budget_left = made < policy.max_attempts;
-        let wait = policy.jittered_backoff_ms(made, input.jitter);
+        let unbounded = !phase.is_forward() && protocol.undo_without_limit();
+        let budget_left = made < policy.max_attempts || unbounded;
+        let jitter = if protocol.exact_backoff() {
+            1.0
+        } else {
+            input.jitter
+        };
+        let wait = policy.jittered_backoff_ms(made, jitter);
         let retry_at = now.saturating_add(wait as i64);
+        let ongoing = outcome == CallOutcome::Ongoing && (running || !phase.is_forward());
+        if ongoing {
+            // Not done yet: asked again after the first backoff, with no attempt spent and no
+            // growth of the wait (DTM).
+            let again_at = now.saturating_add(policy.initial_backoff_ms as i64);
+            s.may_have_effect |= phase.is_forward();
+            s.again = true;
+            s.status = phase.scheduled_status();
+            s.next_attempt_at = Some(again_at);
+            out.push(Command::RetryScheduled {
+                step: i,
+                phase,
+                at: again_at,
+            });
+            return;
+        }
+        // A refused undo is retried like any error where the protocol says so (DTM).
+        let outcome = match outcome {
+            CallOutcome::Failure if !phase.is_forward() && protocol.retries_refused_undo() => {
+                CallOutcome::Unknown
+            }
+            // An answer "ongoing" to a forward call after the undo began: it may have taken
+            // effect, as an unknown outcome may.
+            CallOutcome::Ongoing => CallOutcome::Unknown,
+            o => o,
+        };
         if phase.is_forward() {
             match outcome {
                 CallOutcome::Success => {
@@ -598,12 +678,14 @@ impl SagaState {
                     s.status = phase.done_status();
                 }
                 CallOutcome::Failure => {
+                    // DTM compensates the refused step too; natively a "no" did nothing.
+                    s.may_have_effect |= protocol.refused_step_is_undone();
                     s.status = StepStatus::Failed;
                     if running {
                         self.begin_undo(format!("{name}: {err}"), false, Some(i), out);
                     }
                 }
-                CallOutcome::Unknown => {
+                CallOutcome::Unknown | CallOutcome::Ongoing => {
                     s.may_have_effect = true;
                     if running && budget_left {
                         s.status = phase.scheduled_status();
@@ -638,7 +720,7 @@ impl SagaState {
                         at: retry_at,
                     });
                 }
-                CallOutcome::Unknown | CallOutcome::Failure => {
+                CallOutcome::Unknown | CallOutcome::Failure | CallOutcome::Ongoing => {
                     s.stuck = true;
                     s.next_attempt_at = None;
                     let why = if outcome == CallOutcome::Failure {
@@ -698,7 +780,11 @@ impl SagaState {
         if s.phase != phase {
             s.budget_base = 0;
         }
-        *s.calls_mut(phase) += 1;
+        // An answer "ongoing" is asked again as the same attempt; any other call is a new one.
+        if !(s.again && s.phase == phase) {
+            *s.calls_mut(phase) += 1;
+        }
+        s.again = false;
         s.phase = phase;
         s.in_flight = true;
         s.resend_at = None;

@@ -1327,3 +1327,152 @@ proptest! {
         prop_assert_eq!(&s, &SagaState::new(&d, T0));
     }
 }
+
+// ---- DTM's protocol: the rules that differ (domain/protocol.rs) ----
+
+fn dtm(n: usize) -> SagaDefinition {
+    let mut d = seq(n);
+    d.protocol = crate::domain::Protocol::Dtm;
+    d
+}
+
+#[test]
+fn dtm_ongoing_is_asked_again_as_the_same_attempt_after_the_interval() {
+    let d = dtm(1);
+    let (mut s, _) = start(&d);
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 10),
+            &finished(0, Phase::Action, 1, CallOutcome::Ongoing),
+        )
+        .unwrap();
+    let initial = d.steps[0].retry.initial_backoff_ms as i64;
+    assert_eq!(
+        wake(&c),
+        Some(T0 + 10 + initial),
+        "the first interval, no growth"
+    );
+    assert_eq!(s.steps[0].status, StepStatus::RetryScheduled);
+    let c = s.apply(&d, at(T0 + 10 + initial), &Event::Tick).unwrap();
+    assert_eq!(
+        calls(&c),
+        vec![(0, Phase::Action, 1)],
+        "the same attempt, none spent"
+    );
+    // Asked again and again: still attempt 1, still the same wait.
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 20 + initial),
+            &finished(0, Phase::Action, 1, CallOutcome::Ongoing),
+        )
+        .unwrap();
+    assert_eq!(wake(&c), Some(T0 + 20 + 2 * initial));
+    assert_eq!(s.steps[0].attempts, 1);
+}
+
+#[test]
+fn dtm_compensates_the_refused_step_too_and_retries_a_refused_compensation() {
+    let d = dtm(2);
+    let (mut s, _) = start(&d);
+    s.apply(
+        &d,
+        at(T0),
+        &finished(0, Phase::Action, 1, CallOutcome::Success),
+    )
+    .unwrap();
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 5),
+            &finished(1, Phase::Action, 1, CallOutcome::Failure),
+        )
+        .unwrap();
+    assert_eq!(s.status, SagaStatus::Compensating);
+    // Reverse order: the refused step 1 first (DTM calls its compensation as well), then 0.
+    assert_eq!(calls(&c), vec![(1, Phase::Compensation, 1)]);
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 6),
+            &finished(1, Phase::Compensation, 1, CallOutcome::Failure),
+        )
+        .unwrap();
+    assert_eq!(
+        s.status,
+        SagaStatus::Compensating,
+        "a refused undo is retried, not stuck"
+    );
+    assert!(wake(&c).is_some());
+    // Never stuck for running out: an undo is retried without limit.
+    let max = d.steps[1].retry.max_attempts;
+    s.steps[1].compensation_attempts = max + 5;
+    s.steps[1].in_flight = true;
+    s.steps[1].status = StepStatus::Compensating;
+    s.apply(
+        &d,
+        at(T0 + 7),
+        &finished(1, Phase::Compensation, max + 5, CallOutcome::Unknown),
+    )
+    .unwrap();
+    assert_eq!(s.status, SagaStatus::Compensating);
+    assert!(!s.steps[1].stuck);
+}
+
+#[test]
+fn natively_a_refused_step_is_not_undone_and_a_refused_undo_is_stuck() {
+    let d = seq(2);
+    let (mut s, _) = start(&d);
+    s.apply(
+        &d,
+        at(T0),
+        &finished(0, Phase::Action, 1, CallOutcome::Success),
+    )
+    .unwrap();
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 5),
+            &finished(1, Phase::Action, 1, CallOutcome::Failure),
+        )
+        .unwrap();
+    assert_eq!(
+        calls(&c),
+        vec![(0, Phase::Compensation, 1)],
+        "step 1 did nothing"
+    );
+    s.apply(
+        &d,
+        at(T0 + 6),
+        &finished(0, Phase::Compensation, 1, CallOutcome::Failure),
+    )
+    .unwrap();
+    assert_eq!(s.status, SagaStatus::Stuck);
+}
+
+#[test]
+fn wake_makes_what_waits_for_its_time_due_now() {
+    let d = seq(1);
+    let (mut s, _) = start(&d);
+    s.apply(
+        &d,
+        at(T0 + 1),
+        &finished(0, Phase::Action, 1, CallOutcome::Unknown),
+    )
+    .unwrap();
+    assert!(s.steps[0].next_attempt_at.unwrap() > T0 + 1);
+    let c = s.apply(&d, at(T0 + 2), &Event::Wake).unwrap();
+    assert_eq!(calls(&c), vec![(0, Phase::Action, 2)], "the retry goes now");
+    let (mut done, _) = start(&d);
+    done.apply(
+        &d,
+        at(T0),
+        &finished(0, Phase::Action, 1, CallOutcome::Success),
+    )
+    .unwrap();
+    assert_eq!(
+        done.apply(&d, at(T0), &Event::Wake),
+        Err(Rejected::NotActive(SagaStatus::Succeeded))
+    );
+}

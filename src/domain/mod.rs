@@ -35,17 +35,20 @@ macro_rules! wire_enum {
 pub(crate) use wire_enum;
 
 pub mod definition;
+pub mod dtm;
 pub mod limits;
 pub mod machine;
 pub mod policy;
+pub mod protocol;
 pub mod secrets;
 pub mod validation;
 
-pub use definition::{Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
+pub use definition::{CallBody, Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
 pub use machine::{
     Answer, CallOutcome, CallRecord, Command, Event, Input, Op, Phase, Rejected, SagaState,
     SagaStatus, StepState, StepStatus,
 };
 pub use policy::OutboundPolicy;
+pub use protocol::Protocol;
 pub use secrets::SecretHeaders;
 pub use validation::{parse_bulk_ids, parse_request, FieldError};

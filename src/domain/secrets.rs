@@ -19,19 +19,29 @@ pub const ENDPOINTS: [&str; 5] = ["action", "compensation", "try", "confirm", "c
 
 /// Every header value of every endpoint of a request (as accepted), to read or rewrite.
 pub fn request_headers(request: &mut Value) -> impl Iterator<Item = (&String, &mut Value)> {
-    request
-        .get_mut("steps")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-        .flat_map(|step| {
-            let step = step.as_object_mut();
-            step.into_iter().flat_map(|o| {
+    fn step_headers(steps: &mut Value) -> Vec<(&String, &mut Value)> {
+        steps
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|o| {
                 o.iter_mut()
                     .filter(|(k, _)| ENDPOINTS.contains(&k.as_str()))
                     .filter_map(|(_, ep)| ep.get_mut("headers").and_then(Value::as_object_mut))
                     .flatten()
             })
+            .collect()
+    }
+    request
+        .as_object_mut()
+        .into_iter()
+        .flatten()
+        .flat_map(|(k, v)| match k.as_str() {
+            "steps" => step_headers(v),
+            // A DTM transaction's headers for every branch.
+            "branch_headers" => v.as_object_mut().into_iter().flatten().collect(),
+            _ => Vec::new(),
         })
 }
 

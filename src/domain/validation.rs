@@ -341,7 +341,7 @@ fn parse_steps(arr: &[Value], mode: Mode, defaults: &Defaults, errs: &mut Errors
 }
 
 /// Returns a step on a dependency cycle, if there is one.
-fn find_cycle(steps: &[StepDef]) -> Option<usize> {
+pub(super) fn find_cycle(steps: &[StepDef]) -> Option<usize> {
     // 0 = unvisited, 1 = on the current path, 2 = done.
     fn visit(i: usize, steps: &[StepDef], mark: &mut [u8]) -> Option<usize> {
         match mark[i] {
@@ -466,6 +466,7 @@ fn endpoint(v: Option<&Value>, at: &str, may_delay: bool, errs: &mut Errors) -> 
         method,
         headers,
         body,
+        raw_body: None,
         delay_ms,
         service,
     })

@@ -117,6 +117,8 @@ pub struct Api {
 /// A running application; it derefs to its [`Api`].
 pub struct TestApp {
     pub api: Api,
+    /// The port of the `dtm.bind` listener, if configured.
+    pub dtm_port: Option<u16>,
     pub handle: actix_web::dev::ServerHandle,
     pub done: tokio::sync::oneshot::Receiver<()>,
 }
@@ -145,6 +147,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .await
         .expect("application builds");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let dtm_port = app.dtm_port();
     let handle = app.handle();
     let (tx, done) = tokio::sync::oneshot::channel();
     actix_web::rt::spawn(async move {
@@ -153,6 +156,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     });
     TestApp {
         api: Api::new(base),
+        dtm_port,
         handle,
         done,
     }

@@ -15,6 +15,7 @@ mod config;
 mod console;
 mod crash;
 mod definitions;
+mod dtm;
 mod observability;
 mod operations;
 mod outage;

@@ -360,6 +360,15 @@ async fn service_endpoints_answer(db: TestDb) {
     assert_eq!(
         paths,
         [
+            "/api/dtmsvr/abort",
+            "/api/dtmsvr/all",
+            "/api/dtmsvr/forceStop",
+            "/api/dtmsvr/newGid",
+            "/api/dtmsvr/prepare",
+            "/api/dtmsvr/query",
+            "/api/dtmsvr/resetNextCronTime",
+            "/api/dtmsvr/submit",
+            "/api/dtmsvr/version",
             "/healthz",
             "/metrics",
             "/openapi.json",

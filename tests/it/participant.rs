@@ -62,6 +62,8 @@ impl Reply {
 #[derive(Debug, Clone)]
 pub struct Call {
     pub path: String,
+    /// The query string ("" when none).
+    pub query: String,
     pub method: String,
     pub headers: HashMap<String, String>,
     pub body: Value,
@@ -207,6 +209,7 @@ fn io(e: impl std::fmt::Display) -> std::io::Error {
 
 async fn answer(inner: Arc<Mutex<Inner>>, req: Request<hyper::body::Incoming>) -> Answer {
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().to_string();
     let headers = req
         .headers()
@@ -219,6 +222,7 @@ async fn answer(inner: Arc<Mutex<Inner>>, req: Request<hyper::body::Incoming>) -
         let mut g = inner.lock().unwrap();
         g.calls.push(Call {
             path: path.clone(),
+            query,
             method,
             headers,
             body,

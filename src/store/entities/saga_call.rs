@@ -25,7 +25,7 @@ pub struct Model {
     pub finished_at: Option<i64>,
     /// HTTP status, when there was an answer.
     pub http_status: Option<i32>,
-    /// success, failure or unknown.
+    /// success, failure, unknown or ongoing.
     pub outcome: Option<String>,
     /// What went wrong.
     #[sea_orm(column_type = "Text", nullable)]

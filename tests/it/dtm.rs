@@ -1,0 +1,460 @@
+//! DTM's HTTP protocol (docs/dtm.md), driven by DTM's own Python client (PyPI dtmcli 1.7.7.0,
+//! pinned) against the real application and a real participant on loopback, on SQLite,
+//! MariaDB and PostgreSQL: the calls a participant written for DTM sees, in DTM's order, and
+//! each transaction the same saga the native API shows.
+
+use crate::helpers::{spawn_app, spawn_app_with, test_settings, Api, TestDb};
+use crate::participant::{Call, Participant, Reply};
+use crate::security::token;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The client release the tests pin.
+const DTMCLI: &str = "dtmcli==1.7.7.0";
+
+/// The scenario runner (a few lines of Python around dtmcli).
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/dtm_client.py");
+
+/// A Python with dtmcli: `$SAGA_TEST_DTMCLI_PYTHON` (`.ci/run` makes one), else a virtualenv
+/// made once under the target directory. `None` (the test is skipped, said on stderr) when
+/// neither can be had, except under `CI=true`, where that fails the test.
+fn python() -> Option<PathBuf> {
+    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let got = PY.get_or_init(|| {
+        if let Ok(p) = std::env::var("SAGA_TEST_DTMCLI_PYTHON") {
+            return Ok(p.into());
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dtmcli-1.7.7.0");
+        let (py, done) = (dir.join("bin/python"), dir.join("installed"));
+        if done.exists() {
+            return Ok(py);
+        }
+        let run = |c: &mut Command| {
+            c.status()
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.success().then_some(()).ok_or(s.to_string()))
+        };
+        run(Command::new("python3").args(["-m", "venv"]).arg(&dir))
+            .and_then(|()| run(Command::new(&py).args(["-m", "pip", "install", "-q", DTMCLI])))
+            .and_then(|()| std::fs::write(&done, DTMCLI).map_err(|e| e.to_string()))
+            .map(|()| py)
+    });
+    match got {
+        Ok(py) => Some(py.clone()),
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("no Python with {DTMCLI} ({why}) and CI=true: the DTM tests must run")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED: no Python with {DTMCLI} ({why}); set SAGA_TEST_DTMCLI_PYTHON");
+            None
+        }
+    }
+}
+
+/// Runs one scenario of `dtm_client.py`: `{"gid", "ok"[, "error"]}`.
+async fn dtmcli(py: &PathBuf, spec: Value) -> Value {
+    // Async: the application under test runs on this thread's actors.
+    let out = tokio::process::Command::new(py)
+        .arg(CLIENT)
+        .arg(spec.to_string())
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|_| {
+        panic!(
+            "dtm_client.py said {stdout:?}, stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A saga of DTM's client with one `[body, action, compensate]` per step on `p`.
+fn saga(api: &Api, steps: &[(&str, &str)], p: &Participant) -> Value {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|(action, compensate)| json!([{"amount": 30}, p.url(action), p.url(compensate)]))
+        .collect();
+    json!({"kind": "saga", "dtm": format!("{}/api/dtmsvr", api.base), "steps": steps})
+}
+
+/// DTM's query parameters of a call.
+fn params(c: &Call) -> HashMap<String, String> {
+    url::form_urlencoded::parse(c.query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// `(path, branch_id, op)` of every call, in order.
+fn branch_calls(p: &Participant) -> Vec<(String, String, String)> {
+    p.calls()
+        .iter()
+        .map(|c| {
+            let q = params(c);
+            (c.path.clone(), q["branch_id"].clone(), q["op"].clone())
+        })
+        .collect()
+}
+
+fn call(path: &str, branch: &str, op: &str) -> (String, String, String) {
+    (path.into(), branch.into(), op.into())
+}
+
+/// `GET /api/dtmsvr/query?gid=`.
+async fn query(api: &Api, gid: &str) -> Value {
+    let (code, v) = api.get(&format!("/api/dtmsvr/query?gid={gid}")).await;
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+/// A 200 answer whose body says FAILURE: a DTM participant's "no".
+fn failure_body() -> Reply {
+    Reply::Status {
+        code: 200,
+        body: json!({"dtm_result": "FAILURE", "message": "insufficient balance"}),
+        delay_ms: 0,
+    }
+}
+
+async fn a_saga_runs_as_dtm_runs_it(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let spec = saga(
+        &app,
+        &[
+            ("/TransOut", "/TransOutRevert"),
+            ("/TransIn", "/TransInRevert"),
+        ],
+        &p,
+    );
+    let r = dtmcli(&py, spec).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let gid = r["gid"].as_str().unwrap();
+    // One world: the native API shows the same saga, its steps named by branch id.
+    let v = app.wait_status(gid, &["succeeded"], 20).await;
+    assert_eq!(v["name"], "dtm_saga");
+    assert_eq!(v["steps"][0]["name"], "01");
+    assert_eq!(
+        branch_calls(&p),
+        [
+            call("/TransOut", "01", "action"),
+            call("/TransIn", "02", "action")
+        ]
+    );
+    for c in p.calls() {
+        // As DTM calls: POST, the payload verbatim, its query parameters, JSON.
+        assert_eq!(c.method, "POST");
+        assert_eq!(c.body, json!({"amount": 30}));
+        assert_eq!(params(&c)["gid"], gid);
+        assert_eq!(params(&c)["trans_type"], "saga");
+        assert!(c.header("content-type").starts_with("application/json"));
+    }
+    let q = query(&app, gid).await;
+    assert_eq!(q["transaction"]["status"], "succeed", "{q}");
+    assert_eq!(q["transaction"]["trans_type"], "saga");
+    let rows: Vec<(&str, &str, &str)> = q["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let s = |k: &str| b[k].as_str().unwrap_or("");
+            (s("branch_id"), s("op"), s("status"))
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("01", "compensate", "prepared"),
+            ("01", "action", "succeed"),
+            ("02", "compensate", "prepared"),
+            ("02", "action", "succeed")
+        ]
+    );
+    let (code, all) = app
+        .get("/api/dtmsvr/all?transType=saga&status=succeed")
+        .await;
+    assert_eq!(code, 200, "{all}");
+    assert_eq!(all["transactions"][0]["gid"], gid);
+    assert_eq!(all["next_position"], "");
+    app.stop().await;
+}
+
+/// A step refused (409, or a 200 whose body says FAILURE) is compensated too, then every
+/// step before it, in reverse order: the calls DTM makes.
+async fn a_refusal_rolls_back_as_dtm_does(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    for (i, no) in [Reply::refuse(0), failure_body()].into_iter().enumerate() {
+        let p = Participant::start().await;
+        p.script("/TransIn", [no]);
+        let spec = saga(
+            &app,
+            &[
+                ("/TransOut", "/TransOutRevert"),
+                ("/TransIn", "/TransInRevert"),
+            ],
+            &p,
+        );
+        let r = dtmcli(&py, spec).await;
+        assert_eq!(r["ok"], true, "submit is accepted before it runs: {r}");
+        let gid = r["gid"].as_str().unwrap();
+        app.wait_status(gid, &["compensated"], 20).await;
+        assert_eq!(
+            branch_calls(&p),
+            [
+                call("/TransOut", "01", "action"),
+                call("/TransIn", "02", "action"),
+                call("/TransInRevert", "02", "compensate"),
+                call("/TransOutRevert", "01", "compensate")
+            ],
+            "answer {i}"
+        );
+        let q = query(&app, gid).await;
+        assert_eq!(q["transaction"]["status"], "failed", "{q}");
+    }
+    app.stop().await;
+}
+
+/// ONGOING (425, or a body saying so) is asked again after retry_interval with no attempt
+/// spent; a 5xx is retried (one attempt spent).
+async fn ongoing_and_errors_are_asked_again(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let ongoing = Reply::Status {
+        code: 200,
+        body: json!({"dtm_result": "ONGOING"}),
+        delay_ms: 0,
+    };
+    p.script("/TransIn", [Reply::code(425), ongoing, Reply::code(500)]);
+    let mut spec = saga(
+        &app,
+        &[
+            ("/TransOut", "/TransOutRevert"),
+            ("/TransIn", "/TransInRevert"),
+        ],
+        &p,
+    );
+    spec["options"] = json!({"retry_interval": 1});
+    let r = dtmcli(&py, spec).await;
+    let gid = r["gid"].as_str().unwrap().to_string();
+    let v = app.wait_status(&gid, &["succeeded"], 30).await;
+    assert_eq!(
+        v["steps"][1]["attempts"], 2,
+        "ongoing spends no attempt: {v}"
+    );
+    let ins: Vec<_> = p
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == "/TransIn")
+        .collect();
+    assert_eq!(ins.len(), 4);
+    for w in ins.windows(2) {
+        // retry_interval is 1 s: never asked sooner.
+        assert!(
+            w[1].at - w[0].at >= Duration::from_millis(950),
+            "{:?}",
+            w[1].at - w[0].at
+        );
+    }
+    assert!(
+        !p.calls().iter().any(|c| c.path.ends_with("Revert")),
+        "nothing compensated"
+    );
+    app.stop().await;
+}
+
+/// `wait_result`: the submit answers once the transaction has ended, SUCCESS or FAILURE.
+async fn wait_result_answers_when_it_ended(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let mut spec = saga(&app, &[("/TransOut", "/TransOutRevert")], &p);
+    spec["options"] = json!({"wait_result": true});
+    let r = dtmcli(&py, spec.clone()).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let (_, v) = app
+        .get(&format!("/v1/sagas/{}", r["gid"].as_str().unwrap()))
+        .await;
+    assert_eq!(v["status"], "succeeded", "ended before the answer: {v}");
+
+    p.script("/TransOut", [Reply::refuse(0)]);
+    let r = dtmcli(&py, spec).await;
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().starts_with("DTMFailureError"),
+        "{r}"
+    );
+    let (_, v) = app
+        .get(&format!("/v1/sagas/{}", r["gid"].as_str().unwrap()))
+        .await;
+    assert_eq!(v["status"], "compensated", "ended before the answer: {v}");
+    app.stop().await;
+}
+
+/// custom_data's `orders`: a step waits for the steps it names, and only for those.
+async fn concurrent_orders_are_honoured(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.script("/A", [Reply::slow(1_000)]);
+    let mut spec = saga(&app, &[("/A", "/Ar"), ("/B", "/Br"), ("/C", "/Cr")], &p);
+    spec["orders"] = json!({"2": [0, 1]});
+    let r = dtmcli(&py, spec).await;
+    let gid = r["gid"].as_str().unwrap();
+    app.wait_status(gid, &["succeeded"], 20).await;
+    let at = |path: &str| p.calls().iter().find(|c| c.path == path).unwrap().at;
+    assert!(
+        at("/B") < at("/A") + Duration::from_millis(1_000),
+        "B waits for nobody"
+    );
+    assert!(
+        at("/C") >= at("/A") + Duration::from_millis(1_000),
+        "C waits for A"
+    );
+    app.stop().await;
+}
+
+/// The same gid and content again: SUCCESS, not a second run; another content: FAILURE.
+async fn a_gid_is_one_transaction(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let (code, v) = app.get("/api/dtmsvr/newGid").await;
+    assert_eq!((code, &v["dtm_result"]), (200, &json!("SUCCESS")), "{v}");
+    let gid = v["gid"].as_str().unwrap();
+    let mut spec = saga(&app, &[("/TransOut", "/TransOutRevert")], &p);
+    spec["gid"] = json!(gid);
+    assert_eq!(dtmcli(&py, spec.clone()).await["ok"], true);
+    app.wait_status(gid, &["succeeded"], 20).await;
+    assert_eq!(dtmcli(&py, spec.clone()).await["ok"], true);
+    spec["steps"][0][0] = json!({"amount": 31});
+    let r = dtmcli(&py, spec).await;
+    assert_eq!(r["error"], "DTMFailureError: FAILURE", "{r}");
+    assert_eq!(p.calls().len(), 1, "one run");
+    app.stop().await;
+}
+
+/// What cannot be honoured is refused, the field named, nothing recorded or called.
+async fn what_cannot_be_honoured_is_refused(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let base = saga(&app, &[("/TransOut", "/TransOutRevert")], &p);
+    let cases = [
+        ("protocol", json!({"options": {"protocol": "grpc"}})),
+        ("trans_type", json!({"options": {"trans_type": "xa"}})),
+        ("payloads", json!({"options": {"payloads": ["{}", "{}"]}})),
+        ("steps", json!({"steps": [[{}, "topic://orders", ""]]})),
+        ("gid", json!({"gid": "a b"})),
+        ("retry_limit", json!({"options": {"retry_limit": -1}})),
+    ];
+    for (field, patch) in cases {
+        let mut spec = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        let r = dtmcli(&py, spec).await;
+        assert_eq!(r["ok"], false, "{field}: {r}");
+        if let Some(gid) = r["gid"].as_str().filter(|g| *g != "a b") {
+            let q = query(&app, gid).await;
+            assert!(q["transaction"].is_null(), "{field}: nothing recorded: {q}");
+        }
+    }
+    // The answer itself, as a DTM client reads it: FAILURE, the field named.
+    let body = json!({"gid": "g-x", "trans_type": "saga", "protocol": "grpc",
+        "steps": [{"action": p.url("/a")}], "payloads": ["{}"]});
+    let (code, v) = app.post("/api/dtmsvr/submit", &body).await;
+    assert_eq!(code, 400);
+    assert_eq!(v["dtm_result"], "FAILURE");
+    assert!(
+        v["message"].as_str().unwrap().starts_with("protocol:"),
+        "{v}"
+    );
+    // The outbound policy applies as to a native start.
+    let body = json!({"gid": "g-y", "trans_type": "saga",
+        "steps": [{"action": "http://169.254.169.254/latest"}], "payloads": ["{}"]});
+    let (code, v) = app.post("/api/dtmsvr/submit", &body).await;
+    assert_eq!((code, &v["dtm_result"]), (400, &json!("FAILURE")), "{v}");
+    assert!(p.calls().is_empty());
+    let (_, v) = app.get("/v1/counts").await;
+    assert!(
+        v["counts"].as_object().unwrap().values().all(|n| n == 0),
+        "{v}"
+    );
+    app.stop().await;
+}
+
+/// Secret branch headers are sent as given and shown as `***`.
+async fn branch_headers_are_sent_and_secrets_masked(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let mut spec = saga(&app, &[("/TransOut", "/TransOutRevert")], &p);
+    spec["options"] =
+        json!({"branch_headers": {"Authorization": "Bearer s3cret", "X-Tenant": "t1"}});
+    let r = dtmcli(&py, spec).await;
+    let gid = r["gid"].as_str().unwrap();
+    app.wait_status(gid, &["succeeded"], 20).await;
+    let c = &p.calls()[0];
+    assert_eq!(c.header("authorization"), "Bearer s3cret");
+    assert_eq!(c.header("x-tenant"), "t1");
+    let q = query(&app, gid).await;
+    let h = &q["transaction"]["branch_headers"];
+    assert_eq!(
+        (&h["Authorization"], &h["X-Tenant"]),
+        (&json!("***"), &json!("t1")),
+        "{q}"
+    );
+    let (_, v) = app.get(&format!("/v1/sagas/{gid}?include=request")).await;
+    assert!(!v.to_string().contains("s3cret"), "{v}");
+    app.stop().await;
+}
+
+crate::on_every_db!(
+    a_saga_runs_as_dtm_runs_it,
+    a_refusal_rolls_back_as_dtm_does,
+    ongoing_and_errors_are_asked_again,
+    wait_result_answers_when_it_ended,
+    concurrent_orders_are_honoured,
+    a_gid_is_one_transaction,
+    what_cannot_be_honoured_is_refused,
+    branch_headers_are_sent_and_secrets_masked,
+);
+
+/// With tokens, the DTM surface needs one too; on the `dtm.bind` listener with
+/// `dtm.allow_anonymous`, it does not (and the rest of the API still does).
+#[actix_web::test]
+async fn tokens_guard_the_dtm_surface_unless_its_listener_is_anonymous() {
+    let Some(db) = TestDb::new(crate::helpers::Kind::Sqlite).await else {
+        return;
+    };
+    let mut s = test_settings(&db);
+    s.auth.tokens = vec![token("client", "t0ken-client", &["read", "write"])];
+    s.dtm.bind = "127.0.0.1:0".into();
+    s.dtm.allow_anonymous = true;
+    let app = spawn_app_with(s).await;
+    let dtm_port = app.dtm_port.expect("dtm.bind listens");
+    let other = Api::new(format!("http://127.0.0.1:{dtm_port}"));
+    let (code, _) = app.get("/api/dtmsvr/newGid").await;
+    assert_eq!(code, 401, "the service's own listener needs a token");
+    let r = app
+        .client
+        .get(format!("{}/api/dtmsvr/newGid", app.base))
+        .bearer_auth("t0ken-client")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (code, v) = other.get("/api/dtmsvr/newGid").await;
+    assert_eq!(code, 200, "anonymous on dtm.bind: {v}");
+    let (code, _) = other.get("/v1/sagas").await;
+    assert_eq!(code, 401, "only the DTM surface is anonymous there");
+    app.stop().await;
+}

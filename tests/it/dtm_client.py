@@ -1,0 +1,48 @@
+"""Drives DTM's own Python client (PyPI dtmcli, pinned) against the service, for tests/it/dtm.rs.
+
+Reads one JSON scenario from argv[1], runs it through dtmcli exactly as an application would,
+and prints one JSON line: {"gid": ..., "ok": true} or {"gid": ..., "ok": false, "error": ...}.
+"""
+
+import json
+import sys
+
+from dtmcli import saga, utils
+
+
+def run_saga(spec, dtm, gid):
+    s = saga.Saga(dtm, gid)
+    for body, action, compensate in spec["steps"]:
+        s.add(body, action, compensate)
+    orders = spec.get("orders")
+    if orders is not None:
+        # dtmcli 1.7.7.0's add_branch_order/set_concurrent use attributes Saga never defines:
+        # set them as a user of that release has to.
+        s.orders = {}
+        s.concurrent = True
+        s.set_concurrent()
+        for branch, pre in orders.items():
+            s.add_branch_order(int(branch), pre)
+    for k, v in spec.get("options", {}).items():
+        setattr(s.trans_base, k, v)
+    s.submit()
+
+
+def main():
+    spec = json.loads(sys.argv[1])
+    dtm = spec["dtm"]
+    gid = spec.get("gid")
+    try:
+        gid = gid or utils.gen_gid(dtm)
+        if spec["kind"] == "saga":
+            run_saga(spec, dtm, gid)
+        else:
+            raise ValueError("unknown kind " + spec["kind"])
+        print(json.dumps({"gid": gid, "ok": True}))
+    except utils.DTMFailureError as e:
+        print(json.dumps({"gid": gid, "ok": False, "error": "DTMFailureError: %s" % e}))
+    except Exception as e:  # what a DTM client raises for any other error answer
+        print(json.dumps({"gid": gid, "ok": False, "error": "%s: %s" % (type(e).__name__, e)}))
+
+
+main()
