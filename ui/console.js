@@ -4,7 +4,7 @@
 'use strict';
 
 // The saga statuses of the API, in the order an operator reads them; the last two are terminal.
-const STATUSES = ['running', 'compensating', 'confirming', 'stuck', 'succeeded', 'compensated'];
+const STATUSES = ['prepared', 'running', 'compensating', 'confirming', 'stuck', 'succeeded', 'compensated'];
 const TERMINAL = new Set(['succeeded', 'compensated']);
 const LIST_REFRESH_MS = 5000;
 const SAGA_REFRESH_MS = 2000;

@@ -10,10 +10,13 @@ use super::sagas::{admit, caller, cursor_of, load, operate_one, parse_cursor, st
 use super::schema::{DtmAllParams, DtmQueryParams};
 use super::AppState;
 use crate::actors::messages::Op;
-use crate::domain::dtm::{self, parse_submit, statuses_of, trans_status, TransType};
+use crate::domain::dtm::{
+    self, parse_branch, parse_prepare, parse_submit, statuses_of, trans_status, NotRegistered,
+    TransType,
+};
 use crate::domain::limits::{PAGE_SIZES, SAGA_ID};
 use crate::domain::{FieldError, Mode, SagaStatus};
-use crate::store::{ListQuery, SagaRecord};
+use crate::store::{Growth, ListQuery, SagaRecord};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use base64::Engine;
@@ -230,14 +233,25 @@ pub async fn submit(
     let ended = trans
         .wait_result
         .then(|| state.shared.finished.subscribe(&gid));
-    let (_, mut record) = start(&state, &gid, body, def)
-        .await
-        .map_err(|p| match p.status {
-            409 => DtmError::failure(format!(
-                "the gid {gid:?} exists with another content; FAILURE"
-            )),
-            _ => p.into(),
-        })?;
+    let prepared = match trans.trans_type {
+        // A prepared transaction's submit names only its gid: its content is the prepare's.
+        TransType::Tcc => timed(&state, state.shared.reads.load(&gid)).await?,
+        TransType::Saga | TransType::Msg => None,
+    };
+    let mut record = match prepared {
+        Some(r) => submit_prepared(&req, &state, r).await?,
+        None => {
+            start(&state, &gid, body, def)
+                .await
+                .map_err(|p| match p.status {
+                    409 => DtmError::failure(format!(
+                        "the gid {gid:?} exists with another content; FAILURE"
+                    )),
+                    _ => p.into(),
+                })?
+                .1
+        }
+    };
     let Some(ended) = ended else {
         return Ok(success());
     };
@@ -257,14 +271,175 @@ pub async fn submit(
     }
 }
 
-/// `POST /api/dtmsvr/prepare`, `registerBranch`, `registerTccBranch`: TCC and msg, not served
-/// yet: refused, nothing recorded.
+/// The submit of a transaction its client prepared: it goes on (once; a second submit finds
+/// it going on or ended).
+async fn submit_prepared(req: &HttpRequest, state: &AppState, r: SagaRecord) -> Result<SagaRecord> {
+    let status = trans_status(&r.state);
+    if TransType::of_saga_name(&r.name) != Some(TransType::Tcc) {
+        return Err(DtmError::failure(format!(
+            "the gid {:?} is a {} transaction, not tcc; FAILURE",
+            r.id,
+            trans_type_of(&r)
+        )));
+    }
+    match status {
+        "prepared" => operate_one(state, &r.id, Op::Submit, caller(req))
+            .await
+            .map_err(|p| match p.status {
+                409 => DtmError::failure(format!("{}; FAILURE", p.detail)),
+                _ => p.into(),
+            }),
+        "submitted" | "succeed" => Ok(r),
+        _ => Err(DtmError::failure(format!(
+            "current status '{status}', cannot submit; FAILURE"
+        ))),
+    }
+}
+
+/// `POST /api/dtmsvr/prepare`: a TCC transaction whose client registers branches, tries them
+/// and then submits or aborts.
 #[utoipa::path(post, path = "/api/dtmsvr/prepare", tag = "dtm",
+    request_body(content = Object, content_type = "application/json",
+        description = "DTM's transaction JSON: gid, trans_type tcc, and its options"),
+    responses(
+        (status = 200, description = "Prepared (or was already, with this content)", body = DtmResult),
+        (status = 400, description = "A field this service cannot honour, named; nothing recorded", body = DtmResult),
+        (status = 409, description = "The gid exists with another content, or is no longer prepared", body = DtmResult),
+        (status = 413, description = "Body over server.max_body_bytes", body = DtmResult),
+        (status = 415, description = "Not JSON", body = DtmResult)))]
+pub async fn prepare(
+    root: tracing_actix_web::RootSpan,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let body = json_body(&req, payload, state.max_body_bytes).await?;
+    let trans = parse_prepare(&body, &headers_of(&req))
+        .inspect_err(|_| state.shared.metrics.rejected.inc())
+        .map_err(DtmError::refused)?;
+    let def = admit(&state, Ok(trans.def)).map_err(DtmError::refused)?;
+    let gid = trans.gid;
+    root.record("saga_id", gid.as_str());
+    let (_, record) = start(&state, &gid, body, def)
+        .await
+        .map_err(|p| match p.status {
+            409 => DtmError::failure(format!(
+                "the gid {gid:?} exists with another content; FAILURE"
+            )),
+            _ => p.into(),
+        })?;
+    match trans_status(&record.state) {
+        "prepared" => Ok(success()),
+        status => Err(DtmError::failure(format!(
+            "current status '{status}', cannot prepare; FAILURE"
+        ))),
+    }
+}
+
+/// How many times a registration is tried again when another one got in first.
+const REGISTER_TRIES: usize = 5;
+
+/// `POST /api/dtmsvr/registerBranch` (and `registerTccBranch`): a TCC branch its client is
+/// about to try; confirmed on submit, cancelled on abort, the last registered first.
+#[utoipa::path(post, path = "/api/dtmsvr/registerBranch", tag = "dtm",
+    request_body(content = Object, content_type = "application/json",
+        description = "gid, trans_type tcc, branch_id, data (the body of confirm and cancel), confirm, cancel: all strings"),
+    responses(
+        (status = 200, description = "Registered (or was already, the same)", body = DtmResult),
+        (status = 400, description = "A field this service cannot honour, named; nothing recorded", body = DtmResult),
+        (status = 409, description = "No prepared transaction with this gid, or the branch is registered with other URLs or data", body = DtmResult),
+        (status = 413, description = "Body over server.max_body_bytes", body = DtmResult),
+        (status = 415, description = "Not JSON", body = DtmResult)))]
+pub async fn register_branch(
+    root: tracing_actix_web::RootSpan,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let body = json_body(&req, payload, state.max_body_bytes).await?;
+    let gid = body.get("gid").and_then(Value::as_str).unwrap_or_default();
+    root.record("saga_id", gid);
+    let not_prepared = || {
+        DtmError::failure(format!(
+            "no trans with gid: {gid} status: prepared found; FAILURE"
+        ))
+    };
+    for _ in 0..REGISTER_TRIES {
+        let record = match SAGA_ID.is_valid(gid) {
+            true => timed(&state, state.shared.reads.load(gid)).await?,
+            false => None,
+        };
+        let Some(record) = record else {
+            return Err(not_prepared());
+        };
+        let branch = parse_branch(&body, &record.request).map_err(DtmError::refused)?;
+        let blocked: Vec<FieldError> = [
+            ("confirm", &branch.step.confirm),
+            ("cancel", &branch.step.undo),
+        ]
+        .into_iter()
+        .filter_map(|(field, ep)| {
+            let host = url::Url::parse(&ep.as_ref()?.url)
+                .ok()?
+                .host_str()?
+                .to_string();
+            let why = state.shared.outbound.check_host(&host).err()?;
+            Some(FieldError {
+                pointer: format!("/{field}"),
+                detail: why,
+            })
+        })
+        .collect();
+        if !blocked.is_empty() {
+            state.shared.metrics.rejected.inc();
+            return Err(DtmError::refused(blocked));
+        }
+        let def = record.definition.as_ref().map_err(|why| {
+            DtmError::failure(format!("the transaction cannot be read: {why}; FAILURE"))
+        })?;
+        let now = state.shared.clock.now_ms();
+        let grown = match dtm::register(def, &record.state, branch.step, now) {
+            Ok(None) => return Ok(success()),
+            Ok(Some(grown)) => grown,
+            Err(NotRegistered::TooMany) => {
+                return Err(DtmError::new(
+                    StatusCode::BAD_REQUEST,
+                    NotRegistered::TooMany.to_string(),
+                ))
+            }
+            Err(NotRegistered::Rejected(_)) => return Err(not_prepared()),
+            Err(e) => return Err(DtmError::failure(format!("{e}; FAILURE"))),
+        };
+        let written = state
+            .shared
+            .store
+            .grow(Growth {
+                id: gid,
+                version: record.version,
+                def: &grown.0,
+                state: &grown.1,
+                now,
+            })
+            .await?;
+        if written {
+            return Ok(success());
+        }
+        // Another registration, a submit or an abort got in first: look again.
+    }
+    Err(DtmError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the transaction keeps changing; try again",
+    ))
+}
+
+/// `POST /api/dtmsvr/registerXaBranch`, `prepareWorkflow`: not served; refused, nothing
+/// recorded.
+#[utoipa::path(post, path = "/api/dtmsvr/prepareWorkflow", tag = "dtm",
     request_body(content = Object, content_type = "application/json"),
-    responses((status = 409, description = "Not served: only saga transactions are", body = DtmResult)))]
+    responses((status = 409, description = "Not served: saga and tcc transactions are", body = DtmResult)))]
 pub async fn not_served() -> Result<HttpResponse> {
     Err(DtmError::failure(
-        "trans_type: only saga transactions are served (tcc and msg are not yet); nothing was \
+        "trans_type: xa and workflow are not supported (saga and tcc are); nothing was \
          recorded; FAILURE",
     ))
 }
@@ -292,7 +467,8 @@ async fn act(req: &HttpRequest, state: &AppState, gid: &str, op: Op) -> Result<H
     Ok(success())
 }
 
-/// `POST /api/dtmsvr/abort`: DTM aborts only TCC and msg; a saga is refused.
+/// `POST /api/dtmsvr/abort`: a TCC transaction's client gives up: every registered branch is
+/// cancelled, the last registered first. DTM aborts only TCC and msg: a saga is refused.
 #[utoipa::path(post, path = "/api/dtmsvr/abort", tag = "dtm",
     request_body(content = Object, content_type = "application/json"),
     responses(
@@ -300,7 +476,8 @@ async fn act(req: &HttpRequest, state: &AppState, gid: &str, op: Op) -> Result<H
         (status = 413, description = "Body over server.max_body_bytes", body = DtmResult),
         (status = 415, description = "Not JSON", body = DtmResult),
         (status = 404, description = "No such transaction", body = DtmResult),
-        (status = 409, description = "A saga cannot be aborted by its client (as in DTM)", body = DtmResult)))]
+        (status = 200, description = "Cancelling", body = DtmResult),
+        (status = 409, description = "Not a prepared (or aborting) TCC transaction; a saga cannot be aborted by its client (as in DTM)", body = DtmResult)))]
 pub async fn abort(
     req: HttpRequest,
     payload: web::Payload,
@@ -308,11 +485,15 @@ pub async fn abort(
 ) -> Result<HttpResponse> {
     let gid = gid_of(&req, payload, &state).await?;
     let record = load(&state, &gid).await?;
-    Err(DtmError::failure(format!(
-        "trans type: '{}' current status '{}', cannot abort; FAILURE",
-        trans_type_of(&record),
-        trans_status(&record.state)
-    )))
+    let tcc = TransType::of_saga_name(&record.name) == Some(TransType::Tcc);
+    match trans_status(&record.state) {
+        "prepared" if tcc => act(&req, &state, &gid, Op::Abort).await,
+        "aborting" if tcc => Ok(success()),
+        status => Err(DtmError::failure(format!(
+            "trans type: '{}' current status '{status}', cannot abort; FAILURE",
+            trans_type_of(&record),
+        ))),
+    }
 }
 
 /// `POST /api/dtmsvr/forceStop`: stop going forward and compensate what ran (DTM would
@@ -464,7 +645,8 @@ pub async fn all(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     let param = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let position = param("position").unwrap_or("").to_string();
     let mut errs = vec![];
-    let limit = match param("limit").map(str::parse::<u64>) {
+    // An empty limit is no integer (as on the native listing).
+    let limit = match q.get("limit").map(|l| l.parse::<u64>()) {
         None => 100,
         Some(Ok(n)) if PAGE_SIZES.contains(&n) => n,
         Some(_) => {
@@ -510,13 +692,6 @@ pub async fn all(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         return Ok(HttpResponse::Ok().json(AllAnswer {
             transactions: record.iter().map(|r| transaction(&state, r)).collect(),
             next_position: position,
-        }));
-    }
-    // A status DTM has and no saga can be in (prepared): nothing.
-    if status.is_some() && statuses.is_empty() {
-        return Ok(HttpResponse::Ok().json(AllAnswer {
-            transactions: vec![],
-            next_position: String::new(),
         }));
     }
     let query = ListQuery {

@@ -107,13 +107,12 @@ fn dtm_routes(cfg: &mut web::ServiceConfig) {
             dtm::reset_next_cron_time,
             OPERATE
         )));
-    for path in [
-        "prepare",
-        "registerBranch",
-        "registerTccBranch",
-        "registerXaBranch",
-        "prepareWorkflow",
-    ] {
+    cfg.service(resource("prepare", "POST").route(to!(post, dtm::prepare, START)));
+    // registerTccBranch: the name older clients use.
+    for path in ["registerBranch", "registerTccBranch"] {
+        cfg.service(resource(path, "POST").route(to!(post, dtm::register_branch, START)));
+    }
+    for path in ["registerXaBranch", "prepareWorkflow"] {
         cfg.service(resource(path, "POST").route(to!(post, dtm::not_served, START)));
     }
 }

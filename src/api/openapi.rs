@@ -40,6 +40,8 @@ use utoipa::OpenApi;
         dtm::new_gid,
         dtm::version,
         dtm::submit,
+        dtm::prepare,
+        dtm::register_branch,
         dtm::not_served,
         dtm::abort,
         dtm::force_stop,

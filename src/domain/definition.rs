@@ -204,6 +204,9 @@ pub struct SagaDefinition {
     /// undone, how retries wait.
     #[serde(default, skip_serializing_if = "is_native")]
     pub protocol: Protocol,
+    /// It starts prepared: its client registers branches (DTM's TCC) and submits or aborts it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prepared: bool,
     /// For each step, the steps that depend on it: computed on first use (every event needs
     /// it), never stored.
     #[serde(skip)]
@@ -256,8 +259,17 @@ impl SagaDefinition {
             timeout_ms,
             steps,
             protocol: Protocol::Native,
+            prepared: false,
             dependents: Derived::default(),
         }
+    }
+
+    /// This definition with one more step (a branch its client registered).
+    pub fn with_step(&self, step: StepDef) -> SagaDefinition {
+        let mut d = self.clone();
+        d.steps.push(step);
+        d.dependents = Derived::default();
+        d
     }
 
     /// Every endpoint of every step.
@@ -300,7 +312,8 @@ impl SagaDefinition {
         }
         let def = stored.def;
         let n = def.steps.len();
-        if n == 0 || def.steps.iter().flat_map(|s| &s.deps).any(|&d| d >= n) {
+        // Only a prepared saga may have no steps yet (its client registers them).
+        if (n == 0 && !def.prepared) || def.steps.iter().flat_map(|s| &s.deps).any(|&d| d >= n) {
             return Err("stored definition has no steps or a dependency out of range".into());
         }
         Ok(def)

@@ -5,7 +5,7 @@
 
 use super::definition::{Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
 use super::limits::{
-    MAX_ATTEMPTS, MAX_DURATION_MS, MAX_HEADERS, MAX_HEADER_VALUE_LEN, MAX_STEPS, MAX_URL_LEN,
+    MAX_ATTEMPTS, MAX_DURATION_MS, MAX_HEADERS, MAX_HEADER_VALUE_LEN, MAX_STEPS, MAX_URL_LEN, NAME,
     SAGA_ID,
 };
 use super::machine::{SagaState, SagaStatus, StepStatus};
@@ -15,6 +15,9 @@ use serde_json::{Map, Value};
 
 /// DTM's default timeout of a branch call (its server's `RequestTimeout`).
 pub const DEFAULT_REQUEST_TIMEOUT_S: u64 = 3;
+/// DTM's default time a TCC or msg transaction may stay prepared (its server's
+/// `TimeoutToFail`).
+pub const DEFAULT_PREPARED_TIMEOUT_S: u64 = 35;
 /// DTM's default retry interval (its server's `RetryInterval`).
 pub const DEFAULT_RETRY_INTERVAL_S: u64 = 10;
 
@@ -46,6 +49,7 @@ impl TransType {
 /// while it undoes, `succeed` and `failed` once ended.
 pub fn trans_status(state: &SagaState) -> &'static str {
     match state.status {
+        SagaStatus::Prepared => "prepared",
         SagaStatus::Running | SagaStatus::Confirming => "submitted",
         SagaStatus::Compensating => "aborting",
         SagaStatus::Succeeded => "succeed",
@@ -61,7 +65,7 @@ pub fn trans_status(state: &SagaState) -> &'static str {
 pub fn statuses_of(dtm: &str) -> Option<Vec<SagaStatus>> {
     use SagaStatus::*;
     Some(match dtm {
-        "prepared" => vec![],
+        "prepared" => vec![Prepared],
         "submitted" => vec![Running, Confirming, Stuck],
         "aborting" => vec![Compensating, Stuck],
         "succeed" => vec![Succeeded],
@@ -108,6 +112,24 @@ pub fn branches<'a>(def: &'a SagaDefinition, state: &SagaState) -> Vec<Branch<'a
                 status: if done { "succeed" } else { "prepared" },
             });
         }
+        if def.mode == Mode::Tcc {
+            // DTM's rows of a TCC branch are its cancel and its confirm (its client tries).
+            if let Some(confirm) = &d.confirm {
+                out.push(Branch {
+                    step,
+                    branch_id: &d.name,
+                    op: "confirm",
+                    url: &confirm.url,
+                    data: data(confirm),
+                    status: if s.status == Confirmed {
+                        "succeed"
+                    } else {
+                        "prepared"
+                    },
+                });
+            }
+            continue;
+        }
         let forward = match s.status {
             Pending | Running | RetryScheduled | Skipped => "prepared",
             Failed => "failed",
@@ -116,11 +138,7 @@ pub fn branches<'a>(def: &'a SagaDefinition, state: &SagaState) -> Vec<Branch<'a
         out.push(Branch {
             step,
             branch_id: &d.name,
-            op: if def.mode == Mode::Tcc {
-                "try"
-            } else {
-                "action"
-            },
+            op: "action",
             url: &d.forward.url,
             data: data(&d.forward),
             status: forward,
@@ -233,11 +251,99 @@ fn text<'a>(o: &'a Map<String, Value>, key: &str, errs: &mut Errors) -> &'a str 
     }
 }
 
+/// The options of a transaction every branch call follows, as its client set them.
+struct Options {
+    wait_result: bool,
+    timeout_to_fail: u64,
+    request_timeout: u64,
+    retry: RetryPolicy,
+    headers: Vec<(String, String)>,
+}
+
+/// Reads the options of the transaction JSON `o`.
+fn options(o: &Map<String, Value>, incoming: &[(String, String)], errs: &mut Errors) -> Options {
+    let wait_result = flag(o, "wait_result", errs);
+    // Read for its type only: in DTM it concerns msg, and a saga takes concurrency from
+    // custom_data.
+    flag(o, "concurrent", errs);
+    let timeout_to_fail = seconds(o, "timeout_to_fail", errs);
+    let request_timeout = match seconds(o, "request_timeout", errs) {
+        0 => DEFAULT_REQUEST_TIMEOUT_S,
+        s => s,
+    };
+    let retry_interval = match seconds(o, "retry_interval", errs) {
+        // As DTM's server picks it: a short timeout_to_fail, else its retry interval.
+        0 if (1..DEFAULT_RETRY_INTERVAL_S).contains(&timeout_to_fail) => timeout_to_fail,
+        0 => DEFAULT_RETRY_INTERVAL_S,
+        s => s,
+    };
+    let retry_limit = match field(o, "retry_limit") {
+        None => 0,
+        Some(v) => match v.as_u64() {
+            Some(n) if n < u64::from(MAX_ATTEMPTS) => n,
+            _ => {
+                errs.push(
+                    "retry_limit",
+                    format!(
+                        "must be a whole number from 0 (no limit) to {}",
+                        MAX_ATTEMPTS - 1
+                    ),
+                );
+                0
+            }
+        },
+    };
+    let retry = RetryPolicy {
+        // retry_limit retries after the first call; none means without limit (DTM).
+        max_attempts: if retry_limit > 0 {
+            retry_limit as u32 + 1
+        } else {
+            MAX_ATTEMPTS
+        },
+        initial_backoff_ms: retry_interval * 1000,
+        max_backoff_ms: MAX_DURATION_MS,
+        multiplier: 2.0,
+    };
+    Options {
+        wait_result,
+        timeout_to_fail,
+        request_timeout,
+        retry,
+        headers: branch_headers(o, incoming, errs),
+    }
+}
+
+/// Which call of its client a transaction JSON came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `prepare`: a TCC (or msg) transaction its client goes on with later.
+    Prepare,
+    /// `submit`: the transaction runs.
+    Submit,
+}
+
 /// Reads the transaction JSON of a `submit`; `incoming` are the headers of that request (for
 /// `passthrough_headers`).
 pub fn parse_submit(
     body: &Value,
     incoming: &[(String, String)],
+) -> Result<DtmTrans, Vec<FieldError>> {
+    parse_trans(body, incoming, Stage::Submit)
+}
+
+/// Reads the transaction JSON of a `prepare`.
+pub fn parse_prepare(
+    body: &Value,
+    incoming: &[(String, String)],
+) -> Result<DtmTrans, Vec<FieldError>> {
+    parse_trans(body, incoming, Stage::Prepare)
+}
+
+/// Reads the transaction JSON a client sent with `stage`.
+fn parse_trans(
+    body: &Value,
+    incoming: &[(String, String)],
+    stage: Stage,
 ) -> Result<DtmTrans, Vec<FieldError>> {
     let mut errs = Errors(Vec::new());
     let Some(o) = body.as_object() else {
@@ -262,13 +368,21 @@ pub fn parse_submit(
         );
     }
     let trans_type = match text(o, "trans_type", &mut errs) {
+        "saga" if stage == Stage::Prepare => {
+            errs.push("trans_type", "a saga is submitted, not prepared");
+            None
+        }
         "saga" => Some(TransType::Saga),
-        "tcc" | "msg" => {
-            errs.push("trans_type", "tcc and msg are not served yet; only saga is");
+        "tcc" => Some(TransType::Tcc),
+        "msg" => {
+            errs.push("trans_type", "msg is not served yet; saga and tcc are");
             None
         }
         "xa" | "workflow" => {
-            errs.push("trans_type", "xa and workflow are not supported; saga is");
+            errs.push(
+                "trans_type",
+                "xa and workflow are not supported; saga and tcc are",
+            );
             None
         }
         other => {
@@ -292,40 +406,65 @@ pub fn parse_submit(
             "only a msg transaction is asked whether it was prepared",
         );
     }
-    let wait_result = flag(o, "wait_result", &mut errs);
-    // Read for its type only: in DTM it concerns msg, and a saga takes concurrency from
-    // custom_data.
-    flag(o, "concurrent", &mut errs);
-    let timeout_to_fail = seconds(o, "timeout_to_fail", &mut errs);
-    let request_timeout = match seconds(o, "request_timeout", &mut errs) {
-        0 => DEFAULT_REQUEST_TIMEOUT_S,
-        s => s,
-    };
-    let retry_interval = match seconds(o, "retry_interval", &mut errs) {
-        // As DTM's server picks it: a short timeout_to_fail, else its retry interval.
-        0 if (1..DEFAULT_RETRY_INTERVAL_S).contains(&timeout_to_fail) => timeout_to_fail,
-        0 => DEFAULT_RETRY_INTERVAL_S,
-        s => s,
-    };
-    let retry_limit = match field(o, "retry_limit") {
-        None => 0,
-        Some(v) => match v.as_u64() {
-            Some(n) if n < u64::from(MAX_ATTEMPTS) => n,
-            _ => {
-                errs.push(
-                    "retry_limit",
-                    format!(
-                        "must be a whole number from 0 (no limit) to {}",
-                        MAX_ATTEMPTS - 1
-                    ),
-                );
-                0
+    let opts = options(o, incoming, &mut errs);
+    let (defs, mode, timeout_s) = match trans_type {
+        Some(TransType::Tcc) => {
+            for k in ["steps", "payloads", "custom_data"] {
+                let empty = match field(o, k) {
+                    None => true,
+                    Some(Value::Array(a)) => a.is_empty(),
+                    Some(Value::String(s)) => s.is_empty(),
+                    Some(_) => false,
+                };
+                if !empty {
+                    errs.push(k, "a TCC transaction's branches come with registerBranch");
+                }
             }
-        },
+            // DTM cancels a TCC transaction left prepared this long (its TimeoutToFail).
+            let timeout = match opts.timeout_to_fail {
+                0 => DEFAULT_PREPARED_TIMEOUT_S,
+                t => t,
+            };
+            (vec![], Mode::Tcc, timeout)
+        }
+        _ => (
+            saga_steps(o, gid, &opts, &mut errs),
+            Mode::Saga,
+            opts.timeout_to_fail,
+        ),
     };
-    let headers = branch_headers(o, incoming, &mut errs);
-    let orders = concurrency(o, &mut errs);
-    let steps = steps(o, &mut errs);
+    let (Some(trans_type), true) = (trans_type, errs.0.is_empty()) else {
+        return Err(errs.0);
+    };
+    let timeout_ms = (timeout_s > 0).then_some(timeout_s * 1000);
+    let mut def = SagaDefinition::new(
+        Some(gid.to_string()),
+        trans_type.saga_name(),
+        mode,
+        Value::Object(Map::new()),
+        timeout_ms,
+        defs,
+    );
+    def.protocol = Protocol::Dtm;
+    def.prepared = stage == Stage::Prepare;
+    Ok(DtmTrans {
+        gid: gid.to_string(),
+        trans_type,
+        wait_result: opts.wait_result,
+        request_timeout_ms: opts.request_timeout * 1000,
+        def,
+    })
+}
+
+/// The steps of a saga transaction.
+fn saga_steps(
+    o: &Map<String, Value>,
+    gid: &str,
+    opts: &Options,
+    errs: &mut Errors,
+) -> Vec<StepDef> {
+    let orders = concurrency(o, errs);
+    let steps = steps(o, errs);
     if let Some(orders) = &orders {
         for (&k, deps) in orders {
             if k >= steps.len() || deps.iter().any(|&d| d >= steps.len() || d == k) {
@@ -336,26 +475,19 @@ pub fn parse_submit(
             }
         }
     }
-    let retry = RetryPolicy {
-        // retry_limit retries after the first call; none means without limit (DTM).
-        max_attempts: if retry_limit > 0 {
-            retry_limit as u32 + 1
-        } else {
-            MAX_ATTEMPTS
-        },
-        initial_backoff_ms: retry_interval * 1000,
-        max_backoff_ms: MAX_DURATION_MS,
-        multiplier: 2.0,
-    };
     let mut defs = Vec::new();
     for (i, (action, compensate, payload)) in steps.iter().enumerate() {
         let branch = format!("{:02}", i + 1);
-        let call = |url: &str, op: &str, errs: &mut Errors| {
-            endpoint(url, gid, &branch, op, payload, &headers, i, errs)
+        let at = Call {
+            gid,
+            trans_type: TransType::Saga,
+            branch: &branch,
+            payload,
+            headers: &opts.headers,
         };
-        let forward = call(action, "action", &mut errs);
+        let forward = at.endpoint(action, "action", "steps", errs);
         let undo = (!compensate.is_empty())
-            .then(|| call(compensate, "compensate", &mut errs))
+            .then(|| at.endpoint(compensate, "compensate", "steps", errs))
             .flatten();
         let deps = match &orders {
             // Concurrent: each step waits only for the steps its orders name.
@@ -370,8 +502,8 @@ pub fn parse_submit(
                 undo,
                 confirm: None,
                 deps,
-                timeout_ms: request_timeout * 1000,
-                retry,
+                timeout_ms: opts.request_timeout * 1000,
+                retry: opts.retry,
             });
         }
     }
@@ -387,26 +519,127 @@ pub fn parse_submit(
             );
         }
     }
-    let (Some(trans_type), true) = (trans_type, errs.0.is_empty()) else {
+    defs
+}
+
+/// A branch a TCC transaction's client registers (`registerBranch`): the step it adds.
+pub struct TccBranch {
+    /// The transaction's gid.
+    pub gid: String,
+    /// The step: tried by the client, confirmed or cancelled by this service.
+    pub step: StepDef,
+}
+
+/// Reads a `registerBranch` body (a flat object of strings); the options of the branch calls
+/// are those the transaction was prepared with (`prepared`, its JSON as accepted).
+pub fn parse_branch(body: &Value, prepared: &Value) -> Result<TccBranch, Vec<FieldError>> {
+    let mut errs = Errors(Vec::new());
+    let (Some(o), Some(p)) = (body.as_object(), prepared.as_object()) else {
+        return Err(vec![FieldError {
+            pointer: String::new(),
+            detail: "the branch must be a JSON object".into(),
+        }]);
+    };
+    for (k, v) in o {
+        let known = [
+            "gid",
+            "trans_type",
+            "branch_id",
+            "data",
+            "confirm",
+            "cancel",
+            "status",
+        ];
+        if !known.contains(&k.as_str()) {
+            errs.push(k, "is not a field of a TCC branch; nothing was recorded");
+        } else if !v.is_string() && !v.is_null() {
+            errs.push(k, "must be a string");
+        }
+    }
+    let gid = text(o, "gid", &mut errs);
+    match text(o, "trans_type", &mut errs) {
+        "tcc" => {}
+        "xa" => errs.push("trans_type", "xa is not supported; tcc is"),
+        other => errs.push("trans_type", format!("a tcc branch, not {other:?}")),
+    }
+    let branch = text(o, "branch_id", &mut errs);
+    if !NAME.is_valid(branch) {
+        errs.push("branch_id", format!("must be {}", NAME.describe()));
+    }
+    let data = text(o, "data", &mut errs);
+    let opts = options(p, &[], &mut errs);
+    let at = Call {
+        gid,
+        trans_type: TransType::Tcc,
+        branch,
+        payload: data,
+        headers: &opts.headers,
+    };
+    let confirm = at.endpoint(
+        text(o, "confirm", &mut errs),
+        "confirm",
+        "confirm",
+        &mut errs,
+    );
+    let cancel = at.endpoint(text(o, "cancel", &mut errs), "cancel", "cancel", &mut errs);
+    let (Some(confirm), Some(cancel), true) = (confirm, cancel, errs.0.is_empty()) else {
         return Err(errs.0);
     };
-    let timeout_ms = (timeout_to_fail > 0).then_some(timeout_to_fail * 1000);
-    let mut def = SagaDefinition::new(
-        Some(gid.to_string()),
-        trans_type.saga_name(),
-        Mode::Saga,
-        Value::Object(Map::new()),
-        timeout_ms,
-        defs,
-    );
-    def.protocol = Protocol::Dtm;
-    Ok(DtmTrans {
+    Ok(TccBranch {
         gid: gid.to_string(),
-        trans_type,
-        wait_result,
-        request_timeout_ms: request_timeout * 1000,
-        def,
+        step: StepDef {
+            name: branch.to_string(),
+            // The client calls try itself: never called from here, shown with the confirm's
+            // service.
+            forward: confirm.clone(),
+            undo: Some(cancel),
+            confirm: Some(confirm),
+            deps: vec![],
+            timeout_ms: opts.request_timeout * 1000,
+            retry: opts.retry,
+        },
     })
+}
+
+/// Why a branch was not registered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NotRegistered {
+    /// The transaction is no longer prepared.
+    #[error(transparent)]
+    Rejected(#[from] super::machine::Rejected),
+    /// The branch id is registered with other URLs or data.
+    #[error("branch {0} is registered already, with other URLs or data")]
+    Conflict(String),
+    /// The transaction has as many branches as a saga may have steps.
+    #[error("at most {MAX_STEPS} branches")]
+    TooMany,
+}
+
+/// A prepared transaction with `branch` registered, last: confirmed first, cancelled first.
+/// The same branch again changes nothing (`None`).
+pub fn register(
+    def: &SagaDefinition,
+    state: &SagaState,
+    mut step: StepDef,
+    now_ms: i64,
+) -> Result<Option<(SagaDefinition, SagaState)>, NotRegistered> {
+    state.status.may_submit()?;
+    if let Some(i) = def.steps.iter().position(|s| s.name == step.name) {
+        step.deps = def.steps[i].deps.clone();
+        return match def.steps[i] == step {
+            true => Ok(None),
+            false => Err(NotRegistered::Conflict(step.name)),
+        };
+    }
+    if def.steps.len() >= MAX_STEPS {
+        return Err(NotRegistered::TooMany);
+    }
+    // After the one registered before it: its confirm waits for this one's, and so does its
+    // cancel (DTM's order, the reverse of registration).
+    step.deps = def.steps.len().checked_sub(1).into_iter().collect();
+    let mut next = state.clone();
+    next.register(now_ms)?;
+    Ok(Some((def.with_step(step), next)))
 }
 
 /// `(action, compensate, payload)` of each step: the payload from `payloads`, else the step's
@@ -591,61 +824,60 @@ fn branch_headers(
     out
 }
 
-/// One branch's endpoint: DTM's query parameters on the URL, POST with the payload as it was
-/// given, or GET without a body when the payload is empty.
-#[allow(clippy::too_many_arguments)]
-fn endpoint(
-    url: &str,
-    gid: &str,
-    branch: &str,
-    op: &str,
-    payload: &str,
-    headers: &[(String, String)],
-    step: usize,
-    errs: &mut Errors,
-) -> Option<Endpoint> {
-    if url.starts_with("topic://") {
-        errs.push(
-            "steps",
-            format!("step {step}: topics are not supported: {url}"),
-        );
-        return None;
-    }
-    if url.len() > MAX_URL_LEN {
-        errs.push(
-            "steps",
-            format!("step {step}: {op} URL longer than {MAX_URL_LEN} bytes"),
-        );
-        return None;
-    }
-    let mut u = match url::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
-        _ => {
-            errs.push(
-                "steps",
-                format!("step {step}: {op} must be an absolute http(s) URL"),
-            );
+/// Where a branch's calls go: its transaction, branch id and payload.
+struct Call<'a> {
+    gid: &'a str,
+    trans_type: TransType,
+    branch: &'a str,
+    payload: &'a str,
+    headers: &'a [(String, String)],
+}
+
+impl Call<'_> {
+    /// The endpoint of `op` at `url`: DTM's query parameters on the URL, POST with the payload
+    /// as it was given, or GET without a body when the payload is empty. A refusal names
+    /// `field`.
+    fn endpoint(&self, url: &str, op: &str, field: &str, errs: &mut Errors) -> Option<Endpoint> {
+        let at = format!("branch {}: {op}", self.branch);
+        if url.starts_with("topic://") {
+            errs.push(field, format!("{at}: topics are not supported: {url}"));
             return None;
         }
-    };
-    let service = match u.port_or_known_default() {
-        Some(port) => format!("{}:{port}", u.host_str().unwrap_or_default()),
-        None => u.host_str().unwrap_or_default().to_string(),
-    };
-    u.query_pairs_mut()
-        .append_pair("gid", gid)
-        .append_pair("trans_type", "saga")
-        .append_pair("branch_id", branch)
-        .append_pair("op", op);
-    Some(Endpoint {
-        url: u.to_string(),
-        method: if payload.is_empty() { "GET" } else { "POST" }.into(),
-        headers: headers.to_vec(),
-        body: None,
-        raw_body: Some(payload.to_string()),
-        delay_ms: 0,
-        service,
-    })
+        if url.len() > MAX_URL_LEN {
+            errs.push(field, format!("{at}: URL longer than {MAX_URL_LEN} bytes"));
+            return None;
+        }
+        let mut u = match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+            _ => {
+                errs.push(field, format!("{at}: must be an absolute http(s) URL"));
+                return None;
+            }
+        };
+        let service = match u.port_or_known_default() {
+            Some(port) => format!("{}:{port}", u.host_str().unwrap_or_default()),
+            None => u.host_str().unwrap_or_default().to_string(),
+        };
+        u.query_pairs_mut()
+            .append_pair("gid", self.gid)
+            .append_pair("trans_type", self.trans_type.as_str())
+            .append_pair("branch_id", self.branch)
+            .append_pair("op", op);
+        Some(Endpoint {
+            url: u.to_string(),
+            method: if self.payload.is_empty() {
+                "GET"
+            } else {
+                "POST"
+            }
+            .into(),
+            headers: self.headers.to_vec(),
+            body: None,
+            raw_body: Some(self.payload.to_string()),
+            delay_ms: 0,
+            service,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,9 @@ wire_enum! {
 /// Status of a saga (docs/api.md, "The saga resource"). Serde and strum give it one set of
 /// wire names.
 pub enum SagaStatus {
+    /// DTM's TCC and msg: waiting for its client, which registers branches (TCC) and then
+    /// submits or aborts; past its deadline it is rolled back.
+    Prepared,
     /// Forward phase in progress.
     Running,
     /// Undoing: compensations or cancels.
@@ -174,6 +177,8 @@ pub enum Event {
     /// Operator: what waits for its time (a retry's backoff, a delayed compensation) is due
     /// now.
     Wake,
+    /// Its client: a prepared saga goes on (DTM's submit).
+    Submit,
 }
 
 wire_enum! {
@@ -185,6 +190,8 @@ pub enum Op {
     Retry,
     /// Call now what waits for its time (DTM's resetNextCronTime).
     Wake,
+    /// Go on with a prepared saga (DTM's submit of a TCC or msg transaction).
+    Submit,
 }
 }
 
@@ -195,6 +202,7 @@ impl Op {
             Op::Abort => Event::Abort,
             Op::Retry => Event::Retry,
             Op::Wake => Event::Wake,
+            Op::Submit => Event::Submit,
         }
     }
 }
@@ -310,9 +318,12 @@ pub enum Command {
 /// An operator action that does not apply to the saga's current status (HTTP 409).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
-    /// Abort needs a running saga.
+    /// Abort needs a running (or prepared) saga.
     #[error("the saga is {}, only a running saga can be aborted", .0.as_str())]
     NotRunning(SagaStatus),
+    /// Submit needs a prepared saga.
+    #[error("the saga is {}, only a prepared saga can be submitted", .0.as_str())]
+    NotPrepared(SagaStatus),
     /// Retry needs a stuck saga.
     #[error("the saga is {}, only a stuck saga can be retried", .0.as_str())]
     NotStuck(SagaStatus),
@@ -328,8 +339,16 @@ impl SagaStatus {
     /// Whether an operator may abort a saga in this status.
     pub fn may_abort(self) -> Result<(), Rejected> {
         match self {
-            SagaStatus::Running => Ok(()),
+            SagaStatus::Running | SagaStatus::Prepared => Ok(()),
             other => Err(Rejected::NotRunning(other)),
+        }
+    }
+
+    /// Whether its client may submit a saga in this status.
+    pub fn may_submit(self) -> Result<(), Rejected> {
+        match self {
+            SagaStatus::Prepared => Ok(()),
+            other => Err(Rejected::NotPrepared(other)),
         }
     }
 
@@ -391,6 +410,27 @@ pub struct StepState {
 }
 
 impl StepState {
+    /// A step nothing happened to yet, in `phase`.
+    fn fresh(phase: Phase, now_ms: i64) -> StepState {
+        StepState {
+            status: StepStatus::Pending,
+            phase,
+            attempts: 0,
+            compensation_attempts: 0,
+            confirm_attempts: 0,
+            budget_base: 0,
+            may_have_effect: false,
+            in_flight: false,
+            started_at: None,
+            resend_at: None,
+            again: false,
+            stuck: false,
+            last_error: None,
+            next_attempt_at: None,
+            updated_at: now_ms,
+        }
+    }
+
     /// Calls started in `phase` (the attempt number of the latest one).
     pub fn calls(&self, phase: Phase) -> u32 {
         match phase {
@@ -451,9 +491,11 @@ pub const ACTIVE_STATUSES: [SagaStatus; 3] = [
     SagaStatus::Confirming,
 ];
 
-/// Sagas that have not ended: the active ones and the stuck ones. A stuck saga may still have
-/// calls in flight (of its other steps), which a restart must send again.
-pub const UNFINISHED_STATUSES: [SagaStatus; 4] = [
+/// Sagas that have not ended: the active ones, the stuck ones and the prepared ones. A stuck
+/// saga may still have calls in flight (of its other steps), which a restart must send again; a
+/// prepared one has its deadline.
+pub const UNFINISHED_STATUSES: [SagaStatus; 5] = [
+    SagaStatus::Prepared,
     SagaStatus::Running,
     SagaStatus::Compensating,
     SagaStatus::Confirming,
@@ -473,32 +515,32 @@ impl SagaState {
     pub fn new(def: &SagaDefinition, now_ms: i64) -> Self {
         let phase = Phase::forward(def.mode);
         SagaState {
-            status: SagaStatus::Running,
+            status: if def.prepared {
+                SagaStatus::Prepared
+            } else {
+                SagaStatus::Running
+            },
             error: None,
             deadline_at: def.timeout_ms.map(|t| now_ms.saturating_add(t as i64)),
             wake_at: None,
             steps: def
                 .steps
                 .iter()
-                .map(|_| StepState {
-                    status: StepStatus::Pending,
-                    phase,
-                    attempts: 0,
-                    compensation_attempts: 0,
-                    confirm_attempts: 0,
-                    budget_base: 0,
-                    may_have_effect: false,
-                    in_flight: false,
-                    started_at: None,
-                    resend_at: None,
-                    again: false,
-                    stuck: false,
-                    last_error: None,
-                    next_attempt_at: None,
-                    updated_at: now_ms,
-                })
+                .map(|_| StepState::fresh(phase, now_ms))
                 .collect(),
         }
+    }
+
+    /// A branch its client registered and tries itself (DTM's TCC): a step already tried, so
+    /// that a submit confirms it and an abort or the deadline cancels it.
+    pub fn register(&mut self, now_ms: i64) -> Result<(), Rejected> {
+        self.status.may_submit()?;
+        self.steps.push(StepState {
+            status: StepStatus::Tried,
+            may_have_effect: true,
+            ..StepState::fresh(Phase::Try, now_ms)
+        });
+        Ok(())
     }
 
     /// The functional form: the new state and the commands, leaving `self` untouched.
@@ -545,7 +587,18 @@ impl SagaState {
             }
             Event::Abort => {
                 self.status.may_abort()?;
-                self.begin_undo("aborted by operator".into(), false, None, &mut out);
+                let why = match self.status {
+                    SagaStatus::Prepared => "aborted by its client",
+                    _ => "aborted by operator",
+                };
+                self.begin_undo(why.into(), false, None, &mut out);
+            }
+            Event::Submit => {
+                self.status.may_submit()?;
+                // The deadline of a prepared saga is its client's: once submitted, it runs to
+                // its end (DTM).
+                self.status = SagaStatus::Running;
+                self.deadline_at = None;
             }
             Event::Wake => {
                 self.status.may_wake()?;
@@ -846,6 +899,17 @@ impl SagaState {
         loop {
             let mut again = false;
             match self.status {
+                SagaStatus::Prepared => {
+                    if self.deadline_at.is_some_and(|d| now >= d) {
+                        self.begin_undo(
+                            "its client neither submitted nor aborted it in time".into(),
+                            false,
+                            None,
+                            out,
+                        );
+                        again = true;
+                    }
+                }
                 SagaStatus::Running => {
                     if self.deadline_at.is_some_and(|d| now >= d) {
                         self.begin_undo("deadline exceeded".into(), true, None, out);
@@ -875,9 +939,16 @@ impl SagaState {
                     }
                 }
                 SagaStatus::Confirming => {
+                    let reverse = def.protocol.confirms_in_reverse();
+                    #[allow(clippy::needless_range_loop)] // the loop mutates self.steps[i]
                     for i in 0..n {
                         let s = &self.steps[i];
-                        if s.status == StepStatus::Tried
+                        // DTM confirms one at a time, the last registered first.
+                        let turn = !reverse
+                            || dependents[i]
+                                .iter()
+                                .all(|&d| self.steps[d].status == StepStatus::Confirmed);
+                        if (s.status == StepStatus::Tried && turn)
                             || (s.status == StepStatus::Confirming && s.due(now))
                         {
                             held |= self.start_or_hold(i, Phase::Confirm, input, out);
@@ -948,7 +1019,7 @@ impl SagaState {
                 false => None,
             })
             .min();
-        if self.status == SagaStatus::Running {
+        if matches!(self.status, SagaStatus::Running | SagaStatus::Prepared) {
             wake = wake.into_iter().chain(self.deadline_at).min();
         }
         if held {
@@ -961,7 +1032,7 @@ impl SagaState {
             if held {
                 wake = Some(wake.map_or(now, |w| w.min(now)));
             }
-        } else if !ACTIVE_STATUSES.contains(&self.status) {
+        } else if !ACTIVE_STATUSES.contains(&self.status) && self.status != SagaStatus::Prepared {
             wake = None;
         }
         self.wake_at = wake;

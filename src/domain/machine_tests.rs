@@ -1476,3 +1476,129 @@ fn wake_makes_what_waits_for_its_time_due_now() {
         Err(Rejected::NotActive(SagaStatus::Succeeded))
     );
 }
+
+// ---- DTM's TCC: prepared by its client, branches registered, then submit or abort ----
+
+/// A prepared TCC transaction with `n` branches registered (`01`, `02`, …).
+fn dtm_tcc(n: usize, timeout_to_fail: u64) -> (SagaDefinition, SagaState) {
+    use crate::domain::dtm::{parse_branch, parse_prepare, register};
+    let prepare = json!({"gid": "g-tcc", "trans_type": "tcc", "timeout_to_fail": timeout_to_fail});
+    let mut d = parse_prepare(&prepare, &[]).expect("valid").def;
+    let mut s = SagaState::new(&d, T0);
+    s.apply(&d, at(T0), &Event::Start).unwrap();
+    for i in 1..=n {
+        let b = json!({"gid": "g-tcc", "trans_type": "tcc", "branch_id": format!("{i:02}"),
+            "data": "{}", "confirm": "http://h:1/confirm", "cancel": "http://h:1/cancel"});
+        let step = parse_branch(&b, &prepare).expect("valid branch").step;
+        (d, s) = register(&d, &s, step, T0).unwrap().expect("new");
+    }
+    (d, s)
+}
+
+#[test]
+fn dtm_tcc_waits_prepared_and_a_submit_confirms_the_last_registered_first() {
+    let (d, mut s) = dtm_tcc(3, 0);
+    assert_eq!(s.status, SagaStatus::Prepared);
+    assert_eq!(
+        s.steps.iter().map(|x| x.status).collect::<Vec<_>>(),
+        [StepStatus::Tried; 3],
+        "the client tries"
+    );
+    let c = s.apply(&d, at(T0 + 1), &Event::Tick).unwrap();
+    assert!(calls(&c).is_empty(), "nothing is called while prepared");
+    assert_eq!(wake(&c), Some(T0 + 35_000), "DTM's default: 35 s prepared");
+    let c = s.apply(&d, at(T0 + 2), &Event::Submit).unwrap();
+    assert_eq!(s.status, SagaStatus::Confirming);
+    assert_eq!(calls(&c), vec![(2, Phase::Confirm, 1)], "one at a time");
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 3),
+            &finished(2, Phase::Confirm, 1, CallOutcome::Success),
+        )
+        .unwrap();
+    assert_eq!(calls(&c), vec![(1, Phase::Confirm, 1)]);
+    s.apply(
+        &d,
+        at(T0 + 4),
+        &finished(1, Phase::Confirm, 1, CallOutcome::Success),
+    )
+    .unwrap();
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 5),
+            &finished(0, Phase::Confirm, 1, CallOutcome::Success),
+        )
+        .unwrap();
+    assert_eq!(s.status, SagaStatus::Succeeded);
+    assert!(c.contains(&Command::Finished(SagaStatus::Succeeded)));
+    assert_eq!(
+        s.apply(&d, at(T0 + 6), &Event::Submit),
+        Err(Rejected::NotPrepared(SagaStatus::Succeeded))
+    );
+}
+
+#[test]
+fn dtm_tcc_abort_or_its_deadline_cancels_every_branch_last_first() {
+    for abort in [true, false] {
+        let (d, mut s) = dtm_tcc(2, 5);
+        let c = if abort {
+            s.apply(&d, at(T0 + 1), &Event::Abort).unwrap()
+        } else {
+            assert!(calls(&s.apply(&d, at(T0 + 4_999), &Event::Tick).unwrap()).is_empty());
+            s.apply(&d, at(T0 + 5_000), &Event::Tick).unwrap()
+        };
+        assert_eq!(s.status, SagaStatus::Compensating, "abort {abort}");
+        assert_eq!(calls(&c), vec![(1, Phase::Cancel, 1)]);
+        let c = s
+            .apply(
+                &d,
+                at(T0 + 6_000),
+                &finished(1, Phase::Cancel, 1, CallOutcome::Success),
+            )
+            .unwrap();
+        assert_eq!(calls(&c), vec![(0, Phase::Cancel, 1)]);
+        s.apply(
+            &d,
+            at(T0 + 6_001),
+            &finished(0, Phase::Cancel, 1, CallOutcome::Success),
+        )
+        .unwrap();
+        assert_eq!(s.status, SagaStatus::Compensated);
+    }
+}
+
+#[test]
+fn dtm_tcc_takes_branches_only_while_prepared_and_the_same_one_once() {
+    use crate::domain::dtm::{parse_branch, register, NotRegistered};
+    let (d, s) = dtm_tcc(1, 0);
+    let prepare = json!({"gid": "g-tcc", "trans_type": "tcc"});
+    let b = |confirm: &str| {
+        let b = json!({"gid": "g-tcc", "trans_type": "tcc", "branch_id": "01", "data": "{}",
+            "confirm": confirm, "cancel": "http://h:1/cancel"});
+        parse_branch(&b, &prepare).unwrap().step
+    };
+    assert_eq!(
+        register(&d, &s, b("http://h:1/confirm"), T0),
+        Ok(None),
+        "again: the same"
+    );
+    assert_eq!(
+        register(&d, &s, b("http://h:1/other"), T0),
+        Err(NotRegistered::Conflict("01".into()))
+    );
+    let mut submitted = s.clone();
+    submitted.apply(&d, at(T0), &Event::Submit).unwrap();
+    let mut late = b("http://h:1/confirm");
+    late.name = "02".into();
+    assert!(matches!(
+        register(&d, &submitted, late, T0),
+        Err(NotRegistered::Rejected(Rejected::NotPrepared(_)))
+    ));
+    // An empty TCC transaction submitted ends at once, as in DTM.
+    let (d0, mut s0) = dtm_tcc(0, 0);
+    let c = s0.apply(&d0, at(T0), &Event::Submit).unwrap();
+    assert_eq!(s0.status, SagaStatus::Succeeded);
+    assert!(c.contains(&Command::Finished(SagaStatus::Succeeded)));
+}

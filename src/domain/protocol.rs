@@ -67,6 +67,12 @@ impl Protocol {
         self == Protocol::Dtm
     }
 
+    /// Whether confirms go one at a time, in reverse dependency order (DTM confirms the last
+    /// registered branch first), rather than all at once.
+    pub fn confirms_in_reverse(self) -> bool {
+        self == Protocol::Dtm
+    }
+
     /// Whether retries wait exactly their backoff (DTM doubles its interval with no jitter)
     /// rather than a random 50-100 % of it.
     pub fn exact_backoff(self) -> bool {

@@ -11,6 +11,7 @@
 mod claims;
 mod connect;
 pub mod entities;
+mod growth;
 mod health;
 mod instances;
 mod operator_requests;
@@ -183,6 +184,21 @@ pub struct Transition<'a> {
     pub release: bool,
 }
 
+/// A prepared saga with one more branch, to record at the version it was read at.
+#[derive(Debug, Clone, Copy)]
+pub struct Growth<'a> {
+    /// Saga id.
+    pub id: &'a str,
+    /// The version the new definition and state were computed from.
+    pub version: i64,
+    /// The definition with the branch.
+    pub def: &'a SagaDefinition,
+    /// The state with the branch.
+    pub state: &'a SagaState,
+    /// When (ms).
+    pub now: i64,
+}
+
 /// What a claim writes: whose lease, and what counts as due.
 #[derive(Debug, Clone)]
 pub struct LeaseTerms {
@@ -284,6 +300,9 @@ pub trait SagaLog: Send + Sync + 'static {
     /// Records a transition with its history; fails with `Conflict` unless the stored saga is
     /// still at `t.version` and held by `t.owner` (the fence). Returns the new version.
     async fn save(&self, t: Transition<'_>) -> Result<i64, StoreError>;
+    /// Records a branch registered by a prepared saga's client, unless the saga changed since
+    /// `g.version` or is no longer prepared; answers whether it did.
+    async fn grow(&self, g: Growth<'_>) -> Result<bool, StoreError>;
     /// Loads one saga.
     async fn load(&self, id: &str) -> Result<Option<SagaRecord>, StoreError>;
     /// Loads several sagas with one query; ids not found (or unreadable) are left out.

@@ -6,8 +6,8 @@ use super::reads::{self, Reads};
 use super::sealed::Sealer;
 use super::writer::{Job, Write, Writer};
 use super::{
-    claims, operator_requests, rows, Claimed, Claims, Created, LeaseTerms, OperatorRequest,
-    OwnedCursor, SagaLog, SagaRecord, StoreError, Transition,
+    claims, growth, operator_requests, rows, Claimed, Claims, Created, Growth, LeaseTerms,
+    OperatorRequest, OwnedCursor, SagaLog, SagaRecord, StoreError, Transition,
 };
 use async_trait::async_trait;
 use sea_orm::{DatabaseConnection, DbErr};
@@ -94,6 +94,11 @@ impl SagaLog for SqlStore {
         let (reply, answer) = oneshot::channel();
         self.writer.send(Job::Save(Box::new(w), reply))?;
         answer.await.map_err(writer_gone)?
+    }
+
+    async fn grow(&self, g: Growth<'_>) -> Result<bool, StoreError> {
+        let def = self.sealer.seal_definition(g.def);
+        growth::grow(&self.db, g.id, g.version, &def, g.state, g.now).await
     }
 
     async fn load(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {

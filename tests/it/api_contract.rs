@@ -376,7 +376,7 @@ async fn listing_pages_newest_first(db: TestDb) {
     assert_eq!(code, 200, "{c}");
     assert_eq!(
         c["counts"],
-        json!({"running": 0, "compensating": 0, "confirming": 0, "stuck": 0, "succeeded": 3, "compensated": 2})
+        json!({"prepared": 0, "running": 0, "compensating": 0, "confirming": 0, "stuck": 0, "succeeded": 3, "compensated": 2})
     );
     assert_eq!(c["capped_at"], 10_000);
     let (_, c) = app.get("/v1/counts?name=listed").await;

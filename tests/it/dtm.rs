@@ -417,6 +417,147 @@ async fn branch_headers_are_sent_and_secrets_masked(db: TestDb) {
     app.stop().await;
 }
 
+/// A TCC transaction of DTM's client with one `[body, try, confirm, cancel]` per branch on `p`.
+fn tcc(api: &Api, branches: &[&str], p: &Participant) -> Value {
+    let branches: Vec<Value> = branches
+        .iter()
+        .map(|b| json!([{"amount": 30}, p.url(&format!("/{b}/try")), p.url(&format!("/{b}/confirm")), p.url(&format!("/{b}/cancel"))]))
+        .collect();
+    json!({"kind": "tcc", "dtm": format!("{}/api/dtmsvr", api.base), "branches": branches})
+}
+
+/// TCC: the client prepares, registers and tries each branch, submits; the service confirms
+/// every branch, the last registered first, with the branch's data as body.
+async fn tcc_confirms_what_its_client_tried(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let r = dtmcli(&py, tcc(&app, &["a", "b"], &p)).await;
+    assert_eq!(
+        (&r["ok"], &r["submitted"]),
+        (&json!(true), &json!(true)),
+        "{r}"
+    );
+    let gid = r["gid"].as_str().unwrap();
+    let v = app.wait_status(gid, &["succeeded"], 20).await;
+    assert_eq!(v["name"], "dtm_tcc");
+    assert_eq!(
+        branch_calls(&p),
+        [
+            call("/a/try", "01", "try"),
+            call("/b/try", "02", "try"),
+            call("/b/confirm", "02", "confirm"),
+            call("/a/confirm", "01", "confirm")
+        ]
+    );
+    for c in p.calls().iter().filter(|c| c.path.ends_with("/confirm")) {
+        assert_eq!(
+            (c.method.as_str(), &c.body),
+            ("POST", &json!({"amount": 30}))
+        );
+        assert_eq!(params(c)["trans_type"], "tcc");
+    }
+    let q = query(&app, gid).await;
+    assert_eq!(q["transaction"]["status"], "succeed", "{q}");
+    let ops: Vec<&str> = q["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["cancel", "confirm", "cancel", "confirm"]);
+    app.stop().await;
+}
+
+/// TCC: a try refused, the client aborts; every registered branch is cancelled, the refused
+/// one included, the last registered first.
+async fn tcc_abort_cancels_every_registered_branch(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.script("/b/try", [Reply::refuse(0)]);
+    let r = dtmcli(&py, tcc(&app, &["a", "b"], &p)).await;
+    assert_eq!(
+        (&r["ok"], &r["submitted"]),
+        (&json!(true), &json!(false)),
+        "{r}"
+    );
+    let gid = r["gid"].as_str().unwrap();
+    app.wait_status(gid, &["compensated"], 20).await;
+    assert_eq!(
+        branch_calls(&p),
+        [
+            call("/a/try", "01", "try"),
+            call("/b/try", "02", "try"),
+            call("/b/cancel", "02", "cancel"),
+            call("/a/cancel", "01", "cancel")
+        ]
+    );
+    assert_eq!(query(&app, gid).await["transaction"]["status"], "failed");
+    app.stop().await;
+}
+
+/// A TCC transaction left prepared past its timeout_to_fail is cancelled; what its client
+/// asks afterwards is refused as DTM refuses it.
+async fn tcc_left_prepared_is_cancelled(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let gid = "tcc-left-1";
+    let prepare = json!({"gid": gid, "trans_type": "tcc", "timeout_to_fail": 1});
+    let (code, v) = app.post("/api/dtmsvr/prepare", &prepare).await;
+    assert_eq!((code, &v["dtm_result"]), (200, &json!("SUCCESS")), "{v}");
+    let branch = json!({"gid": gid, "trans_type": "tcc", "branch_id": "01", "data": "{\"n\": 1}",
+        "confirm": p.url("/confirm"), "cancel": p.url("/cancel")});
+    let (code, v) = app.post("/api/dtmsvr/registerBranch", &branch).await;
+    assert_eq!(code, 200, "{v}");
+    let (code, _) = app.post("/api/dtmsvr/registerTccBranch", &branch).await;
+    assert_eq!(code, 200, "the same branch again: the same");
+    let mut other = branch.clone();
+    other["confirm"] = json!(p.url("/elsewhere"));
+    let (code, v) = app.post("/api/dtmsvr/registerBranch", &other).await;
+    assert_eq!((code, &v["dtm_result"]), (409, &json!("FAILURE")), "{v}");
+    let mut blocked = branch.clone();
+    blocked["branch_id"] = json!("02");
+    blocked["cancel"] = json!("http://169.254.169.254/x");
+    let (code, v) = app.post("/api/dtmsvr/registerBranch", &blocked).await;
+    assert_eq!(code, 400, "the outbound policy: {v}");
+    assert!(v["message"].as_str().unwrap().starts_with("cancel:"), "{v}");
+    let v = app.wait_status(gid, &["compensated"], 20).await;
+    assert_eq!(v["steps"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(p.paths_of(gid), ["/cancel"]);
+    assert_eq!(p.calls()[0].body, json!({"n": 1}), "the branch's data");
+    let mut late = branch.clone();
+    late["branch_id"] = json!("02");
+    let (code, v) = app.post("/api/dtmsvr/registerBranch", &late).await;
+    assert_eq!(
+        (code, &v["dtm_result"]),
+        (409, &json!("FAILURE")),
+        "no longer prepared: {v}"
+    );
+    let (code, v) = app
+        .post(
+            "/api/dtmsvr/submit",
+            &json!({"gid": gid, "trans_type": "tcc"}),
+        )
+        .await;
+    assert_eq!((code, &v["dtm_result"]), (409, &json!("FAILURE")), "{v}");
+    let (code, _) = app
+        .post(
+            "/api/dtmsvr/registerBranch",
+            &json!({"gid": "nobody", "trans_type": "tcc",
+        "branch_id": "01", "data": "", "confirm": p.url("/c"), "cancel": p.url("/x")}),
+        )
+        .await;
+    assert_eq!(code, 409, "no such prepared transaction");
+    app.stop().await;
+}
+
+crate::on_every_db!(
+    tcc_confirms_what_its_client_tried,
+    tcc_abort_cancels_every_registered_branch,
+    tcc_left_prepared_is_cancelled,
+);
+
 crate::on_every_db!(
     a_saga_runs_as_dtm_runs_it,
     a_refusal_rolls_back_as_dtm_does,

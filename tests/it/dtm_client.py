@@ -7,7 +7,7 @@ and prints one JSON line: {"gid": ..., "ok": true} or {"gid": ..., "ok": false, 
 import json
 import sys
 
-from dtmcli import saga, utils
+from dtmcli import saga, tcc, utils
 
 
 def run_saga(spec, dtm, gid):
@@ -28,17 +28,31 @@ def run_saga(spec, dtm, gid):
     s.submit()
 
 
+def run_tcc(spec, dtm, gid):
+    """DTM's TCC as its client drives it: prepare, register and try each branch, submit; an
+    error on the way aborts. Answers whether it was submitted."""
+
+    def branches(t):
+        for body, try_url, confirm, cancel in spec["branches"]:
+            t.call_branch(body, try_url, confirm, cancel)
+
+    return tcc.tcc_global_transaction(dtm, gid, branches) == gid
+
+
 def main():
     spec = json.loads(sys.argv[1])
     dtm = spec["dtm"]
     gid = spec.get("gid")
     try:
         gid = gid or utils.gen_gid(dtm)
+        out = {"gid": gid, "ok": True}
         if spec["kind"] == "saga":
             run_saga(spec, dtm, gid)
+        elif spec["kind"] == "tcc":
+            out["submitted"] = run_tcc(spec, dtm, gid)
         else:
             raise ValueError("unknown kind " + spec["kind"])
-        print(json.dumps({"gid": gid, "ok": True}))
+        print(json.dumps(out))
     except utils.DTMFailureError as e:
         print(json.dumps({"gid": gid, "ok": False, "error": "DTMFailureError: %s" % e}))
     except Exception as e:  # what a DTM client raises for any other error answer

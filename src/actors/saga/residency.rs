@@ -2,7 +2,8 @@
 //!
 //! An actor loads its saga (claiming it under this instance's lease), drives it while it holds
 //! the lease, and lets it go when it is idle: nothing in flight, no lingering for an operator
-//! action, and nothing due within `runtime.evict_idle_after_ms`. Letting go gives up the lease
+//! action, and nothing due within `runtime.evict_idle_after_ms` (or only waiting for its client:
+//! a prepared DTM transaction, which any instance may be asked to go on with). Letting go gives up the lease
 //! (with the write that leaves the saga idle, or by itself) and tells the registry to forget
 //! the actor, so that an idle saga costs no memory; the log keeps its due time, where any
 //! instance's poll finds it.
@@ -10,7 +11,7 @@
 use super::{Live, SagaActor};
 use crate::actors::messages::{Adopt, Cancel, Release};
 use crate::actors::RETRY_MS;
-use crate::domain::Event;
+use crate::domain::{Event, SagaState, SagaStatus};
 use crate::store::{LeaseTerms, SagaRecord};
 use actix::prelude::*;
 use std::time::Duration;
@@ -43,15 +44,18 @@ pub(super) struct Facts {
     pub next_wake: Option<i64>,
     /// `runtime.evict_idle_after_ms`.
     pub evict_after: i64,
+    /// The saga waits for its client (prepared): nothing but its deadline is due.
+    pub waits_for_client: bool,
 }
 
 /// Whether the saga can be let go: not held, or nothing in flight, no lingering, and nothing
-/// due before `evict_after`.
+/// due before `evict_after` (or only waiting for its client, whose next call may reach any
+/// instance).
 pub(super) fn idle(f: Facts) -> bool {
     !f.holds
         || f.calls == 0
             && f.now >= f.linger_until
-            && f.next_wake.is_none_or(|at| at - f.now >= f.evict_after)
+            && (f.waits_for_client || f.next_wake.is_none_or(|at| at - f.now >= f.evict_after))
 }
 
 impl SagaActor {
@@ -65,16 +69,18 @@ impl SagaActor {
             linger_until: self.linger_until,
             next_wake: live.and_then(|l| l.state.next_wake()),
             evict_after: self.shared().evict_idle_after_ms,
+            waits_for_client: live.is_some_and(|l| l.state.status == SagaStatus::Prepared),
         }
     }
 
     /// Whether a write that leaves the saga in `next_wake` with `calls` in flight leaves it
     /// idle: then the lease is given up with that write.
-    pub(super) fn idle_after(&self, calls: usize, next_wake: Option<i64>) -> bool {
+    pub(super) fn idle_after(&self, calls: usize, next: &SagaState) -> bool {
         idle(Facts {
             holds: true,
             calls,
-            next_wake,
+            next_wake: next.next_wake(),
+            waits_for_client: next.status == SagaStatus::Prepared,
             ..self.facts()
         })
     }
@@ -220,6 +226,7 @@ mod tests {
             linger_until: 0,
             next_wake: None,
             evict_after: 1_000,
+            waits_for_client: false,
         }
     }
 
@@ -273,5 +280,16 @@ mod tests {
             idle(never_evict),
             "evict_idle_after_ms = 0: any wait lets it go"
         );
+        let prepared = Facts {
+            waits_for_client: true,
+            next_wake: Some(NOW + 1),
+            ..driving()
+        };
+        assert!(idle(prepared), "waiting for its client: let go");
+        let prepared_lingering = Facts {
+            linger_until: NOW + 1,
+            ..prepared
+        };
+        assert!(!idle(prepared_lingering), "an action on its way: kept");
     }
 }

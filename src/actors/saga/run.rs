@@ -66,7 +66,7 @@ impl SagaActor {
             .iter()
             .filter(|c| matches!(c, Command::Call { .. }))
             .count();
-        let release = self.idle_after(self.calls + sends, new.next_wake());
+        let release = self.idle_after(self.calls + sends, &new);
         let (store, id, version) = (self.shared().store.clone(), self.id.clone(), live.version);
         let owner = self.token.owner.clone();
         let t = Instant::now();
