@@ -234,11 +234,16 @@ pub async fn submit(
         .wait_result
         .then(|| state.shared.finished.subscribe(&gid));
     let prepared = match trans.trans_type {
-        // A prepared transaction's submit names only its gid: its content is the prepare's.
-        TransType::Tcc => timed(&state, state.shared.reads.load(&gid)).await?,
-        TransType::Saga | TransType::Msg => None,
+        // The submit of what its client prepared, with the prepare's content.
+        TransType::Tcc | TransType::Msg => timed(&state, state.shared.reads.load(&gid)).await?,
+        TransType::Saga => None,
     };
     let mut record = match prepared {
+        Some(r) if r.request != body => {
+            return Err(DtmError::failure(format!(
+                "the gid {gid:?} exists with another content; FAILURE"
+            )))
+        }
         Some(r) => submit_prepared(&req, &state, r).await?,
         None => {
             start(&state, &gid, body, def)
@@ -275,9 +280,12 @@ pub async fn submit(
 /// it going on or ended).
 async fn submit_prepared(req: &HttpRequest, state: &AppState, r: SagaRecord) -> Result<SagaRecord> {
     let status = trans_status(&r.state);
-    if TransType::of_saga_name(&r.name) != Some(TransType::Tcc) {
+    if !matches!(
+        TransType::of_saga_name(&r.name),
+        Some(TransType::Tcc | TransType::Msg)
+    ) {
         return Err(DtmError::failure(format!(
-            "the gid {:?} is a {} transaction, not tcc; FAILURE",
+            "the gid {:?} is a {} transaction, not one its client prepares; FAILURE",
             r.id,
             trans_type_of(&r)
         )));
@@ -297,7 +305,8 @@ async fn submit_prepared(req: &HttpRequest, state: &AppState, r: SagaRecord) -> 
 }
 
 /// `POST /api/dtmsvr/prepare`: a TCC transaction whose client registers branches, tries them
-/// and then submits or aborts.
+/// and then submits or aborts; or a msg whose client commits its own transaction, then submits
+/// (or aborts, or is asked at `query_prepared` when it stays prepared too long).
 #[utoipa::path(post, path = "/api/dtmsvr/prepare", tag = "dtm",
     request_body(content = Object, content_type = "application/json",
         description = "DTM's transaction JSON: gid, trans_type tcc, and its options"),
@@ -467,8 +476,9 @@ async fn act(req: &HttpRequest, state: &AppState, gid: &str, op: Op) -> Result<H
     Ok(success())
 }
 
-/// `POST /api/dtmsvr/abort`: a TCC transaction's client gives up: every registered branch is
-/// cancelled, the last registered first. DTM aborts only TCC and msg: a saga is refused.
+/// `POST /api/dtmsvr/abort`: the client of a prepared transaction gives up: every registered
+/// TCC branch is cancelled, the last registered first; a msg ends with nothing sent. DTM aborts
+/// only TCC and msg: a saga is refused.
 #[utoipa::path(post, path = "/api/dtmsvr/abort", tag = "dtm",
     request_body(content = Object, content_type = "application/json"),
     responses(
@@ -476,8 +486,8 @@ async fn act(req: &HttpRequest, state: &AppState, gid: &str, op: Op) -> Result<H
         (status = 413, description = "Body over server.max_body_bytes", body = DtmResult),
         (status = 415, description = "Not JSON", body = DtmResult),
         (status = 404, description = "No such transaction", body = DtmResult),
-        (status = 200, description = "Cancelling", body = DtmResult),
-        (status = 409, description = "Not a prepared (or aborting) TCC transaction; a saga cannot be aborted by its client (as in DTM)", body = DtmResult)))]
+        (status = 200, description = "Cancelling (TCC) or ended (msg)", body = DtmResult),
+        (status = 409, description = "Not a prepared (or aborting) TCC or msg transaction; a saga cannot be aborted by its client (as in DTM)", body = DtmResult)))]
 pub async fn abort(
     req: HttpRequest,
     payload: web::Payload,
@@ -485,10 +495,14 @@ pub async fn abort(
 ) -> Result<HttpResponse> {
     let gid = gid_of(&req, payload, &state).await?;
     let record = load(&state, &gid).await?;
-    let tcc = TransType::of_saga_name(&record.name) == Some(TransType::Tcc);
+    // What its client prepares, its client may give up.
+    let prepares = matches!(
+        TransType::of_saga_name(&record.name),
+        Some(TransType::Tcc | TransType::Msg)
+    );
     match trans_status(&record.state) {
-        "prepared" if tcc => act(&req, &state, &gid, Op::Abort).await,
-        "aborting" if tcc => Ok(success()),
+        "prepared" if prepares => act(&req, &state, &gid, Op::Abort).await,
+        "aborting" if prepares => Ok(success()),
         status => Err(DtmError::failure(format!(
             "trans type: '{}' current status '{status}', cannot abort; FAILURE",
             trans_type_of(&record),

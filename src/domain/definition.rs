@@ -207,6 +207,14 @@ pub struct SagaDefinition {
     /// It starts prepared: its client registers branches (DTM's TCC) and submits or aborts it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prepared: bool,
+    /// Its first step asks its client whether it committed (DTM's msg `query_prepared`): called
+    /// only when the saga is still prepared at its deadline; a submit stands for its success.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub check_first: bool,
+    /// Every action must succeed in the end (DTM's msg): a refusal is retried like an error,
+    /// without limit; nothing is undone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deliver: bool,
     /// For each step, the steps that depend on it: computed on first use (every event needs
     /// it), never stored.
     #[serde(skip)]
@@ -260,8 +268,20 @@ impl SagaDefinition {
             steps,
             protocol: Protocol::Native,
             prepared: false,
+            check_first: false,
+            deliver: false,
             dependents: Derived::default(),
         }
+    }
+
+    /// Whether step `i` asks the client whether it committed (see [`Self::check_first`]).
+    pub fn is_check(&self, i: usize) -> bool {
+        self.check_first && i == 0
+    }
+
+    /// Whether step `i`'s action must succeed in the end (see [`Self::deliver`]).
+    pub fn must_deliver(&self, i: usize) -> bool {
+        self.deliver && !self.is_check(i)
     }
 
     /// This definition with one more step (a branch its client registered).

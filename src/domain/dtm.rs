@@ -96,6 +96,10 @@ pub fn branches<'a>(def: &'a SagaDefinition, state: &SagaState) -> Vec<Branch<'a
     use StepStatus::*;
     let mut out = Vec::new();
     for (step, (d, s)) in def.steps.iter().zip(&state.steps).enumerate() {
+        if def.is_check(step) {
+            // Not a branch in DTM: its question to the client.
+            continue;
+        }
         let data = |e: &'a Endpoint| e.raw_body.as_deref().unwrap_or("");
         if let Some(undo) = &d.undo {
             let done = matches!(s.status, Compensated | Cancelled);
@@ -374,14 +378,11 @@ fn parse_trans(
         }
         "saga" => Some(TransType::Saga),
         "tcc" => Some(TransType::Tcc),
-        "msg" => {
-            errs.push("trans_type", "msg is not served yet; saga and tcc are");
-            None
-        }
+        "msg" => Some(TransType::Msg),
         "xa" | "workflow" => {
             errs.push(
                 "trans_type",
-                "xa and workflow are not supported; saga and tcc are",
+                "xa and workflow are not supported; saga, tcc and msg are",
             );
             None
         }
@@ -400,7 +401,8 @@ fn parse_trans(
             "binary payloads (gRPC) are not supported: use payloads",
         );
     }
-    if !text(o, "query_prepared", &mut errs).is_empty() {
+    let query_prepared = text(o, "query_prepared", &mut errs);
+    if !query_prepared.is_empty() && trans_type != Some(TransType::Msg) {
         errs.push(
             "query_prepared",
             "only a msg transaction is asked whether it was prepared",
@@ -427,6 +429,23 @@ fn parse_trans(
             };
             (vec![], Mode::Tcc, timeout)
         }
+        Some(TransType::Msg) => {
+            let check = match stage {
+                Stage::Prepare => query_prepared,
+                // Submitted at once: nobody is asked anything.
+                Stage::Submit => "",
+            };
+            let timeout = match (stage, opts.timeout_to_fail) {
+                (Stage::Submit, _) => 0,
+                (Stage::Prepare, 0) => DEFAULT_PREPARED_TIMEOUT_S,
+                (Stage::Prepare, t) => t,
+            };
+            (
+                msg_steps(o, gid, &opts, check, &mut errs),
+                Mode::Saga,
+                timeout,
+            )
+        }
         _ => (
             saga_steps(o, gid, &opts, &mut errs),
             Mode::Saga,
@@ -447,6 +466,10 @@ fn parse_trans(
     );
     def.protocol = Protocol::Dtm;
     def.prepared = stage == Stage::Prepare;
+    if trans_type == TransType::Msg {
+        def.deliver = true;
+        def.check_first = def.steps.first().is_some_and(|s| s.name == CHECK_BRANCH);
+    }
     Ok(DtmTrans {
         gid: gid.to_string(),
         trans_type,
@@ -518,6 +541,84 @@ fn saga_steps(
                 format!("orders form a cycle through step {i}"),
             );
         }
+    }
+    defs
+}
+
+/// The branch id (and step name) of a msg transaction's question to its client.
+const CHECK_BRANCH: &str = "00";
+
+/// The steps of a msg transaction: its actions, delivered in order (all at once with
+/// `concurrent`), after its check step `00` when it asks `check` (its `query_prepared`).
+fn msg_steps(
+    o: &Map<String, Value>,
+    gid: &str,
+    opts: &Options,
+    check: &str,
+    errs: &mut Errors,
+) -> Vec<StepDef> {
+    if !text(o, "custom_data", errs).is_empty() {
+        errs.push("custom_data", "a delayed msg is not supported yet");
+    }
+    if field(o, "retry_limit").is_some_and(|v| v.as_u64() != Some(0)) {
+        errs.push("retry_limit", "a msg is delivered without limit, as in DTM");
+    }
+    let concurrent = matches!(field(o, "concurrent"), Some(Value::Bool(true)));
+    let steps = steps(o, errs);
+    let step = |name: String, forward: Endpoint, deps: Vec<usize>| StepDef {
+        name,
+        forward,
+        undo: None,
+        confirm: None,
+        deps,
+        timeout_ms: opts.request_timeout * 1000,
+        retry: opts.retry,
+    };
+    let mut defs = Vec::new();
+    if !check.is_empty() {
+        let at = Call {
+            gid,
+            trans_type: TransType::Msg,
+            branch: CHECK_BRANCH,
+            payload: "",
+            headers: &opts.headers,
+        };
+        if let Some(ep) = at.endpoint(check, "msg", "query_prepared", errs) {
+            defs.push(step(CHECK_BRANCH.into(), ep, vec![]));
+        }
+    }
+    let first = defs.len();
+    for (i, (action, compensate, payload)) in steps.iter().enumerate() {
+        let branch = format!("{:02}", i + 1);
+        if !compensate.is_empty() {
+            errs.push(
+                "steps",
+                format!("branch {branch}: a msg step has only an action"),
+            );
+        }
+        let at = Call {
+            gid,
+            trans_type: TransType::Msg,
+            branch: &branch,
+            payload,
+            headers: &opts.headers,
+        };
+        // After the check (if any) and, unless concurrent, after the action before.
+        let before = first + i;
+        let deps = match (concurrent, before.checked_sub(1)) {
+            (_, None) => vec![],
+            (true, Some(_)) if first == 0 => vec![],
+            (true, Some(_)) => vec![0],
+            (false, Some(d)) => vec![d],
+        };
+        if let Some(ep) = at.endpoint(action, "action", "steps", errs) {
+            defs.push(step(branch, ep, deps));
+        }
+    }
+    if steps.is_empty() {
+        errs.push("steps", "a msg needs at least one step");
+    } else if defs.len() > MAX_STEPS {
+        errs.push("steps", format!("at most {MAX_STEPS} steps"));
     }
     defs
 }

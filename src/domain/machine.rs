@@ -595,10 +595,7 @@ impl SagaState {
             }
             Event::Submit => {
                 self.status.may_submit()?;
-                // The deadline of a prepared saga is its client's: once submitted, it runs to
-                // its end (DTM).
-                self.status = SagaStatus::Running;
-                self.deadline_at = None;
+                self.go_on(def, input.now_ms);
             }
             Event::Wake => {
                 self.status.may_wake()?;
@@ -660,8 +657,10 @@ impl SagaState {
             ..
         } = *answer;
         let now = input.now_ms;
-        let running = self.status == SagaStatus::Running;
+        // Going forward: running, or a prepared saga asking its client (its check step).
+        let running = matches!(self.status, SagaStatus::Running | SagaStatus::Prepared);
         let policy = def.steps[i].retry;
+        let deliver = def.must_deliver(i);
         let name = &def.steps[i].name;
         let protocol = def.protocol;
         let s = &mut self.steps[i];
@@ -689,7 +688,7 @@ impl SagaState {
             .clone()
             .unwrap_or_else(|| outcome.as_str().into());
         let made = s.calls(phase) - s.budget_base;
-        let unbounded = !phase.is_forward() && protocol.undo_without_limit();
+        let unbounded = (!phase.is_forward() && protocol.undo_without_limit()) || deliver;
         let budget_left = made < policy.max_attempts || unbounded;
         let jitter = if protocol.exact_backoff() {
             1.0
@@ -719,6 +718,8 @@ impl SagaState {
             CallOutcome::Failure if !phase.is_forward() && protocol.retries_refused_undo() => {
                 CallOutcome::Unknown
             }
+            // An action that must be delivered is asked again until it succeeds.
+            CallOutcome::Failure if deliver => CallOutcome::Unknown,
             // An answer "ongoing" to a forward call after the undo began: it may have taken
             // effect, as an unknown outcome may.
             CallOutcome::Ongoing => CallOutcome::Unknown,
@@ -793,6 +794,24 @@ impl SagaState {
                         error: err,
                     });
                 }
+            }
+        }
+    }
+
+    /// A prepared saga goes on: its client submitted it, or said it committed when asked. The
+    /// deadline was its client's: from now on it runs to its end (DTM).
+    fn go_on(&mut self, def: &SagaDefinition, now: i64) {
+        self.status = SagaStatus::Running;
+        self.deadline_at = None;
+        if def.check_first {
+            // Nothing to ask any more: an answer still on its way is not waited for.
+            let s = &mut self.steps[0];
+            if s.status != StepStatus::Succeeded {
+                s.status = StepStatus::Succeeded;
+                s.in_flight = false;
+                s.resend_at = None;
+                s.next_attempt_at = None;
+                s.updated_at = now;
             }
         }
     }
@@ -900,7 +919,12 @@ impl SagaState {
             let mut again = false;
             match self.status {
                 SagaStatus::Prepared => {
-                    if self.deadline_at.is_some_and(|d| now >= d) {
+                    let due = self.deadline_at.is_some_and(|d| now >= d);
+                    if def.check_first && self.steps[0].forward_done() {
+                        // Its client says it committed.
+                        self.go_on(def, now);
+                        again = true;
+                    } else if due && def.mode == Mode::Tcc {
                         self.begin_undo(
                             "its client neither submitted nor aborted it in time".into(),
                             false,
@@ -908,6 +932,19 @@ impl SagaState {
                             out,
                         );
                         again = true;
+                    } else if due && !def.check_first {
+                        // Nobody to ask: DTM takes that for a commit.
+                        self.go_on(def, now);
+                        again = true;
+                    } else if due {
+                        // Ask the client whether it committed (its check step), once.
+                        self.deadline_at = None;
+                        held |= self.start_or_hold(0, Phase::Action, input, out);
+                    } else if def.check_first
+                        && self.steps[0].status == StepStatus::RetryScheduled
+                        && self.steps[0].due(now)
+                    {
+                        held |= self.start_or_hold(0, Phase::Action, input, out);
                     }
                 }
                 SagaStatus::Running => {

@@ -1602,3 +1602,133 @@ fn dtm_tcc_takes_branches_only_while_prepared_and_the_same_one_once() {
     assert_eq!(s0.status, SagaStatus::Succeeded);
     assert!(c.contains(&Command::Finished(SagaStatus::Succeeded)));
 }
+
+// ---- DTM's msg: delivered after its client committed ----
+
+/// A prepared msg with `n` actions, asking `http://h:1/qp` when left prepared (if `check`).
+fn dtm_msg(n: usize, check: bool) -> (SagaDefinition, SagaState) {
+    let steps: Vec<Value> = (0..n)
+        .map(|i| json!({"action": format!("http://h:1/a{i}")}))
+        .collect();
+    let payloads: Vec<Value> = (0..n).map(|_| json!("{}")).collect();
+    let qp = if check {
+        json!("http://h:1/qp")
+    } else {
+        Value::Null
+    };
+    let body = json!({"gid": "g-msg", "trans_type": "msg", "steps": steps, "payloads": payloads,
+        "query_prepared": qp, "timeout_to_fail": 5});
+    let d = crate::domain::dtm::parse_prepare(&body, &[])
+        .expect("valid")
+        .def;
+    let (s, c) = start(&d);
+    assert!(calls(&c).is_empty(), "nothing is sent while prepared");
+    (d, s)
+}
+
+#[test]
+fn dtm_msg_left_prepared_asks_its_client_and_delivers_only_a_commit() {
+    // Committed: asked once at the deadline, then the actions in order.
+    let (d, mut s) = dtm_msg(2, true);
+    assert_eq!(s.status, SagaStatus::Prepared);
+    let c = s.apply(&d, at(T0 + 5_000), &Event::Tick).unwrap();
+    assert_eq!(calls(&c), vec![(0, Phase::Action, 1)], "the question");
+    assert_eq!(d.steps[0].forward.method, "GET");
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 5_001),
+            &finished(0, Phase::Action, 1, CallOutcome::Ongoing),
+        )
+        .unwrap();
+    assert!(calls(&c).is_empty() && s.status == SagaStatus::Prepared);
+    let again = wake(&c).unwrap();
+    let c = s.apply(&d, at(again), &Event::Tick).unwrap();
+    assert_eq!(
+        calls(&c),
+        vec![(0, Phase::Action, 1)],
+        "asked again, no attempt spent"
+    );
+    let c = s
+        .apply(
+            &d,
+            at(again + 1),
+            &finished(0, Phase::Action, 1, CallOutcome::Success),
+        )
+        .unwrap();
+    assert_eq!(s.status, SagaStatus::Running);
+    assert_eq!(calls(&c), vec![(1, Phase::Action, 1)]);
+    // Rolled back: nothing is sent, the msg ends failed.
+    let (d, mut s) = dtm_msg(2, true);
+    s.apply(&d, at(T0 + 5_000), &Event::Tick).unwrap();
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 5_001),
+            &finished(0, Phase::Action, 1, CallOutcome::Failure),
+        )
+        .unwrap();
+    assert!(calls(&c).is_empty());
+    assert_eq!(s.status, SagaStatus::Compensated);
+    // Nobody to ask: DTM takes that for a commit.
+    let (d, mut s) = dtm_msg(1, false);
+    let c = s.apply(&d, at(T0 + 5_000), &Event::Tick).unwrap();
+    assert_eq!(calls(&c), vec![(0, Phase::Action, 1)]);
+    assert_eq!(s.status, SagaStatus::Running);
+}
+
+#[test]
+fn dtm_msg_submitted_delivers_every_action_until_it_succeeds() {
+    let (d, mut s) = dtm_msg(2, true);
+    let c = s.apply(&d, at(T0 + 1), &Event::Submit).unwrap();
+    assert_eq!(
+        calls(&c),
+        vec![(1, Phase::Action, 1)],
+        "not asked: submitted"
+    );
+    assert_eq!(s.steps[0].attempts, 0);
+    // A refusal is asked again, past any attempt limit.
+    let max = d.steps[1].retry.max_attempts;
+    s.steps[1].attempts = max;
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 2),
+            &finished(1, Phase::Action, max, CallOutcome::Failure),
+        )
+        .unwrap();
+    assert_eq!(s.status, SagaStatus::Running, "never rolled back");
+    let next = wake(&c).unwrap();
+    let c = s.apply(&d, at(next), &Event::Tick).unwrap();
+    assert_eq!(calls(&c), vec![(1, Phase::Action, max + 1)]);
+    let c = s
+        .apply(
+            &d,
+            at(next + 1),
+            &finished(1, Phase::Action, max + 1, CallOutcome::Success),
+        )
+        .unwrap();
+    assert_eq!(
+        calls(&c),
+        vec![(2, Phase::Action, 1)],
+        "then the next, in order"
+    );
+    let c = s
+        .apply(
+            &d,
+            at(next + 2),
+            &finished(2, Phase::Action, 1, CallOutcome::Success),
+        )
+        .unwrap();
+    assert_eq!(s.status, SagaStatus::Succeeded);
+    assert!(c.contains(&Command::Finished(SagaStatus::Succeeded)));
+}
+
+#[test]
+fn dtm_msg_aborted_while_prepared_sends_nothing() {
+    let (d, mut s) = dtm_msg(2, true);
+    let c = s.apply(&d, at(T0 + 1), &Event::Abort).unwrap();
+    assert!(calls(&c).is_empty());
+    assert_eq!(s.status, SagaStatus::Compensated);
+    assert!(c.contains(&Command::Finished(SagaStatus::Compensated)));
+}

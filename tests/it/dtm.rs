@@ -552,6 +552,112 @@ async fn tcc_left_prepared_is_cancelled(db: TestDb) {
     app.stop().await;
 }
 
+/// A msg of DTM's client: `how` (submit, prepare, rolled_back), one action per path on `p`.
+fn msg(api: &Api, actions: &[&str], how: &str, p: &Participant) -> Value {
+    let steps: Vec<Value> = actions
+        .iter()
+        .map(|a| json!([{"amount": 30}, p.url(a)]))
+        .collect();
+    json!({"kind": "msg", "dtm": format!("{}/api/dtmsvr", api.base), "steps": steps, "how": how,
+        "query_prepared": p.url("/QueryPrepared")})
+}
+
+/// msg: prepare sends nothing; submit delivers every action in order, a refusal asked again
+/// until it succeeds.
+async fn msg_submitted_is_delivered(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.script("/TransIn", [failure_body()]);
+    let mut spec = msg(&app, &["/TransOut", "/TransIn"], "submit", &p);
+    spec["options"] = json!({"retry_interval": 1});
+    let r = dtmcli(&py, spec).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let gid = r["gid"].as_str().unwrap();
+    let v = app.wait_status(gid, &["succeeded"], 20).await;
+    assert_eq!(v["name"], "dtm_msg");
+    assert_eq!(
+        branch_calls(&p),
+        [
+            call("/TransOut", "01", "action"),
+            call("/TransIn", "02", "action"),
+            call("/TransIn", "02", "action")
+        ],
+        "never asked: it was submitted"
+    );
+    assert_eq!(params(&p.calls()[0])["trans_type"], "msg");
+    let q = query(&app, gid).await;
+    assert_eq!(q["transaction"]["status"], "succeed", "{q}");
+    assert_eq!(
+        q["branches"].as_array().unwrap().len(),
+        2,
+        "the actions: {q}"
+    );
+    app.stop().await;
+}
+
+/// msg: the client's local transaction rolled back, it aborts: nothing is sent.
+async fn msg_aborted_sends_nothing(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    let r = dtmcli(&py, msg(&app, &["/TransOut"], "rolled_back", &p)).await;
+    assert_eq!(
+        r["error"], "DTMFailureError: the local transaction rolled back",
+        "{r}"
+    );
+    let gid = r["gid"].as_str().unwrap();
+    let v = app.wait_status(gid, &["compensated"], 20).await;
+    assert_eq!(
+        query(&app, gid).await["transaction"]["status"],
+        "failed",
+        "{v}"
+    );
+    assert!(p.calls().is_empty(), "{:?}", branch_calls(&p));
+    app.stop().await;
+}
+
+/// msg left prepared past timeout_to_fail: its client is asked (GET query_prepared, op=msg,
+/// branch 00); a commit is delivered, a rollback sends nothing.
+async fn msg_left_prepared_asks_query_prepared(db: TestDb) {
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let (yes, no) = (Participant::start().await, Participant::start().await);
+    no.script("/QueryPrepared", [Reply::refuse(0)]);
+    let mut gids = vec![];
+    for p in [&yes, &no] {
+        let mut spec = msg(&app, &["/TransOut"], "prepare", p);
+        spec["options"] = json!({"timeout_to_fail": 1});
+        let r = dtmcli(&py, spec).await;
+        assert_eq!(r["ok"], true, "{r}");
+        gids.push(r["gid"].as_str().unwrap().to_string());
+    }
+    let (_, v) = app.get(&format!("/v1/sagas/{}", gids[0])).await;
+    assert_eq!(v["status"], "prepared", "{v}");
+    app.wait_status(&gids[0], &["succeeded"], 20).await;
+    app.wait_status(&gids[1], &["compensated"], 20).await;
+    let asked = &yes.calls()[0];
+    assert_eq!(
+        (asked.path.as_str(), asked.method.as_str()),
+        ("/QueryPrepared", "GET")
+    );
+    assert_eq!(params(asked)["op"], "msg");
+    assert_eq!(params(asked)["branch_id"], "00");
+    assert_eq!(branch_calls(&yes)[1..], [call("/TransOut", "01", "action")]);
+    assert_eq!(
+        branch_calls(&no),
+        [call("/QueryPrepared", "00", "msg")],
+        "rolled back: nothing delivered"
+    );
+    app.stop().await;
+}
+
+crate::on_every_db!(
+    msg_submitted_is_delivered,
+    msg_aborted_sends_nothing,
+    msg_left_prepared_asks_query_prepared,
+);
+
 crate::on_every_db!(
     tcc_confirms_what_its_client_tried,
     tcc_abort_cancels_every_registered_branch,

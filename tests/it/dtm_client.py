@@ -7,7 +7,7 @@ and prints one JSON line: {"gid": ..., "ok": true} or {"gid": ..., "ok": false, 
 import json
 import sys
 
-from dtmcli import saga, tcc, utils
+from dtmcli import msg, saga, tcc, utils
 
 
 def run_saga(spec, dtm, gid):
@@ -39,6 +39,30 @@ def run_tcc(spec, dtm, gid):
     return tcc.tcc_global_transaction(dtm, gid, branches) == gid
 
 
+def run_msg(spec, dtm, gid):
+    """DTM's msg: prepare then submit; or prepare only (left prepared); or do_and_submit whose
+    local transaction fails with DTMFailureError (the client aborts)."""
+    m = msg.Msg(dtm, gid)
+    for body, action in spec["steps"]:
+        m.add(body, action)
+    for k, v in spec.get("options", {}).items():
+        setattr(m.trans_base, k, v)
+    qp = spec.get("query_prepared")
+    if spec["how"] == "submit":
+        m.prepare(qp)
+        m.submit()
+    elif spec["how"] == "prepare":
+        m.prepare(qp)
+    elif spec["how"] == "rolled_back":
+
+        def busi(_barrier):
+            raise utils.DTMFailureError("the local transaction rolled back")
+
+        m.do_and_submit(qp, busi)
+    else:
+        raise ValueError("unknown msg scenario " + spec["how"])
+
+
 def main():
     spec = json.loads(sys.argv[1])
     dtm = spec["dtm"]
@@ -48,6 +72,8 @@ def main():
         out = {"gid": gid, "ok": True}
         if spec["kind"] == "saga":
             run_saga(spec, dtm, gid)
+        elif spec["kind"] == "msg":
+            run_msg(spec, dtm, gid)
         elif spec["kind"] == "tcc":
             out["submitted"] = run_tcc(spec, dtm, gid)
         else:
