@@ -675,6 +675,106 @@ crate::on_every_db!(
     branch_headers_are_sent_and_secrets_masked,
 );
 
+/// A participant written for DTM, with DTM's own barrier (dtmcli's BranchBarrier) on MariaDB:
+/// a call sent again after a lost answer takes effect once, and the refused step's
+/// compensation (which DTM, and so this service, sends) is a null compensation.
+#[actix_web::test]
+async fn a_dtm_barrier_participant_sees_each_effect_once() {
+    let Some(db) = TestDb::new(crate::helpers::Kind::Mysql).await else {
+        return;
+    };
+    let Some(py) = python() else { return };
+    let app = spawn_app(&db).await;
+    let u = url::Url::parse(&db.url).unwrap();
+    let business = format!("{}_p", u.path().trim_start_matches('/'));
+    let mut child = tokio::process::Command::new(&py)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/dtm_barrier_participant.py"
+        ))
+        .args([
+            u.host_str().unwrap(),
+            &u.port().unwrap_or(3306).to_string(),
+            u.username(),
+            &business,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the participant starts");
+    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        use tokio::io::AsyncBufReadExt;
+        while !line.starts_with("listening on ") {
+            line.clear();
+            assert!(
+                err.read_line(&mut line).await.unwrap() > 0,
+                "the participant ended"
+            );
+        }
+    })
+    .await
+    .expect("the participant listens");
+    let base = format!("http://{}", line.trim().trim_start_matches("listening on "));
+    let participant = Api::new(base.clone());
+    let run = |steps: Value| {
+        json!({"kind": "saga", "dtm": format!("{}/api/dtmsvr", app.base), "steps": steps,
+            "options": {"retry_interval": 1}})
+    };
+    let (out, into) = (json!({"delta": -30}), json!({"delta": 30}));
+    // A lost answer: the action goes again, the barrier skips it.
+    let r = dtmcli(
+        &py,
+        run(json!([
+            [
+                out,
+                format!("{base}/a/action/lose"),
+                format!("{base}/a/compensate")
+            ],
+            [
+                into,
+                format!("{base}/b/action"),
+                format!("{base}/b/compensate")
+            ]
+        ])),
+    )
+    .await;
+    app.wait_status(r["gid"].as_str().unwrap(), &["succeeded"], 30)
+        .await;
+    let (_, b) = participant.get("/balances").await;
+    assert_eq!(b, json!({"a": 970, "b": 1030}), "each effect once");
+    // Then a refusal: the refused step's compensation is a null one, the lost answer's is
+    // undone once.
+    let r = dtmcli(
+        &py,
+        run(json!([
+            [
+                out,
+                format!("{base}/a/action/lose"),
+                format!("{base}/a/compensate/lose")
+            ],
+            [
+                into,
+                format!("{base}/b/action/refuse"),
+                format!("{base}/b/compensate")
+            ]
+        ])),
+    )
+    .await;
+    app.wait_status(r["gid"].as_str().unwrap(), &["compensated"], 30)
+        .await;
+    let (_, b) = participant.get("/balances").await;
+    assert_eq!(
+        b,
+        json!({"a": 970, "b": 1030}),
+        "nothing of the second saga stays"
+    );
+    let _ = child.kill().await;
+    app.stop().await;
+}
+
 /// With tokens, the DTM surface needs one too; on the `dtm.bind` listener with
 /// `dtm.allow_anonymous`, it does not (and the rest of the API still does).
 #[actix_web::test]
