@@ -652,7 +652,47 @@ async fn msg_left_prepared_asks_query_prepared(db: TestDb) {
     app.stop().await;
 }
 
+/// The real binary SIGKILLed between two branches of a DTM saga, started again on the same
+/// database: the branch whose answer was recorded is not sent again; the one in flight is,
+/// with the same Idempotency-Key, once it cannot still be running; the saga ends.
+async fn a_sigkill_between_branches_sends_no_recorded_branch_again(db: TestDb) {
+    let Some(py) = python() else { return };
+    let p = Participant::start().await;
+    p.default_reply("/b2", Reply::slow(1_500));
+    let (mut child, api, _) = crate::helpers::start_binary(&db);
+    let mut spec = saga(&api, &[("/b1", "/r1"), ("/b2", "/r2"), ("/b3", "/r3")], &p);
+    spec["options"] = json!({"request_timeout": 2});
+    let r = dtmcli(&py, spec).await;
+    let gid = r["gid"].as_str().unwrap().to_string();
+    crate::helpers::eventually(20, "branch 02 in flight", || {
+        p.calls().iter().any(|c| c.path == "/b2")
+    })
+    .await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let (mut child, api, _) = crate::helpers::start_binary(&db);
+    api.wait_status(&gid, &["succeeded"], 30).await;
+    child.kill().ok();
+    let _ = child.wait();
+    let paths: Vec<String> = p.calls().into_iter().map(|c| c.path).collect();
+    assert_eq!(
+        paths,
+        ["/b1", "/b2", "/b2", "/b3"],
+        "b1 was recorded: never again"
+    );
+    let b2: Vec<Call> = p.calls().into_iter().filter(|c| c.path == "/b2").collect();
+    assert_eq!(
+        b2[0].header("idempotency-key"),
+        b2[1].header("idempotency-key")
+    );
+    assert!(
+        b2[1].at - b2[0].at >= Duration::from_millis(1_900),
+        "not while it may run"
+    );
+}
+
 crate::on_every_db!(
+    a_sigkill_between_branches_sends_no_recorded_branch_again,
     msg_submitted_is_delivered,
     msg_aborted_sends_nothing,
     msg_left_prepared_asks_query_prepared,
