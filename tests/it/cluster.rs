@@ -95,6 +95,7 @@ macro_rules! on_shared_dbs {
 }
 
 on_shared_dbs!(
+    dtm_transactions_go_across_instances,
     a_takeover_sends_each_call_with_its_whole_timeout,
     a_transaction_left_idle_past_the_lease_is_ended_by_the_server,
     a_killed_instance_is_taken_over_without_doubled_calls,
@@ -358,6 +359,39 @@ async fn a_restart_takes_its_token_over_and_fences_a_process_still_running(db: T
     assert_eq!(s["status"], "succeeded", "{s}");
     a3.kill().ok();
     let _ = a3.wait();
+}
+
+/// DTM's protocol on two instances: a TCC transaction prepared on one, its branches registered
+/// on both, submitted on the other, is confirmed once per branch in DTM's order; a msg left
+/// prepared is asked about once, by whichever instance finds it due.
+async fn dtm_transactions_go_across_instances(db: TestDb) {
+    let p = Participant::start().await;
+    let (mut a, api_a, _) = start(&db, "a");
+    let (mut b, api_b, _) = start(&db, "b");
+    let ok = |(code, v): (u16, serde_json::Value)| {
+        assert_eq!((code, &v["dtm_result"]), (200, &json!("SUCCESS")), "{v}")
+    };
+    let tcc = json!({"gid": "x-tcc", "trans_type": "tcc"});
+    ok(api_a.post("/api/dtmsvr/prepare", &tcc).await);
+    for (i, api) in [(1, &api_b), (2, &api_a), (3, &api_b)] {
+        let branch = json!({"gid": "x-tcc", "trans_type": "tcc", "branch_id": format!("0{i}"),
+            "data": "{}", "confirm": p.url(&format!("/c{i}")), "cancel": p.url(&format!("/x{i}"))});
+        ok(api.post("/api/dtmsvr/registerBranch", &branch).await);
+    }
+    ok(api_b.post("/api/dtmsvr/submit", &tcc).await);
+    api_a.wait_status("x-tcc", &["succeeded"], 20).await;
+    let paths: Vec<String> = p.calls_of("x-tcc").into_iter().map(|c| c.path).collect();
+    assert_eq!(paths, ["/c3", "/c2", "/c1"]);
+    let m = json!({"gid": "x-msg", "trans_type": "msg", "steps": [{"action": p.url("/deliver")}],
+        "payloads": ["{}"], "query_prepared": p.url("/qp"), "timeout_to_fail": 1});
+    ok(api_b.post("/api/dtmsvr/prepare", &m).await);
+    api_a.wait_status("x-msg", &["succeeded"], 20).await;
+    let paths: Vec<String> = p.calls_of("x-msg").into_iter().map(|c| c.path).collect();
+    assert_eq!(paths, ["/qp", "/deliver"], "asked once, delivered once");
+    for c in [&mut a, &mut b] {
+        c.kill().ok();
+        let _ = c.wait();
+    }
 }
 
 async fn operator_actions_work_on_any_instance(db: TestDb) {
