@@ -81,6 +81,9 @@ pub struct Metrics {
     pub write_transition: Histogram,
     /// `sagas_owned`: sagas this instance drives (its live saga actors, at each poll).
     pub owned: IntGauge,
+    /// `saga_dtm_requests_total{route,result}`: requests of DTM's protocol (docs/dtm.md) by
+    /// route and answer (success, failure: a 4xx FAILURE, error: a 5xx).
+    pub dtm_requests: IntCounterVec,
     /// Label sets the open-saga gauges have shown, so that they drop to 0 rather than vanish.
     seen: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
@@ -253,6 +256,12 @@ impl Metrics {
                 "Creation to terminal status",
                 &["name", "status"],
                 slow,
+            ),
+            dtm_requests: counter(
+                &r,
+                "saga_dtm_requests_total",
+                "Requests of DTM's protocol under /api/dtmsvr, by route and answer",
+                &["route", "result"],
             ),
             retries: counter(
                 &r,

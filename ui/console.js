@@ -593,6 +593,10 @@ function drawSaga(holder, s, refresh) {
     h('dl.summary',
       h('div', h('dt', 'Name'), h('dd', s.name)),
       h('div', h('dt', 'Mode'), h('dd', s.mode)),
+      // Started through DTM's protocol (docs/dtm.md): its steps are the branch ids.
+      s.name.startsWith('dtm_')
+        ? h('div', h('dt', 'DTM'), h('dd', `${s.name.slice(4)} transaction; steps are its branch ids`))
+        : null,
       h('div', h('dt', 'Created'), h('dd', when(s.created_at))),
       h('div', h('dt', 'Updated'), h('dd', when(s.updated_at))),
       h('div', h('dt', 'Deadline'), h('dd', deadline(s)))),

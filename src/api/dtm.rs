@@ -166,6 +166,33 @@ impl DtmError {
 
 type Result<T> = std::result::Result<T, DtmError>;
 
+/// Counts every answer of the DTM surface in `saga_dtm_requests_total{route,result}`.
+pub async fn count(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<actix_web::body::BoxBody>,
+) -> std::result::Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error>
+{
+    let route = req.match_pattern().unwrap_or_default();
+    let route = route.trim_start_matches("/api/dtmsvr/").to_string();
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.shared.clone());
+    let res = next.call(req).await?;
+    let result = match res.status() {
+        s if s.is_success() => "success",
+        s if s.is_client_error() => "failure",
+        _ => "error",
+    };
+    if let Some(shared) = metrics {
+        shared
+            .metrics
+            .dtm_requests
+            .with_label_values(&[&route, result])
+            .inc();
+    }
+    Ok(res)
+}
+
 fn success() -> HttpResponse {
     HttpResponse::Ok().json(DtmResult {
         dtm_result: "SUCCESS".into(),

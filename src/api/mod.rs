@@ -93,7 +93,9 @@ fn dtm_routes(cfg: &mut web::ServiceConfig) {
         let others = web::route()
             .to(problem::method_not_allowed(allow))
             .wrap(from_fn(needs_dtm(READ)));
-        web::resource(format!("/api/dtmsvr/{path}")).default_service(others)
+        web::resource(format!("/api/dtmsvr/{path}"))
+            .default_service(others)
+            .wrap(from_fn(dtm::count))
     };
     cfg.service(resource("newGid", "GET").route(to!(get, dtm::new_gid, READ)))
         .service(resource("version", "GET").route(to!(get, dtm::version, READ)))

@@ -182,6 +182,11 @@ async fn a_saga_runs_as_dtm_runs_it(db: TestDb) {
     assert_eq!(code, 200, "{all}");
     assert_eq!(all["transactions"][0]["gid"], gid);
     assert_eq!(all["next_position"], "");
+    // In the metrics like any saga, and the DTM surface by route and answer.
+    let finished = "saga_finished_total{name=\"dtm_saga\",status=\"succeeded\"}";
+    assert_eq!(app.metric(finished).await, 1.0);
+    let submits = "saga_dtm_requests_total{result=\"success\",route=\"submit\"}";
+    assert_eq!(app.metric(submits).await, 1.0);
     app.stop().await;
 }
 
@@ -383,6 +388,8 @@ async fn what_cannot_be_honoured_is_refused(db: TestDb) {
     let (code, v) = app.post("/api/dtmsvr/submit", &body).await;
     assert_eq!((code, &v["dtm_result"]), (400, &json!("FAILURE")), "{v}");
     assert!(p.calls().is_empty());
+    let refused = "saga_dtm_requests_total{result=\"failure\",route=\"submit\"}";
+    assert!(app.metric(refused).await >= 8.0);
     let (_, v) = app.get("/v1/counts").await;
     assert!(
         v["counts"].as_object().unwrap().values().all(|n| n == 0),
