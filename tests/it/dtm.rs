@@ -698,7 +698,60 @@ async fn a_sigkill_between_branches_sends_no_recorded_branch_again(db: TestDb) {
     );
 }
 
+/// resetNextCronTime calls now what waits for its time; forceStop stops going forward and
+/// compensates (the native operator actions, through DTM's routes).
+async fn reset_next_cron_time_and_force_stop_act_at_once(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let p = Participant::start().await;
+    p.default_reply("/b2", Reply::code(503));
+    let body = json!({"gid": "ops-1", "trans_type": "saga", "retry_interval": 600,
+        "steps": [{"action": p.url("/b1"), "compensate": p.url("/r1")},
+                  {"action": p.url("/b2"), "compensate": p.url("/r2")}],
+        "payloads": ["{}", "{}"]});
+    let (code, v) = app.post("/api/dtmsvr/submit", &body).await;
+    assert_eq!(code, 200, "{v}");
+    crate::helpers::eventually(10, "b2 failed once", || p.paths_of("ops-1").len() == 2).await;
+    // Its retry waits 10 minutes; resetNextCronTime makes it due now.
+    let (code, v) = app
+        .post("/api/dtmsvr/resetNextCronTime", &json!({"gid": "ops-1"}))
+        .await;
+    assert_eq!((code, &v["dtm_result"]), (200, &json!("SUCCESS")), "{v}");
+    crate::helpers::eventually(10, "b2 called again", || p.paths_of("ops-1").len() == 3).await;
+    let (code, v) = app
+        .post("/api/dtmsvr/forceStop", &json!({"gid": "ops-1"}))
+        .await;
+    assert_eq!((code, &v["dtm_result"]), (200, &json!("SUCCESS")), "{v}");
+    app.wait_status("ops-1", &["compensated"], 20).await;
+    assert_eq!(
+        p.paths_of("ops-1")[3..],
+        ["/r2", "/r1"],
+        "both undone, DTM's order"
+    );
+    let (_, full) = app.get("/v1/sagas/ops-1?include=attempts").await;
+    let ops: Vec<&str> = full["operator_actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["wake", "abort"], "{full}");
+    let (code, v) = app
+        .post("/api/dtmsvr/forceStop", &json!({"gid": "ops-1"}))
+        .await;
+    assert_eq!(
+        (code, &v["dtm_result"]),
+        (409, &json!("FAILURE")),
+        "ended: {v}"
+    );
+    let (code, _) = app
+        .post("/api/dtmsvr/forceStop", &json!({"gid": "nobody"}))
+        .await;
+    assert_eq!(code, 404);
+    app.stop().await;
+}
+
 crate::on_every_db!(
+    reset_next_cron_time_and_force_stop_act_at_once,
     a_sigkill_between_branches_sends_no_recorded_branch_again,
     msg_submitted_is_delivered,
     msg_aborted_sends_nothing,
