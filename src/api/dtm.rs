@@ -6,16 +6,16 @@
 use super::body::{json_body, query_map};
 use super::problem::Problem;
 use super::resource::rfc3339;
-use super::sagas::{admit, caller, cursor_of, load, operate_one, parse_cursor, start, timed};
+use super::sagas::{admit, caller, load, operate_one, page, parse_cursor, start, timed};
 use super::schema::{DtmAllParams, DtmQueryParams};
 use super::AppState;
 use crate::actors::messages::Op;
+use crate::domain::dtm::DtmTrans;
 use crate::domain::dtm::{
-    self, parse_branch, parse_prepare, parse_submit, statuses_of, trans_status, NotRegistered,
-    TransType,
+    self, parse_branch, parse_trans, statuses_of, trans_status, NotRegistered, Stage, TransType,
 };
 use crate::domain::limits::{PAGE_SIZES, SAGA_ID};
-use crate::domain::{FieldError, Mode, SagaStatus};
+use crate::domain::{FieldError, Mode, SagaDefinition, SagaStatus};
 use crate::store::{Growth, ListQuery, SagaRecord};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -228,6 +228,42 @@ fn headers_of(req: &HttpRequest) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A transaction JSON read as `submit` or `prepare` reads it, its definition let through
+/// the outbound policy: the body as received, and the transaction.
+async fn read(
+    root: &tracing_actix_web::RootSpan,
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    stage: Stage,
+) -> Result<(Value, DtmTrans)> {
+    let body = json_body(req, payload, state.max_body_bytes).await?;
+    let mut trans = parse_trans(&body, &headers_of(req), stage)
+        .inspect_err(|_| state.shared.metrics.rejected.inc())
+        .map_err(DtmError::refused)?;
+    root.record("saga_id", trans.gid.as_str());
+    trans.def = admit(state, Ok(trans.def)).map_err(DtmError::refused)?;
+    Ok((body, trans))
+}
+
+/// Records the transaction (or finds the one with its gid and content).
+async fn record(
+    state: &AppState,
+    gid: &str,
+    body: Value,
+    def: SagaDefinition,
+) -> Result<SagaRecord> {
+    let (_, r) = start(state, gid, body, def)
+        .await
+        .map_err(|p| match p.status {
+            409 => DtmError::failure(format!(
+                "the gid {gid:?} exists with another content; FAILURE"
+            )),
+            _ => p.into(),
+        })?;
+    Ok(r)
+}
+
 /// How long a `wait_result` submit waits: its `request_timeout`, less a margin so that the
 /// answer reaches a client whose own timeout is that same `request_timeout`.
 fn wait_for(request_timeout_ms: u64) -> Duration {
@@ -250,13 +286,8 @@ pub async fn submit(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
-    let body = json_body(&req, payload, state.max_body_bytes).await?;
-    let trans = parse_submit(&body, &headers_of(&req))
-        .inspect_err(|_| state.shared.metrics.rejected.inc())
-        .map_err(DtmError::refused)?;
-    let def = admit(&state, Ok(trans.def)).map_err(DtmError::refused)?;
+    let (body, trans) = read(&root, &req, payload, &state, Stage::Submit).await?;
     let gid = trans.gid;
-    root.record("saga_id", gid.as_str());
     let ended = trans
         .wait_result
         .then(|| state.shared.finished.subscribe(&gid));
@@ -272,17 +303,7 @@ pub async fn submit(
             )))
         }
         Some(r) => submit_prepared(&req, &state, r).await?,
-        None => {
-            start(&state, &gid, body, def)
-                .await
-                .map_err(|p| match p.status {
-                    409 => DtmError::failure(format!(
-                        "the gid {gid:?} exists with another content; FAILURE"
-                    )),
-                    _ => p.into(),
-                })?
-                .1
-        }
+        None => record(&state, &gid, body, trans.def).await?,
     };
     let Some(ended) = ended else {
         return Ok(success());
@@ -349,21 +370,8 @@ pub async fn prepare(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
-    let body = json_body(&req, payload, state.max_body_bytes).await?;
-    let trans = parse_prepare(&body, &headers_of(&req))
-        .inspect_err(|_| state.shared.metrics.rejected.inc())
-        .map_err(DtmError::refused)?;
-    let def = admit(&state, Ok(trans.def)).map_err(DtmError::refused)?;
-    let gid = trans.gid;
-    root.record("saga_id", gid.as_str());
-    let (_, record) = start(&state, &gid, body, def)
-        .await
-        .map_err(|p| match p.status {
-            409 => DtmError::failure(format!(
-                "the gid {gid:?} exists with another content; FAILURE"
-            )),
-            _ => p.into(),
-        })?;
+    let (body, trans) = read(&root, &req, payload, &state, Stage::Prepare).await?;
+    let record = record(&state, &trans.gid, body, trans.def).await?;
     match trans_status(&record.state) {
         "prepared" => Ok(success()),
         status => Err(DtmError::failure(format!(
@@ -735,19 +743,17 @@ pub async fn all(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
             next_position: position,
         }));
     }
-    let query = ListQuery {
-        statuses,
-        name,
-        limit: limit + 1,
-        after,
-    };
-    let mut rows = timed(&state, state.shared.reads.list(&query)).await?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(limit as usize);
-    let next_position = match rows.last() {
-        Some(r) if more => cursor_of(r),
-        _ => String::new(),
-    };
+    let (rows, next) = page(
+        &state,
+        ListQuery {
+            statuses,
+            name,
+            limit,
+            after,
+        },
+    )
+    .await?;
+    let next_position = next.unwrap_or_default();
     // A stuck saga stands for submitted or aborting: keep those the status asked for.
     let transactions = rows
         .iter()

@@ -244,25 +244,37 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     if !errs.is_empty() {
         return Err(Problem::invalid_query(errs));
     }
-    let query = ListQuery {
-        statuses,
-        name,
-        limit: limit + 1,
-        after,
-    };
-    let mut rows = timed(&state, state.shared.reads.list(&query)).await?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(limit as usize);
-    let next = if more {
-        rows.last().map(cursor_of)
-    } else {
-        None
-    };
+    let (rows, next) = page(
+        &state,
+        ListQuery {
+            statuses,
+            name,
+            limit,
+            after,
+        },
+    )
+    .await?;
     let items = rows.iter().map(|r| saga_view(r, None)).collect();
     Ok(HttpResponse::Ok().json(Page {
         items,
         next_cursor: next,
     }))
+}
+
+/// One page of `q` (at most `q.limit` sagas, newest first) and the cursor of the next page,
+/// if there are more.
+pub(super) async fn page(
+    state: &AppState,
+    mut q: ListQuery,
+) -> Result<(Vec<SagaRecord>, Option<String>)> {
+    let limit = q.limit;
+    // One more than asked: whether another page follows.
+    q.limit += 1;
+    let mut rows = timed(state, state.shared.reads.list(&q)).await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next = rows.last().filter(|_| more).map(cursor_of);
+    Ok((rows, next))
 }
 
 /// The `name` filter of a listing or a count, if given.

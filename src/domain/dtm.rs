@@ -344,7 +344,7 @@ pub fn parse_prepare(
 }
 
 /// Reads the transaction JSON a client sent with `stage`.
-fn parse_trans(
+pub fn parse_trans(
     body: &Value,
     incoming: &[(String, String)],
     stage: Stage,
