@@ -117,6 +117,11 @@ impl Ledger {
 /// Sagas whose index is a multiple of this fail at s3 (409: 10 % business failures).
 const FAIL_EVERY: usize = 10;
 
+/// Whether saga `i` comes through DTM's protocol: a quarter of them, some of which fail.
+fn is_dtm(i: usize) -> bool {
+    i % 4 == 2
+}
+
 async fn answer(req: HttpRequest, _body: web::Bytes, ledger: web::Data<Ledger>) -> HttpResponse {
     let h = |name: &str| {
         req.headers()
@@ -517,6 +522,15 @@ pub async fn run(args: &Args, url: &str) {
                "retry": retry})
     };
     let steps: Vec<Value> = STEPS.iter().map(|s| step(s)).collect();
+    // A quarter of the sagas come through DTM's protocol (docs/dtm.md): the same steps as DTM
+    // branches, its retry interval (1 s, doubling) and a retry limit giving the same attempts.
+    let dtm_steps: Vec<Value> = STEPS
+        .iter()
+        .map(|s| {
+            json!({"action": format!("http://{paddr}/{s}/action"),
+                        "compensate": format!("http://{paddr}/{s}/compensation")})
+        })
+        .collect();
     let bases = |instances: &[Arc<Mutex<Instance>>]| -> Vec<String> {
         instances
             .iter()
@@ -528,17 +542,32 @@ pub async fn run(args: &Args, url: &str) {
     futures::stream::iter(0..n)
         .for_each_concurrent(args.concurrency, |i| {
             let (client, steps, instances) = (client.clone(), steps.clone(), instances.clone());
+            let dtm_steps = dtm_steps.clone();
             async move {
                 // Spread over the run, so that every fault finds sagas in every phase.
                 let due = t0 + Duration::from_secs_f64(i as f64 / rate);
                 tokio::time::sleep(due.saturating_duration_since(Instant::now())).await;
-                let body = json!({"id": format!("c-{i}"), "name": "chaos", "steps": steps});
+                let dtm = is_dtm(i);
+                let (path, body) = if dtm {
+                    let payloads = vec![json!("{}"); dtm_steps.len()];
+                    (
+                        "/api/dtmsvr/submit",
+                        json!({"gid": format!("c-{i}"), "trans_type": "saga",
+                        "steps": dtm_steps, "payloads": payloads, "retry_interval": 1,
+                        "retry_limit": MAX_ATTEMPTS - 1, "request_timeout": 1}),
+                    )
+                } else {
+                    (
+                        "/v1/sagas",
+                        json!({"id": format!("c-{i}"), "name": "chaos", "steps": steps}),
+                    )
+                };
                 let deadline = Instant::now() + Duration::from_secs(300);
                 for k in i.. {
                     let all = bases(&instances);
                     let base = &all[k % all.len()];
                     let r = client
-                        .post(format!("{base}/v1/sagas"))
+                        .post(format!("{base}{path}"))
                         .json(&body)
                         .send()
                         .await;
@@ -631,6 +660,8 @@ pub async fn run(args: &Args, url: &str) {
     }
     let unended = n - finals.len();
     println!("  outcomes: {by_status:?}, not ended: {unended}");
+    let dtm = (0..n).filter(|&i| is_dtm(i)).count();
+    println!("  through DTM's protocol (/api/dtmsvr): {dtm} of {n}");
     for (rule, found) in &violations {
         println!(
             "  {rule}: {}",
