@@ -1,8 +1,10 @@
 //! Settings: `config.toml` (or `--config PATH`), then `SAGA__{SECTION}__{KEY}` environment overrides.
 
 use crate::domain::limits::MAX_DURATION_MS;
-use crate::domain::{Defaults, RetryPolicy};
+use crate::domain::retention::{self, MIN_RETENTION_MS};
+use crate::domain::{Defaults, Retention, RetentionOverride, RetentionRules, RetryPolicy};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::path::Path;
 
@@ -32,6 +34,115 @@ pub struct Settings {
     pub secrets: SecretsSettings,
     /// DTM's HTTP protocol (docs/dtm.md).
     pub dtm: DtmSettings,
+    /// How long ended sagas stay, and where they go (docs/saga-log.md, "Retention").
+    pub retention: RetentionSettings,
+}
+
+impl Settings {
+    /// The defaults the domain resolves requests against (validated by [`Settings::validate`]).
+    pub fn defaults(&self) -> Defaults {
+        Defaults {
+            retention: self.retention.rules(),
+            ..self.participant.defaults()
+        }
+    }
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// How long a succeeded saga stays after it ended (0 = forever).
+    pub succeeded_ms: u64,
+    /// How long a compensated saga stays after it ended (0 = forever).
+    pub compensated_ms: u64,
+    /// Per saga name (`[retention.names.place_order]`): what it sets beats the two above.
+    pub names: BTreeMap<String, RetentionOverride>,
+    /// How often the log is looked through for sagas due to leave.
+    pub sweep_ms: u64,
+    /// How long a purged saga's id stays reserved (its tombstone).
+    pub tombstone_ms: u64,
+    /// Where purged sagas are archived first, as gzip JSON lines ("" = not archived).
+    pub archive_dir: String,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        let d = Retention::default();
+        RetentionSettings {
+            succeeded_ms: d.succeeded_ms,
+            compensated_ms: d.compensated_ms,
+            names: BTreeMap::new(),
+            sweep_ms: 60_000,
+            tombstone_ms: 30 * 24 * 3_600_000,
+            archive_dir: String::new(),
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// The rules sagas are accepted with.
+    pub fn rules(&self) -> RetentionRules {
+        RetentionRules {
+            default: Retention {
+                succeeded_ms: self.succeeded_ms,
+                compensated_ms: self.compensated_ms,
+            },
+            names: self.names.clone(),
+        }
+    }
+
+    /// Every value out of range, each naming its key.
+    fn problems(&self, e: &mut Vec<String>) {
+        let range =
+            format!("0 (forever) or from {MIN_RETENTION_MS} to {MAX_DURATION_MS} milliseconds");
+        let mut each = vec![
+            (
+                "retention.succeeded_ms".to_string(),
+                Some(self.succeeded_ms),
+            ),
+            (
+                "retention.compensated_ms".to_string(),
+                Some(self.compensated_ms),
+            ),
+        ];
+        for (name, o) in &self.names {
+            check(
+                e,
+                crate::domain::limits::NAME.is_valid(name),
+                &format!("retention.names.{name}"),
+                "a saga name",
+                format!("{name:?}"),
+            );
+            each.push((
+                format!("retention.names.{name}.succeeded_ms"),
+                o.succeeded_ms,
+            ));
+            each.push((
+                format!("retention.names.{name}.compensated_ms"),
+                o.compensated_ms,
+            ));
+        }
+        for (key, ms) in each {
+            if let Some(ms) = ms {
+                check(e, retention::is_valid_ms(ms), &key, &range, ms);
+            }
+        }
+        check(
+            e,
+            (100..=3_600_000).contains(&self.sweep_ms),
+            "retention.sweep_ms",
+            "from 100 to 3600000",
+            self.sweep_ms,
+        );
+        check(
+            e,
+            (MIN_RETENTION_MS..=MAX_DURATION_MS).contains(&self.tombstone_ms),
+            "retention.tombstone_ms",
+            &format!("from {MIN_RETENTION_MS} to {MAX_DURATION_MS}"),
+            self.tombstone_ms,
+        );
+    }
 }
 
 /// `[dtm]`
@@ -279,6 +390,7 @@ impl ParticipantSettings {
                 max_backoff_ms: self.max_backoff_ms,
                 multiplier: self.multiplier,
             },
+            retention: RetentionRules::default(),
         }
     }
 }
@@ -456,6 +568,7 @@ impl Settings {
             ));
         }
         let dur = format!("from 1 to {MAX_DURATION_MS}");
+        self.retention.problems(&mut e);
         check(
             &mut e,
             s.bind.contains(':'),

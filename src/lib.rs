@@ -15,6 +15,7 @@ pub mod domain;
 pub mod metrics;
 pub mod outbound;
 pub mod participant;
+pub mod retention;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -84,6 +84,12 @@ pub struct Metrics {
     /// `saga_dtm_requests_total{route,result}`: requests of DTM's protocol (docs/dtm.md) by
     /// route and answer (success, failure: a 4xx FAILURE, error: a 5xx).
     pub dtm_requests: IntCounterVec,
+    /// `saga_purged_total{status}`: sagas retention deleted, by how they ended.
+    pub purged: IntCounterVec,
+    /// `saga_archived_bytes_total`: compressed bytes appended to the archive.
+    pub archived_bytes: IntCounter,
+    /// `saga_purge_lag_seconds`: how long the saga due the longest has waited to be purged.
+    pub purge_lag: prometheus::Gauge,
     /// Label sets the open-saga gauges have shown, so that they drop to 0 rather than vanish.
     seen: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
@@ -257,6 +263,30 @@ impl Metrics {
                 &["name", "status"],
                 slow,
             ),
+            purged: counter(
+                &r,
+                "saga_purged_total",
+                "Ended sagas deleted by retention, by status",
+                &["status"],
+            ),
+            archived_bytes: {
+                let c = IntCounter::new(
+                    "saga_archived_bytes_total",
+                    "Compressed bytes appended to the retention archive",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique");
+                c
+            },
+            purge_lag: {
+                let g = prometheus::Gauge::new(
+                    "saga_purge_lag_seconds",
+                    "Seconds since the saga due the longest for purging was due (0: none due)",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique");
+                g
+            },
             dtm_requests: counter(
                 &r,
                 "saga_dtm_requests_total",

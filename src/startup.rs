@@ -62,6 +62,11 @@ pub struct Application {
     registry: Addr<Registry>,
     timer: Addr<Timer>,
     grace: Duration,
+    /// The retention sweep: its stop flag and task.
+    sweep: Option<(
+        tokio_util::sync::CancellationToken,
+        actix_web::rt::task::JoinHandle<()>,
+    )>,
 }
 
 impl Application {
@@ -94,6 +99,7 @@ impl Application {
             sealer,
         );
         let reads = sql.reads();
+        let purger = sql.purger();
         let store: Arc<dyn SagaLog> = Arc::new(sql);
         let metrics = Arc::new(Metrics::new());
         let instance_id = settings.cluster.resolved_instance_id();
@@ -126,7 +132,7 @@ impl Application {
                 settings.participant.max_in_flight,
             )
             .map_err(StartupError::Client)?,
-            defaults: settings.participant.defaults(),
+            defaults: settings.defaults(),
             outbound: outbound.clone(),
             metrics: metrics.clone(),
             finished: Default::default(),
@@ -170,7 +176,27 @@ impl Application {
             shared: shared.clone(),
             max_body_bytes: settings.server.max_body_bytes,
             secrets: crate::domain::SecretHeaders::new(&settings.participant.secret_headers),
+            purger: purger.clone(),
         });
+        // Retention: every instance sweeps in turn; it stops with the service.
+        let sweeper = crate::retention::Sweeper {
+            purger,
+            store: shared.store.clone(),
+            reads: shared.reads.clone(),
+            metrics: metrics.clone(),
+            clock: shared.clock.clone(),
+            secrets: crate::domain::SecretHeaders::new(&settings.participant.secret_headers),
+            settings: settings.retention.clone(),
+            holder: lease.holder(),
+            archive: (!settings.retention.archive_dir.is_empty()).then(|| {
+                crate::retention::archive::Archive::new(
+                    &settings.retention.archive_dir,
+                    &instance_id,
+                )
+            }),
+        };
+        let sweeping = tokio_util::sync::CancellationToken::new();
+        let sweep = actix_web::rt::spawn(sweeper.run(sweeping.clone()));
         let tokens = web::Data::new(settings.auth.tokens().map_err(StartupError::Config)?);
         if tokens.is_open() {
             tracing::warn!(bind = %settings.server.bind, "no [auth] tokens: the API is open to anyone who reaches it");
@@ -246,6 +272,7 @@ impl Application {
             registry,
             timer,
             grace,
+            sweep: Some((sweeping, sweep)),
         })
     }
 
@@ -285,6 +312,11 @@ impl Application {
         let left = self.shared.work.len();
         // Another instance takes over at once rather than after the lease; what is unfinished
         // here resumes there (or at this instance's next start).
+        if let Some((stop, task)) = self.sweep {
+            // A sweep under way finishes its batch (a transaction); the turn is given up.
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         let mut keeper = self.keeper;
         keeper.stop();
         let owner = self.shared.lease.token().owner;

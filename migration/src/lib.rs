@@ -8,6 +8,7 @@ mod m20261124_000003_exact_ids_and_definitions;
 mod m20261124_000004_steps_in_the_saga_row;
 mod m20261124_000005_leases;
 mod m20261124_000006_lease_holder;
+mod m20261206_000007_retention;
 
 /// Applies the saga log's migrations in order.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_steps_in_the_saga_row::Migration),
             Box::new(m20261124_000005_leases::Migration),
             Box::new(m20261124_000006_lease_holder::Migration),
+            Box::new(m20261206_000007_retention::Migration),
         ]
     }
 }

@@ -34,6 +34,8 @@ pub enum StartOutcome {
     Created(Box<SagaRecord>),
     /// A saga with that id already existed.
     Existing(Box<SagaRecord>),
+    /// A saga with that id ran and was purged; its id is still reserved.
+    Purged(Box<crate::store::Tombstone>),
 }
 
 /// Wake a saga: something it waits for may be due.

@@ -127,10 +127,13 @@ impl From<Problem> for DtmError {
             let at = e.pointer.or(e.parameter).unwrap_or_default();
             message.push_str(&format!("; {}: {}", at.trim_start_matches('/'), e.detail));
         }
-        DtmError {
-            status: StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            message,
-        }
+        // A purged gid is an ended transaction to DTM's clients: 409 FAILURE, as DTM answers
+        // an abort or submit of a transaction that ended.
+        let status = match p.status {
+            410 => StatusCode::CONFLICT,
+            s => StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        };
+        DtmError { status, message }
     }
 }
 
@@ -243,6 +246,12 @@ async fn read(
         .map_err(DtmError::refused)?;
     root.record("saga_id", trans.gid.as_str());
     trans.def = admit(state, Ok(trans.def)).map_err(DtmError::refused)?;
+    // Kept as long as `[retention]` says for its name (dtm_saga, dtm_tcc, dtm_msg).
+    trans.def.retention = state
+        .shared
+        .defaults
+        .retention
+        .resolve(&trans.def.name, None);
     Ok((body, trans))
 }
 
@@ -256,6 +265,8 @@ async fn record(
     let (_, r) = start(state, gid, body, def)
         .await
         .map_err(|p| match p.status {
+            // A purged gid's problem says when it ended and was purged.
+            409 if p.purged.is_some() => DtmError::failure(format!("{}; FAILURE", p.detail)),
             409 => DtmError::failure(format!(
                 "the gid {gid:?} exists with another content; FAILURE"
             )),

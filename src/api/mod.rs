@@ -28,6 +28,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Headers shown as `***`.
     pub secrets: crate::domain::SecretHeaders,
+    /// Keeps and unkeeps (retention's side of the log).
+    pub purger: crate::store::Purger,
 }
 
 /// Registers every route of the contract, each with the scope its caller's token needs (when
@@ -59,6 +61,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/v1/sagas/{id}", "GET").route(to!(get, sagas::get, READ)))
     .service(resource("/v1/sagas/{id}/retry", "POST").route(to!(post, sagas::retry, OPERATE)))
     .service(resource("/v1/sagas/{id}/abort", "POST").route(to!(post, sagas::abort, OPERATE)))
+    .service(resource("/v1/sagas/{id}/keep", "POST").route(to!(post, sagas::keep, OPERATE)))
+    .service(resource("/v1/sagas/{id}/unkeep", "POST").route(to!(post, sagas::unkeep, OPERATE)))
     .service(resource("/v1/bulk/retry", "POST").route(to!(post, sagas::bulk_retry, OPERATE)))
     .service(resource("/v1/bulk/abort", "POST").route(to!(post, sagas::bulk_abort, OPERATE)))
     .service(resource("/v1/counts", "GET").route(to!(get, sagas::counts, READ)))

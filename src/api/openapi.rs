@@ -3,7 +3,7 @@
 //! request shapes of `schema.rs`), so that it cannot drift from the code.
 
 use super::dtm::{AllAnswer, BranchView, DtmResult, NewGid, QueryAnswer};
-use super::problem::{Problem, ProblemField};
+use super::problem::{Problem, ProblemField, PurgedView};
 use super::resource::{
     ActionView, BulkAnswer, BulkResult, CallView, Counts, OperatorActionView, Page, SagaView,
     StepView, Whoami,
@@ -29,6 +29,8 @@ use utoipa::OpenApi;
         sagas::get,
         sagas::retry,
         sagas::abort,
+        sagas::keep,
+        sagas::unkeep,
         sagas::bulk_retry,
         sagas::bulk_abort,
         sagas::counts,
@@ -52,7 +54,7 @@ use utoipa::OpenApi;
     components(schemas(
         StartRequest, SagaStart, TccStart, SagaStep, TccStep, Endpoint, UndoEndpoint, Retry,
         SagaView, StepView, CallView, OperatorActionView, ActionView, Page, Counts, Whoami,
-        Problem, ProblemField, BulkRequest, SagaId, BulkAnswer, BulkResult,
+        Problem, ProblemField, PurgedView, BulkRequest, SagaId, BulkAnswer, BulkResult,
         DtmResult, NewGid, QueryAnswer, BranchView, AllAnswer
     )),
     modifiers(&Common),

@@ -1,6 +1,8 @@
 //! RFC 9457 problem documents: the one shape of every error answer.
 
+use super::resource::rfc3339;
 use crate::domain::FieldError;
+use crate::store::Tombstone;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -33,6 +35,50 @@ pub struct Problem {
     /// Every invalid field.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ProblemField>,
+    /// The saga this id named ended and was purged (410 on a read, 409 on a start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purged: Option<Box<PurgedView>>,
+}
+
+/// What is known of a purged saga while its id stays reserved.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PurgedView {
+    /// Its name.
+    pub name: String,
+    /// How it ended: succeeded or compensated.
+    pub status: String,
+    /// When it ended.
+    pub finished_at: String,
+    /// When it was purged.
+    pub purged_at: String,
+    /// The archive file holding it (under `retention.archive_dir`), if it was archived.
+    pub archived_in: Option<String>,
+    /// When the id is free again (404 from then on).
+    pub reserved_until: String,
+}
+
+impl PurgedView {
+    fn of(t: &Tombstone) -> Self {
+        PurgedView {
+            name: t.name.clone(),
+            status: t.status.as_str().to_string(),
+            finished_at: rfc3339(t.finished_at),
+            purged_at: rfc3339(t.purged_at),
+            archived_in: t.archived_in.clone(),
+            reserved_until: rfc3339(t.expires_at),
+        }
+    }
+
+    fn sentence(&self) -> String {
+        let archived = match &self.archived_in {
+            Some(f) => format!(", archived in {f}"),
+            None => String::new(),
+        };
+        format!(
+            "{} {} at {}, purged at {}{archived}; the id stays reserved until {}",
+            self.name, self.status, self.finished_at, self.purged_at, self.reserved_until
+        )
+    }
 }
 
 impl Problem {
@@ -44,7 +90,43 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: vec![],
+            purged: None,
         }
+    }
+
+    /// 410 for a read of a purged saga.
+    pub fn saga_purged(t: &Tombstone) -> Self {
+        let v = PurgedView::of(t);
+        let mut p = Problem::new(
+            StatusCode::GONE,
+            "purged",
+            "Purged",
+            format!("saga {:?} ended and was purged: {}", t.id, v.sentence()),
+        );
+        p.purged = Some(Box::new(v));
+        p
+    }
+
+    /// 409 for a start under the id of a purged saga.
+    pub fn start_purged(t: &Tombstone, same_request: bool) -> Self {
+        let v = PurgedView::of(t);
+        let same = if same_request {
+            "this request already ran under it"
+        } else {
+            "a different request ran under it"
+        };
+        let mut p = Problem::new(
+            StatusCode::CONFLICT,
+            "purged",
+            "Id reserved by a purged saga",
+            format!(
+                "saga {:?} cannot be started: {same} ({}); a late retry never runs a saga twice",
+                t.id,
+                v.sentence()
+            ),
+        );
+        p.purged = Some(Box::new(v));
+        p
     }
 
     /// 400 listing every invalid part of the request.

@@ -120,6 +120,10 @@ pub struct SagaView {
     pub deadline_at: Option<String>,
     /// Why it compensates or is stuck.
     pub error: Option<String>,
+    /// When retention purges it (null while it has not ended, or if it stays forever).
+    pub purge_at: Option<String>,
+    /// An operator pinned it (`POST …/keep`): it is not purged while this holds.
+    pub kept: bool,
     /// Its steps, in definition order.
     pub steps: Vec<StepView>,
     /// Operator actions (`include=attempts`).
@@ -239,12 +243,14 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
         updated_at: rfc3339(r.updated_at),
         deadline_at: opt_time(r.state.deadline_at),
         error: r.state.error.clone(),
+        purge_at: opt_time(r.purge_at),
+        kept: r.kept,
         steps,
         operator_actions: history.map(|h| {
             h.operator
                 .iter()
                 .map(|o| OperatorActionView {
-                    action: o.action.as_str().to_string(),
+                    action: o.action.clone(),
                     by: o.who.clone(),
                     at: rfc3339(o.at),
                 })
@@ -253,6 +259,20 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
         actions: None,
         request: None,
     }
+}
+
+/// The resource as a single-saga read shows it: its actions and dependencies, the history if
+/// given, the request (secret header values `***`) if asked for. The archive keeps this too.
+pub fn full_view(
+    r: &SagaRecord,
+    history: Option<&History>,
+    request: Option<&crate::domain::SecretHeaders>,
+) -> SagaView {
+    let mut v = saga_view(r, history);
+    v.actions = Some(actions_view(r));
+    add_dependencies(&mut v, r);
+    v.request = request.map(|secrets| secrets.redact_request(&r.request));
+    v
 }
 
 /// Adds each step's `depends_on` from the stored definition (single-saga reads).
@@ -267,13 +287,23 @@ pub fn add_dependencies(v: &mut SagaView, r: &SagaRecord) {
 /// What an operator may do with the saga now, by the domain's rules, and the scope each needs.
 pub fn actions_view(r: &SagaRecord) -> Vec<ActionView> {
     let status = r.state.status;
-    [("retry", status.may_retry()), ("abort", status.may_abort())]
-        .into_iter()
-        .map(|(action, rule)| ActionView {
-            action: action.into(),
-            allowed: rule.is_ok(),
-            scope: crate::auth::OPERATE.as_str().into(),
-            reason: rule.err().map(|e| e.to_string()),
-        })
-        .collect()
+    let op = |action: &str, rule: Result<(), crate::domain::Rejected>| ActionView {
+        action: action.into(),
+        allowed: rule.is_ok(),
+        scope: crate::auth::OPERATE.as_str().into(),
+        reason: rule.err().map(|e| e.to_string()),
+    };
+    // Pinning against retention works in any status; only one of the two changes anything.
+    let pin = |action: &str, allowed: bool, why: &str| ActionView {
+        action: action.into(),
+        allowed,
+        scope: crate::auth::OPERATE.as_str().into(),
+        reason: (!allowed).then(|| why.to_string()),
+    };
+    vec![
+        op("retry", status.may_retry()),
+        op("abort", status.may_abort()),
+        pin("keep", !r.kept, "the saga is kept already"),
+        pin("unkeep", r.kept, "the saga is not kept"),
+    ]
 }

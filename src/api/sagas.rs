@@ -4,9 +4,7 @@ use super::body::{json_body, query_map, wait_ms};
 use super::problem::Problem;
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use super::resource::SagaView;
-use super::resource::{
-    actions_view, add_dependencies, saga_view, BulkAnswer, BulkResult, Counts, History, Page,
-};
+use super::resource::{full_view, saga_view, BulkAnswer, BulkResult, Counts, History, Page};
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use super::schema::BulkRequest;
 use super::schema::{CountsParams, GetParams, IdParam, ListParams, StartRequest, WaitParams};
@@ -36,9 +34,14 @@ pub(super) async fn timed<T>(state: &AppState, read: impl std::future::Future<Ou
 }
 
 pub(super) async fn load(state: &AppState, id: &str) -> Result<SagaRecord> {
-    timed(state, state.shared.reads.load(id))
-        .await?
-        .ok_or_else(|| Problem::saga_not_found(id))
+    if let Some(r) = timed(state, state.shared.reads.load(id)).await? {
+        return Ok(r);
+    }
+    // Only a miss looks for a tombstone: a purged saga is gone (410), not unknown (404).
+    match state.shared.reads.tombstone(id).await? {
+        Some(t) => Err(Problem::saga_purged(&t)),
+        None => Err(Problem::saga_not_found(id)),
+    }
 }
 
 /// `POST /v1/sagas`
@@ -48,7 +51,7 @@ pub(super) async fn load(state: &AppState, id: &str) -> Result<SagaRecord> {
         (status = 201, description = "Created; recorded before this answer", body = SagaView),
         (status = 200, description = "The saga with this id and an identical request", body = SagaView),
         (status = 400, description = "Invalid request (every mistake with its pointer); nothing recorded", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "This id exists with another request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "This id exists with another request, or names a purged saga (`purged` says when)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over server.max_body_bytes", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
@@ -132,6 +135,10 @@ pub(super) async fn start(
             "Conflict",
             format!("a saga with id {id:?} already exists with a different request"),
         )),
+        StartOutcome::Purged(t) => Err(Problem::start_purged(
+            &t,
+            t.request_sha256 == crate::store::request_sha256(&request),
+        )),
     }
 }
 
@@ -140,7 +147,8 @@ pub(super) async fn start(
     responses(
         (status = 200, description = "The saga", body = SagaView),
         (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "It ended and was purged by retention (`purged` says when, and where it was archived)", body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
@@ -188,13 +196,8 @@ pub async fn get(
     } else {
         None
     };
-    let mut v = saga_view(&record, history.as_ref());
-    v.actions = Some(actions_view(&record));
-    add_dependencies(&mut v, &record);
-    if request {
-        // As accepted, with credentials masked: the console shows it.
-        v.request = Some(state.secrets.redact_request(&record.request));
-    }
+    // The request as accepted, with credentials masked: the console shows it.
+    let v = full_view(&record, history.as_ref(), request.then_some(&state.secrets));
     Ok(HttpResponse::Ok().json(v))
 }
 
@@ -457,6 +460,53 @@ pub async fn abort(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     operate(req, path.into_inner(), Op::Abort, state).await
+}
+
+/// `POST /v1/sagas/{id}/keep`: pin a saga, so that retention never purges it.
+#[utoipa::path(post, path = "/v1/sagas/{id}/keep", tag = "operators", params(IdParam),
+    responses(
+        (status = 200, description = "Kept (recorded in its operator actions)", body = SagaView),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Purged already", body = Problem, content_type = "application/problem+json")))]
+pub async fn keep(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    pin(req, path.into_inner(), true, state).await
+}
+
+/// `POST /v1/sagas/{id}/unkeep`: let retention purge the saga again when it is due.
+#[utoipa::path(post, path = "/v1/sagas/{id}/unkeep", tag = "operators", params(IdParam),
+    responses(
+        (status = 200, description = "No longer kept (recorded in its operator actions); purged at its purge_at, or at the next sweep if that has passed", body = SagaView),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Purged already", body = Problem, content_type = "application/problem+json")))]
+pub async fn unkeep(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    pin(req, path.into_inner(), false, state).await
+}
+
+async fn pin(
+    req: HttpRequest,
+    id: String,
+    kept: bool,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    if !SAGA_ID.is_valid(&id) {
+        return Err(Problem::saga_not_found(&id));
+    }
+    let now = state.shared.clock.now_ms();
+    if !state.purger.set_kept(&id, kept, &caller(&req), now).await? {
+        // Gone (410) or unknown (404).
+        load(&state, &id).await?;
+    }
+    tracing::info!(saga_id = %id, kept, who = %caller(&req), "saga retention pinned or unpinned");
+    let record = load(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(saga_view(&record, None)))
 }
 
 /// `POST /v1/bulk/retry`: resume each of the stuck sagas named.

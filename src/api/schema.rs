@@ -11,6 +11,7 @@ use crate::domain::limits::{
     MAX_HEADER_VALUE_LEN, MAX_JSON_DEPTH, MAX_STEPS, MAX_URL_LEN, MAX_WAIT_MS, METHODS,
     MULTIPLIER_RANGE, NAME, PAGE_SIZES, SAGA_ID, SERVICE,
 };
+use crate::domain::retention::MIN_RETENTION_MS;
 use crate::domain::SagaStatus;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{
@@ -267,6 +268,19 @@ fn start(mode: &str, step: &str, nullable_mode: bool) -> Schema {
                 ))),
             ),
             ("timeout_ms", RefOr::T(duration(1, "Deadline of the forward phase from creation"))),
+            (
+                "retention_ms",
+                RefOr::T(
+                    OneOfBuilder::new()
+                        .item(integer(0, 0, "Kept forever"))
+                        .item(duration(MIN_RETENTION_MS, "Purged this long after it ended"))
+                        .description(Some(
+                            "How long it stays in the log once it succeeded or was compensated; \
+                             overrides [retention] (docs/saga-log.md)",
+                        ))
+                        .into(),
+                ),
+            ),
             ("steps", RefOr::T(steps.into())),
         ],
         &required,

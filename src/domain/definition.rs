@@ -2,6 +2,7 @@
 
 use super::limits::{MAX_ATTEMPTS, MAX_DURATION_MS, MULTIPLIER_RANGE};
 use super::protocol::Protocol;
+use super::retention::Retention;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -123,12 +124,14 @@ impl RetryPolicy {
 }
 
 /// Defaults from configuration that a request may leave out.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Defaults {
     /// Timeout of one participant call.
     pub call_timeout_ms: u64,
     /// Retry policy of every phase.
     pub retry: RetryPolicy,
+    /// How long ended sagas stay in the log.
+    pub retention: super::retention::RetentionRules,
 }
 
 impl Default for Defaults {
@@ -141,6 +144,7 @@ impl Default for Defaults {
                 max_backoff_ms: 30_000,
                 multiplier: 2.0,
             },
+            retention: Default::default(),
         }
     }
 }
@@ -215,6 +219,10 @@ pub struct SagaDefinition {
     /// without limit; nothing is undone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deliver: bool,
+    /// How long it stays in the log once ended, resolved when it was accepted; sagas accepted
+    /// before retention existed stay forever.
+    #[serde(default = "forever", skip_serializing_if = "Retention::is_forever")]
+    pub retention: Retention,
     /// For each step, the steps that depend on it: computed on first use (every event needs
     /// it), never stored.
     #[serde(skip)]
@@ -230,6 +238,10 @@ impl<T> PartialEq for Derived<T> {
     fn eq(&self, _: &Self) -> bool {
         true
     }
+}
+
+fn forever() -> Retention {
+    Retention::FOREVER
 }
 
 /// Version tag of the stored definition format, so that a later format can tell old rows apart.
@@ -270,6 +282,7 @@ impl SagaDefinition {
             prepared: false,
             check_first: false,
             deliver: false,
+            retention: Retention::FOREVER,
             dependents: Derived::default(),
         }
     }

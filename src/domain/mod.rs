@@ -40,6 +40,7 @@ pub mod limits;
 pub mod machine;
 pub mod policy;
 pub mod protocol;
+pub mod retention;
 pub mod secrets;
 pub mod validation;
 
@@ -50,5 +51,6 @@ pub use machine::{
 };
 pub use policy::OutboundPolicy;
 pub use protocol::Protocol;
+pub use retention::{Retention, RetentionOverride, RetentionRules};
 pub use secrets::SecretHeaders;
 pub use validation::{parse_bulk_ids, parse_request, FieldError};

@@ -9,6 +9,7 @@ use super::limits::{
     NameRule, MAX_BULK_IDS, MAX_DURATION_MS, MAX_HEADERS, MAX_HEADER_VALUE_LEN, MAX_JSON_DEPTH,
     MAX_STEPS, MAX_URL_LEN, METHODS, NAME, SAGA_ID, SERVICE,
 };
+use super::retention;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -40,7 +41,15 @@ fn check_depth(v: &Value, at: &str, errs: &mut Errors) {
     }
 }
 
-const TOP_KEYS: &[&str] = &["id", "name", "mode", "payload", "timeout_ms", "steps"];
+const TOP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "mode",
+    "payload",
+    "timeout_ms",
+    "retention_ms",
+    "steps",
+];
 const STEP_KEYS: &[&str] = &[
     "name",
     "action",
@@ -195,6 +204,23 @@ pub fn parse_request(body: &Value, defaults: &Defaults) -> Result<SagaDefinition
         }
     };
     let timeout_ms = duration(obj.get("timeout_ms"), "/timeout_ms", 1, &mut errs);
+    let retention_ms = match obj.get("retention_ms") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64().filter(|&ms| retention::is_valid_ms(ms)) {
+            Some(ms) => Some(ms),
+            None => {
+                errs.push(
+                    "/retention_ms",
+                    format!(
+                        "must be 0 (keep forever) or an integer number of milliseconds from {} \
+                         to {MAX_DURATION_MS}",
+                        retention::MIN_RETENTION_MS
+                    ),
+                );
+                None
+            }
+        },
+    };
 
     let mut steps = Vec::new();
     match obj.get("steps") {
@@ -209,9 +235,10 @@ pub fn parse_request(body: &Value, defaults: &Defaults) -> Result<SagaDefinition
     }
 
     if errs.0.is_empty() {
-        Ok(SagaDefinition::new(
-            id, name, mode, payload, timeout_ms, steps,
-        ))
+        let retention = defaults.retention.resolve(&name, retention_ms);
+        let mut def = SagaDefinition::new(id, name, mode, payload, timeout_ms, steps);
+        def.retention = retention;
+        Ok(def)
     } else {
         Err(errs.0)
     }

@@ -16,6 +16,7 @@ mod health;
 mod instances;
 mod operator_requests;
 mod reads;
+mod retention;
 mod rows;
 mod sealed;
 mod sql;
@@ -24,6 +25,7 @@ mod writer;
 pub use connect::{connect, lock_single_instance};
 pub use instances::LeaseLog;
 pub use reads::Reads;
+pub use retention::{request_sha256, Purger, Tombstone};
 pub use sealed::Sealer;
 pub use sql::SqlStore;
 
@@ -105,6 +107,10 @@ pub struct SagaRecord {
     pub version: i64,
     /// The token of the instance that drives the saga; none while it only waits or has ended.
     pub owner: Option<String>,
+    /// When it leaves the log (none: it has not ended, or stays forever).
+    pub purge_at: Option<i64>,
+    /// An operator pinned it: it never leaves while this holds.
+    pub kept: bool,
     /// Step names and the like, in order.
     pub steps: Vec<StepMeta>,
     /// The state machine's state.
@@ -154,11 +160,16 @@ pub struct CallRow {
     pub error: Option<String>,
 }
 
+/// The recorded name of a keep (`POST /v1/sagas/{id}/keep`).
+pub const KEEP: &str = "keep";
+/// The recorded name of an unkeep.
+pub const UNKEEP: &str = "unkeep";
+
 /// One recorded operator action.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OperatorRow {
-    /// Abort or retry.
-    pub action: Op,
+    /// An [`Op`]'s wire name, [`KEEP`] or [`UNKEEP`].
+    pub action: String,
     /// Who asked.
     pub who: String,
     /// When (ms).
@@ -182,6 +193,8 @@ pub struct Transition<'a> {
     pub now: i64,
     /// Give up the saga with this write (it ended, or only waits for a while).
     pub release: bool,
+    /// When it leaves the log, if this transition ends it (its retention's answer).
+    pub purge_at: Option<i64>,
 }
 
 /// A prepared saga with one more branch, to record at the version it was read at.
@@ -266,6 +279,9 @@ pub enum Created {
     New,
     /// A saga with that id already exists.
     Existing(Box<SagaRecord>),
+    /// A saga with that id ran, ended and was purged; the id stays reserved while its
+    /// tombstone lasts.
+    Purged(Box<Tombstone>),
 }
 
 /// Filter and page of a listing, newest first.

@@ -35,6 +35,11 @@ impl Reads {
             .map(|r| self.sealer.open_record(r)))
     }
 
+    /// The tombstone of a purged saga, while its id stays reserved.
+    pub async fn tombstone(&self, id: &str) -> Result<Option<super::Tombstone>, StoreError> {
+        super::retention::tombstone(&self.db, id).await
+    }
+
     /// The calls of a saga, in order.
     pub async fn calls(&self, id: &str) -> Result<Vec<CallRow>, StoreError> {
         calls(&self.db, id).await

@@ -34,6 +34,8 @@ pub(super) fn new_row(r: &SagaRecord) -> saga::ActiveModel {
         version: Set(r.version),
         owner: Set(r.owner.clone()),
         lease_until: Set(None),
+        purge_at: Set(r.purge_at),
+        kept: Set(r.kept),
     }
 }
 
@@ -54,10 +56,12 @@ pub(super) struct Listed {
     pub updated_at: i64,
     pub version: i64,
     pub owner: Option<String>,
+    pub purge_at: Option<i64>,
+    pub kept: bool,
 }
 
 /// The columns of [`Listed`], for `select_only`.
-pub(super) const LISTED: [saga::Column; 13] = [
+pub(super) const LISTED: [saga::Column; 15] = [
     saga::Column::Id,
     saga::Column::Name,
     saga::Column::Mode,
@@ -71,6 +75,8 @@ pub(super) const LISTED: [saga::Column; 13] = [
     saga::Column::UpdatedAt,
     saga::Column::Version,
     saga::Column::Owner,
+    saga::Column::PurgeAt,
+    saga::Column::Kept,
 ];
 
 /// Reads a whole `sagas` row back.
@@ -94,6 +100,8 @@ pub(super) fn record(m: saga::Model) -> Result<SagaRecord, StoreError> {
         updated_at: m.updated_at,
         version: m.version,
         owner: m.owner,
+        purge_at: m.purge_at,
+        kept: m.kept,
     };
     let mut r = listed_record(listed)?;
     r.request = request;
@@ -123,6 +131,8 @@ pub(super) fn listed_record(m: Listed) -> Result<SagaRecord, StoreError> {
         updated_at: m.updated_at,
         version: m.version,
         owner: m.owner,
+        purge_at: m.purge_at,
+        kept: m.kept,
         steps: metas,
         state: SagaState {
             status,
@@ -194,14 +204,16 @@ pub(super) fn call_from_row(r: saga_call::Model) -> Result<CallRow, StoreError> 
 
 /// An operator action row for the API.
 pub(super) fn operator_from_row(r: saga_operator_action::Model) -> Result<OperatorRow, StoreError> {
-    let action = r.action.parse().map_err(|_| {
-        StoreError::Corrupt(format!(
+    let known = crate::domain::Op::parse(&r.action).is_some()
+        || [super::KEEP, super::UNKEEP].contains(&r.action.as_str());
+    if !known {
+        return Err(StoreError::Corrupt(format!(
             "operator action {} of saga {}: {}",
             r.id, r.saga_id, r.action
-        ))
-    })?;
+        )));
+    }
     Ok(OperatorRow {
-        action,
+        action: r.action,
         who: r.who,
         at: r.at,
     })

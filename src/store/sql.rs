@@ -50,6 +50,11 @@ impl SqlStore {
         }
     }
 
+    /// The retention sweep's side of the log, over the same pool.
+    pub fn purger(&self) -> super::Purger {
+        super::Purger::new(self.db.clone())
+    }
+
     /// The underlying pool.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
@@ -90,6 +95,7 @@ impl SagaLog for SqlStore {
             steps: rows::steps_json(t.state),
             calls: t.history.to_vec(),
             now: t.now,
+            purge_at: t.purge_at,
         };
         let (reply, answer) = oneshot::channel();
         self.writer.send(Job::Save(Box::new(w), reply))?;

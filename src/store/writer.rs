@@ -39,6 +39,8 @@ pub(super) struct Write {
     pub steps: String,
     pub calls: Vec<LogRecord>,
     pub now: i64,
+    /// When the saga leaves the log (set by the transition that ends it).
+    pub purge_at: Option<i64>,
 }
 
 /// A write and where its answer goes.
@@ -191,6 +193,8 @@ enum BatchError {
     Exists,
     /// A new saga's lease token has no row any more (its lease ended and was taken over).
     LeaseLost,
+    /// A new saga's id is reserved by the tombstone of a purged saga.
+    Purged,
     /// The database failed.
     Db(DbErr),
 }
@@ -345,12 +349,19 @@ async fn answer_failed(db: &DatabaseConnection, job: Job, e: BatchError) {
         (Job::Create(r, reply), BatchError::Conflict) => {
             let _ = reply.send(Err(StoreError::Conflict(r.id.clone())));
         }
+        (Job::Create(r, reply), BatchError::Purged) => {
+            let _ = reply.send(match super::retention::tombstone(db, &r.id).await {
+                Ok(Some(t)) => Ok(Created::Purged(Box::new(t))),
+                Ok(None) => Err(StoreError::Conflict(r.id.clone())),
+                Err(e) => Err(e),
+            });
+        }
         (Job::Save(_, reply), BatchError::Db(e)) => {
             let _ = reply.send(Err(e.into()));
         }
         (
             Job::Save(t, reply),
-            BatchError::Conflict | BatchError::Exists | BatchError::LeaseLost,
+            BatchError::Conflict | BatchError::Exists | BatchError::LeaseLost | BatchError::Purged,
         ) => {
             let _ = reply.send(Err(StoreError::Conflict(t.id.clone())));
         }
@@ -398,7 +409,27 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
             return Err(BatchError::LeaseLost);
         }
     }
+    let new_ids: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Create(r, _) => Some(r.id.as_str()),
+            Job::Save(..) => None,
+        })
+        .collect();
     insert_chunked(txn, creates).await?;
+    // After the insert: a purge that deleted the id committed before it (the insert waited on
+    // its lock, or came later), so its tombstone is seen. Padded to a fixed statement shape.
+    for part in new_ids.chunks(MAX_CHUNK) {
+        let padded: Vec<&str> = part
+            .iter()
+            .copied()
+            .chain(std::iter::repeat(part[part.len() - 1]))
+            .take(part.len().next_power_of_two())
+            .collect();
+        if !super::retention::tombstoned(txn, &padded).await?.is_empty() {
+            return Err(BatchError::Purged);
+        }
+    }
     for part in saves.chunks(MAX_UPDATE) {
         if update_versioned(txn, part).await? != part.len() as u64 {
             return Err(BatchError::Conflict);
@@ -472,6 +503,10 @@ async fn update_versioned(txn: &DatabaseTransaction, part: &[&Write]) -> Result<
             case(saga::Column::FinishedAt, &|t| {
                 t.status.is_terminal().then_some(t.now).into()
             }),
+        )
+        .col_expr(
+            saga::Column::PurgeAt,
+            case(saga::Column::PurgeAt, &|t| t.purge_at.into()),
         )
         .col_expr(
             saga::Column::Owner,

@@ -19,6 +19,7 @@ mod dtm;
 mod observability;
 mod operations;
 mod outage;
+mod retention;
 mod security;
 mod tls;
 mod upgrade;

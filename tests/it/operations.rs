@@ -133,7 +133,9 @@ async fn stuck_compensation_waits_for_an_operator_retry(db: TestDb) {
         v["actions"],
         json!([
             {"action": "retry", "allowed": true, "scope": "admin", "reason": null},
-            {"action": "abort", "allowed": false, "scope": "admin", "reason": "the saga is stuck, only a running saga can be aborted"}
+            {"action": "abort", "allowed": false, "scope": "admin", "reason": "the saga is stuck, only a running saga can be aborted"},
+            {"action": "keep", "allowed": true, "scope": "admin", "reason": null},
+            {"action": "unkeep", "allowed": false, "scope": "admin", "reason": "the saga is not kept"}
         ])
     );
     // A plain list: each step after the one before, as resolved at acceptance.
@@ -381,7 +383,9 @@ async fn service_endpoints_answer(db: TestDb) {
             "/v1/sagas",
             "/v1/sagas/{id}",
             "/v1/sagas/{id}/abort",
+            "/v1/sagas/{id}/keep",
             "/v1/sagas/{id}/retry",
+            "/v1/sagas/{id}/unkeep",
             "/v1/whoami",
         ]
     );

@@ -30,6 +30,8 @@ impl Handler<StartSaga> for Registry {
         let token = self.shared.lease.token();
         let record = SagaRecord {
             owner: Some(token.owner.to_string()),
+            purge_at: def.retention.purge_at(state.status, now),
+            kept: false,
             id: msg.id,
             name: def.name.clone(),
             mode: def.mode,
@@ -53,6 +55,7 @@ impl Handler<StartSaga> for Registry {
                 act.shared.metrics.write_create.observe(t.elapsed().as_secs_f64());
                 match res? {
                     Created::Existing(r) => Ok(StartOutcome::Existing(r)),
+                    Created::Purged(t) => Ok(StartOutcome::Purged(t)),
                     Created::New => {
                         act.shared.metrics.started.with_label_values(&[&record.name]).inc();
                         tracing::info!(saga_id = %record.id, saga_name = %record.name, steps = record.steps.len(), "saga started");

@@ -67,6 +67,7 @@ impl SagaActor {
             .filter(|c| matches!(c, Command::Call { .. }))
             .count();
         let release = self.idle_after(self.calls + sends, &new);
+        let purge_at = live.def.retention.purge_at(new.status, now);
         let (store, id, version) = (self.shared().store.clone(), self.id.clone(), live.version);
         let owner = self.token.owner.clone();
         let t = Instant::now();
@@ -80,6 +81,7 @@ impl SagaActor {
                     history: &history,
                     now,
                     release,
+                    purge_at,
                 })
                 .await;
             (res, new)

@@ -145,6 +145,8 @@ async fn fill(url: &str, n: usize, t0: i64, spacing: i64) {
                     updated_at: created,
                     version: 0,
                     owner: None,
+                    purge_at: None,
+                    kept: false,
                     steps: metas,
                     state,
                 };

@@ -47,6 +47,10 @@ pub struct Model {
     pub owner: Option<String>,
     /// Until when the owner's lease holds (ms).
     pub lease_until: Option<i64>,
+    /// When it leaves the log (ms): set by the transition that ends it, from its retention.
+    pub purge_at: Option<i64>,
+    /// Pinned by an operator: never purged while set.
+    pub kept: bool,
 }
 
 /// No relations are navigated through sea-orm.
