@@ -560,6 +560,14 @@ function sagaPage(id) {
       if (gen !== state.gen) return;
       if (e.status === 404) {
         put(holder, h('h1', { text: id }), h('p.banner.bad', { role: 'alert' }, `No saga with id "${id}".`));
+      } else if (e.status === 410 && e.problem && e.problem.purged) {
+        // Retention purged it (docs/saga-log.md): what is left is its tombstone, not an error.
+        const p = e.problem.purged;
+        put(holder, h('h1', { text: id }),
+          h('p.banner.purged', { role: 'status' },
+            `${p.name} ${p.status}: ended `, when(p.finished_at), ', purged ', when(p.purged_at),
+            p.archived_in ? h('span', ', archived in ', h('code', { text: p.archived_in })) : ' (not archived)',
+            '. The id stays reserved until ', when(p.reserved_until), '.'));
       } else if (e.status !== 401) {
         showError(e, holder);
         schedule(SAGA_REFRESH_MS);
@@ -599,7 +607,8 @@ function drawSaga(holder, s, refresh) {
         : null,
       h('div', h('dt', 'Created'), h('dd', when(s.created_at))),
       h('div', h('dt', 'Updated'), h('dd', when(s.updated_at))),
-      h('div', h('dt', 'Deadline'), h('dd', deadline(s)))),
+      h('div', h('dt', 'Deadline'), h('dd', deadline(s))),
+      h('div', h('dt', 'Purged'), h('dd', retention(s)))),
     actions(s, refresh, result),
     timers(s),
     h('section', { 'aria-labelledby': 'h-steps' }, h('h2', { id: 'h-steps' }, 'Steps'), timeline(s)),
@@ -608,6 +617,13 @@ function drawSaga(holder, s, refresh) {
     h('section', { 'aria-labelledby': 'h-payload' }, h('h2', { id: 'h-payload' }, 'Payload'), payload(s)));
   for (const id of openDetails) { const d = holder.querySelector(`#${id}`); if (d) d.open = true; }
   if (focusedId) holder.querySelector(`#${focusedId}`)?.focus();
+}
+
+/** When retention purges the saga (docs/saga-log.md): kept, never, or a time. */
+function retention(s) {
+  if (s.kept) return h('span', { text: 'never: kept by an operator' });
+  if (s.purge_at) return when(s.purge_at, true);
+  return h('span.muted', TERMINAL.has(s.status) ? 'never (kept forever)' : 'once it has ended');
 }
 
 /** The forward phase's deadline counts down only while the saga goes forward. */
@@ -620,6 +636,8 @@ function deadline(s) {
 const ACTION_TEXT = {
   retry: ['Retry', 'The stuck call is sent again, with a fresh retry budget.'],
   abort: ['Abort', 'The saga stops going forward and compensates (or cancels) what was done.'],
+  keep: ['Keep', 'Retention never purges the saga while it is kept (recorded in its operator actions).'],
+  unkeep: ['Unkeep', 'Retention purges the saga at its time again (at the next sweep if that has passed).'],
 };
 
 function actions(s, refresh, previousResult) {
@@ -632,7 +650,7 @@ function actions(s, refresh, previousResult) {
         : null;
     const reasonId = `why-${a.action}`;
     const busy = `${s.id}/${a.action}`;
-    const button = h('button', { type: 'button', id: `action-${a.action}`, class: a.action === 'abort' ? 'danger' : 'primary',
+    const button = h('button', { type: 'button', id: `action-${a.action}`, class: a.action === 'abort' ? 'danger' : ['keep', 'unkeep'].includes(a.action) ? 'secondary' : 'primary',
       disabled: !allowed || state.acting.has(busy), 'data-busy': busy, 'data-allowed': String(allowed),
       'aria-describedby': why ? reasonId : null }, label);
     button.addEventListener('click', async () => {
@@ -645,6 +663,9 @@ function actions(s, refresh, previousResult) {
       if (res.status === 202) {
         result.className = 'action-result ok';
         result.textContent = `202 Accepted: ${a.action} requested; the saga is now ${res.body.status}.`;
+      } else if (res.status === 200) {
+        result.className = 'action-result ok';
+        result.textContent = `200 OK: ${res.body.kept ? 'kept: retention will not purge it' : 'no longer kept'}.`;
       } else {
         result.className = 'action-result bad';
         const p = res.body || {};

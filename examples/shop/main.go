@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	_ "github.com/go-sql-driver/mysql"
 	sagakit "github.com/saga-orchestrator/saga-orchestrator/kit/go"
@@ -56,6 +57,21 @@ func main() {
 	if err := seedRows(ctx, db, svc.seed, *seed); err != nil {
 		log.Fatal(err)
 	}
+	// Barrier rows are needed while calls for their saga can still come: until it ends. The
+	// barrier's retention (30 days from X-Saga-Created-At) must outlast the longest a saga runs,
+	// stuck time included; the orchestrator's own retention (after the end) does not matter
+	// here: an ended or purged saga calls nobody. Cleanup now and every hour.
+	go func() {
+		for {
+			n, err := barrier.Cleanup(ctx, sagakit.DefaultRetention)
+			if err != nil {
+				log.Print(err)
+			} else {
+				log.Printf("barrier cleanup: %d rows of sagas created over %v ago deleted", n, sagakit.DefaultRetention)
+			}
+			time.Sleep(time.Hour)
+		}
+	}()
 
 	rec := &recorder{}
 	mux := http.NewServeMux()

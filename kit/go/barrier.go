@@ -133,7 +133,7 @@ func New(db *sql.DB, d Dialect, o Options) (*Barrier, error) {
 		return nil, fmt.Errorf("sagakit: %v", err)
 	}
 	if b.retention == 0 {
-		b.retention = 30 * 24 * time.Hour
+		b.retention = DefaultRetention
 	}
 	if b.retention < 2*margin {
 		return nil, fmt.Errorf("sagakit: retention %v is under 2h", b.retention)
@@ -188,6 +188,10 @@ func (b *Barrier) CreateTable(ctx context.Context) error {
 	}
 	return nil
 }
+
+// DefaultRetention is how long barrier rows are kept when Options.Retention is not set: 30
+// days from X-Saga-Created-At. It must outlast the longest a saga runs, stuck time included.
+const DefaultRetention = 30 * 24 * time.Hour
 
 // Cleanup deletes rows of sagas created more than olderThan ago (by X-Saga-Created-At, all parts),
 // in batches of 1000 so no statement holds many locks, and returns how many it deleted. It refuses
