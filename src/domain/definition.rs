@@ -44,6 +44,14 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// The service label of an endpoint that names none: `host:port` of its URL.
+pub fn default_service(url: &url::Url) -> String {
+    match url.port_or_known_default() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_string(),
+    }
+}
+
 fn is_native(p: &Protocol) -> bool {
     *p == Protocol::Native
 }
@@ -244,21 +252,15 @@ fn forever() -> Retention {
     Retention::FOREVER
 }
 
-/// Version tag of the stored definition format, so that a later format can tell old rows apart.
-const STORED_FORMAT: u32 = 1;
+/// Version tag of the stored definition format, so that a later format can tell old rows apart:
+/// 1 spelt every field out; 2 leaves out what can be told from the rest ([`stored`]).
+const STORED_FORMAT: u32 = 2;
 
 #[derive(Serialize)]
 struct StoredRef<'a> {
     format: u32,
     #[serde(flatten)]
     def: &'a SagaDefinition,
-}
-
-#[derive(Deserialize)]
-struct StoredOwned {
-    format: u32,
-    #[serde(flatten)]
-    def: SagaDefinition,
 }
 
 impl SagaDefinition {
@@ -329,21 +331,30 @@ impl SagaDefinition {
             format: STORED_FORMAT,
             def: self,
         };
-        // Serialising plain data into a String cannot fail.
-        serde_json::to_string(&stored).unwrap_or_default()
+        // Serialising plain data cannot fail.
+        let mut v = serde_json::to_value(&stored).unwrap_or_default();
+        stored::compact(&mut v);
+        v.to_string()
     }
 
-    /// Reads the stored form back; the error says why it cannot be used.
+    /// Reads the stored form back (format 1 or 2); the error says why it cannot be used.
     pub fn from_stored(s: &str) -> Result<SagaDefinition, String> {
-        let stored: StoredOwned =
-            serde_json::from_str(s).map_err(|e| format!("stored definition unreadable: {e}"))?;
-        if stored.format != STORED_FORMAT {
-            return Err(format!(
-                "stored definition has format {}, this version reads {STORED_FORMAT}",
-                stored.format
-            ));
+        let unreadable = |e: serde_json::Error| format!("stored definition unreadable: {e}");
+        let mut v: Value = serde_json::from_str(s).map_err(unreadable)?;
+        match v.get("format").and_then(Value::as_u64) {
+            Some(1) => {}
+            Some(2) => stored::expand(&mut v),
+            other => {
+                return Err(format!(
+                    "stored definition has format {}, this version reads 1 and {STORED_FORMAT}",
+                    other.map_or("none".into(), |f| f.to_string())
+                ))
+            }
         }
-        let def = stored.def;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("format");
+        }
+        let def: SagaDefinition = serde_json::from_value(v).map_err(unreadable)?;
         let n = def.steps.len();
         // Only a prepared saga may have no steps yet (its client registers them).
         if (n == 0 && !def.prepared) || def.steps.iter().flat_map(|s| &s.deps).any(|&d| d >= n) {
@@ -377,5 +388,158 @@ impl SagaDefinition {
             }
             out
         })
+    }
+}
+
+/// Format 2 of the stored definition: what every saga of a kind repeats is left out of each
+/// step (docs/saga-log.md, "Where the bytes go"), and put back on reading.
+///
+/// Left out: a step's `timeout_ms` and `retry` when they are the saga's most common pair (stored
+/// once, as `step`); `deps` when they are the default (the step before); an endpoint's `method`
+/// when POST and its `service` when the URL's `host:port`.
+mod stored {
+    use serde_json::{json, Map, Value};
+
+    const ENDPOINTS: [&str; 3] = ["forward", "undo", "confirm"];
+
+    fn default_deps(i: usize) -> Value {
+        if i == 0 {
+            json!([])
+        } else {
+            json!([i - 1])
+        }
+    }
+
+    fn policy(step: &Map<String, Value>) -> Value {
+        json!([step.get("timeout_ms"), step.get("retry")])
+    }
+
+    /// Format 1's JSON (every field) into format 2's.
+    pub(super) fn compact(v: &mut Value) {
+        let Some(steps) = v.get_mut("steps").and_then(Value::as_array_mut) else {
+            return;
+        };
+        let mut counts: Vec<(Value, usize)> = Vec::new();
+        for s in steps.iter().filter_map(Value::as_object) {
+            let p = policy(s);
+            match counts.iter_mut().find(|(k, _)| *k == p) {
+                Some(c) => c.1 += 1,
+                None => counts.push((p, 1)),
+            }
+        }
+        let common = counts.into_iter().max_by_key(|c| c.1).map(|c| c.0);
+        for (i, s) in steps.iter_mut().enumerate() {
+            let Some(o) = s.as_object_mut() else { continue };
+            if common.as_ref() == Some(&policy(o)) {
+                o.remove("timeout_ms");
+                o.remove("retry");
+            }
+            if o.get("deps") == Some(&default_deps(i)) {
+                o.remove("deps");
+            }
+            for e in ENDPOINTS {
+                if let Some(ep) = o.get_mut(e).and_then(Value::as_object_mut) {
+                    if ep.get("method").and_then(Value::as_str) == Some("POST") {
+                        ep.remove("method");
+                    }
+                    let implied = ep
+                        .get("url")
+                        .and_then(Value::as_str)
+                        .and_then(|u| url::Url::parse(u).ok())
+                        .map(|u| super::default_service(&u));
+                    if implied.is_some()
+                        && ep.get("service").and_then(Value::as_str) == implied.as_deref()
+                    {
+                        ep.remove("service");
+                    }
+                }
+            }
+        }
+        if let Some(c) = common {
+            v["step"] = json!({"timeout_ms": c[0], "retry": c[1]});
+        }
+    }
+
+    /// Format 2's JSON back into format 1's.
+    pub(super) fn expand(v: &mut Value) {
+        let common = v.as_object_mut().and_then(|o| o.remove("step"));
+        let Some(steps) = v.get_mut("steps").and_then(Value::as_array_mut) else {
+            return;
+        };
+        for (i, s) in steps.iter_mut().enumerate() {
+            let Some(o) = s.as_object_mut() else { continue };
+            if let Some(c) = &common {
+                for k in ["timeout_ms", "retry"] {
+                    if !o.contains_key(k) {
+                        o.insert(k.into(), c[k].clone());
+                    }
+                }
+            }
+            o.entry("deps").or_insert_with(|| default_deps(i));
+            for e in ENDPOINTS {
+                if let Some(ep) = o.get_mut(e).and_then(Value::as_object_mut) {
+                    ep.entry("method").or_insert_with(|| json!("POST"));
+                    if !ep.contains_key("service") {
+                        let implied = ep
+                            .get("url")
+                            .and_then(Value::as_str)
+                            .and_then(|u| url::Url::parse(u).ok())
+                            .map(|u| super::default_service(&u))
+                            .unwrap_or_default();
+                        ep.insert("service".into(), json!(implied));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::validation::parse_request;
+    use serde_json::json;
+
+    fn def(steps: Value) -> SagaDefinition {
+        parse_request(&json!({"name": "n", "steps": steps}), &Defaults::default()).expect("valid")
+    }
+
+    #[test]
+    fn the_stored_form_leaves_out_what_the_rest_tells_and_reads_back_whole() {
+        let d = def(json!([
+            {"name": "a", "action": {"url": "http://127.0.0.1:9/a"}, "compensation": {"url": "https://pay.example/c"}},
+            {"name": "b", "action": {"url": "http://127.0.0.1:9/b", "method": "PUT", "service": "stock"}, "timeout_ms": 5},
+            {"name": "c", "action": {"url": "http://127.0.0.1:9/c"}, "depends_on": []},
+            {"name": "d", "action": {"url": "http://127.0.0.1:9/d"}, "depends_on": ["a", "c"],
+             "retry": {"max_attempts": 2}}
+        ]));
+        let s = d.to_stored();
+        let v: Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["format"], 2);
+        assert_eq!(v["step"]["timeout_ms"], 10_000, "{s}");
+        let a = &v["steps"][0];
+        assert!(
+            a.get("timeout_ms").is_none() && a.get("deps").is_none(),
+            "{s}"
+        );
+        assert!(a["forward"].get("method").is_none() && a["forward"].get("service").is_none());
+        assert_eq!(v["steps"][1]["forward"]["method"], "PUT");
+        assert_eq!(v["steps"][1]["forward"]["service"], "stock");
+        assert_eq!(v["steps"][1]["timeout_ms"], 5);
+        assert_eq!(v["steps"][2]["deps"], json!([]));
+        assert_eq!(v["steps"][3]["retry"]["max_attempts"], 2);
+        assert_eq!(SagaDefinition::from_stored(&s).unwrap(), d);
+    }
+
+    #[test]
+    fn format_1_rows_still_read() {
+        let d = def(json!([{"name": "a", "action": {"url": "http://127.0.0.1:9/a"}}]));
+        let one = serde_json::to_string(&StoredRef { format: 1, def: &d }).unwrap();
+        assert_eq!(SagaDefinition::from_stored(&one).unwrap(), d);
+        assert!(
+            SagaDefinition::from_stored(&one.replace("\"format\":1", "\"format\":3"))
+                .unwrap_err()
+                .contains("format 3")
+        );
     }
 }

@@ -955,10 +955,7 @@ impl Call<'_> {
                 return None;
             }
         };
-        let service = match u.port_or_known_default() {
-            Some(port) => format!("{}:{port}", u.host_str().unwrap_or_default()),
-            None => u.host_str().unwrap_or_default().to_string(),
-        };
+        let service = super::definition::default_service(&u);
         u.query_pairs_mut()
             .append_pair("gid", self.gid)
             .append_pair("trans_type", self.trans_type.as_str())

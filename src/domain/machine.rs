@@ -369,6 +369,10 @@ impl SagaStatus {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// State of one step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
@@ -376,17 +380,25 @@ pub struct StepState {
     pub status: StepStatus,
     /// Current (or last) phase.
     pub phase: Phase,
+    // Fields at their zero value are left out of the log's `steps` column (read back as the
+    // default): a step takes a third of the bytes (docs/saga-log.md, "Where the bytes go").
     /// Forward calls started (action / try).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
     /// Undo calls started (compensation / cancel).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub compensation_attempts: u32,
     /// Confirm calls started (tcc).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub confirm_attempts: u32,
     /// Calls of the current phase made before the last operator retry.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub budget_base: u32,
     /// The forward call succeeded or got an unknown outcome at least once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub may_have_effect: bool,
     /// A call is in flight; its answer is not recorded yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub in_flight: bool,
     /// When the latest call started (the history row of its answer keeps it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -400,10 +412,13 @@ pub struct StepState {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub again: bool,
     /// The current phase ran out of retries (or was refused) and waits for an operator.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stuck: bool,
     /// Last error of any call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// When the next call of the current phase is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<i64>,
     /// Last change, ms since epoch.
     pub updated_at: i64,

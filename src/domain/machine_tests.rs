@@ -1732,3 +1732,25 @@ fn dtm_msg_aborted_while_prepared_sends_nothing() {
     assert_eq!(s.status, SagaStatus::Compensated);
     assert!(c.contains(&Command::Finished(SagaStatus::Compensated)));
 }
+
+#[test]
+fn a_step_state_is_stored_without_its_zero_fields_and_reads_back_from_either_form() {
+    let fresh = StepState::fresh(Phase::Action, T0);
+    let compact = serde_json::to_value(&fresh).unwrap();
+    assert_eq!(
+        compact,
+        json!({"status": "pending", "phase": "action", "updated_at": T0})
+    );
+    // Rows written before: every field spelt out.
+    let full = json!({"status": "pending", "phase": "action", "attempts": 0,
+        "compensation_attempts": 0, "confirm_attempts": 0, "budget_base": 0,
+        "may_have_effect": false, "in_flight": false, "stuck": false, "last_error": null,
+        "next_attempt_at": null, "updated_at": T0});
+    assert_eq!(serde_json::from_value::<StepState>(full).unwrap(), fresh);
+    let mut busy = fresh.clone();
+    busy.attempts = 2;
+    busy.in_flight = true;
+    busy.last_error = Some("503".into());
+    let back: StepState = serde_json::from_value(serde_json::to_value(&busy).unwrap()).unwrap();
+    assert_eq!(back, busy);
+}

@@ -408,10 +408,7 @@ fn endpoint(v: Option<&Value>, at: &str, may_delay: bool, errs: &mut Errors) -> 
         }
         Some(Value::String(u)) => match url::Url::parse(u) {
             Ok(p) if (p.scheme() == "http" || p.scheme() == "https") && p.host_str().is_some() => {
-                service = match p.port_or_known_default() {
-                    Some(port) => format!("{}:{port}", p.host_str().unwrap_or_default()),
-                    None => p.host_str().unwrap_or_default().to_string(),
-                };
+                service = super::definition::default_service(&p);
                 u.clone()
             }
             _ => {
@@ -792,9 +789,16 @@ mod tests {
             let spots = ["/name", "/payload", "/steps/0", "/steps/0/action", "/steps/0/action/url",
                          "/steps/0/action/headers", "/steps/1/depends_on", "/steps/1/retry"];
             *doc.pointer_mut(spots[at]).unwrap() = junk;
-            if let Err(errs) = parse_request(&doc, &Defaults::default()) {
-                for e in &errs {
-                    proptest::prop_assert!(points_into(&doc, &e.pointer), "{} not in {}", e.pointer, doc);
+            match parse_request(&doc, &Defaults::default()) {
+                Err(errs) => {
+                    for e in &errs {
+                        proptest::prop_assert!(points_into(&doc, &e.pointer), "{} not in {}", e.pointer, doc);
+                    }
+                }
+                // What is accepted is stored (format 2, compacted) and read back the same.
+                Ok(def) => {
+                    let back = crate::domain::SagaDefinition::from_stored(&def.to_stored());
+                    proptest::prop_assert_eq!(back, Ok(def));
                 }
             }
         }

@@ -114,13 +114,8 @@ impl Purger {
 
     /// The ids of at most `limit` sagas due to leave by `now`, the longest due first.
     pub async fn due(&self, now: i64, limit: u64) -> Result<Vec<String>, StoreError> {
-        Ok(saga::Entity::find()
-            .select_only()
+        Ok(due_by(now, limit)
             .column(saga::Column::Id)
-            .filter(saga::Column::Kept.eq(false))
-            .filter(saga::Column::PurgeAt.lte(now))
-            .order_by_asc(saga::Column::PurgeAt)
-            .limit(limit)
             .into_tuple::<String>()
             .all(&self.db)
             .await?)
@@ -128,13 +123,8 @@ impl Purger {
 
     /// When the saga due the longest was due, if any is due by `now`.
     pub async fn oldest_due(&self, now: i64) -> Result<Option<i64>, StoreError> {
-        Ok(saga::Entity::find()
-            .select_only()
+        Ok(due_by(now, 1)
             .column(saga::Column::PurgeAt)
-            .filter(saga::Column::Kept.eq(false))
-            .filter(saga::Column::PurgeAt.lte(now))
-            .order_by_asc(saga::Column::PurgeAt)
-            .limit(1)
             .into_tuple::<Option<i64>>()
             .one(&self.db)
             .await?
@@ -284,6 +274,16 @@ impl Purger {
     pub async fn tombstone(&self, id: &str) -> Result<Option<Tombstone>, StoreError> {
         tombstone(&self.db, id).await
     }
+}
+
+/// The sagas due by `now` through `idx_sagas_purge`, the longest due first, no column chosen.
+fn due_by(now: i64, limit: u64) -> sea_orm::Select<saga::Entity> {
+    saga::Entity::find()
+        .select_only()
+        .filter(saga::Column::Kept.eq(false))
+        .filter(saga::Column::PurgeAt.lte(now))
+        .order_by_asc(saga::Column::PurgeAt)
+        .limit(limit)
 }
 
 /// The tombstone of `id`, if there is one.

@@ -69,6 +69,15 @@ const MAX_CHUNK: usize = 256;
 /// statement costs the square of its size (at 256, SQLite spent a fifth of its time there).
 const MAX_UPDATE: usize = 32;
 
+/// `part` (not empty) padded to a power of two with its last item: a fixed statement shape.
+fn padded<T: Copy>(part: &[T]) -> Vec<T> {
+    part.iter()
+        .copied()
+        .chain(std::iter::repeat(part[part.len() - 1]))
+        .take(part.len().next_power_of_two())
+        .collect()
+}
+
 /// Splits `n` rows into statements of power-of-two sizes (largest first, at most `MAX_CHUNK`):
 /// whatever the batch size, every connection prepares a few fixed statement shapes once and
 /// reuses them, instead of preparing (and caching, and evicting) a new one per batch size.
@@ -420,13 +429,10 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
     // After the insert: a purge that deleted the id committed before it (the insert waited on
     // its lock, or came later), so its tombstone is seen. Padded to a fixed statement shape.
     for part in new_ids.chunks(MAX_CHUNK) {
-        let padded: Vec<&str> = part
-            .iter()
-            .copied()
-            .chain(std::iter::repeat(part[part.len() - 1]))
-            .take(part.len().next_power_of_two())
-            .collect();
-        if !super::retention::tombstoned(txn, &padded).await?.is_empty() {
+        if !super::retention::tombstoned(txn, &padded(part))
+            .await?
+            .is_empty()
+        {
             return Err(BatchError::Purged);
         }
     }
@@ -453,12 +459,7 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
 /// two with its last transition (a fixed statement shape; a repeated `(id, version)` matches
 /// its row once).
 async fn update_versioned(txn: &DatabaseTransaction, part: &[&Write]) -> Result<u64, DbErr> {
-    let padded: Vec<&Write> = part
-        .iter()
-        .copied()
-        .chain(std::iter::repeat(part[part.len() - 1]))
-        .take(part.len().next_power_of_two())
-        .collect();
+    let padded = padded(part);
     let saves = &padded[..];
     let case = |col: saga::Column, value: &dyn Fn(&Write) -> sea_orm::Value| -> Expr {
         let mut it = saves.iter();

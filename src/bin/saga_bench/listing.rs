@@ -33,7 +33,7 @@ pub async fn run(args: &Args, url: &str) {
     // One saga every 2.5 s over the last 30 days (for 1,000,000 sagas).
     let spacing = (30 * 86_400_000 / n.max(1) as i64).max(1);
     let filled = Instant::now();
-    fill(url, n, t0, spacing).await;
+    fill(url, n, t0, spacing, None).await;
     let fill_s = filled.elapsed().as_secs_f64();
     let (child, base) = start_service(url, &[]);
     let client = reqwest::Client::new();
@@ -94,8 +94,9 @@ async fn timings(client: &reqwest::Client, url: &str) -> Vec<f64> {
     out
 }
 
-/// Writes `n` sagas of three steps through the store's log writer, many at a time.
-async fn fill(url: &str, n: usize, t0: i64, spacing: i64) {
+/// Writes `n` sagas of three steps through the store's log writer, many at a time; with
+/// `due`, the ended ones are due for purging then.
+pub async fn fill(url: &str, n: usize, t0: i64, spacing: i64, due: Option<i64>) {
     let db = store::connect(url, 8, std::time::Duration::from_secs(60))
         .await
         .expect("database");
@@ -145,7 +146,7 @@ async fn fill(url: &str, n: usize, t0: i64, spacing: i64) {
                     updated_at: created,
                     version: 0,
                     owner: None,
-                    purge_at: None,
+                    purge_at: due.filter(|_| state.status.is_terminal()),
                     kept: false,
                     steps: metas,
                     state,

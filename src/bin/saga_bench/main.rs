@@ -11,7 +11,11 @@
 //!   their database and the participant misbehaves; checks and prints the rules that must hold
 //!   (exits 1 when one is broken);
 //! - `takeover`: N sagas on one of two instances, which is killed: the survivor's lease
-//!   renewals during the takeover, and calls cut, shortened or doubled (none).
+//!   renewals during the takeover, and calls cut, shortened or doubled (none);
+//! - `retention`: sagas as fast as they go for M minutes with a one-minute retention: rows and
+//!   bytes of every table once a minute (flat once sagas leave);
+//! - `sweep`: a backlog of N ended sagas due for purging: throughput without and while the
+//!   sweep deletes it.
 //!
 //! `cargo build --release --bins && ./target/release/saga-bench --db sqlite --sagas 2000 --concurrency 64`
 //! Settings to try pass through from the environment (`SAGA__DATABASE__WRITERS=4 saga-bench …`).
@@ -20,6 +24,7 @@ mod chaos;
 mod listing;
 mod proxy;
 mod restart;
+mod retention;
 mod sagas;
 mod takeover;
 
@@ -54,6 +59,12 @@ enum Scenario {
     /// `--sagas` sagas (use 10,000) on one of two instances, which is killed: how late the
     /// survivor's lease renewals were during the takeover, calls cut or shortened (none).
     Takeover,
+    /// Sagas as fast as they go for `--minutes`, one-minute retention: table rows and bytes
+    /// once a minute.
+    Retention,
+    /// A backlog of `--sagas` ended sagas due (use 1,000,000): throughput for `--secs` without,
+    /// then while the sweep deletes it.
+    Sweep,
 }
 
 #[derive(Parser)]
@@ -96,6 +107,12 @@ struct Args {
     /// comma-separated: instance k uses node k mod n (`--mysql-url` names one of them).
     #[arg(long)]
     db_nodes: Option<String>,
+    /// Retention: minutes to run.
+    #[arg(long, default_value_t = 5)]
+    minutes: u32,
+    /// Sweep: seconds of each throughput measurement.
+    #[arg(long, default_value_t = 30)]
+    secs: u64,
     /// Admin URL for MariaDB/MySQL (a fresh database is created on it).
     #[arg(long, default_value = "mysql://root@127.0.0.1:3306")]
     mysql_url: String,
@@ -268,6 +285,8 @@ async fn main() {
         Scenario::Restart => restart::run(&args, &url).await,
         Scenario::Chaos => chaos::run(&args, &url).await,
         Scenario::Takeover => takeover::run(&args, &url).await,
+        Scenario::Retention => retention::steady(&args, &url).await,
+        Scenario::Sweep => retention::sweep(&args, &url).await,
     }
     drop_db(&args).await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Runs the scenario on the database at `url` and prints its figures.
-pub async fn run(args: &Args, url: &str, dir: &std::path::Path) {
-    // The participant: answers at once; /fail/action refuses. It reads the body, as a real
-    // participant does (actix-web closes a connection whose request body was left unread).
+/// A participant on loopback that answers at once, counting its calls; `/fail/action` refuses.
+pub fn fast_participant() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    // It reads the body, as a real participant does (actix-web closes a connection whose
+    // request body was left unread).
     let calls = Arc::new(AtomicUsize::new(0));
     let c2 = calls.clone();
     let participant = HttpServer::new(move || {
@@ -35,6 +35,12 @@ pub async fn run(args: &Args, url: &str, dir: &std::path::Path) {
     .expect("participant binds");
     let paddr = participant.addrs()[0];
     actix_web::rt::spawn(participant.run());
+    (paddr, calls)
+}
+
+/// Runs the scenario on the database at `url` and prints its figures.
+pub async fn run(args: &Args, url: &str, dir: &std::path::Path) {
+    let (paddr, calls) = fast_participant();
 
     let (child, base) = start_service(url, &[]);
     let pid = child.id();

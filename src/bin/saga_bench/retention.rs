@@ -1,0 +1,281 @@
+//! Retention scenarios (docs/saga-log.md, "Retention"):
+//! - `retention`: sagas started as fast as `--concurrency` clients can for `--minutes`, with a
+//!   one-minute retention and tombstones; once a minute, the rows and bytes of every table: flat
+//!   once the first sagas leave;
+//! - `sweep`: a backlog of `--sagas` ended sagas due for purging (use 1,000,000), then
+//!   throughput for `--secs` with the sweep held off and again while it deletes the backlog:
+//!   the ratio, and how fast the backlog went.
+
+use crate::sagas::fast_participant;
+use crate::{start_service, Args, Db};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The saga log's tables.
+const TABLES: [&str; 5] = [
+    "sagas",
+    "saga_calls",
+    "saga_operator_actions",
+    "saga_tombstones",
+    "saga_instances",
+];
+
+/// Rows, then bytes of table and indexes, of each table in [`TABLES`].
+async fn sizes(conn: &DatabaseConnection, db: Db) -> Vec<(&'static str, i64, i64)> {
+    let backend = conn.get_database_backend();
+    let one = |sql: String| {
+        let conn = conn.clone();
+        async move {
+            conn.query_one_raw(Statement::from_string(backend, sql))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+                .unwrap_or(-1)
+        }
+    };
+    let mut out = Vec::new();
+    for t in TABLES {
+        let rows = one(format!("SELECT COUNT(*) FROM {t}")).await;
+        let bytes = match db {
+            // dbstat: the pages of the table and of each of its indexes.
+            Db::Sqlite => {
+                one(format!(
+                    "SELECT CAST(SUM(pgsize) AS INTEGER) FROM dbstat WHERE name = '{t}' OR name IN \
+                     (SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{t}')"
+                ))
+                .await
+            }
+            Db::Mysql => {
+                let _ = conn.execute_unprepared(&format!("ANALYZE TABLE {t}")).await;
+                one(format!(
+                    "SELECT CAST(data_length + index_length AS SIGNED) FROM information_schema.tables \
+                     WHERE table_schema = DATABASE() AND table_name = '{t}'"
+                ))
+                .await
+            }
+            Db::Postgres => one(format!("SELECT pg_total_relation_size('{t}')::bigint")).await,
+        };
+        out.push((t, rows, bytes));
+    }
+    out
+}
+
+fn print_sizes(label: &str, sizes: &[(&str, i64, i64)]) {
+    let total: i64 = sizes.iter().map(|s| s.2.max(0)).sum();
+    let cells: Vec<String> = sizes
+        .iter()
+        .map(|(t, rows, bytes)| format!("{t} {rows} rows {:.1} MB", *bytes as f64 / 1e6))
+        .collect();
+    println!(
+        "  {label}: {} | total {:.1} MB",
+        cells.join(", "),
+        total as f64 / 1e6
+    );
+}
+
+/// A three-step saga against the participant at `paddr`; every tenth fails at its third step.
+fn saga(paddr: SocketAddr, id: &str, i: usize) -> Value {
+    let step = |n: &str, a: &str| {
+        json!({"name": n, "action": {"url": format!("http://{paddr}/{a}/action")},
+               "compensation": {"url": format!("http://{paddr}/{n}/compensation")}})
+    };
+    let s3 = if i % 10 == 9 { "fail" } else { "s3" };
+    json!({"id": id, "name": "bench", "payload": {"i": i},
+           "steps": [step("s1", "s1"), step("s2", "s2"), step("s3", s3)]})
+}
+
+/// `concurrency` clients start sagas and wait for their end until `stop`; answers how many
+/// ended.
+async fn load(
+    base: &str,
+    paddr: SocketAddr,
+    concurrency: usize,
+    prefix: &str,
+    stop: Arc<AtomicBool>,
+) -> usize {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client");
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, base, next, done, stop) = (
+            client.clone(),
+            base.to_string(),
+            next.clone(),
+            done.clone(),
+            stop.clone(),
+        );
+        let prefix = prefix.to_string();
+        workers.push(actix_web::rt::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let body = saga(paddr, &format!("{prefix}-{i}"), i);
+                let r = client
+                    .post(format!("{base}/v1/sagas?wait_ms=60000"))
+                    .json(&body)
+                    .send()
+                    .await;
+                if let Ok(r) = r {
+                    let v: Value = r.json().await.unwrap_or_default();
+                    if v["status"] == "succeeded" || v["status"] == "compensated" {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    done.load(Ordering::Relaxed)
+}
+
+/// The steady state: one-minute retention and tombstones, sizes once a minute.
+pub async fn steady(args: &Args, url: &str) {
+    let (paddr, _) = fast_participant();
+    let env = [
+        ("SAGA__RETENTION__SUCCEEDED_MS", "60000"),
+        ("SAGA__RETENTION__COMPENSATED_MS", "60000"),
+        ("SAGA__RETENTION__TOMBSTONE_MS", "60000"),
+        ("SAGA__RETENTION__SWEEP_MS", "1000"),
+    ];
+    let (child, base) = start_service(url, &env);
+    let conn = Database::connect(url).await.expect("database");
+    println!(
+        "saga-bench scenario=retention db={:?} minutes={} concurrency={} (retention and tombstones 1 min)",
+        args.db, args.minutes, args.concurrency
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let worker = {
+        let (base, stop) = (base.clone(), stop.clone());
+        let c = args.concurrency;
+        actix_web::rt::spawn(async move { load(&base, paddr, c, "r", stop).await })
+    };
+    let client = reqwest::Client::new();
+    let mut ended_before = 0.0;
+    for minute in 1..=u64::from(args.minutes) {
+        tokio::time::sleep_until((started + Duration::from_secs(60 * minute)).into()).await;
+        let m = crate::scrape(&client, &base).await;
+        let ended = crate::metric(
+            &m,
+            "saga_finished_total{name=\"bench\",status=\"succeeded\"}",
+        ) + crate::metric(
+            &m,
+            "saga_finished_total{name=\"bench\",status=\"compensated\"}",
+        );
+        let purged = crate::metric(&m, "saga_purged_total{status=\"succeeded\"}").max(0.0)
+            + crate::metric(&m, "saga_purged_total{status=\"compensated\"}").max(0.0);
+        println!(
+            "  minute {minute}: {:.0} sagas/s, {:.0} ended, {:.0} purged, purge lag {:.1} s",
+            (ended - ended_before) / 60.0,
+            ended,
+            purged,
+            crate::metric(&m, "saga_purge_lag_seconds")
+        );
+        ended_before = ended;
+        print_sizes("           ", &sizes(&conn, args.db).await);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = worker.await;
+    child.kill();
+    let _ = conn.close().await;
+}
+
+/// A backlog of ended sagas due for purging, then throughput without and with the sweep.
+pub async fn sweep(args: &Args, url: &str) {
+    let n = args.sagas();
+    let now = chrono::Utc::now().timestamp_millis();
+    let filled = Instant::now();
+    // Ended an hour ago over a day, each due now; every saga gets its three calls.
+    crate::listing::fill(
+        url,
+        n,
+        now - 86_400_000,
+        (82_800_000 / n.max(1) as i64).max(1),
+        Some(now),
+    )
+    .await;
+    let conn = Database::connect(url).await.expect("database");
+    for (k, step) in ["create", "stock", "pay"].iter().enumerate() {
+        conn.execute_unprepared(&format!(
+            "INSERT INTO saga_calls (saga_id, step_idx, step, phase, attempt, started_at, \
+             finished_at, http_status, outcome) SELECT id, {k}, '{step}', 'action', 1, \
+             created_at, created_at, 200, 'success' FROM sagas"
+        ))
+        .await
+        .expect("calls of the backlog");
+    }
+    let due = |c: DatabaseConnection| async move {
+        c.query_one_raw(Statement::from_string(
+            c.get_database_backend(),
+            "SELECT COUNT(*) FROM sagas WHERE purge_at IS NOT NULL",
+        ))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+        .unwrap_or(-1)
+    };
+    println!(
+        "saga-bench scenario=sweep db={:?} backlog={} due (filled in {:.0} s) concurrency={} secs={}",
+        args.db,
+        due(conn.clone()).await,
+        filled.elapsed().as_secs_f64(),
+        args.concurrency,
+        args.secs
+    );
+    print_sizes("  before", &sizes(&conn, args.db).await);
+    let (paddr, _) = fast_participant();
+    // The sweep is held off by a turn nobody renews, until it is released below.
+    conn.execute_unprepared(
+        "UPDATE saga_sweeps SET holder = 'saga-bench', held_until = 9000000000000",
+    )
+    .await
+    .expect("hold the sweep");
+    let (child, base) = start_service(url, &[("SAGA__RETENTION__SWEEP_MS", "1000")]);
+    let run = |prefix: &'static str| {
+        let base = base.clone();
+        let (c, secs) = (args.concurrency, args.secs);
+        async move {
+            let stop = Arc::new(AtomicBool::new(false));
+            let s2 = stop.clone();
+            let t = Instant::now();
+            let w = actix_web::rt::spawn(async move { load(&base, paddr, c, prefix, s2).await });
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            stop.store(true, Ordering::Relaxed);
+            let done = w.await.unwrap_or(0);
+            done as f64 / t.elapsed().as_secs_f64()
+        }
+    };
+    let _ = run("warm").await;
+    let without = run("held").await;
+    let before = due(conn.clone()).await;
+    conn.execute_unprepared("UPDATE saga_sweeps SET holder = NULL, held_until = 0")
+        .await
+        .expect("release the sweep");
+    let t = Instant::now();
+    let with = run("swept").await;
+    let after = due(conn.clone()).await;
+    let purged = before - after;
+    println!("  throughput, sweep held off:     {without:.0} sagas/s");
+    println!(
+        "  throughput, while it sweeps:    {with:.0} sagas/s ({:.0} % of the above)",
+        with / without.max(1e-9) * 100.0
+    );
+    println!(
+        "  purged meanwhile: {purged} of the backlog ({:.0} sagas/s)",
+        purged as f64 / t.elapsed().as_secs_f64()
+    );
+    print_sizes("  after", &sizes(&conn, args.db).await);
+    child.kill();
+    let _ = conn.close().await;
+}
