@@ -21,7 +21,10 @@ pub(super) async fn grow(
 ) -> Result<bool, StoreError> {
     let names = serde_json::to_string(&StepMeta::of(def)).unwrap_or_default();
     let res = saga::Entity::update_many()
-        .col_expr(saga::Column::Definition, Expr::value(def.to_stored()))
+        .col_expr(
+            saga::Column::Definition,
+            Expr::value(rows::definition_column(def)),
+        )
         .col_expr(saga::Column::StepNames, Expr::value(names))
         .col_expr(saga::Column::Steps, Expr::value(rows::steps_json(state)))
         .col_expr(saga::Column::UpdatedAt, Expr::value(now))

@@ -26,6 +26,7 @@ pub use connect::{connect, lock_single_instance};
 pub use instances::LeaseLog;
 pub use reads::Reads;
 pub use retention::{request_sha256, Purger, Tombstone};
+pub use rows::unpack;
 pub use sealed::Sealer;
 pub use sql::SqlStore;
 

@@ -299,7 +299,10 @@ async fn without_definition(
         .filter(saga::Column::Status.is_in(open_statuses()))
         .into_tuple::<(String, serde_json::Value)>()
         .all(db)
-        .await?)
+        .await?
+        .into_iter()
+        .filter_map(|(id, r)| rows::request_of(r).ok().map(|r| (id, r)))
+        .collect())
 }
 
 /// Fills a missing definition (never replaces one).
@@ -309,7 +312,10 @@ async fn set_definition(
     def: &SagaDefinition,
 ) -> Result<(), StoreError> {
     saga::Entity::update_many()
-        .col_expr(saga::Column::Definition, Expr::value(def.to_stored()))
+        .col_expr(
+            saga::Column::Definition,
+            Expr::value(rows::definition_column(def)),
+        )
         .filter(saga::Column::Id.eq(id))
         .filter(saga::Column::Definition.is_null())
         .exec(db)

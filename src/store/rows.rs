@@ -7,6 +7,73 @@ use crate::domain::{CallOutcome, Phase, SagaDefinition, SagaState, SagaStatus, S
 use sea_orm::ActiveValue::{NotSet, Set};
 use std::sync::Arc;
 
+/// Prefix of a packed column value: `z1:` and the base64 of the zlib-compressed JSON text.
+const PACKED: &str = "z1:";
+
+/// `json` packed when that is shorter: the request and the definition are written once and
+/// read rarely, and repeat the same URLs and policies (docs/saga-log.md, "Where the bytes go").
+fn pack(json: String) -> String {
+    use base64::Engine;
+    use std::io::Write;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    let packed = z
+        .write_all(json.as_bytes())
+        .and_then(|()| z.finish())
+        .map(|b| {
+            format!(
+                "{PACKED}{}",
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
+            )
+        });
+    match packed {
+        Ok(p) if p.len() < json.len() => p,
+        _ => json,
+    }
+}
+
+/// A column value as written by [`pack`] (or as plain JSON text, as older rows hold it).
+pub fn unpack(text: &str) -> Result<std::borrow::Cow<'_, str>, String> {
+    use base64::Engine;
+    use std::io::Read;
+    let Some(b64) = text.strip_prefix(PACKED) else {
+        return Ok(std::borrow::Cow::Borrowed(text));
+    };
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(b64)
+        .map_err(|e| format!("packed column: {e}"))?;
+    let mut out = String::new();
+    flate2::read::ZlibDecoder::new(&bytes[..])
+        .read_to_string(&mut out)
+        .map_err(|e| format!("packed column: {e}"))?;
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// The `definition` column of a definition.
+pub(super) fn definition_column(def: &SagaDefinition) -> String {
+    pack(def.to_stored())
+}
+
+/// The `request` column (a JSON column): the request, or a JSON string holding it packed.
+fn request_column(request: &serde_json::Value) -> serde_json::Value {
+    let text = request.to_string();
+    let packed = pack(text);
+    if packed.starts_with(PACKED) {
+        serde_json::Value::String(packed)
+    } else {
+        request.clone()
+    }
+}
+
+/// A request read back from its column. A request is always an object: a string is packed.
+pub(super) fn request_of(column: serde_json::Value) -> Result<serde_json::Value, String> {
+    match column {
+        serde_json::Value::String(s) if s.starts_with(PACKED) => {
+            serde_json::from_str(&unpack(&s)?).map_err(|e| format!("packed request: {e}"))
+        }
+        other => Ok(other),
+    }
+}
+
 /// The `steps` column: every step's state, as JSON.
 pub(super) fn steps_json(state: &SagaState) -> String {
     // Plain data into a String: cannot fail.
@@ -21,8 +88,8 @@ pub(super) fn new_row(r: &SagaRecord) -> saga::ActiveModel {
         name: Set(r.name.clone()),
         mode: Set(r.mode.as_str().to_string()),
         status: Set(st.status.as_str().to_string()),
-        request: Set(r.request.clone()),
-        definition: Set(r.definition.as_ref().ok().map(|d| d.to_stored())),
+        request: Set(request_column(&r.request)),
+        definition: Set(r.definition.as_ref().ok().map(|d| definition_column(d))),
         step_names: Set(Some(serde_json::to_string(&r.steps).unwrap_or_default())),
         steps: Set(Some(steps_json(st))),
         error: Set(st.error.clone()),
@@ -82,10 +149,13 @@ pub(super) const LISTED: [saga::Column; 15] = [
 /// Reads a whole `sagas` row back.
 pub(super) fn record(m: saga::Model) -> Result<SagaRecord, StoreError> {
     let definition = match &m.definition {
-        Some(d) => SagaDefinition::from_stored(d).map(Arc::new),
+        Some(d) => unpack(d)
+            .and_then(|d| SagaDefinition::from_stored(&d))
+            .map(Arc::new),
         None => Err("no stored definition (written before definitions were stored)".into()),
     };
-    let request = m.request;
+    let request =
+        request_of(m.request).map_err(|e| StoreError::Corrupt(format!("saga {}: {e}", m.id)))?;
     let listed = Listed {
         id: m.id,
         name: m.name,
@@ -217,4 +287,27 @@ pub(super) fn operator_from_row(r: saga_operator_action::Model) -> Result<Operat
         who: r.who,
         at: r.at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn columns_are_packed_when_shorter_and_read_back_either_way() {
+        let request = json!({"name": "order", "steps": (0..3).map(|i| json!({"name": format!("s{i}"),
+            "action": {"url": "http://orders.internal:9001/orders/create"},
+            "compensation": {"url": "http://orders.internal:9001/orders/cancel"}})).collect::<Vec<_>>()});
+        let column = request_column(&request);
+        let packed = column.as_str().expect("packed into a JSON string");
+        assert!(packed.starts_with(PACKED) && packed.len() < request.to_string().len() / 2);
+        assert_eq!(request_of(column.clone()).unwrap(), request);
+        // Small or older rows: plain JSON, read as it is.
+        let small = json!({"a": 1});
+        assert_eq!(request_column(&small), small);
+        assert_eq!(request_of(small.clone()).unwrap(), small);
+        assert_eq!(unpack("{\"a\":1}").unwrap(), "{\"a\":1}");
+        assert!(unpack("z1:!!!").is_err());
+    }
 }

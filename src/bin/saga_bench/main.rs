@@ -15,7 +15,8 @@
 //! - `retention`: sagas as fast as they go for M minutes with a one-minute retention: rows and
 //!   bytes of every table once a minute (flat once sagas leave);
 //! - `sweep`: a backlog of N ended sagas due for purging: throughput without and while the
-//!   sweep deletes it.
+//!   sweep deletes it;
+//! - `bytes`: bytes per finished saga (tables and indexes) of 3 and 10 steps, settled.
 //!
 //! `cargo build --release --bins && ./target/release/saga-bench --db sqlite --sagas 2000 --concurrency 64`
 //! Settings to try pass through from the environment (`SAGA__DATABASE__WRITERS=4 saga-bench …`).
@@ -65,6 +66,8 @@ enum Scenario {
     /// A backlog of `--sagas` ended sagas due (use 1,000,000): throughput for `--secs` without,
     /// then while the sweep deletes it.
     Sweep,
+    /// Bytes per finished saga of 3 and 10 steps, the database settled.
+    Bytes,
 }
 
 #[derive(Parser)]
@@ -287,6 +290,7 @@ async fn main() {
         Scenario::Takeover => takeover::run(&args, &url).await,
         Scenario::Retention => retention::steady(&args, &url).await,
         Scenario::Sweep => retention::sweep(&args, &url).await,
+        Scenario::Bytes => retention::bytes(&args, &url).await,
     }
     drop_db(&args).await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -78,25 +78,32 @@ fn print_sizes(label: &str, sizes: &[(&str, i64, i64)]) {
     );
 }
 
-/// A three-step saga against the participant at `paddr`; every tenth fails at its third step.
-fn saga(paddr: SocketAddr, id: &str, i: usize) -> Value {
-    let step = |n: &str, a: &str| {
+/// A saga of `steps` steps against the participant at `paddr`; every tenth fails at its last
+/// step (and compensates the others).
+fn saga(paddr: SocketAddr, id: &str, i: usize, steps: usize) -> Value {
+    let step = |k: usize| {
+        let n = format!("s{k}");
+        let a = if k == steps && i % 10 == 9 {
+            "fail"
+        } else {
+            n.as_str()
+        };
         json!({"name": n, "action": {"url": format!("http://{paddr}/{a}/action")},
                "compensation": {"url": format!("http://{paddr}/{n}/compensation")}})
     };
-    let s3 = if i % 10 == 9 { "fail" } else { "s3" };
     json!({"id": id, "name": "bench", "payload": {"i": i},
-           "steps": [step("s1", "s1"), step("s2", "s2"), step("s3", s3)]})
+           "steps": (1..=steps).map(step).collect::<Vec<_>>()})
 }
 
-/// `concurrency` clients start sagas and wait for their end until `stop`; answers how many
-/// ended.
+/// `concurrency` clients start sagas of `steps` steps and wait for their end until `stop` (or
+/// `limit` sagas); answers how many ended.
 async fn load(
     base: &str,
     paddr: SocketAddr,
     concurrency: usize,
     prefix: &str,
     stop: Arc<AtomicBool>,
+    (steps, limit): (usize, usize),
 ) -> usize {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
@@ -117,7 +124,10 @@ async fn load(
         workers.push(actix_web::rt::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let body = saga(paddr, &format!("{prefix}-{i}"), i);
+                if i >= limit {
+                    break;
+                }
+                let body = saga(paddr, &format!("{prefix}-{i}"), i, steps);
                 let r = client
                     .post(format!("{base}/v1/sagas?wait_ms=60000"))
                     .json(&body)
@@ -158,7 +168,7 @@ pub async fn steady(args: &Args, url: &str) {
     let worker = {
         let (base, stop) = (base.clone(), stop.clone());
         let c = args.concurrency;
-        actix_web::rt::spawn(async move { load(&base, paddr, c, "r", stop).await })
+        actix_web::rt::spawn(async move { load(&base, paddr, c, "r", stop, (3, usize::MAX)).await })
     };
     let client = reqwest::Client::new();
     let mut ended_before = 0.0;
@@ -249,7 +259,9 @@ pub async fn sweep(args: &Args, url: &str) {
             let stop = Arc::new(AtomicBool::new(false));
             let s2 = stop.clone();
             let t = Instant::now();
-            let w = actix_web::rt::spawn(async move { load(&base, paddr, c, prefix, s2).await });
+            let w = actix_web::rt::spawn(async move {
+                load(&base, paddr, c, prefix, s2, (3, usize::MAX)).await
+            });
             tokio::time::sleep(Duration::from_secs(secs)).await;
             stop.store(true, Ordering::Relaxed);
             let done = w.await.unwrap_or(0);
@@ -278,4 +290,49 @@ pub async fn sweep(args: &Args, url: &str) {
     print_sizes("  after", &sizes(&conn, args.db).await);
     child.kill();
     let _ = conn.close().await;
+}
+
+/// Bytes per finished saga: `--sagas` sagas of 3 and of 10 steps (a tenth compensated), run to
+/// their end, the database settled, then each table's rows and bytes (table and indexes) per
+/// saga.
+pub async fn bytes(args: &Args, _url: &str) {
+    // Each step count gets a fresh database of its own (the one made for the run is left empty).
+    let n = args.sagas();
+    let (paddr, _) = fast_participant();
+    println!(
+        "saga-bench scenario=bytes db={:?} sagas={n} (a tenth compensated)",
+        args.db
+    );
+    for steps in [3usize, 10] {
+        let dir = std::env::temp_dir().join(format!("bytes-{}-{steps}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let url = crate::fresh_db(args, &dir).await;
+        let (child, base) = start_service(&url, &[]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ended = load(&base, paddr, args.concurrency, "b", stop, (steps, n)).await;
+        child.kill();
+        let conn = Database::connect(&url).await.expect("database");
+        // Settled: what a long-running log would hold, not the slack of its last writes.
+        let settle: &[&str] = match args.db {
+            Db::Sqlite => &["PRAGMA wal_checkpoint(TRUNCATE)", "VACUUM"],
+            Db::Mysql => &["OPTIMIZE TABLE sagas, saga_calls, saga_tombstones"],
+            Db::Postgres => &["VACUUM FULL ANALYZE"],
+        };
+        for sql in settle {
+            let _ = conn.execute_unprepared(sql).await;
+        }
+        let sizes = sizes(&conn, args.db).await;
+        let per = |t: &str| {
+            sizes.iter().find(|s| s.0 == t).map_or(0, |s| s.2.max(0)) as f64 / ended.max(1) as f64
+        };
+        let total: f64 = TABLES.iter().map(|t| per(t)).sum();
+        println!(
+            "  {steps:>2} steps: {total:.0} B per saga ({ended} ended): sagas {:.0} B, saga_calls {:.0} B ({} rows)",
+            per("sagas"),
+            per("saga_calls"),
+            sizes.iter().find(|s| s.0 == "saga_calls").map_or(0, |s| s.1)
+        );
+        let _ = conn.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
