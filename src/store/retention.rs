@@ -144,21 +144,25 @@ impl Purger {
         }
         let ids: Vec<String> = doomed.iter().map(|t| t.id.clone()).collect();
         let txn = begin(&self.db).await?;
-        let still_due = || {
-            sea_orm::Condition::all()
-                .add(saga::Column::Id.is_in(ids.iter().cloned()))
-                .add(saga::Column::Kept.eq(false))
-                .add(saga::Column::PurgeAt.lte(now))
-        };
+        // Read by primary key only: with the due condition in the query, SQLite walked the
+        // whole due range of idx_sagas_purge instead (a backlog of a million: seconds per
+        // batch, the log writer waiting meanwhile). The condition is `due_by`'s, checked here.
         let mut find = saga::Entity::find()
             .select_only()
             .column(saga::Column::Id)
-            .filter(still_due());
+            .column(saga::Column::Kept)
+            .column(saga::Column::PurgeAt)
+            .filter(saga::Column::Id.is_in(ids.iter().cloned()));
         if self.db.get_database_backend() != DbBackend::Sqlite {
             // A keep that comes meanwhile waits for this transaction, or this one skips it.
             find = find.lock(LockType::Update);
         }
-        let found: Vec<String> = find.into_tuple().all(&txn).await?;
+        let rows: Vec<(String, bool, Option<i64>)> = find.into_tuple().all(&txn).await?;
+        let found: Vec<String> = rows
+            .into_iter()
+            .filter(|(_, kept, at)| !kept && at.is_some_and(|at| at <= now))
+            .map(|(id, ..)| id)
+            .collect();
         if found.is_empty() {
             txn.commit().await?;
             return Ok(vec![]);
@@ -224,9 +228,10 @@ impl Purger {
         if ids.is_empty() {
             return Ok(0);
         }
+        // By primary key only (see `purge`): an expired tombstone stays expired, and its id
+        // takes no new saga while it exists.
         Ok(saga_tombstone::Entity::delete_many()
             .filter(saga_tombstone::Column::Id.is_in(ids))
-            .filter(saga_tombstone::Column::ExpiresAt.lte(now))
             .exec(&self.db)
             .await?
             .rows_affected)
