@@ -60,6 +60,9 @@ pub struct RetentionSettings {
     pub names: BTreeMap<String, RetentionOverride>,
     /// How often the log is looked through for sagas due to leave.
     pub sweep_ms: u64,
+    /// At most this many sagas purged per second while sagas run or are written; on a quiet
+    /// log the sweep does not pause.
+    pub sweep_rate: u64,
     /// How long a purged saga's id stays reserved (its tombstone).
     pub tombstone_ms: u64,
     /// Where purged sagas are archived first, as gzip JSON lines ("" = not archived).
@@ -74,6 +77,7 @@ impl Default for RetentionSettings {
             compensated_ms: d.compensated_ms,
             names: BTreeMap::new(),
             sweep_ms: 60_000,
+            sweep_rate: 100,
             tombstone_ms: 30 * 24 * 3_600_000,
             archive_dir: String::new(),
         }
@@ -134,6 +138,13 @@ impl RetentionSettings {
             "retention.sweep_ms",
             "from 100 to 3600000",
             self.sweep_ms,
+        );
+        check(
+            e,
+            (1..=1_000_000).contains(&self.sweep_rate),
+            "retention.sweep_rate",
+            "from 1 to 1000000",
+            self.sweep_rate,
         );
         check(
             e,

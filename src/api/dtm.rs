@@ -14,7 +14,7 @@ use crate::domain::dtm::DtmTrans;
 use crate::domain::dtm::{
     self, parse_branch, parse_trans, statuses_of, trans_status, NotRegistered, Stage, TransType,
 };
-use crate::domain::limits::{PAGE_SIZES, SAGA_ID};
+use crate::domain::limits::{self, SAGA_ID};
 use crate::domain::{FieldError, Mode, SagaDefinition, SagaStatus};
 use crate::store::{Growth, ListQuery, SagaRecord};
 use actix_web::http::StatusCode;
@@ -394,6 +394,9 @@ pub async fn prepare(
 /// How many times a registration is tried again when another one got in first.
 const REGISTER_TRIES: usize = 5;
 
+/// Page size of `all` when it names none (DTM's).
+const DTM_PAGE: u64 = 100;
+
 /// `POST /api/dtmsvr/registerBranch` (and `registerTccBranch`): a TCC branch its client is
 /// about to try; confirmed on submit, cancelled on abort, the last registered first.
 #[utoipa::path(post, path = "/api/dtmsvr/registerBranch", tag = "dtm",
@@ -706,15 +709,11 @@ pub async fn all(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     let position = param("position").unwrap_or("").to_string();
     let mut errs = vec![];
     // An empty limit is no integer (as on the native listing).
-    let limit = match q.get("limit").map(|l| l.parse::<u64>()) {
-        None => 100,
-        Some(Ok(n)) if PAGE_SIZES.contains(&n) => n,
-        Some(_) => {
-            let (lo, hi) = (PAGE_SIZES.start(), PAGE_SIZES.end());
-            errs.push(format!("limit: must be an integer from {lo} to {hi}"));
-            100
-        }
-    };
+    let limit =
+        limits::page_size(q.get("limit").map(String::as_str), DTM_PAGE).unwrap_or_else(|e| {
+            errs.push(format!("limit: {e}"));
+            DTM_PAGE
+        });
     let status = param("status");
     let statuses = match status.map(statuses_of) {
         None => vec![],

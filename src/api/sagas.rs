@@ -10,7 +10,7 @@ use super::schema::BulkRequest;
 use super::schema::{CountsParams, GetParams, IdParam, ListParams, StartRequest, WaitParams};
 use super::AppState;
 use crate::actors::messages::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
-use crate::domain::limits::{COUNT_CAP, DEFAULT_PAGE, NAME, PAGE_SIZES, SAGA_ID};
+use crate::domain::limits::{self, COUNT_CAP, DEFAULT_PAGE, NAME, SAGA_ID};
 use crate::domain::{parse_bulk_ids, parse_request, FieldError, SagaDefinition, SagaStatus};
 use crate::store::{ListQuery, SagaRecord};
 use actix_web::http::{header, StatusCode};
@@ -219,18 +219,11 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         }
     }
     let name = name_param(&q, &mut errs);
-    let limit = match q.get("limit").map(|s| s.parse::<u64>()) {
-        None => DEFAULT_PAGE,
-        Some(Ok(n)) if PAGE_SIZES.contains(&n) => n,
-        Some(_) => {
-            let (lo, hi) = (PAGE_SIZES.start(), PAGE_SIZES.end());
-            errs.push((
-                "limit".into(),
-                format!("must be an integer from {lo} to {hi}"),
-            ));
+    let limit =
+        limits::page_size(q.get("limit").map(String::as_str), DEFAULT_PAGE).unwrap_or_else(|e| {
+            errs.push(("limit".into(), e));
             DEFAULT_PAGE
-        }
-    };
+        });
     let after = match q.get("cursor").filter(|s| !s.is_empty()) {
         None => None,
         Some(c) => match parse_cursor(c) {

@@ -28,6 +28,20 @@ pub const MAX_WAIT_MS: u64 = 60_000;
 pub const PAGE_SIZES: RangeInclusive<u64> = 1..=500;
 /// Page size of a listing that names none.
 pub const DEFAULT_PAGE: u64 = 50;
+
+/// A listing's page size from its `limit` parameter (`default` when none is given); an empty or
+/// out-of-range one is refused with what is accepted.
+pub fn page_size(limit: Option<&str>, default: u64) -> Result<u64, String> {
+    match limit.map(str::parse::<u64>) {
+        None => Ok(default),
+        Some(Ok(n)) if PAGE_SIZES.contains(&n) => Ok(n),
+        Some(_) => Err(format!(
+            "must be an integer from {} to {}",
+            PAGE_SIZES.start(),
+            PAGE_SIZES.end()
+        )),
+    }
+}
 /// Each count of `GET /v1/counts` stops here (counting further costs more than it tells).
 pub const COUNT_CAP: u64 = 10_000;
 /// The HTTP methods an endpoint may use.
@@ -107,5 +121,18 @@ mod tests {
         assert!(!NAME.is_valid(""));
         assert!(!NAME.is_valid(&"x".repeat(65)));
         assert!(NAME.is_valid(&"x".repeat(64)));
+    }
+
+    #[test]
+    fn a_page_size_is_given_defaulted_or_refused() {
+        assert_eq!(page_size(None, 50), Ok(50));
+        assert_eq!(page_size(Some("500"), 50), Ok(500));
+        for bad in ["", "0", "501", "-1", "ten"] {
+            assert_eq!(
+                page_size(Some(bad), 50),
+                Err("must be an integer from 1 to 500".to_string()),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -108,9 +108,16 @@ impl Sweeper {
         }
         swept.expired = self.purger.expire_tombstones(now, TOMBSTONE_BATCH).await?;
         let budget = Instant::now() + Duration::from_millis(self.settings.sweep_ms.max(1_000));
+        // Busy until shown quiet: the first batch is a small one.
+        let mut busy = true;
+        let mut writes_before = self.log_writes();
         loop {
+            let batch = Instant::now();
             let now = self.clock.now_ms();
-            let ids = self.purger.due(now, BATCH).await?;
+            let ids = self
+                .purger
+                .due(now, batch_size(busy, self.settings.sweep_rate))
+                .await?;
             if ids.is_empty() {
                 break;
             }
@@ -127,6 +134,25 @@ impl Sweeper {
                 break;
             }
             swept.purged += gone;
+            // Yield to the log writer: a purge costs the database about what a saga's writes
+            // do, so while sagas run or are written (since the last look: over the pause and
+            // this batch) the sweep keeps to `sweep_rate`.
+            // Live saga actors count too: a writer stalled on the database writes nothing,
+            // and is no less busy.
+            let writes = self.log_writes();
+            busy = writes > writes_before || self.metrics.actors.get() > 0;
+            writes_before = writes;
+            let pause = pause_after(batch.elapsed(), gone, busy, self.settings.sweep_rate);
+            tracing::debug!(
+                purged = gone,
+                busy,
+                took_ms = batch.elapsed().as_millis() as u64,
+                pause_ms = pause.as_millis() as u64,
+                "retention batch"
+            );
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
             let now = self.clock.now_ms();
             if Instant::now() > budget
                 || !self
@@ -138,6 +164,12 @@ impl Sweeper {
             }
         }
         Ok(swept)
+    }
+
+    /// The log writes (starts and transitions) this instance made so far.
+    fn log_writes(&self) -> u64 {
+        self.metrics.write_create.get_sample_count()
+            + self.metrics.write_transition.get_sample_count()
     }
 
     /// Archives (if configured, synced before anything is deleted) and purges one batch.
@@ -198,5 +230,56 @@ impl Sweeper {
             .map_err(|e| StoreError::Unavailable(format!("cannot append to the archive: {e}")))?;
         self.metrics.archived_bytes.inc_by(bytes);
         Ok(file)
+    }
+}
+
+/// Sagas purged per transaction: a full batch on a quiet log, a quarter of a second's worth
+/// of `rate` on a busy one (its pauses stay short).
+fn batch_size(busy: bool, rate: u64) -> u64 {
+    if busy {
+        (rate / 4).clamp(1, BATCH)
+    } else {
+        BATCH
+    }
+}
+
+/// How long the sweep pauses after purging `gone` sagas in `spent`: none on a quiet log
+/// (nobody waits for the database), else as long as keeps it to `rate` sagas a second.
+fn pause_after(spent: Duration, gone: u64, busy: bool, rate: u64) -> Duration {
+    if !busy {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(gone as f64 / rate.max(1) as f64).saturating_sub(spent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_log_keeps_the_sweep_to_its_rate() {
+        let spent = Duration::from_millis(50);
+        assert_eq!(
+            pause_after(spent, 25, true, 100),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            pause_after(spent, 100, true, 1000),
+            Duration::from_millis(50)
+        );
+        // A batch slower than the rate: no pause on top.
+        assert_eq!(pause_after(spent, 1, true, 1000), Duration::ZERO);
+        assert_eq!(batch_size(true, 100), 25);
+        assert_eq!(batch_size(true, 2), 1);
+        assert_eq!(batch_size(true, 100_000), BATCH);
+    }
+
+    #[test]
+    fn a_quiet_log_lets_the_sweep_run_flat_out() {
+        assert_eq!(
+            pause_after(Duration::from_millis(50), 100, false, 100),
+            Duration::ZERO
+        );
+        assert_eq!(batch_size(false, 100), BATCH);
     }
 }

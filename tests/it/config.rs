@@ -53,10 +53,12 @@ fn out_of_range_values_name_the_key_and_the_range() {
             ("SAGA__PARTICIPANT__MAX_ATTEMPTS", "0"),
             ("SAGA__PARTICIPANT__MULTIPLIER", "0.5"),
             ("SAGA__PARTICIPANT__CA_FILE", "/nonexistent/ca.pem"),
+            ("SAGA__RETENTION__SWEEP_RATE", "0"),
         ],
     );
     assert_eq!(code, Some(2), "{err}");
     for want in [
+        "retention.sweep_rate must be from 1 to 1000000 (got 0)",
         "participant.max_attempts must be from 1 to 1000 (got 0)",
         "participant.multiplier must be from 1.0 to 100.0 (got 0.5)",
         "participant.ca_file",
