@@ -54,7 +54,14 @@ pub(super) async fn open(
         });
     let idle_ms = idle_txn.as_millis().max(1000);
     opts.map_sqlx_postgres_opts(move |o| {
-        o.options([("idle_in_transaction_session_timeout", format!("{idle_ms}"))])
+        // Custom plans: a generic plan cached while `sagas` was small (or its statistics
+        // stale: autovacuum off) can be a sequential scan, kept for the connection's life, so
+        // each transition batch read the whole table (peer-bench halved run after run). A
+        // custom plan sees the key values and the unique index, whatever the statistics.
+        o.options([
+            ("idle_in_transaction_session_timeout", format!("{idle_ms}")),
+            ("plan_cache_mode", "force_custom_plan".to_string()),
+        ])
     })
     .map_sqlx_mysql_pool_opts(move |p| {
         p.after_connect(move |conn, _| {

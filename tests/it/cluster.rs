@@ -87,14 +87,7 @@ async fn retrying_saga(p: &Participant, api: &Api, id: &str, backoff_ms: u64) {
     assert_eq!(api.post("/v1/sagas", &body).await.0, 201);
 }
 
-/// One test per database several instances can share (MariaDB, PostgreSQL) for each scenario.
-macro_rules! on_shared_dbs {
-    ($($name:ident),* $(,)?) => {
-        $crate::on_dbs!([mysql: Mysql, postgres: Postgres] $($name),*);
-    };
-}
-
-on_shared_dbs!(
+crate::on_shared_dbs!(
     dtm_transactions_go_across_instances,
     a_takeover_sends_each_call_with_its_whole_timeout,
     a_transaction_left_idle_past_the_lease_is_ended_by_the_server,

@@ -309,6 +309,14 @@ macro_rules! on_every_db {
     };
 }
 
+/// One test per database several instances can share (MariaDB, PostgreSQL; SQLite serves one).
+#[macro_export]
+macro_rules! on_shared_dbs {
+    ($($name:ident),* $(,)?) => {
+        $crate::on_dbs!([mysql: Mysql, postgres: Postgres] $($name),*);
+    };
+}
+
 /// Every stdout line of a started binary.
 pub type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 

@@ -1,7 +1,7 @@
 //! Retention: ended sagas leave on time by outcome and name, stuck and kept ones stay, a purged
 //! id answers 410 and refuses a start while its tombstone lasts (then 404, and the id is free),
-//! the archive holds each purged saga as its resource, and a sweep killed midway leaves no
-//! partial saga and loses no archive line.
+//! the archive holds each purged saga as its resource, a sweep killed midway leaves no
+//! partial saga and loses no archive line, and two instances sweep one at a time.
 
 use crate::helpers::{spawn_app_with, start_binary_with, test_settings, until, Api, TestDb};
 use crate::on_every_db;
@@ -18,10 +18,12 @@ on_every_db!(
     a_sweep_killed_midway_leaves_no_partial_saga_and_loses_no_line,
 );
 
-/// Every line of every archive file under `dir`, by saga id (a saga archived twice, by a sweep
-/// that was killed after archiving it, has two equal lines).
-fn archived(dir: &Path) -> HashMap<String, Vec<Value>> {
-    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
+// SQLite serves one instance.
+crate::on_shared_dbs!(two_instances_sweep_in_turn_and_a_stopping_one_hands_over);
+
+/// Every line of every archive file under `dir`, with its file's name.
+fn archive_lines(dir: &Path) -> Vec<(String, Value)> {
+    let mut out = vec![];
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
@@ -37,14 +39,24 @@ fn archived(dir: &Path) -> HashMap<String, Vec<Value>> {
                 MultiGzDecoder::new(&bytes[..])
                     .read_to_string(&mut text)
                     .unwrap();
+                let file = p.file_name().unwrap().to_string_lossy().to_string();
                 for line in text.lines() {
-                    let v: Value = serde_json::from_str(line).unwrap();
-                    out.entry(v["id"].as_str().unwrap().to_string())
-                        .or_default()
-                        .push(v);
+                    out.push((file.clone(), serde_json::from_str(line).unwrap()));
                 }
             }
         }
+    }
+    out
+}
+
+/// Every line of every archive file under `dir`, by saga id (a saga archived twice, by a sweep
+/// that was killed after archiving it, has two equal lines).
+fn archived(dir: &Path) -> HashMap<String, Vec<Value>> {
+    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
+    for (_, v) in archive_lines(dir) {
+        out.entry(v["id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(v);
     }
     out
 }
@@ -323,4 +335,111 @@ async fn a_sweep_killed_midway_leaves_no_partial_saga_and_loses_no_line(db: Test
     assert_eq!(check("after the restart").await, N);
     crate::helpers::sigterm_and_wait(&mut child).await;
     let _ = conn.close().await;
+}
+
+/// Two instances over one log sweep one at a time (no saga archived twice, which two sweeps
+/// of the same batch would do); the one whose turn it is gives it up when it stops, and the
+/// other sweeps on.
+async fn two_instances_sweep_in_turn_and_a_stopping_one_hands_over(db: TestDb) {
+    const N: usize = 200;
+    let archive = tempfile::tempdir().unwrap();
+    let dir = archive.path().display().to_string();
+    let alpha = [
+        ("SAGA__RETENTION__SUCCEEDED_MS", "1000"),
+        ("SAGA__RETENTION__SWEEP_MS", "100"),
+        ("SAGA__RETENTION__ARCHIVE_DIR", dir.as_str()),
+        ("SAGA__CLUSTER__INSTANCE_ID", "alpha"),
+    ];
+    let mut beta = alpha;
+    beta[3].1 = "beta";
+    let p = Participant::start().await;
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let (mut a, api_a, _) = start_binary_with(&db, &alpha);
+    let (mut b, api_b, _) = start_binary_with(&db, &beta);
+    conn.execute_unprepared(
+        "UPDATE saga_sweeps SET holder = 'someone else', held_until = 9999999999999",
+    )
+    .await
+    .unwrap();
+    let steps = vec![p.step("a"), p.step("b")];
+    for i in 0..N {
+        let api = if i % 2 == 0 { &api_a } else { &api_b };
+        start_turns_saga(api, i, &steps).await;
+    }
+    until(60, "every saga succeeded", || async {
+        let n = count(
+            &conn,
+            "SELECT COUNT(*) FROM sagas WHERE status = 'succeeded'",
+        )
+        .await;
+        if n == N as i64 {
+            Ok(())
+        } else {
+            Err(format!("{n} succeeded"))
+        }
+    })
+    .await;
+    conn.execute_unprepared("UPDATE saga_sweeps SET holder = NULL, held_until = 0")
+        .await
+        .unwrap();
+    let purged = |want: usize| {
+        let conn = &conn;
+        async move {
+            let n = count(conn, "SELECT COUNT(*) FROM saga_tombstones").await;
+            if n == want as i64 {
+                Ok(())
+            } else {
+                Err(format!("{n} purged"))
+            }
+        }
+    };
+    until(60, "every saga purged", || purged(N)).await;
+    let lines = archived(archive.path());
+    assert_eq!(lines.len(), N, "every saga archived");
+    for (id, l) in &lines {
+        assert_eq!(l.len(), 1, "{id} archived {} times: swept twice", l.len());
+    }
+    // The instance whose turn it is stops, and gives the turn up; the other purges the rest.
+    let holder = conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT holder FROM saga_sweeps WHERE name = 'retention'",
+        ))
+        .await
+        .unwrap()
+        .and_then(|r| r.try_get_by_index::<Option<String>>(0).ok())
+        .flatten()
+        .expect("a holder");
+    let (stopping, api, other) = if holder.starts_with("alpha") {
+        (&mut a, &api_b, "beta")
+    } else {
+        assert!(holder.starts_with("beta"), "{holder}");
+        (&mut b, &api_a, "alpha")
+    };
+    crate::helpers::sigterm_and_wait(stopping).await;
+    for i in N..N + 20 {
+        start_turns_saga(api, i, &steps).await;
+    }
+    until(60, "the later sagas purged by the other instance", || {
+        purged(N + 20)
+    })
+    .await;
+    for (file, v) in archive_lines(archive.path()) {
+        let id = v["id"].as_str().unwrap();
+        if id.trim_start_matches("t-").parse::<usize>().unwrap() >= N {
+            assert!(
+                file.ends_with(&format!("-{other}.jsonl.gz")),
+                "{id} in {file}"
+            );
+        }
+    }
+    drop((a, b));
+    let _ = conn.close().await;
+}
+
+/// Starts saga `t-{i}` of `steps` through `api`.
+async fn start_turns_saga(api: &Api, i: usize, steps: &[Value]) {
+    let body = json!({"id": format!("t-{i}"), "name": "turns", "steps": steps});
+    let (code, v) = api.post("/v1/sagas", &body).await;
+    assert_eq!(code, 201, "{v}");
 }
