@@ -31,6 +31,10 @@ pub struct CallSpec<'a> {
     pub timeout_ms: u64,
     /// The instance sending it (its lease token), sent as `X-Saga-Instance`.
     pub instance: &'a str,
+    /// W3C `traceparent` of this call (the saga's trace, this call's own span id).
+    pub traceparent: &'a str,
+    /// The caller's `tracestate`, passed on unchanged.
+    pub tracestate: Option<&'a str>,
 }
 
 /// The classified answer of a call.
@@ -136,11 +140,15 @@ impl Participant {
             ),
             ("x-saga-instance", spec.instance.to_string()),
             ("x-saga-timeout-ms", spec.timeout_ms.to_string()),
+            ("traceparent", spec.traceparent.to_string()),
         ];
         for (k, v) in protocol {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 headers.insert(HeaderName::from_static(k), v);
             }
+        }
+        if let Some(Ok(v)) = spec.tracestate.map(HeaderValue::from_str) {
+            headers.insert(HeaderName::from_static("tracestate"), v);
         }
         let body = match spec.body {
             CallBody::Json(v) => serde_json::to_vec(v).unwrap_or_default(),

@@ -6,7 +6,9 @@
 use super::body::{json_body, query_map};
 use super::problem::Problem;
 use super::resource::rfc3339;
-use super::sagas::{admit, caller, load, operate_one, page, parse_cursor, start, timed};
+use super::sagas::{
+    admit, caller, load, operate_one, page, parse_cursor, start, timed, with_trace,
+};
 use super::schema::{DtmAllParams, DtmQueryParams};
 use super::AppState;
 use crate::actors::messages::Op;
@@ -245,7 +247,7 @@ async fn read(
         .inspect_err(|_| state.shared.metrics.rejected.inc())
         .map_err(DtmError::refused)?;
     root.record("saga_id", trans.gid.as_str());
-    trans.def = admit(state, Ok(trans.def)).map_err(DtmError::refused)?;
+    trans.def = with_trace(admit(state, Ok(trans.def)).map_err(DtmError::refused)?, req);
     // Kept as long as `[retention]` says for its name (dtm_saga, dtm_tcc, dtm_msg).
     trans.def.retention = state
         .shared

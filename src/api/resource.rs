@@ -124,6 +124,10 @@ pub struct SagaView {
     pub purge_at: Option<String>,
     /// An operator pinned it (`POST …/keep`): it is not purged while this holds.
     pub kept: bool,
+    /// The W3C trace its participant calls belong to (32 hex; the saga resource only, not
+    /// listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Its steps, in definition order.
     pub steps: Vec<StepView>,
     /// Operator actions (`include=attempts`).
@@ -245,6 +249,11 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
         error: r.state.error.clone(),
         purge_at: opt_time(r.purge_at),
         kept: r.kept,
+        trace_id: r
+            .definition
+            .as_ref()
+            .ok()
+            .map(|d| crate::domain::TraceContext::of_saga(d.trace.as_ref(), &r.id).trace_id),
         steps,
         operator_actions: history.map(|h| {
             h.operator

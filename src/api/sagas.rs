@@ -11,7 +11,9 @@ use super::schema::{CountsParams, GetParams, IdParam, ListParams, StartRequest, 
 use super::AppState;
 use crate::actors::messages::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
 use crate::domain::limits::{self, COUNT_CAP, DEFAULT_PAGE, NAME, SAGA_ID};
-use crate::domain::{parse_bulk_ids, parse_request, FieldError, SagaDefinition, SagaStatus};
+use crate::domain::{
+    parse_bulk_ids, parse_request, FieldError, SagaDefinition, SagaStatus, TraceContext,
+};
 use crate::store::{ListQuery, SagaRecord};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -65,6 +67,7 @@ pub async fn create(
     let body = json_body(&req, payload, state.max_body_bytes).await?;
     let def = admit(&state, parse_request(&body, &state.shared.defaults))
         .map_err(Problem::invalid_body)?;
+    let def = with_trace(def, &req);
     let id = def
         .id
         .clone()
@@ -102,6 +105,22 @@ pub(super) fn admit(
             }
         })
         .inspect_err(|_| state.shared.metrics.rejected.inc())
+}
+
+/// The definition with the trace its calls belong to: the start's `traceparent` and
+/// `tracestate` (several `tracestate` fields joined), or a new trace when there is none or it
+/// is malformed (never an error).
+pub(super) fn with_trace(mut def: SagaDefinition, req: &HttpRequest) -> SagaDefinition {
+    let headers = req.headers();
+    let parent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let state: Vec<&str> = headers
+        .get_all("tracestate")
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    def.trace = Some(TraceContext::from_headers(parent, &state, || {
+        format!("{:032x}", rand::random::<u128>().max(1))
+    }));
+    def
 }
 
 /// Records a new saga, or finds the one with its id: the same request is the same saga

@@ -3,6 +3,7 @@
 use super::limits::{MAX_ATTEMPTS, MAX_DURATION_MS, MULTIPLIER_RANGE};
 use super::protocol::Protocol;
 use super::retention::Retention;
+use super::trace::TraceContext;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -231,6 +232,10 @@ pub struct SagaDefinition {
     /// before retention existed stay forever.
     #[serde(default = "forever", skip_serializing_if = "Retention::is_forever")]
     pub retention: Retention,
+    /// The trace its calls belong to (W3C trace context), from its start's `traceparent` or
+    /// new; none for sagas accepted before it was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
     /// For each step, the steps that depend on it: computed on first use (every event needs
     /// it), never stored.
     #[serde(skip)]
@@ -285,6 +290,7 @@ impl SagaDefinition {
             check_first: false,
             deliver: false,
             retention: Retention::FOREVER,
+            trace: None,
             dependents: Derived::default(),
         }
     }

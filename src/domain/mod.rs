@@ -42,6 +42,7 @@ pub mod policy;
 pub mod protocol;
 pub mod retention;
 pub mod secrets;
+pub mod trace;
 pub mod validation;
 
 pub use definition::{CallBody, Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
@@ -53,4 +54,5 @@ pub use policy::OutboundPolicy;
 pub use protocol::Protocol;
 pub use retention::{Retention, RetentionOverride, RetentionRules};
 pub use secrets::SecretHeaders;
+pub use trace::TraceContext;
 pub use validation::{parse_bulk_ids, parse_request, FieldError};

@@ -190,6 +190,22 @@ impl Api {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// POSTs JSON with these headers, answers (status, body).
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}{path}", self.base)).json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.expect("post");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     async fn get_response(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.base))

@@ -22,4 +22,5 @@ mod outage;
 mod retention;
 mod security;
 mod tls;
+mod trace_context;
 mod upgrade;

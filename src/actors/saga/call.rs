@@ -5,7 +5,7 @@
 use super::report;
 use super::residency::Residency;
 use super::SagaActor;
-use crate::domain::{Answer, Event, Phase};
+use crate::domain::{Answer, Event, Phase, TraceContext};
 use crate::participant::CallSpec;
 use actix::prelude::*;
 use tokio::time::Instant;
@@ -31,8 +31,13 @@ impl SagaActor {
         let (id, name, token) = (self.id.clone(), live.name.clone(), self.token.clone());
         let work = shared.work.token();
         self.calls += 1;
-        // One span per call: its lines carry saga_id, saga_name, step, phase and attempt.
-        let span = tracing::info_span!(parent: &self.span, "participant_call", step = %def.steps[step].name, phase = phase.as_str(), attempt);
+        // Each call (each attempt) is its own span of the saga's trace.
+        let trace = TraceContext::of_saga(def.trace.as_ref(), &id);
+        let span_id = format!("{:016x}", rand::random::<u64>().max(1));
+        let traceparent = trace.traceparent(&span_id);
+        // One span per call: its lines carry saga_id, saga_name, trace_id, step, phase,
+        // attempt and the call's span_id.
+        let span = tracing::info_span!(parent: &self.span, "participant_call", step = %def.steps[step].name, phase = phase.as_str(), attempt, span_id = %span_id);
         let fut = async move {
             let s = &def.steps[step];
             let endpoint = s.endpoint(phase)?;
@@ -63,6 +68,8 @@ impl SagaActor {
                 created_at,
                 timeout_ms: s.timeout_ms,
                 instance: &token.owner,
+                traceparent: &traceparent,
+                tracestate: trace.tracestate.as_deref(),
             };
             let t = Instant::now();
             // With its whole timeout, and cut only if the lease ends under it: from then on

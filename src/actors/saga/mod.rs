@@ -103,7 +103,8 @@ pub struct SagaActor {
     linger_until: i64,
     /// Supervised restarts since the last successful log write (sets the reload backoff).
     restarts: u32,
-    /// The saga's span: every line logged about the saga is inside it (saga_id, saga_name).
+    /// The saga's span: every line logged about the saga is inside it (saga_id, saga_name,
+    /// and trace_id once the saga is loaded).
     span: tracing::Span,
     /// The lease token this actor writes and calls under.
     token: Token,
@@ -113,7 +114,12 @@ type Reply = Option<oneshot::Sender<Result<(), OpError>>>;
 
 impl SagaActor {
     fn with(id: String, name: &str, start: Start, links: Links) -> Self {
-        let span = tracing::info_span!("saga", saga_id = %id, saga_name = %name);
+        let span = tracing::info_span!(
+            "saga",
+            saga_id = %id,
+            saga_name = %name,
+            trace_id = tracing::field::Empty
+        );
         SagaActor {
             token: links.shared.lease.token(),
             id,
@@ -139,7 +145,7 @@ impl SagaActor {
         links: Links,
     ) -> Self {
         let mut a = Self::with(r.id.clone(), &r.name, Start::Fresh(initial), links);
-        a.residency = Residency::Driving(Live::of(r, def));
+        a.drive(r, def);
         a.token = token;
         a
     }

@@ -154,6 +154,17 @@ impl SagaActor {
         }));
     }
 
+    /// Drives saga `r` with `def`; its log lines carry its trace id from now on.
+    pub(super) fn drive(
+        &mut self,
+        r: SagaRecord,
+        def: std::sync::Arc<crate::domain::SagaDefinition>,
+    ) {
+        let trace = crate::domain::TraceContext::of_saga(def.trace.as_ref(), &r.id);
+        self.span.record("trace_id", trace.trace_id.as_str());
+        self.residency = Residency::Driving(Live::of(r, def));
+    }
+
     /// Takes over a saga read from the log: an unfinished one resumes (calls whose answers were
     /// not recorded count as lost); an ended or stuck one waits for operator messages.
     /// `for_operator`: it was claimed for an operator action, which follows.
@@ -173,7 +184,7 @@ impl SagaActor {
                 return self.release(ctx);
             }
         };
-        self.residency = Residency::Driving(Live::of(r, def));
+        self.drive(r, def);
         if for_operator || !active {
             // Claimed for an operator action, which is queued right behind (a stuck saga, or
             // an active one idle until a distant retry): give it a moment before giving the
