@@ -36,6 +36,8 @@ pub struct Settings {
     pub dtm: DtmSettings,
     /// How long ended sagas stay, and where they go (docs/saga-log.md, "Retention").
     pub retention: RetentionSettings,
+    /// OpenTelemetry export of our spans and the console's trace links (docs/tracing.md).
+    pub tracing: TracingSettings,
 }
 
 impl Settings {
@@ -422,6 +424,93 @@ impl Default for LogSettings {
     }
 }
 
+/// `[tracing]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingSettings {
+    /// OTLP/HTTP (protobuf) collector: a base URL (`/v1/traces` is appended) or the full
+    /// traces URL ("" = no export, unless `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` is set).
+    pub otlp_endpoint: String,
+    /// Share of new traces exported, 0 to 1; a caller's sampled flag decides for its traces
+    /// (`OTEL_TRACES_SAMPLER` wins when set).
+    pub sample_ratio: f64,
+    /// Ended spans waiting for export; beyond, spans are dropped and counted, never waited on.
+    pub max_queue: usize,
+    /// One export's whole time, connection included.
+    pub export_timeout_ms: u64,
+    /// The console links a saga to `…{trace_id}…` ("" = no link).
+    pub trace_url: String,
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        TracingSettings {
+            otlp_endpoint: String::new(),
+            sample_ratio: 1.0,
+            max_queue: 4096,
+            export_timeout_ms: 10_000,
+            trace_url: String::new(),
+        }
+    }
+}
+
+impl TracingSettings {
+    /// The traces URL of `otlp_endpoint`: a bare base gets `/v1/traces`, as the OTLP spec says
+    /// for `OTEL_EXPORTER_OTLP_ENDPOINT`; a URL with a path is used as given.
+    pub fn traces_url(&self) -> Option<String> {
+        let u = url::Url::parse(&self.otlp_endpoint).ok()?;
+        Some(if u.path() == "/" {
+            format!("{}v1/traces", u.as_str())
+        } else {
+            u.to_string()
+        })
+    }
+
+    fn problems(&self, e: &mut Vec<String>) {
+        let http = |s: &str| {
+            url::Url::parse(s)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        };
+        check(
+            e,
+            self.otlp_endpoint.is_empty() || http(&self.otlp_endpoint),
+            "tracing.otlp_endpoint",
+            "\"\" or an http(s) URL such as \"http://127.0.0.1:4318\"",
+            &self.otlp_endpoint,
+        );
+        check(
+            e,
+            (0.0..=1.0).contains(&self.sample_ratio),
+            "tracing.sample_ratio",
+            "from 0 to 1",
+            self.sample_ratio,
+        );
+        check(
+            e,
+            (1..=1_000_000).contains(&self.max_queue),
+            "tracing.max_queue",
+            "from 1 to 1000000",
+            self.max_queue,
+        );
+        check(
+            e,
+            (100..=600_000).contains(&self.export_timeout_ms),
+            "tracing.export_timeout_ms",
+            "from 100 to 600000",
+            self.export_timeout_ms,
+        );
+        check(
+            e,
+            self.trace_url.is_empty()
+                || self.trace_url.contains("{trace_id}")
+                    && http(&self.trace_url.replace("{trace_id}", "0")),
+            "tracing.trace_url",
+            "\"\" or an http(s) URL with {trace_id} in it",
+            &self.trace_url,
+        );
+    }
+}
+
 /// `[runtime]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -580,6 +669,7 @@ impl Settings {
         }
         let dur = format!("from 1 to {MAX_DURATION_MS}");
         self.retention.problems(&mut e);
+        self.tracing.problems(&mut e);
         check(
             &mut e,
             s.bind.contains(':'),
@@ -769,6 +859,28 @@ mod tests {
         assert_eq!(Settings::default().validate(), Ok(()));
         let all = serde_json::to_value(Settings::default()).unwrap();
         assert!(unknown_keys(&all).is_empty());
+    }
+
+    #[test]
+    fn an_otlp_base_url_gets_the_traces_path_and_a_full_one_is_kept() {
+        let t = |e: &str| TracingSettings {
+            otlp_endpoint: e.into(),
+            ..TracingSettings::default()
+        };
+        assert_eq!(
+            t("http://127.0.0.1:4318").traces_url().as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(
+            t("https://otlp.example/v1/traces").traces_url().as_deref(),
+            Some("https://otlp.example/v1/traces")
+        );
+        assert_eq!(
+            t("https://otlp.example/custom/path")
+                .traces_url()
+                .as_deref(),
+            Some("https://otlp.example/custom/path")
+        );
     }
 
     #[test]

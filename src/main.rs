@@ -74,9 +74,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Export is set up before anything logs, so that no span of ours is missed.
+    let export = match telemetry::export::Export::start(&settings.tracing) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("saga-orchestrator: {e}");
+            return ExitCode::from(2);
+        }
+    };
     telemetry::init_subscriber(telemetry::get_subscriber(
         &settings.log.level,
         std::io::stdout,
+        export.as_ref().map(|e| e.tracer.clone()),
     ));
     let result = match command {
         Cmd::Migrate => store::connect(
@@ -97,6 +106,10 @@ async fn main() -> ExitCode {
         }
         Cmd::CheckParticipant(_) | Cmd::Token { .. } => Ok(()), // answered above
     };
+    if let Some(e) = export {
+        // What ended before the stop still goes (within the export timeout).
+        e.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -133,6 +133,11 @@ impl Metrics {
         let _ = r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
+        // The OTLP export is the process's (docs/tracing.md): every registry shows its counts.
+        let spans = crate::telemetry::export::counters();
+        r.register(Box::new(spans.exported.clone()))
+            .expect("unique");
+        r.register(Box::new(spans.dropped.clone())).expect("unique");
         let timers_pending =
             IntGauge::new("saga_timers_pending", "Timers waiting to fire").expect("valid");
         r.register(Box::new(timers_pending.clone()))

@@ -177,6 +177,7 @@ impl Application {
             max_body_bytes: settings.server.max_body_bytes,
             secrets: crate::domain::SecretHeaders::new(&settings.participant.secret_headers),
             purger: purger.clone(),
+            trace_url: settings.tracing.trace_url.clone(),
         });
         // Retention: every instance sweeps in turn; it stops with the service.
         let sweeper = crate::retention::Sweeper {

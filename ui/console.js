@@ -608,7 +608,8 @@ function drawSaga(holder, s, refresh) {
       h('div', h('dt', 'Created'), h('dd', when(s.created_at))),
       h('div', h('dt', 'Updated'), h('dd', when(s.updated_at))),
       h('div', h('dt', 'Deadline'), h('dd', deadline(s))),
-      h('div', h('dt', 'Purged'), h('dd', retention(s)))),
+      h('div', h('dt', 'Purged'), h('dd', retention(s))),
+      s.trace_id ? h('div', h('dt', 'Trace'), h('dd', trace(s))) : null),
     actions(s, refresh, result),
     timers(s),
     h('section', { 'aria-labelledby': 'h-steps' }, h('h2', { id: 'h-steps' }, 'Steps'), timeline(s)),
@@ -617,6 +618,14 @@ function drawSaga(holder, s, refresh) {
     h('section', { 'aria-labelledby': 'h-payload' }, h('h2', { id: 'h-payload' }, 'Payload'), payload(s)));
   for (const id of openDetails) { const d = holder.querySelector(`#${id}`); if (d) d.open = true; }
   if (focusedId) holder.querySelector(`#${focusedId}`)?.focus();
+}
+
+/** The W3C trace of its calls (docs/tracing.md): a link into the tracing UI when
+ * `tracing.trace_url` is set, else the id to search for. */
+function trace(s) {
+  const id = h('code', { text: s.trace_id });
+  if (!s.trace_url || !/^https?:\/\//.test(s.trace_url)) return id;
+  return h('a', { href: s.trace_url, target: '_blank', rel: 'noopener noreferrer', id: 'trace-link' }, id);
 }
 
 /** When retention purges the saga (docs/saga-log.md): kept, never, or a time. */

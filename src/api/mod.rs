@@ -30,6 +30,8 @@ pub struct AppState {
     pub secrets: crate::domain::SecretHeaders,
     /// Keeps and unkeeps (retention's side of the log).
     pub purger: crate::store::Purger,
+    /// `tracing.trace_url`: a saga's trace in the tracing UI, `{trace_id}` replaced.
+    pub trace_url: String,
 }
 
 /// Registers every route of the contract, each with the scope its caller's token needs (when

@@ -128,6 +128,9 @@ pub struct SagaView {
     /// listings).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// That trace in the tracing UI, when `tracing.trace_url` is set (`GET` of one saga).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
     /// Its steps, in definition order.
     pub steps: Vec<StepView>,
     /// Operator actions (`include=attempts`).
@@ -254,6 +257,7 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
             .as_ref()
             .ok()
             .map(|d| crate::domain::TraceContext::of_saga(d.trace.as_ref(), &r.id).trace_id),
+        trace_url: None,
         steps,
         operator_actions: history.map(|h| {
             h.operator

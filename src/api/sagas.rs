@@ -11,9 +11,7 @@ use super::schema::{CountsParams, GetParams, IdParam, ListParams, StartRequest, 
 use super::AppState;
 use crate::actors::messages::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
 use crate::domain::limits::{self, COUNT_CAP, DEFAULT_PAGE, NAME, SAGA_ID};
-use crate::domain::{
-    parse_bulk_ids, parse_request, FieldError, SagaDefinition, SagaStatus, TraceContext,
-};
+use crate::domain::{parse_bulk_ids, parse_request, FieldError, SagaDefinition, SagaStatus};
 use crate::store::{ListQuery, SagaRecord};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -111,15 +109,11 @@ pub(super) fn admit(
 /// `tracestate` (several `tracestate` fields joined), or a new trace when there is none or it
 /// is malformed (never an error).
 pub(super) fn with_trace(mut def: SagaDefinition, req: &HttpRequest) -> SagaDefinition {
-    let headers = req.headers();
-    let parent = headers.get("traceparent").and_then(|v| v.to_str().ok());
-    let state: Vec<&str> = headers
-        .get_all("tracestate")
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    def.trace = Some(TraceContext::from_headers(parent, &state, || {
+    let trace = super::access_log::caller_trace(req.headers(), || {
         format!("{:032x}", rand::random::<u128>().max(1))
-    }));
+    });
+    // The handler runs inside the request's span (the access log's root span).
+    def.trace = Some(trace.under_request(crate::telemetry::ids(&tracing::Span::current())));
     def
 }
 
@@ -216,7 +210,10 @@ pub async fn get(
         None
     };
     // The request as accepted, with credentials masked: the console shows it.
-    let v = full_view(&record, history.as_ref(), request.then_some(&state.secrets));
+    let mut v = full_view(&record, history.as_ref(), request.then_some(&state.secrets));
+    if !state.trace_url.is_empty() {
+        v.trace_url = (v.trace_id.as_deref()).map(|t| state.trace_url.replace("{trace_id}", t));
+    }
     Ok(HttpResponse::Ok().json(v))
 }
 

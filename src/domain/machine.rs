@@ -50,6 +50,19 @@ impl SagaStatus {
     pub fn is_active(self) -> bool {
         ACTIVE_STATUSES.contains(&self)
     }
+
+    /// The phase a saga in this status is in, as its trace shows it (docs/tracing.md): one
+    /// span each; none while it waits for its client or an operator, or once it has ended.
+    pub fn trace_phase(self, mode: Mode) -> Option<&'static str> {
+        match (self, mode) {
+            (SagaStatus::Running, Mode::Saga) => Some("forward"),
+            (SagaStatus::Running, Mode::Tcc) => Some("try"),
+            (SagaStatus::Compensating, Mode::Saga) => Some("compensation"),
+            (SagaStatus::Compensating, Mode::Tcc) => Some("cancel"),
+            (SagaStatus::Confirming, _) => Some("confirm"),
+            _ => None,
+        }
+    }
 }
 
 wire_enum! {
@@ -304,6 +317,15 @@ pub enum Command {
         /// Phase retried.
         phase: Phase,
         /// When.
+        at: i64,
+    },
+    /// A compensation waits its endpoint's `delay_ms` until `at` (for logs and traces).
+    DelayScheduled {
+        /// Step index.
+        step: usize,
+        /// Phase delayed.
+        phase: Phase,
+        /// When it is due.
         at: i64,
     },
     /// The forward phase stopped and the undo began (for metrics and logs).
@@ -1035,11 +1057,16 @@ impl SagaState {
                                     }
                                     Some(ep) if ep.delay_ms > 0 => {
                                         let s = &mut self.steps[i];
+                                        let at = now.saturating_add(ep.delay_ms as i64);
                                         s.phase = undo;
                                         s.status = undo.scheduled_status();
-                                        s.next_attempt_at =
-                                            Some(now.saturating_add(ep.delay_ms as i64));
+                                        s.next_attempt_at = Some(at);
                                         s.updated_at = now;
+                                        out.push(Command::DelayScheduled {
+                                            step: i,
+                                            phase: undo,
+                                            at,
+                                        });
                                     }
                                     Some(_) => held |= self.start_or_hold(i, undo, input, out),
                                 }

@@ -48,7 +48,10 @@ fn decisions(cmds: &[Command]) -> Vec<Command> {
         .filter(|c| {
             !matches!(
                 c,
-                Command::Record(_) | Command::RetryScheduled { .. } | Command::UndoStarted { .. }
+                Command::Record(_)
+                    | Command::RetryScheduled { .. }
+                    | Command::DelayScheduled { .. }
+                    | Command::UndoStarted { .. }
             )
         })
         .cloned()
@@ -655,6 +658,26 @@ fn deadline_stops_the_forward_phase_and_counts_calls_in_flight_as_unknown() {
 }
 
 #[test]
+fn each_phase_that_calls_has_its_trace_span() {
+    use crate::domain::Mode;
+    let named: Vec<_> = SagaStatus::all()
+        .flat_map(|s| [Mode::Saga, Mode::Tcc].map(|m| (s, m, s.trace_phase(m))))
+        .filter(|(.., p)| p.is_some())
+        .collect();
+    // Exactly the statuses in which the saga sends calls by itself.
+    for (s, m, _) in &named {
+        assert!(s.is_active(), "{s:?} {m:?}");
+    }
+    assert_eq!(
+        SagaStatus::Compensating.trace_phase(Mode::Tcc),
+        Some("cancel")
+    );
+    assert_eq!(SagaStatus::Running.trace_phase(Mode::Tcc), Some("try"));
+    assert_eq!(SagaStatus::Prepared.trace_phase(Mode::Saga), None);
+    assert_eq!(named.len(), 6);
+}
+
+#[test]
 fn delayed_compensation_waits_its_delay() {
     let mut v = json!({"name": "t", "steps": [step("a", true), step("b", true)]});
     v["steps"][0]["compensation"]["delay_ms"] = json!(600_000);
@@ -674,6 +697,13 @@ fn delayed_compensation_waits_its_delay() {
         )
         .unwrap();
     assert_eq!(decisions(&c), vec![Command::WakeAt(T0 + 600_000)]);
+    // Said once, for the logs and the trace.
+    let delayed = Command::DelayScheduled {
+        step: 0,
+        phase: Phase::Compensation,
+        at: T0 + 600_000,
+    };
+    assert_eq!(c.iter().filter(|x| **x == delayed).count(), 1, "{c:?}");
     assert_eq!(s.steps[0].status, StepStatus::CompensationScheduled);
     assert!(calls(&s.apply(&d, at(T0 + 599_999), &Event::Tick).unwrap()).is_empty());
     let c = s.apply(&d, at(T0 + 600_000), &Event::Tick).unwrap();
@@ -1001,6 +1031,7 @@ impl Sim<'_> {
                 Command::Alert { .. }
                 | Command::Finished(_)
                 | Command::RetryScheduled { .. }
+                | Command::DelayScheduled { .. }
                 | Command::UndoStarted { .. } => {}
             }
         }

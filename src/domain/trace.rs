@@ -98,7 +98,35 @@ fn valid_tracestate(ts: &str) -> Option<String> {
     ok.then(|| members.join(","))
 }
 
+/// The ids of one of our exported spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanIds {
+    /// 32 hex.
+    pub trace_id: String,
+    /// 16 hex.
+    pub span_id: String,
+    /// The sampler kept it.
+    pub sampled: bool,
+}
+
 impl TraceContext {
+    /// With our spans exported, a saga's spans hang under the request span that started it
+    /// (`request`): in the caller's trace that span is the caller's child, so only the parent
+    /// changes; a trace that starts here takes the request span's trace id and its sampling
+    /// decision (an unsampled trace is passed on unsampled). Without export, unchanged.
+    pub fn under_request(mut self, request: Option<SpanIds>) -> Self {
+        let Some(r) = request else { return self };
+        if self.parent_id.is_none() {
+            self.trace_id = r.trace_id;
+            self.flags = u8::from(r.sampled);
+        } else if r.trace_id != self.trace_id {
+            // Not in the caller's trace after all: keep the caller's parent.
+            return self;
+        }
+        self.parent_id = Some(r.span_id);
+        self
+    }
+
     /// The caller's context from a start's headers (several `tracestate` fields joined with
     /// ","), or a new trace with `new_trace_id` (32 hex) when there is none or it is malformed.
     pub fn from_headers(
@@ -152,6 +180,42 @@ impl TraceContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ours(trace_id: &str, sampled: bool) -> SpanIds {
+        SpanIds {
+            trace_id: trace_id.into(),
+            span_id: "1111111111111111".into(),
+            sampled,
+        }
+    }
+
+    #[test]
+    fn exported_sagas_hang_under_their_request_span() {
+        let caller = TraceContext::from_headers(Some(TP), &["a=b"], || unreachable!());
+        // No export: as the caller sent it.
+        assert_eq!(caller.clone().under_request(None), caller);
+        // The request span is in the caller's trace: it becomes the parent, flags kept.
+        let t = caller
+            .clone()
+            .under_request(Some(ours(&caller.trace_id, false)));
+        assert_eq!(t.trace_id, caller.trace_id);
+        assert_eq!(t.parent_id.as_deref(), Some("1111111111111111"));
+        assert_eq!((t.flags, t.tracestate.as_deref()), (1, Some("a=b")));
+        // A request span in another trace is not the caller's child: nothing changes.
+        let other = "0af7651916cd43dd8448eb211c80319c";
+        assert_eq!(
+            caller.clone().under_request(Some(ours(other, true))),
+            caller
+        );
+        // A trace that starts here is the request span's, with its sampling decision.
+        let new = TraceContext::from_headers(None, &[], || "ab".repeat(16));
+        for sampled in [true, false] {
+            let t = new.clone().under_request(Some(ours(other, sampled)));
+            assert_eq!(t.trace_id, other);
+            assert_eq!(t.parent_id.as_deref(), Some("1111111111111111"));
+            assert_eq!(t.flags, u8::from(sampled));
+        }
+    }
 
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 

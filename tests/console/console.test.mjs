@@ -51,6 +51,9 @@ url = "sqlite://${dir}/console.db?mode=rwc"
 [demo]
 enabled = true
 
+[tracing]
+trace_url = "https://tempo.example/trace/{trace_id}"
+
 [participant]
 allow = ["127.0.0.1"]
 
@@ -321,6 +324,11 @@ test('an operator finds a stuck saga, understands it and fixes it in the console
   assert.ok((await page.locator('#payload-json').innerText()).includes(XSS.replace(/"/g, '\\"')));
   assert.equal(await page.evaluate(() => window.__xss), undefined);
   assert.equal(await page.locator('main img, main script').count(), 0);
+  // Its trace: a link into the tracing UI (tracing.trace_url), nothing fetched from there.
+  const traceId = (await call('GET', '/v1/sagas/order-1001')).body.trace_id;
+  assert.match(traceId, /^[0-9a-f]{32}$/);
+  assert.equal(await page.locator('#trace-link').getAttribute('href'), `https://tempo.example/trace/${traceId}`);
+  assert.equal(await page.locator('#trace-link').innerText(), traceId);
 
   // Paging: two a page, older and back to the newest; the page size lives in the URL too.
   await page.goto(`${base}/ui?limit=2`);

@@ -54,6 +54,9 @@ fn out_of_range_values_name_the_key_and_the_range() {
             ("SAGA__PARTICIPANT__MULTIPLIER", "0.5"),
             ("SAGA__PARTICIPANT__CA_FILE", "/nonexistent/ca.pem"),
             ("SAGA__RETENTION__SWEEP_RATE", "0"),
+            ("SAGA__TRACING__OTLP_ENDPOINT", "grpc://collector:4317"),
+            ("SAGA__TRACING__SAMPLE_RATIO", "1.5"),
+            ("SAGA__TRACING__TRACE_URL", "https://tempo.example/trace/"),
         ],
     );
     assert_eq!(code, Some(2), "{err}");
@@ -62,6 +65,9 @@ fn out_of_range_values_name_the_key_and_the_range() {
         "participant.max_attempts must be from 1 to 1000 (got 0)",
         "participant.multiplier must be from 1.0 to 100.0 (got 0.5)",
         "participant.ca_file",
+        "tracing.otlp_endpoint must be \"\" or an http(s) URL",
+        "tracing.sample_ratio must be from 0 to 1 (got 1.5)",
+        "tracing.trace_url must be \"\" or an http(s) URL with {trace_id} in it",
     ] {
         assert!(err.contains(want), "{want:?} missing in {err}");
     }

@@ -134,7 +134,7 @@ fn init_logs() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         if std::env::var("TEST_LOG").is_ok() {
-            let sub = saga_orchestrator::telemetry::get_subscriber("info", std::io::stdout);
+            let sub = saga_orchestrator::telemetry::get_subscriber("info", std::io::stdout, None);
             saga_orchestrator::telemetry::init_subscriber(sub);
         }
     });

@@ -18,6 +18,7 @@ mod definitions;
 mod dtm;
 mod observability;
 mod operations;
+mod otlp_export;
 mod outage;
 mod retention;
 mod security;

@@ -31,13 +31,17 @@ impl SagaActor {
         let (id, name, token) = (self.id.clone(), live.name.clone(), self.token.clone());
         let work = shared.work.token();
         self.calls += 1;
-        // Each call (each attempt) is its own span of the saga's trace.
+        // Each call (each attempt) is its own span of the saga's trace, a child of its phase:
+        // its lines carry saga_id, saga_name, trace_id, step, phase, attempt and span_id.
         let trace = TraceContext::of_saga(def.trace.as_ref(), &id);
-        let span_id = format!("{:016x}", rand::random::<u64>().max(1));
+        let span = call_span(self.progress_span(), &def, step, phase, attempt);
+        let span_id = match crate::telemetry::ids(&span) {
+            // Exported: the participant's span is the child of this one.
+            Some(ids) => ids.span_id,
+            None => format!("{:016x}", rand::random::<u64>().max(1)),
+        };
+        span.record("span_id", span_id.as_str());
         let traceparent = trace.traceparent(&span_id);
-        // One span per call: its lines carry saga_id, saga_name, trace_id, step, phase,
-        // attempt and the call's span_id.
-        let span = tracing::info_span!(parent: &self.span, "participant_call", step = %def.steps[step].name, phase = phase.as_str(), attempt, span_id = %span_id);
         let fut = async move {
             let s = &def.steps[step];
             let endpoint = s.endpoint(phase)?;
@@ -84,6 +88,19 @@ impl SagaActor {
             };
             let m = &shared.metrics;
             report::call_answered(m, &name, &s.name, phase, &r, t.elapsed());
+            if crate::telemetry::exporting() {
+                let span = tracing::Span::current();
+                span.record("saga.outcome", r.outcome.as_str());
+                if let Some(status) = r.http_status {
+                    span.record("http.response.status_code", u64::from(status));
+                }
+                if let Some(e) = &r.error {
+                    span.record("error.message", e.as_str());
+                }
+                if r.outcome != crate::domain::CallOutcome::Success {
+                    span.record("otel.status_code", "error");
+                }
+            }
             Some(Ok((r, work)))
         }
         .instrument(span);
@@ -112,4 +129,41 @@ impl SagaActor {
             drop(work);
         }));
     }
+}
+
+/// The span of one call: log fields always; what a collector shows (kind, method, the URL
+/// without its query, which may hold secrets) only when exporting.
+fn call_span(
+    parent: &tracing::Span,
+    def: &crate::domain::SagaDefinition,
+    step: usize,
+    phase: Phase,
+    attempt: u32,
+) -> tracing::Span {
+    use tracing::field::Empty;
+    let s = &def.steps[step];
+    let span = tracing::info_span!(parent: parent, "participant_call",
+        step = %s.name, phase = phase.as_str(), attempt, span_id = Empty,
+        "otel.name" = Empty, "otel.kind" = Empty, "otel.status_code" = Empty,
+        "http.request.method" = Empty, "url.full" = Empty, "http.response.status_code" = Empty,
+        "saga.outcome" = Empty, "error.message" = Empty);
+    if crate::telemetry::exporting() {
+        span.record("otel.kind", "client");
+        span.record(
+            "otel.name",
+            format!("{} {}", phase.as_str(), s.name).as_str(),
+        );
+        if let Some(ep) = s.endpoint(phase) {
+            span.record("http.request.method", ep.method.as_str());
+            let mut url = url::Url::parse(&ep.url).ok();
+            if let Some(u) = url.as_mut() {
+                u.set_query(None);
+                u.set_fragment(None);
+                let _ = u.set_password(None);
+                let _ = u.set_username("");
+            }
+            span.record("url.full", url.as_ref().map_or("", |u| u.as_str()));
+        }
+    }
+    span
 }

@@ -106,6 +106,8 @@ pub struct SagaActor {
     /// The saga's span: every line logged about the saga is inside it (saga_id, saga_name,
     /// and trace_id once the saga is loaded).
     span: tracing::Span,
+    /// The saga's phase and its span (report.rs, `sync_phase`), while it is in one.
+    phase: Option<(&'static str, tracing::Span)>,
     /// The lease token this actor writes and calls under.
     token: Token,
 }
@@ -132,6 +134,7 @@ impl SagaActor {
             linger_until: 0,
             restarts: 0,
             span,
+            phase: None,
         }
     }
 
@@ -227,6 +230,7 @@ impl Supervised for SagaActor {
         self.token = self.shared().lease.token();
         self.last_wake = None;
         self.calls = 0;
+        self.phase = None;
     }
 }
 
@@ -247,9 +251,6 @@ impl Handler<Operate> for SagaActor {
 
     fn handle(&mut self, msg: Operate, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        let action = msg.op.as_str();
-        self.span
-            .in_scope(|| tracing::info!(operator = %msg.who, action, "operator action"));
         let record = LogRecord::Operator {
             action: msg.op,
             who: msg.who,

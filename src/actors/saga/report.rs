@@ -1,33 +1,95 @@
-//! What a durable transition tells the outside world: metrics, log lines and alerts, read from
-//! the machine's commands (the shell never re-derives what the machine decided).
+//! What a durable transition tells the outside world: metrics, log lines, alerts and the
+//! saga's phase span (docs/tracing.md), read from the machine's commands and status (the shell
+//! never re-derives what the machine decided).
 
 use super::SagaActor;
 use crate::api::resource::rfc3339;
-use crate::domain::{Command, Phase, SagaState, SagaStatus};
+use crate::domain::{Command, Phase, SagaState, SagaStatus, TraceContext};
 use crate::metrics::Metrics;
 use crate::participant::CallResult;
 use std::time::Duration;
 
 impl SagaActor {
+    /// Keeps the phase span equal to the saga's phase: a new phase ends the last span and opens
+    /// the next, exported as the child of the span that started the saga. Lines about the
+    /// saga's progress go into it; its calls are its children.
+    pub(super) fn sync_phase(&mut self) {
+        let (name, trace) = match self.live() {
+            Some(l) => (
+                l.state.status.trace_phase(l.def.mode),
+                Some(TraceContext::of_saga(l.def.trace.as_ref(), &self.id)),
+            ),
+            None => (None, None),
+        };
+        if self.phase.as_ref().map(|p| p.0) == name {
+            return;
+        }
+        self.phase = name.zip(trace).map(|(n, trace)| {
+            use tracing::field::Empty;
+            let span = tracing::info_span!(parent: &self.span, "saga_phase", phase = n,
+                "otel.name" = Empty, "saga.id" = Empty, span_id = Empty);
+            if crate::telemetry::exporting() {
+                span.record("otel.name", format!("saga {n}").as_str());
+                span.record("saga.id", self.id.as_str());
+                crate::telemetry::set_parent(&span, &trace);
+                // Its lines name it, as a call's lines name the call's span.
+                if let Some(ids) = crate::telemetry::ids(&span) {
+                    span.record("span_id", ids.span_id.as_str());
+                }
+            }
+            (n, span)
+        });
+    }
+
+    /// Where a line about the saga's progress goes: its phase's span, else the saga's.
+    pub(super) fn progress_span(&self) -> &tracing::Span {
+        self.phase.as_ref().map_or(&self.span, |p| &p.1)
+    }
+
     /// Reports a transition from `old` to the current state with its commands.
     pub(super) fn report(&self, old: &SagaState, cmds: &[Command]) {
         let Some(live) = self.live() else { return };
         let (m, name, new) = (&self.shared().metrics, live.name.as_str(), &live.state);
         let step_name = |i: usize| live.def.steps[i].name.as_str();
+        let now = self.now_ms();
         for c in cmds {
             match c {
-                Command::RetryScheduled { step, phase, .. } => m
-                    .retries
-                    .with_label_values(&[name, step_name(*step), phase.as_str()])
-                    .inc(),
+                Command::RetryScheduled { step, phase, at } => {
+                    m.retries
+                        .with_label_values(&[name, step_name(*step), phase.as_str()])
+                        .inc();
+                    self.progress_span().in_scope(|| {
+                        tracing::info!(
+                            step = step_name(*step),
+                            call_phase = phase.as_str(),
+                            due_at = %rfc3339(*at),
+                            backoff_ms = (at - now).max(0),
+                            "retry scheduled"
+                        )
+                    });
+                }
+                Command::DelayScheduled { step, phase, at } => {
+                    let delay_ms = live.def.steps[*step]
+                        .endpoint(*phase)
+                        .map_or(0, |e| e.delay_ms);
+                    self.progress_span().in_scope(|| {
+                        tracing::info!(
+                            step = step_name(*step),
+                            call_phase = phase.as_str(),
+                            due_at = %rfc3339(*at),
+                            delay_ms,
+                            "delayed"
+                        )
+                    });
+                }
                 Command::UndoStarted {
                     step: Some(i),
                     reason,
                 } => {
                     m.failed.with_label_values(&[name, step_name(*i)]).inc();
-                    self.span.in_scope(|| tracing::warn!(step = step_name(*i), error = %reason, "step failed; compensating"));
+                    self.progress_span().in_scope(|| tracing::warn!(step = step_name(*i), error = %reason, "step failed; compensating"));
                 }
-                Command::UndoStarted { step: None, reason } => self.span.in_scope(
+                Command::UndoStarted { step: None, reason } => self.progress_span().in_scope(
                     || tracing::info!(reason = %reason, "saga stops going forward; compensating"),
                 ),
                 Command::Alert { step, phase, error } => {
@@ -51,7 +113,7 @@ impl SagaActor {
                 .in_scope(|| tracing::info!("stuck saga resumed by operator"));
         }
         if old.status != new.status {
-            self.span.in_scope(|| {
+            self.progress_span().in_scope(|| {
                 tracing::info!(
                     from = old.status.as_str(),
                     to = new.status.as_str(),

@@ -50,6 +50,11 @@ impl SagaActor {
             self.execute(cmds, ctx);
             return answer(reply, Ok(()));
         }
+        // Said once it is recorded, in the phase it led to.
+        let op = match &operator {
+            Some(LogRecord::Operator { action, who, .. }) => Some((action.as_str(), who.clone())),
+            _ => None,
+        };
         let history: Vec<LogRecord> = operator
             .into_iter()
             .chain(cmds.iter().filter_map(|c| match c {
@@ -105,10 +110,15 @@ impl SagaActor {
             };
             live.version = v;
             let old = std::mem::replace(&mut live.state, new);
+            act.sync_phase();
+            if let Some((action, who)) = op {
+                let span = act.progress_span();
+                span.in_scope(|| tracing::info!(operator = %who, action, "operator action"));
+            }
             act.report(&old, &cmds);
             if release {
                 act.residency = Residency::LetGo;
-                metrics.lease.released.inc();
+                act.links.shared.metrics.lease.released.inc();
             }
             act.execute(cmds, ctx);
             answer(reply, Ok(()));
@@ -141,6 +151,7 @@ impl SagaActor {
 
     /// Runs the commands of a durable transition.
     pub(super) fn execute(&mut self, cmds: Vec<Command>, ctx: &mut Context<Self>) {
+        self.sync_phase();
         let mut wake = None;
         for c in cmds {
             match c {
@@ -154,6 +165,7 @@ impl SagaActor {
                 Command::Alert { .. }
                 | Command::Record(_)
                 | Command::RetryScheduled { .. }
+                | Command::DelayScheduled { .. }
                 | Command::UndoStarted { .. } => {}
             }
         }
