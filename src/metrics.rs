@@ -51,6 +51,8 @@ pub struct Metrics {
     pub saga_duration: HistogramVec,
     /// `saga_retries_scheduled_total{name,step,phase}`
     pub retries: IntCounterVec,
+    /// `saga_operator_actions_total{action}`: operator actions carried out (recorded).
+    pub operator_actions: IntCounterVec,
     /// `saga_timers_pending`
     pub timers_pending: IntGauge,
     /// `saga_actor_restarts_total`
@@ -292,6 +294,12 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique");
                 g
             },
+            operator_actions: counter(
+                &r,
+                "saga_operator_actions_total",
+                "Operator actions carried out on sagas (recorded in their operator actions), by action",
+                &["action"],
+            ),
             dtm_requests: counter(
                 &r,
                 "saga_dtm_requests_total",

@@ -475,6 +475,9 @@ async function loadRows() {
 const BULK_TEXT = {
   retry: ['Retry selected', 'Retry', 'Each stuck saga sends its stuck call again, with a fresh retry budget. A saga that is not stuck answers 409 and is left as it is.'],
   abort: ['Abort selected', 'Abort', 'Each running saga stops going forward and compensates (or cancels) what was done. A saga that is not running answers 409 and is left as it is.'],
+  pause: ['Pause selected', 'Pause', 'Each saga sends no new call until it is resumed (calls in flight finish); its deadline and timers wait with it.'],
+  resume: ['Resume selected', 'Resume', 'Each paused saga goes on; its deadline and timers move by the time it was paused.'],
+  wake: ['Wake selected', 'Wake', 'What each saga waits for (a retry\'s backoff, a delayed compensation) is called now.'],
 };
 
 /** The bar of bulk actions over the list: what is selected, and retry or abort all of it. */
@@ -488,9 +491,10 @@ function bulkBar(refresh) {
     button.addEventListener('click', async () => {
       const ids = [...state.selected];
       const n = ids.length === 1 ? `saga ${ids[0]}` : `${ids.length} sagas`;
-      if (!ids.length || !(await confirmAction(`${verb} ${n}?`, effect, verb))) return;
+      const said = ids.length ? await confirmAction(`${verb} ${n}?`, effect, verb) : null;
+      if (!said) return;
       for (const b of document.querySelectorAll('.bulk button')) b.disabled = true;
-      const res = await api(`/v1/bulk/${action}`, 'POST', { ids }).catch((e) => ({ status: e.status, body: e.problem }));
+      const res = await api(`/v1/bulk/${action}`, 'POST', { ids, ...said.body }).catch((e) => ({ status: e.status, body: e.problem }));
       if (res.status === 200) {
         const refused = res.body.results.filter((r) => r.status !== 202);
         result.className = `action-result ${refused.length ? 'bad' : 'ok'}`;
@@ -598,6 +602,8 @@ function drawSaga(holder, s, refresh) {
       h('h1', h('span.id', s.id), ' ', badge(s.status)),
       refreshControls(refresh)),
     s.error ? h('p.banner.saga-error', { class: s.status === 'stuck' ? 'bad' : 'warn', text: s.error }) : null,
+    s.paused_at ? h('p.banner.warn', { id: 'paused-banner' }, 'Paused by an operator since ', when(s.paused_at),
+      ': no new call until it is resumed; its deadline and timers wait with it.') : null,
     h('dl.summary',
       h('div', h('dt', 'Name'), h('dd', s.name)),
       h('div', h('dt', 'Mode'), h('dd', s.mode)),
@@ -645,6 +651,10 @@ function deadline(s) {
 const ACTION_TEXT = {
   retry: ['Retry', 'The stuck call is sent again, with a fresh retry budget.'],
   abort: ['Abort', 'The saga stops going forward and compensates (or cancels) what was done.'],
+  pause: ['Pause', 'No new call until it is resumed (calls in flight finish); its deadline and timers wait with it.'],
+  resume: ['Resume', 'The saga goes on; its deadline and timers move by the time it was paused.'],
+  wake: ['Wake', 'What the saga waits for (a retry\'s backoff, a delayed compensation) is called now.'],
+  skip: ['Skip', 'The stuck step counts as done (set right by hand) and the saga goes on. Say why: it is kept with your name.'],
   keep: ['Keep', 'Retention never purges the saga while it is kept (recorded in its operator actions).'],
   unkeep: ['Unkeep', 'Retention purges the saga at its time again (at the next sweep if that has passed).'],
 };
@@ -652,21 +662,27 @@ const ACTION_TEXT = {
 function actions(s, refresh, previousResult) {
   const result = previousResult || h('p.action-result', { id: 'action-result', role: 'status' });
   const buttons = (s.actions || []).map((a) => {
-    const [label, effect] = ACTION_TEXT[a.action] || [a.action, ''];
+    const [verb, effect] = ACTION_TEXT[a.action] || [a.action, ''];
+    // Skip names its step: one button per stuck step.
+    const label = a.step ? `${verb} ${a.step}` : verb;
+    const key = a.step ? `${a.action}-${a.step}` : a.action;
+    const path = a.step ? `steps/${encodeURIComponent(a.step)}/${a.action}` : a.action;
     const allowed = a.allowed && can(a.scope);
     const why = !a.allowed ? a.reason
       : !can(a.scope) ? `the token "${state.me && state.me.name}" lacks the ${a.scope} scope`
         : null;
-    const reasonId = `why-${a.action}`;
-    const busy = `${s.id}/${a.action}`;
-    const button = h('button', { type: 'button', id: `action-${a.action}`, class: a.action === 'abort' ? 'danger' : ['keep', 'unkeep'].includes(a.action) ? 'secondary' : 'primary',
+    const reasonId = `why-${key}`;
+    const busy = `${s.id}/${key}`;
+    const button = h('button', { type: 'button', id: `action-${key}`, class: ['abort', 'skip'].includes(a.action) ? 'danger' : ['keep', 'unkeep'].includes(a.action) ? 'secondary' : 'primary',
       disabled: !allowed || state.acting.has(busy), 'data-busy': busy, 'data-allowed': String(allowed),
       'aria-describedby': why ? reasonId : null }, label);
     button.addEventListener('click', async () => {
-      if (state.acting.has(busy) || !(await confirmAction(`${label} saga ${s.id}?`, effect, label))) return;
+      if (state.acting.has(busy)) return;
+      const said = await confirmAction(`${label} saga ${s.id}?`, effect, label, a.action === 'skip');
+      if (!said) return;
       button.disabled = true;
       state.acting.add(busy);
-      const res = await api(`/v1/sagas/${encodeURIComponent(s.id)}/${a.action}`, 'POST')
+      const res = await api(`/v1/sagas/${encodeURIComponent(s.id)}/${path}`, 'POST', said.body)
         .catch((e) => ({ status: e.status, body: e.problem }))
         .finally(() => state.acting.delete(busy));
       if (res.status === 202) {
@@ -683,7 +699,7 @@ function actions(s, refresh, previousResult) {
       await refresh();
       // The button on screen now (this one, or one drawn while the action was in flight) is
       // usable again as far as the saga's status and the token allow.
-      const shown = document.getElementById(`action-${a.action}`);
+      const shown = document.getElementById(`action-${key}`);
       if (shown && shown.dataset.busy === busy) shown.disabled = shown.dataset.allowed !== 'true';
     });
     return h('div.action', button, why ? h('span.muted.small.reason', { id: reasonId }, `Disabled: ${why}`) : null);
@@ -691,14 +707,30 @@ function actions(s, refresh, previousResult) {
   return h('section.actions', { 'aria-label': 'Operator actions' }, buttons, result);
 }
 
-function confirmAction(title, text, label) {
+/** Asks to confirm, with a reason (required when `needsReason`); answers null when cancelled,
+ * else `{ body }`: the request body to send (`{reason}`, or none). */
+function confirmAction(title, text, label, needsReason = false) {
   const dialog = $('#confirm-dialog');
+  const reason = $('#confirm-reason');
+  const ok = $('#confirm-ok');
   $('#confirm-title').textContent = title;
   $('#confirm-text').textContent = text;
-  $('#confirm-ok').textContent = label;
+  $('#confirm-reason-label').textContent = needsReason ? 'Reason (required)' : 'Reason (optional)';
+  reason.value = '';
+  reason.required = needsReason;
+  ok.textContent = label;
+  const check = () => { ok.disabled = needsReason && !reason.value.trim(); };
+  check();
+  reason.addEventListener('input', check);
   dialog.returnValue = '';
   dialog.showModal();
-  return new Promise((resolve) => dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true }));
+  return new Promise((resolve) => dialog.addEventListener('close', () => {
+    reason.removeEventListener('input', check);
+    ok.disabled = false;
+    if (dialog.returnValue !== 'ok') return resolve(null);
+    const why = reason.value.trim();
+    resolve({ body: why ? { reason: why } : undefined });
+  }, { once: true }));
 }
 
 /** The calls made so far in a step's current phase. */
@@ -717,7 +749,8 @@ function timers(s) {
       ? (['compensation', 'cancel'].includes(step.phase) ? `delayed ${step.phase}` : `first ${step.phase} call`)
       : `${step.phase} retry (call ${n + 1})`;
     // A stuck saga makes no call until an operator retries it: its other timers wait too.
-    const at = s.status === 'stuck' ? h('span.muted', 'held until an operator retries') : when(step.next_attempt_at, true);
+    const at = s.paused_at ? h('span.muted', 'held while paused')
+      : s.status === 'stuck' ? h('span.muted', 'held until an operator retries') : when(step.next_attempt_at, true);
     items.push([step.next_attempt_at, h('li', h('strong', step.name), `: ${what} `, at)]);
   }
   if (s.deadline_at && s.status === 'running') {
@@ -795,11 +828,12 @@ function operatorActions(s) {
   const list = s.operator_actions || [];
   if (!list.length) return h('p.muted', 'None.');
   return h('div.table-wrap', h('table',
-    h('thead', h('tr', ['Action', 'By', 'When'].map((t) => h('th', { scope: 'col' }, t)))),
+    h('thead', h('tr', ['Action', 'By', 'When', 'Why'].map((t) => h('th', { scope: 'col' }, t)))),
     h('tbody', list.map((a) => h('tr',
-      h('td', { 'data-label': 'Action' }, a.action),
+      h('td', { 'data-label': 'Action' }, a.step ? `${a.action} ${a.step}` : a.action),
       h('td', { 'data-label': 'By' }, a.by),
-      h('td', { 'data-label': 'When' }, when(a.at)))))));
+      h('td', { 'data-label': 'When' }, when(a.at)),
+      h('td', { 'data-label': 'Why', text: a.reason || '' }))))));
 }
 
 function payload(s) {

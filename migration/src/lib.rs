@@ -9,6 +9,7 @@ mod m20261124_000004_steps_in_the_saga_row;
 mod m20261124_000005_leases;
 mod m20261124_000006_lease_holder;
 mod m20261206_000007_retention;
+mod m20261207_000008_operator_surgery;
 
 /// Applies the saga log's migrations in order.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000005_leases::Migration),
             Box::new(m20261124_000006_lease_holder::Migration),
             Box::new(m20261206_000007_retention::Migration),
+            Box::new(m20261207_000008_operator_surgery::Migration),
         ]
     }
 }

@@ -8,7 +8,7 @@
 //! - to a saga actor: [`Tick`], [`Operate`], [`Disown`] (from the registry);
 //! - to the timer: [`Schedule`] and [`Cancel`] (from saga actors and the registry), [`Shutdown`].
 
-pub use crate::domain::Op;
+pub use crate::domain::{Op, Operation};
 use crate::domain::{Rejected, SagaDefinition};
 use crate::store::{SagaRecord, StoreError};
 use actix::prelude::*;
@@ -52,8 +52,8 @@ pub struct Wake {
 pub struct OperatorAction {
     /// Saga id.
     pub id: String,
-    /// Abort or retry.
-    pub op: Op,
+    /// The action, its step and reason.
+    pub op: Operation,
     /// Who asked (the token's name, or the caller's address).
     pub who: String,
     /// Carry it out here or not at all (a request left by another instance).
@@ -136,8 +136,8 @@ pub struct Disown {
 #[derive(Message, Clone)]
 #[rtype(result = "Result<(), OpError>")]
 pub struct Operate {
-    /// Abort or retry.
-    pub op: Op,
+    /// The action, its step and reason.
+    pub op: Operation,
     /// Who asked.
     pub who: String,
 }

@@ -12,9 +12,31 @@ use std::collections::HashMap;
 /// large, 400 when malformed.
 pub async fn json_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     limit: usize,
 ) -> Result<Value, Problem> {
+    json_type(req)?;
+    let buf = read_limited(req, payload, limit).await?;
+    parse_json(&buf)
+}
+
+/// Like [`json_body`], but an empty body is none, and the content type is not checked:
+/// operator actions took no body before they took a reason, and `curl -d '{}'` (a form's
+/// content type) must keep working.
+pub async fn optional_json_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<Option<Value>, Problem> {
+    let buf = read_limited(req, payload, limit).await?;
+    if buf.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    parse_json(&buf).map(Some)
+}
+
+/// 415 unless the content type is JSON.
+fn json_type(req: &HttpRequest) -> Result<(), Problem> {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -36,6 +58,15 @@ pub async fn json_body(
             format!("Content-Type must be application/json, not {:?}", ct),
         ));
     }
+    Ok(())
+}
+
+/// The body's bytes: 413 over `limit`.
+async fn read_limited(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, Problem> {
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -67,7 +98,12 @@ pub async fn json_body(
         }
         buf.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&buf).map_err(|e| {
+    Ok(buf)
+}
+
+/// 400 with the line and column when `buf` is not JSON.
+fn parse_json(buf: &[u8]) -> Result<Value, Problem> {
+    serde_json::from_slice(buf).map_err(|e| {
         let mut p = Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed-json",

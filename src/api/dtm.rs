@@ -4,14 +4,13 @@
 //! between DTM's wire shapes and the same calls the native handlers make.
 
 use super::body::{json_body, query_map};
+use super::operators::operate_one;
 use super::problem::Problem;
 use super::resource::rfc3339;
-use super::sagas::{
-    admit, caller, load, operate_one, page, parse_cursor, start, timed, with_trace,
-};
+use super::sagas::{admit, caller, load, page, parse_cursor, start, timed, with_trace};
 use super::schema::{DtmAllParams, DtmQueryParams};
 use super::AppState;
-use crate::actors::messages::Op;
+use crate::actors::messages::{Op, Operation};
 use crate::domain::dtm::DtmTrans;
 use crate::domain::dtm::{
     self, parse_branch, parse_trans, statuses_of, trans_status, NotRegistered, Stage, TransType,
@@ -352,7 +351,7 @@ async fn submit_prepared(req: &HttpRequest, state: &AppState, r: SagaRecord) -> 
         )));
     }
     match status {
-        "prepared" => operate_one(state, &r.id, Op::Submit, caller(req))
+        "prepared" => operate_one(state, &r.id, Operation::new(Op::Submit), caller(req))
             .await
             .map_err(|p| match p.status {
                 409 => DtmError::failure(format!("{}; FAILURE", p.detail)),
@@ -518,7 +517,7 @@ async fn gid_of(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
 
 /// One operator action on a DTM transaction, answered as DTM answers.
 async fn act(req: &HttpRequest, state: &AppState, gid: &str, op: Op) -> Result<HttpResponse> {
-    operate_one(state, gid, op, caller(req))
+    operate_one(state, gid, Operation::new(op), caller(req))
         .await
         .map_err(|p| match p.status {
             409 => DtmError::failure(format!("{}; FAILURE", p.detail)),

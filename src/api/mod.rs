@@ -6,6 +6,7 @@ pub mod auth;
 mod body;
 pub mod dtm;
 pub mod openapi;
+mod operators;
 pub mod problem;
 pub mod resource;
 mod sagas;
@@ -39,7 +40,7 @@ pub struct AppState {
 /// method on a known path is a 405 with `Allow`, any unknown path a 404: both need a token that
 /// may read, so that a stranger learns nothing.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use crate::auth::{OPERATE, READ, START};
+    use crate::auth::{READ, START};
     use actix_web::middleware::from_fn;
     use auth::{needs, needs_metrics_scope};
     // A route that needs `$scope`.
@@ -61,12 +62,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(to!(get, sagas::list, READ)),
     )
     .service(resource("/v1/sagas/{id}", "GET").route(to!(get, sagas::get, READ)))
-    .service(resource("/v1/sagas/{id}/retry", "POST").route(to!(post, sagas::retry, OPERATE)))
-    .service(resource("/v1/sagas/{id}/abort", "POST").route(to!(post, sagas::abort, OPERATE)))
-    .service(resource("/v1/sagas/{id}/keep", "POST").route(to!(post, sagas::keep, OPERATE)))
-    .service(resource("/v1/sagas/{id}/unkeep", "POST").route(to!(post, sagas::unkeep, OPERATE)))
-    .service(resource("/v1/bulk/retry", "POST").route(to!(post, sagas::bulk_retry, OPERATE)))
-    .service(resource("/v1/bulk/abort", "POST").route(to!(post, sagas::bulk_abort, OPERATE)))
+    .configure(operator_routes)
     .service(resource("/v1/counts", "GET").route(to!(get, sagas::counts, READ)))
     .service(resource("/v1/whoami", "GET").route(to!(get, auth::whoami, READ)))
     .configure(dtm_routes)
@@ -81,6 +77,40 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(needs_metrics_scope())),
         ),
     );
+}
+
+/// The operator actions (`operators.rs`): each needs the admin scope.
+fn operator_routes(cfg: &mut web::ServiceConfig) {
+    use crate::auth::{OPERATE, READ};
+    use actix_web::middleware::from_fn;
+    use auth::needs;
+    let post = |path: &str, handler| {
+        let others = web::route()
+            .to(problem::method_not_allowed("POST"))
+            .wrap(from_fn(needs(READ)));
+        web::resource(path).default_service(others).route(handler)
+    };
+    macro_rules! op {
+        ($path:literal, $handler:expr) => {
+            cfg.service(post(
+                $path,
+                web::post().to($handler).wrap(from_fn(needs(OPERATE))),
+            ));
+        };
+    }
+    op!("/v1/sagas/{id}/retry", operators::retry);
+    op!("/v1/sagas/{id}/abort", operators::abort);
+    op!("/v1/sagas/{id}/pause", operators::pause);
+    op!("/v1/sagas/{id}/resume", operators::resume);
+    op!("/v1/sagas/{id}/wake", operators::wake);
+    op!("/v1/sagas/{id}/steps/{step}/skip", operators::skip);
+    op!("/v1/sagas/{id}/keep", operators::keep);
+    op!("/v1/sagas/{id}/unkeep", operators::unkeep);
+    op!("/v1/bulk/retry", operators::bulk_retry);
+    op!("/v1/bulk/abort", operators::bulk_abort);
+    op!("/v1/bulk/pause", operators::bulk_pause);
+    op!("/v1/bulk/resume", operators::bulk_resume);
+    op!("/v1/bulk/wake", operators::bulk_wake);
 }
 
 /// DTM's protocol under `/api/dtmsvr` (docs/dtm.md): starting and its client's own abort need

@@ -9,10 +9,10 @@ use super::resource::{
     StepView, Whoami,
 };
 use super::schema::{
-    BulkRequest, Endpoint, Retry, SagaId, SagaStart, SagaStep, StartRequest, TccStart, TccStep,
-    UndoEndpoint,
+    BulkRequest, Endpoint, ReasonRequest, Retry, SagaId, SagaStart, SagaStep, StartRequest,
+    TccStart, TccStep, UndoEndpoint,
 };
-use super::{auth, dtm, sagas, service};
+use super::{auth, dtm, operators, sagas, service};
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
@@ -27,12 +27,19 @@ use utoipa::OpenApi;
         sagas::create,
         sagas::list,
         sagas::get,
-        sagas::retry,
-        sagas::abort,
-        sagas::keep,
-        sagas::unkeep,
-        sagas::bulk_retry,
-        sagas::bulk_abort,
+        operators::retry,
+        operators::abort,
+        operators::pause,
+        operators::resume,
+        operators::wake,
+        operators::skip,
+        operators::keep,
+        operators::unkeep,
+        operators::bulk_retry,
+        operators::bulk_abort,
+        operators::bulk_pause,
+        operators::bulk_resume,
+        operators::bulk_wake,
         sagas::counts,
         auth::whoami,
         service::healthz,
@@ -54,7 +61,7 @@ use utoipa::OpenApi;
     components(schemas(
         StartRequest, SagaStart, TccStart, SagaStep, TccStep, Endpoint, UndoEndpoint, Retry,
         SagaView, StepView, CallView, OperatorActionView, ActionView, Page, Counts, Whoami,
-        Problem, ProblemField, PurgedView, BulkRequest, SagaId, BulkAnswer, BulkResult,
+        Problem, ProblemField, PurgedView, BulkRequest, ReasonRequest, SagaId, BulkAnswer, BulkResult,
         DtmResult, NewGid, QueryAnswer, BranchView, AllAnswer
     )),
     modifiers(&Common),

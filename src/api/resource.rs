@@ -80,19 +80,28 @@ pub struct StepView {
 /// An operator action (`include=attempts`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OperatorActionView {
-    /// retry or abort.
+    /// retry, abort, pause, resume, wake, skip, keep or unkeep.
     pub action: String,
     /// Who: the token's name, or the caller's address when the service has no tokens.
     pub by: String,
     /// When.
     pub at: String,
+    /// Why, as the operator said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The step it named (skip).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 /// An operator action and whether the saga's status allows it now (`GET /v1/sagas/{id}`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActionView {
-    /// retry or abort.
+    /// retry, abort, pause, resume, wake, keep, unkeep; skip (once per stuck step).
     pub action: String,
+    /// The step it names (skip).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     /// The status allows it (the token's scopes aside).
     pub allowed: bool,
     /// The scope a token needs for it.
@@ -122,6 +131,8 @@ pub struct SagaView {
     pub error: Option<String>,
     /// When retention purges it (null while it has not ended, or if it stays forever).
     pub purge_at: Option<String>,
+    /// Paused by an operator since then: no new call until resumed (null when not paused).
+    pub paused_at: Option<String>,
     /// An operator pinned it (`POST …/keep`): it is not purged while this holds.
     pub kept: bool,
     /// The W3C trace its participant calls belong to (32 hex; the saga resource only, not
@@ -251,6 +262,7 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
         deadline_at: opt_time(r.state.deadline_at),
         error: r.state.error.clone(),
         purge_at: opt_time(r.purge_at),
+        paused_at: opt_time(r.state.paused_at),
         kept: r.kept,
         trace_id: r
             .definition
@@ -266,6 +278,8 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
                     action: o.action.clone(),
                     by: o.who.clone(),
                     at: rfc3339(o.at),
+                    reason: o.detail.reason.clone(),
+                    step: o.detail.step.clone(),
                 })
                 .collect()
         }),
@@ -302,6 +316,7 @@ pub fn actions_view(r: &SagaRecord) -> Vec<ActionView> {
     let status = r.state.status;
     let op = |action: &str, rule: Result<(), crate::domain::Rejected>| ActionView {
         action: action.into(),
+        step: None,
         allowed: rule.is_ok(),
         scope: crate::auth::OPERATE.as_str().into(),
         reason: rule.err().map(|e| e.to_string()),
@@ -309,14 +324,26 @@ pub fn actions_view(r: &SagaRecord) -> Vec<ActionView> {
     // Pinning against retention works in any status; only one of the two changes anything.
     let pin = |action: &str, allowed: bool, why: &str| ActionView {
         action: action.into(),
+        step: None,
         allowed,
         scope: crate::auth::OPERATE.as_str().into(),
         reason: (!allowed).then(|| why.to_string()),
     };
-    vec![
+    let st = &r.state;
+    let mut actions = vec![
         op("retry", status.may_retry()),
         op("abort", status.may_abort()),
+        op("pause", st.may_pause()),
+        op("resume", st.may_resume()),
+        op("wake", st.may_wake()),
         pin("keep", !r.kept, "the saga is kept already"),
         pin("unkeep", r.kept, "the saga is not kept"),
-    ]
+    ];
+    // Skip is offered for the stuck steps only (any other step is refused, and says why).
+    for (i, _) in st.steps.iter().enumerate().filter(|(_, s)| s.stuck) {
+        let mut a = op("skip", st.may_skip(i));
+        a.step = r.steps.get(i).map(|m| m.name.clone());
+        actions.push(a);
+    }
+    actions
 }

@@ -1,21 +1,18 @@
-//! Handlers of `/v1/sagas`: start, read, list, and the operator actions.
+//! Handlers of `/v1/sagas`: start, read, list and count (operator actions: `operators.rs`).
 
 use super::body::{json_body, query_map, wait_ms};
 use super::problem::Problem;
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use super::resource::SagaView;
-use super::resource::{full_view, saga_view, BulkAnswer, BulkResult, Counts, History, Page};
-#[allow(unused_imports)] // named by the OpenAPI attributes
-use super::schema::BulkRequest;
+use super::resource::{full_view, saga_view, Counts, History, Page};
 use super::schema::{CountsParams, GetParams, IdParam, ListParams, StartRequest, WaitParams};
 use super::AppState;
-use crate::actors::messages::{Op, OpError, OperatorAction, StartOutcome, StartSaga};
+use crate::actors::messages::{StartOutcome, StartSaga};
 use crate::domain::limits::{self, COUNT_CAP, DEFAULT_PAGE, NAME, SAGA_ID};
-use crate::domain::{parse_bulk_ids, parse_request, FieldError, SagaDefinition, SagaStatus};
+use crate::domain::{parse_request, FieldError, SagaDefinition, SagaStatus};
 use crate::store::{ListQuery, SagaRecord};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use futures::StreamExt;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -349,205 +346,6 @@ pub(super) fn caller(req: &HttpRequest) -> String {
             .unwrap_or("unknown")
             .to_string(),
     }
-}
-
-/// Carries out one operator action and reads the saga back.
-pub(super) async fn operate_one(
-    state: &AppState,
-    id: &str,
-    op: Op,
-    who: String,
-) -> Result<SagaRecord> {
-    if !SAGA_ID.is_valid(id) {
-        return Err(Problem::saga_not_found(id));
-    }
-    load(state, id).await?;
-    let res = state
-        .registry
-        .send(OperatorAction {
-            id: id.to_string(),
-            op,
-            who,
-            here_only: false,
-        })
-        .await
-        .map_err(|_| Problem::unavailable("the registry is not running"))?;
-    match res {
-        Ok(()) => load(state, id).await,
-        Err(OpError::Rejected(r)) => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "Conflict",
-            r.to_string(),
-        )),
-        Err(e @ (OpError::Unavailable | OpError::Released)) => {
-            Err(Problem::unavailable(e.to_string()))
-        }
-        Err(OpError::Unloadable(why)) => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "Conflict",
-            why,
-        )),
-    }
-}
-
-async fn operate(
-    req: HttpRequest,
-    id: String,
-    op: Op,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    let record = operate_one(&state, &id, op, caller(&req)).await?;
-    Ok(HttpResponse::Accepted().json(saga_view(&record, None)))
-}
-
-/// Sagas of one bulk action carried out at once (each is a log write or two).
-const BULK_CONCURRENCY: usize = 8;
-
-/// One operator action on each saga of `{"ids": [...]}`; every saga answers for itself.
-async fn bulk(
-    req: HttpRequest,
-    payload: web::Payload,
-    op: Op,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    let body = json_body(&req, payload, state.max_body_bytes).await?;
-    let ids = parse_bulk_ids(&body).map_err(Problem::invalid_body)?;
-    let who = caller(&req);
-    let state = &state;
-    let results: Vec<BulkResult> = futures::stream::iter(ids)
-        .map(|id| {
-            let who = who.clone();
-            async move {
-                match operate_one(state, &id, op, who).await {
-                    Ok(r) => BulkResult {
-                        id,
-                        status: StatusCode::ACCEPTED.as_u16(),
-                        saga_status: Some(r.state.status.as_str().to_string()),
-                        problem: None,
-                    },
-                    Err(p) => BulkResult {
-                        id,
-                        status: p.status,
-                        saga_status: None,
-                        problem: Some(p),
-                    },
-                }
-            }
-        })
-        .buffered(BULK_CONCURRENCY)
-        .collect()
-        .await;
-    let accepted = results.iter().filter(|r| r.problem.is_none()).count();
-    Ok(HttpResponse::Ok().json(BulkAnswer { results, accepted }))
-}
-
-/// `POST /v1/sagas/{id}/retry`: resume a stuck saga.
-#[utoipa::path(post, path = "/v1/sagas/{id}/retry", tag = "operators", params(IdParam),
-    responses(
-        (status = 202, description = "Resumed", body = SagaView),
-        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not in a state that allows it", body = Problem, content_type = "application/problem+json")))]
-pub async fn retry(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    operate(req, path.into_inner(), Op::Retry, state).await
-}
-
-/// `POST /v1/sagas/{id}/abort`: stop a running saga and compensate.
-#[utoipa::path(post, path = "/v1/sagas/{id}/abort", tag = "operators", params(IdParam),
-    responses(
-        (status = 202, description = "Compensating", body = SagaView),
-        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not in a state that allows it", body = Problem, content_type = "application/problem+json")))]
-pub async fn abort(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    operate(req, path.into_inner(), Op::Abort, state).await
-}
-
-/// `POST /v1/sagas/{id}/keep`: pin a saga, so that retention never purges it.
-#[utoipa::path(post, path = "/v1/sagas/{id}/keep", tag = "operators", params(IdParam),
-    responses(
-        (status = 200, description = "Kept (recorded in its operator actions)", body = SagaView),
-        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
-        (status = 410, description = "Purged already", body = Problem, content_type = "application/problem+json")))]
-pub async fn keep(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    pin(req, path.into_inner(), true, state).await
-}
-
-/// `POST /v1/sagas/{id}/unkeep`: let retention purge the saga again when it is due.
-#[utoipa::path(post, path = "/v1/sagas/{id}/unkeep", tag = "operators", params(IdParam),
-    responses(
-        (status = 200, description = "No longer kept (recorded in its operator actions); purged at its purge_at, or at the next sweep if that has passed", body = SagaView),
-        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
-        (status = 410, description = "Purged already", body = Problem, content_type = "application/problem+json")))]
-pub async fn unkeep(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    pin(req, path.into_inner(), false, state).await
-}
-
-async fn pin(
-    req: HttpRequest,
-    id: String,
-    kept: bool,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    if !SAGA_ID.is_valid(&id) {
-        return Err(Problem::saga_not_found(&id));
-    }
-    let now = state.shared.clock.now_ms();
-    if !state.purger.set_kept(&id, kept, &caller(&req), now).await? {
-        // Gone (410) or unknown (404).
-        load(&state, &id).await?;
-    }
-    tracing::info!(saga_id = %id, kept, who = %caller(&req), "saga retention pinned or unpinned");
-    let record = load(&state, &id).await?;
-    Ok(HttpResponse::Ok().json(saga_view(&record, None)))
-}
-
-/// `POST /v1/bulk/retry`: resume each of the stuck sagas named.
-#[utoipa::path(post, path = "/v1/bulk/retry", tag = "operators",
-    request_body(content = BulkRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Each saga's answer: 202, or the problem the single retry would have answered", body = BulkAnswer),
-        (status = 400, description = "Invalid request (every mistake with its pointer); nothing done", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over server.max_body_bytes", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json")))]
-pub async fn bulk_retry(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    bulk(req, payload, Op::Retry, state).await
-}
-
-/// `POST /v1/bulk/abort`: stop each of the running sagas named and compensate.
-#[utoipa::path(post, path = "/v1/bulk/abort", tag = "operators",
-    request_body(content = BulkRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Each saga's answer: 202, or the problem the single abort would have answered", body = BulkAnswer),
-        (status = 400, description = "Invalid request (every mistake with its pointer); nothing done", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over server.max_body_bytes", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json")))]
-pub async fn bulk_abort(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    bulk(req, payload, Op::Abort, state).await
 }
 
 #[cfg(test)]

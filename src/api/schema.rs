@@ -8,7 +8,7 @@
 
 use crate::domain::limits::{
     NameRule, COUNT_CAP, DEFAULT_PAGE, MAX_ATTEMPTS, MAX_BULK_IDS, MAX_DURATION_MS, MAX_HEADERS,
-    MAX_HEADER_VALUE_LEN, MAX_JSON_DEPTH, MAX_STEPS, MAX_URL_LEN, MAX_WAIT_MS, METHODS,
+    MAX_HEADER_VALUE_LEN, MAX_JSON_DEPTH, MAX_REASON, MAX_STEPS, MAX_URL_LEN, MAX_WAIT_MS, METHODS,
     MULTIPLIER_RANGE, NAME, PAGE_SIZES, SAGA_ID, SERVICE,
 };
 use crate::domain::retention::MIN_RETENTION_MS;
@@ -307,23 +307,49 @@ schema!(
     /// A saga id.
     SagaId => named(&SAGA_ID, false, "Saga id")
 );
+/// An operator's reason (docs/api.md, "Operator actions").
+fn reason() -> RefOr<Schema> {
+    RefOr::T(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_REASON))
+            .pattern(Some(r"\S"))
+            .description(Some(
+                "Why, kept with who and when in the saga's operator actions",
+            ))
+            .into(),
+    )
+}
+
 schema!(
-    /// `POST /v1/bulk/retry` and `/v1/bulk/abort` body (docs/api.md).
+    /// `POST /v1/bulk/{action}` body (docs/api.md).
     BulkRequest => closed(
-        "The sagas to act on, answered in this order",
-        vec![(
-            "ids",
-            RefOr::T(
-                ArrayBuilder::new()
-                    .items(reference("SagaId"))
-                    .min_items(Some(1))
-                    .max_items(Some(MAX_BULK_IDS))
-                    .unique_items(true)
-                    .description(Some("Distinct saga ids"))
-                    .into(),
+        "The sagas to act on, answered in this order, and why",
+        vec![
+            (
+                "ids",
+                RefOr::T(
+                    ArrayBuilder::new()
+                        .items(reference("SagaId"))
+                        .min_items(Some(1))
+                        .max_items(Some(MAX_BULK_IDS))
+                        .unique_items(true)
+                        .description(Some("Distinct saga ids"))
+                        .into(),
+                ),
             ),
-        )],
+            ("reason", reason()),
+        ],
         &["ids"],
+    )
+);
+schema!(
+    /// The body of an operator action on one saga (docs/api.md, "Operator actions").
+    ReasonRequest => closed(
+        "Why (required to skip a step; optional, or no body at all, otherwise)",
+        vec![("reason", reason())],
+        &[],
     )
 );
 
@@ -442,6 +468,21 @@ impl IntoParams for IdParam {
             .required(Required::True)
             .description(Some("Saga id"))
             .schema(Some(named(&SAGA_ID, false, "Saga id")))
+            .build()]
+    }
+}
+
+/// The step name in a path.
+pub struct StepParam;
+
+impl IntoParams for StepParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![ParameterBuilder::new()
+            .name("step")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("Step name"))
+            .schema(Some(named(&NAME, false, "Step name")))
             .build()]
     }
 }

@@ -16,6 +16,8 @@ pub const MAX_HEADER_VALUE_LEN: usize = 8192;
 pub const MAX_JSON_DEPTH: usize = 32;
 /// Most sagas one bulk operator action names.
 pub const MAX_BULK_IDS: usize = 100;
+/// Longest reason an operator gives for an action, in characters.
+pub const MAX_REASON: usize = 1000;
 /// Longest allowed delay or timeout (about 10 years), so that time arithmetic never overflows.
 pub const MAX_DURATION_MS: u64 = 315_360_000_000;
 /// Most calls per phase a retry policy may allow.

@@ -192,6 +192,13 @@ pub enum Event {
     Wake,
     /// Its client: a prepared saga goes on (DTM's submit).
     Submit,
+    /// Operator: no new call until it is resumed (calls in flight finish); its deadline and
+    /// what waits for its time wait with it.
+    Pause,
+    /// Operator: a paused saga goes on; its deadline and waits move by the time it was paused.
+    Unpause,
+    /// Operator: this stuck step was set right by hand; it counts as done and the saga goes on.
+    Skip(usize),
 }
 
 wire_enum! {
@@ -205,17 +212,62 @@ pub enum Op {
     Wake,
     /// Go on with a prepared saga (DTM's submit of a TCC or msg transaction).
     Submit,
+    /// No new call until resumed.
+    Pause,
+    /// A paused saga goes on.
+    Resume,
+    /// A stuck step counts as done.
+    Skip,
 }
 }
 
 impl Op {
-    /// The state machine's event for it.
+    /// The state machine's event for it (a skip names its step: [`Operation::event`]).
     pub fn event(self) -> Event {
         match self {
             Op::Abort => Event::Abort,
             Op::Retry => Event::Retry,
             Op::Wake => Event::Wake,
             Op::Submit => Event::Submit,
+            Op::Pause => Event::Pause,
+            Op::Resume => Event::Unpause,
+            Op::Skip => Event::Skip(usize::MAX),
+        }
+    }
+}
+
+/// An operator action as asked: what, the step it names (skip), and why (kept in the saga's
+/// operator actions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// The action.
+    pub op: Op,
+    /// The step's name (skip).
+    pub step: Option<String>,
+    /// Why, in the operator's words.
+    pub reason: Option<String>,
+}
+
+impl Operation {
+    /// `op` with no step and no reason.
+    pub fn new(op: Op) -> Operation {
+        Operation {
+            op,
+            step: None,
+            reason: None,
+        }
+    }
+
+    /// The state machine's event for it; a step `def` does not have is refused by the machine.
+    pub fn event(&self, def: &SagaDefinition) -> Event {
+        match self.op {
+            Op::Skip => Event::Skip(
+                self.step
+                    .as_deref()
+                    .and_then(|n| def.steps.iter().position(|s| s.name == n))
+                    .unwrap_or(usize::MAX),
+            ),
+            op => op.event(),
         }
     }
 }
@@ -355,6 +407,27 @@ pub enum Rejected {
         .0.as_str()
     )]
     NotActive(SagaStatus),
+    /// Pause needs a saga that makes progress by itself.
+    #[error(
+        "the saga is {}, only a running, compensating or confirming saga can be paused",
+        .0.as_str()
+    )]
+    NotPausable(SagaStatus),
+    /// Paused already.
+    #[error("the saga is paused already")]
+    AlreadyPaused,
+    /// Resume needs a paused saga.
+    #[error("the saga is not paused")]
+    NotPaused,
+    /// Wake, skip and edits wait until a paused saga is resumed.
+    #[error("the saga is paused; resume it first")]
+    Paused,
+    /// Skip needs a stuck step.
+    #[error("the step is not stuck; only a stuck step can be skipped")]
+    StepNotStuck,
+    /// The saga has no such step.
+    #[error("the saga has no such step")]
+    NoSuchStep,
 }
 
 impl SagaStatus {
@@ -519,6 +592,51 @@ pub struct SagaState {
     /// waits only for answers, an operator, or nothing.
     #[serde(default)]
     pub wake_at: Option<i64>,
+    /// Paused by an operator since then (ms): no new call until resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<i64>,
+}
+
+impl SagaState {
+    /// Whether an operator may pause the saga now.
+    pub fn may_pause(&self) -> Result<(), Rejected> {
+        if self.paused_at.is_some() {
+            return Err(Rejected::AlreadyPaused);
+        }
+        match self.status {
+            s if s.is_active() => Ok(()),
+            other => Err(Rejected::NotPausable(other)),
+        }
+    }
+
+    /// Whether an operator may resume the saga now.
+    pub fn may_resume(&self) -> Result<(), Rejected> {
+        self.paused_at.map(|_| ()).ok_or(Rejected::NotPaused)
+    }
+
+    /// Whether an operator may wake the saga now.
+    pub fn may_wake(&self) -> Result<(), Rejected> {
+        self.status.may_wake()?;
+        self.not_paused()
+    }
+
+    /// Whether an operator may skip step `i` now.
+    pub fn may_skip(&self, i: usize) -> Result<(), Rejected> {
+        let s = self.steps.get(i).ok_or(Rejected::NoSuchStep)?;
+        self.not_paused()?;
+        if s.stuck {
+            Ok(())
+        } else {
+            Err(Rejected::StepNotStuck)
+        }
+    }
+
+    fn not_paused(&self) -> Result<(), Rejected> {
+        match self.paused_at {
+            Some(_) => Err(Rejected::Paused),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Sagas in these statuses make progress by themselves (stuck waits for an operator).
@@ -560,6 +678,7 @@ impl SagaState {
             error: None,
             deadline_at: def.timeout_ms.map(|t| now_ms.saturating_add(t as i64)),
             wake_at: None,
+            paused_at: None,
             steps: def
                 .steps
                 .iter()
@@ -635,7 +754,7 @@ impl SagaState {
                 self.go_on(def, input.now_ms);
             }
             Event::Wake => {
-                self.status.may_wake()?;
+                self.may_wake()?;
                 // Backoffs and delays end now; a lost call's resend keeps its time (the
                 // participant may still be working on it).
                 for s in self.steps.iter_mut() {
@@ -650,7 +769,6 @@ impl SagaState {
             }
             Event::Retry => {
                 self.status.may_retry()?;
-                let mut confirming = false;
                 for s in self.steps.iter_mut() {
                     if s.stuck {
                         s.stuck = false;
@@ -659,16 +777,38 @@ impl SagaState {
                         s.next_attempt_at = Some(input.now_ms);
                         s.updated_at = input.now_ms;
                     }
-                    confirming |= s.phase == Phase::Confirm;
                 }
-                self.status = if confirming {
-                    // A confirm phase follows tries that all succeeded: nothing went wrong but
-                    // the stuck confirm, so a saga that now succeeds carries no error.
-                    self.error = None;
-                    SagaStatus::Confirming
-                } else {
-                    SagaStatus::Compensating
+                self.unstick();
+            }
+            Event::Pause => {
+                self.may_pause()?;
+                self.paused_at = Some(input.now_ms);
+            }
+            Event::Unpause => {
+                self.may_resume()?;
+                // The deadline and what waits for its time wait with the saga: each moves by
+                // the time it was paused. A lost call's resend keeps its time.
+                let paused = input.now_ms - self.paused_at.take().unwrap_or(input.now_ms);
+                let later = |t: &mut Option<i64>| {
+                    if let Some(t) = t {
+                        *t = t.saturating_add(paused.max(0));
+                    }
                 };
+                later(&mut self.deadline_at);
+                for s in self.steps.iter_mut().filter(|s| !s.in_flight) {
+                    later(&mut s.next_attempt_at);
+                }
+            }
+            Event::Skip(i) => {
+                self.may_skip(*i)?;
+                let s = &mut self.steps[*i];
+                s.stuck = false;
+                s.status = s.phase.done_status();
+                s.next_attempt_at = None;
+                s.updated_at = input.now_ms;
+                if !self.steps.iter().any(|s| s.stuck) {
+                    self.unstick();
+                }
             }
         }
         self.advance(def, input, &mut out);
@@ -676,6 +816,22 @@ impl SagaState {
             out.push(Command::Finished(self.status));
         }
         Ok(out)
+    }
+
+    /// A stuck saga goes on with what it was doing: confirming, or undoing.
+    fn unstick(&mut self) {
+        if self.status != SagaStatus::Stuck {
+            return;
+        }
+        let confirming = self.steps.iter().any(|s| s.phase == Phase::Confirm);
+        self.status = if confirming {
+            // A confirm phase follows tries that all succeeded: nothing went wrong but the
+            // stuck confirm, so a saga that now succeeds carries no error.
+            self.error = None;
+            SagaStatus::Confirming
+        } else {
+            SagaStatus::Compensating
+        };
     }
 
     /// Records an answer.
@@ -951,6 +1107,13 @@ impl SagaState {
         let now = input.now_ms;
         let n = self.steps.len();
         let dependents = def.dependents();
+        // Paused: answers are still recorded, nothing new is sent, and nothing is due (its
+        // deadline included) until an operator resumes it.
+        let paused = self.paused_at.is_some();
+        let input = Input {
+            hold_calls: input.hold_calls || paused,
+            ..input
+        };
         let mut held = self.resend_due(input, out);
         loop {
             let mut again = false;
@@ -985,7 +1148,7 @@ impl SagaState {
                     }
                 }
                 SagaStatus::Running => {
-                    if self.deadline_at.is_some_and(|d| now >= d) {
+                    if !paused && self.deadline_at.is_some_and(|d| now >= d) {
                         self.begin_undo("deadline exceeded".into(), true, None, out);
                         continue;
                     }
@@ -1112,6 +1275,12 @@ impl SagaState {
                 wake = Some(wake.map_or(now, |w| w.min(now)));
             }
         } else if !ACTIVE_STATUSES.contains(&self.status) && self.status != SagaStatus::Prepared {
+            wake = None;
+        }
+        if self.status.is_terminal() {
+            // Its last calls answered while it was paused: an ended saga is not paused.
+            self.paused_at = None;
+        } else if paused {
             wake = None;
         }
         self.wake_at = wake;

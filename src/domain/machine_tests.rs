@@ -658,6 +658,102 @@ fn deadline_stops_the_forward_phase_and_counts_calls_in_flight_as_unknown() {
 }
 
 #[test]
+fn a_paused_saga_records_answers_but_calls_nothing_until_resumed() {
+    let mut v =
+        json!({"name": "t", "timeout_ms": 10_000, "steps": [step("a", true), step("b", true)]});
+    v["steps"][1]["retry"] = json!({"max_attempts": 3, "initial_backoff_ms": 100});
+    let d = def(v);
+    let (mut s, _) = start(&d);
+    s.apply(&d, at(T0 + 1), &Event::Pause).unwrap();
+    assert_eq!(s.paused_at, Some(T0 + 1));
+    assert_eq!(
+        s.apply(&d, at(T0 + 2), &Event::Pause),
+        Err(Rejected::AlreadyPaused)
+    );
+    assert_eq!(s.apply(&d, at(T0 + 2), &Event::Wake), Err(Rejected::Paused));
+    // a's answer is recorded; b waits, and nothing is due, not even the deadline.
+    let c = s
+        .apply(
+            &d,
+            at(T0 + 5),
+            &finished(0, Phase::Action, 1, CallOutcome::Success),
+        )
+        .unwrap();
+    assert_eq!(decisions(&c), vec![]);
+    assert_eq!(
+        (s.steps[1].status, s.next_wake()),
+        (StepStatus::Pending, None)
+    );
+    assert!(calls(&s.apply(&d, at(T0 + 20_000), &Event::Tick).unwrap()).is_empty());
+    // Resumed 1000 ms later: b goes now, the deadline moved by the pause.
+    let c = s.apply(&d, at(T0 + 1_001), &Event::Unpause).unwrap();
+    assert_eq!(calls(&c), vec![(1, Phase::Action, 1)]);
+    assert_eq!(
+        (s.paused_at, s.deadline_at),
+        (None, Some(T0 + 10_000 + 1_000))
+    );
+    assert_eq!(
+        s.apply(&d, at(T0 + 1_002), &Event::Unpause),
+        Err(Rejected::NotPaused)
+    );
+    // A retry's backoff waits with a pause too.
+    s.apply(
+        &d,
+        at(T0 + 1_010),
+        &finished(1, Phase::Action, 1, CallOutcome::Unknown),
+    )
+    .unwrap();
+    let due = s.steps[1].next_attempt_at.unwrap();
+    s.apply(&d, at(T0 + 1_020), &Event::Pause).unwrap();
+    s.apply(&d, at(T0 + 1_520), &Event::Unpause).unwrap();
+    assert_eq!(s.steps[1].next_attempt_at, Some(due + 500));
+}
+
+#[test]
+fn a_skipped_stuck_step_counts_as_done_and_the_saga_goes_on() {
+    let mut v = json!({"name": "t", "steps": [step("a", true), step("b", true)]});
+    v["steps"][0]["retry"] = json!({"max_attempts": 1});
+    let d = def(v);
+    let (mut s, _) = start(&d);
+    s.apply(
+        &d,
+        at(T0),
+        &finished(0, Phase::Action, 1, CallOutcome::Success),
+    )
+    .unwrap();
+    s.apply(
+        &d,
+        at(T0),
+        &finished(1, Phase::Action, 1, CallOutcome::Failure),
+    )
+    .unwrap();
+    s.apply(
+        &d,
+        at(T0),
+        &finished(0, Phase::Compensation, 1, CallOutcome::Failure),
+    )
+    .unwrap();
+    assert_eq!(s.status, SagaStatus::Stuck);
+    assert_eq!(
+        s.apply(&d, at(T0), &Event::Skip(1)),
+        Err(Rejected::StepNotStuck)
+    );
+    assert_eq!(
+        s.apply(&d, at(T0), &Event::Skip(7)),
+        Err(Rejected::NoSuchStep)
+    );
+    assert_eq!(
+        s.apply(&d, at(T0), &Event::Pause),
+        Err(Rejected::NotPausable(SagaStatus::Stuck))
+    );
+    let c = s.apply(&d, at(T0 + 1), &Event::Skip(0)).unwrap();
+    assert!(calls(&c).is_empty(), "a skipped step is not called again");
+    assert_eq!(s.steps[0].status, StepStatus::Compensated);
+    assert_eq!(s.status, SagaStatus::Compensated);
+    assert!(c.contains(&Command::Finished(SagaStatus::Compensated)));
+}
+
+#[test]
 fn each_phase_that_calls_has_its_trace_span() {
     use crate::domain::Mode;
     let named: Vec<_> = SagaStatus::all()
@@ -940,9 +1036,15 @@ enum Kind {
     Stale,
     /// The shell begins a graceful stop: no new calls until the next Resume.
     Stop,
+    /// An operator pauses (rejected unless active and not paused).
+    Pause,
+    /// An operator resumes a paused saga.
+    Unpause,
+    /// An operator skips a step (rejected unless it is stuck and the saga not paused).
+    Skip,
 }
 
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 10] = [
     Kind::Answer,
     Kind::Tick,
     Kind::Abort,
@@ -950,6 +1052,9 @@ const KINDS: [Kind; 7] = [
     Kind::Retry,
     Kind::Stale,
     Kind::Stop,
+    Kind::Pause,
+    Kind::Unpause,
+    Kind::Skip,
 ];
 
 /// What one simulated run observed.
@@ -1016,6 +1121,13 @@ impl Sim<'_> {
             }
         }
         self.wake = None;
+        if self.s.paused_at.is_some() {
+            assert!(
+                !cmds.iter().any(|c| matches!(c, Command::Call { .. })),
+                "a call started while paused: {cmds:?}"
+            );
+            assert_eq!(self.s.wake_at, None, "a paused saga waits for nothing");
+        }
         for c in cmds {
             match c {
                 Command::Call {
@@ -1133,12 +1245,17 @@ impl Sim<'_> {
                 "a lost call is still in flight until sent again: {st:?}"
             );
             let over = st.started_at.unwrap() + self.d.steps[i].timeout_ms as i64;
+            // (A call held by a pause may be overdue by now: then it goes at once.)
             assert_eq!(
                 st.resend_at,
-                Some(over),
+                Some(over.max(self.now)),
                 "sent again when it cannot be running"
             );
-            assert!(self.wake.is_some_and(|w| w <= over), "and woken for it");
+            // Woken for it, unless paused: then it goes once resumed.
+            assert!(
+                self.s.paused_at.is_some() || self.wake.is_some_and(|w| w <= over),
+                "and woken for it"
+            );
         }
         if before.wake_at.is_none_or(|t| t > self.now) {
             // A lost call's resend (now, or later) is the only change: its times.
@@ -1200,6 +1317,55 @@ impl Sim<'_> {
                 );
             }
             Kind::Resume => self.resume(r),
+            Kind::Pause => {
+                let (active, paused) = (self.s.status.is_active(), self.s.paused_at.is_some());
+                let res = self.step(Kind::Pause, Event::Pause, r);
+                assert_eq!(
+                    res.is_ok(),
+                    active && !paused,
+                    "pause only an active saga, once"
+                );
+            }
+            Kind::Unpause => {
+                let paused = self.s.paused_at.is_some();
+                let before = self.s.clone();
+                let res = self.step(Kind::Unpause, Event::Unpause, r);
+                assert_eq!(res.is_ok(), paused, "resume only a paused saga");
+                if let (Ok(()), Some(p)) = (res, before.paused_at) {
+                    // Waits move by the time it was paused (the advance may then use them).
+                    let held = self.now - p;
+                    if before.status == SagaStatus::Running && self.s.status == SagaStatus::Running
+                    {
+                        assert_eq!(
+                            self.s.deadline_at,
+                            before.deadline_at.map(|t| t + held),
+                            "the deadline waited with it"
+                        );
+                    }
+                }
+            }
+            Kind::Skip => {
+                let i = r as usize % self.s.steps.len();
+                let ok = self.s.steps[i].stuck && self.s.paused_at.is_none();
+                let phase = self.s.steps[i].phase;
+                let res = self.step(Kind::Skip, Event::Skip(i), r);
+                assert_eq!(
+                    res.is_ok(),
+                    ok,
+                    "skip only a stuck step of a saga not paused"
+                );
+                if ok {
+                    let st = &self.s.steps[i];
+                    assert!(!st.stuck && st.phase == phase, "{st:?}");
+                    assert!(
+                        matches!(
+                            st.status,
+                            StepStatus::Compensated | StepStatus::Cancelled | StepStatus::Confirmed
+                        ),
+                        "a skipped step counts as done: {st:?}"
+                    );
+                }
+            }
             Kind::Stop => {
                 self.stopping = true;
                 self.accepted.push(Kind::Stop);
@@ -1270,6 +1436,8 @@ fn simulate(d: &SagaDefinition, script: &[u8]) -> Run {
         } else if let Some(t) = sim.wake {
             sim.now = sim.now.max(t);
             sim.step(Kind::Tick, Event::Tick, 1).unwrap();
+        } else if sim.s.paused_at.is_some() {
+            sim.step(Kind::Unpause, Event::Unpause, 1).unwrap();
         } else if sim.s.status == SagaStatus::Stuck {
             sim.step(Kind::Retry, Event::Retry, 1).unwrap();
         } else {

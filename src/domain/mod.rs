@@ -47,12 +47,12 @@ pub mod validation;
 
 pub use definition::{CallBody, Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
 pub use machine::{
-    Answer, CallOutcome, CallRecord, Command, Event, Input, Op, Phase, Rejected, SagaState,
-    SagaStatus, StepState, StepStatus,
+    Answer, CallOutcome, CallRecord, Command, Event, Input, Op, Operation, Phase, Rejected,
+    SagaState, SagaStatus, StepState, StepStatus,
 };
 pub use policy::OutboundPolicy;
 pub use protocol::Protocol;
 pub use retention::{Retention, RetentionOverride, RetentionRules};
 pub use secrets::SecretHeaders;
 pub use trace::TraceContext;
-pub use validation::{parse_bulk_ids, parse_request, FieldError};
+pub use validation::{parse_bulk, parse_operator_body, parse_request, FieldError};

@@ -7,7 +7,7 @@
 use super::definition::{Defaults, Endpoint, Mode, RetryPolicy, SagaDefinition, StepDef};
 use super::limits::{
     NameRule, MAX_BULK_IDS, MAX_DURATION_MS, MAX_HEADERS, MAX_HEADER_VALUE_LEN, MAX_JSON_DEPTH,
-    MAX_STEPS, MAX_URL_LEN, METHODS, NAME, SAGA_ID, SERVICE,
+    MAX_REASON, MAX_STEPS, MAX_URL_LEN, METHODS, NAME, SAGA_ID, SERVICE,
 };
 use super::retention;
 use serde::Serialize;
@@ -117,15 +117,69 @@ fn duration(v: Option<&Value>, at: &str, min: u64, errs: &mut Errors) -> Option<
     }
 }
 
-/// The saga ids of a bulk operator action, `{"ids": [...]}`: 1 to [`MAX_BULK_IDS`] distinct
-/// valid ids, in the order given.
-pub fn parse_bulk_ids(body: &Value) -> Result<Vec<String>, Vec<FieldError>> {
+/// An operator's `reason`: a non-blank string of at most [`MAX_REASON`] characters;
+/// `required`: skip and edits must say why.
+fn reason_field(obj: &Map<String, Value>, required: bool, errs: &mut Errors) -> Option<String> {
+    match obj.get("reason") {
+        None if required => {
+            errs.push(
+                "/reason",
+                "required: why (kept in the saga's operator actions)",
+            );
+            None
+        }
+        None => None,
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            errs.push("/reason", "must say why, or be left out");
+            None
+        }
+        Some(Value::String(s)) if s.chars().count() > MAX_REASON => {
+            errs.push("/reason", format!("at most {MAX_REASON} characters"));
+            None
+        }
+        Some(Value::String(s)) => Some(s.trim().to_string()),
+        Some(_) => {
+            errs.push("/reason", "must be a string");
+            None
+        }
+    }
+}
+
+/// The body of an operator action on one saga: none, or `{"reason": "…"}`; `required`: the
+/// action must say why (skip).
+pub fn parse_operator_body(
+    body: Option<&Value>,
+    required: bool,
+) -> Result<Option<String>, Vec<FieldError>> {
+    let mut errs = Errors(Vec::new());
+    let empty = Map::new();
+    let obj = match body {
+        None => &empty,
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            errs.push("", "the request body must be a JSON object, or empty");
+            return Err(errs.0);
+        }
+    };
+    unknown_keys(obj, &["reason"], "", &mut errs);
+    let reason = reason_field(obj, required, &mut errs);
+    if errs.0.is_empty() {
+        Ok(reason)
+    } else {
+        Err(errs.0)
+    }
+}
+
+/// The saga ids of a bulk operator action, `{"ids": [...], "reason": "…"}`: 1 to
+/// [`MAX_BULK_IDS`] distinct valid ids, in the order given, and the optional reason.
+pub fn parse_bulk(body: &Value) -> Result<(Vec<String>, Option<String>), Vec<FieldError>> {
     let mut errs = Errors(Vec::new());
     let Some(obj) = body.as_object() else {
         errs.push("", "the request body must be a JSON object");
         return Err(errs.0);
     };
-    unknown_keys(obj, &["ids"], "", &mut errs);
+    unknown_keys(obj, &["ids", "reason"], "", &mut errs);
+    let reason = reason_field(obj, false, &mut errs);
     let mut ids: Vec<String> = vec![];
     match obj.get("ids").map(|v| v.as_array()) {
         None => errs.push("/ids", "required: the ids of the sagas to act on"),
@@ -151,7 +205,7 @@ pub fn parse_bulk_ids(body: &Value) -> Result<Vec<String>, Vec<FieldError>> {
         }
     }
     if errs.0.is_empty() {
-        Ok(ids)
+        Ok((ids, reason))
     } else {
         Err(errs.0)
     }
@@ -828,7 +882,7 @@ mod tests {
     }
 
     fn bulk_pointers(body: Value) -> Vec<String> {
-        parse_bulk_ids(&body)
+        parse_bulk(&body)
             .expect_err("should be refused")
             .into_iter()
             .map(|e| e.pointer)
@@ -837,8 +891,44 @@ mod tests {
 
     #[test]
     fn bulk_ids_keep_their_order() {
-        let ids = parse_bulk_ids(&json!({"ids": ["b", "a:1", "c.2"]})).unwrap();
+        let (ids, reason) = parse_bulk(&json!({"ids": ["b", "a:1", "c.2"]})).unwrap();
         assert_eq!(ids, ["b", "a:1", "c.2"]);
+        assert_eq!(reason, None);
+        let (_, reason) = parse_bulk(&json!({"ids": ["a"], "reason": " deploy "})).unwrap();
+        assert_eq!(reason.as_deref(), Some("deploy"));
+    }
+
+    #[test]
+    fn an_operators_reason_is_a_short_non_blank_string() {
+        let p = |b: Option<Value>, required| {
+            parse_operator_body(b.as_ref(), required)
+                .map_err(|e| e.into_iter().map(|e| e.pointer).collect::<Vec<_>>())
+        };
+        assert_eq!(p(None, false), Ok(None));
+        assert_eq!(p(Some(json!({})), false), Ok(None));
+        assert_eq!(
+            p(Some(json!({"reason": "fixed by hand"})), true),
+            Ok(Some("fixed by hand".into()))
+        );
+        assert_eq!(p(None, true), Err(vec!["/reason".to_string()]));
+        assert_eq!(
+            p(Some(json!({"reason": "  "})), false),
+            Err(vec!["/reason".to_string()])
+        );
+        assert_eq!(
+            p(Some(json!({"reason": 7})), false),
+            Err(vec!["/reason".to_string()])
+        );
+        let long = "x".repeat(MAX_REASON + 1);
+        assert_eq!(
+            p(Some(json!({ "reason": long })), false),
+            Err(vec!["/reason".to_string()])
+        );
+        assert_eq!(
+            p(Some(json!({"why": "x"})), false),
+            Err(vec!["/why".to_string()])
+        );
+        assert_eq!(p(Some(json!([])), false), Err(vec![String::new()]));
     }
 
     #[test]
@@ -856,7 +946,7 @@ mod tests {
         assert_eq!(bulk_pointers(json!({ "ids": many })), ["/ids"]);
         let most: Vec<String> = (0..MAX_BULK_IDS).map(|i| format!("s{i}")).collect();
         assert_eq!(
-            parse_bulk_ids(&json!({ "ids": most })).unwrap().len(),
+            parse_bulk(&json!({ "ids": most })).unwrap().0.len(),
             MAX_BULK_IDS
         );
     }

@@ -124,12 +124,14 @@ pub struct SagaRecord {
 pub enum LogRecord {
     /// An operator acted on the saga.
     Operator {
-        /// Abort or retry.
+        /// The action.
         action: Op,
         /// Who asked (the token's name, or the caller's address).
         who: String,
         /// When (ms).
         at: i64,
+        /// Why, and the step it named.
+        detail: OperatorDetail,
     },
     /// A call and its answer.
     Call {
@@ -175,6 +177,8 @@ pub struct OperatorRow {
     pub who: String,
     /// When (ms).
     pub at: i64,
+    /// Why, and the step it named.
+    pub detail: OperatorDetail,
 }
 
 /// A transition to record, fenced by owner and version.
@@ -196,6 +200,29 @@ pub struct Transition<'a> {
     pub release: bool,
     /// When it leaves the log, if this transition ends it (its retention's answer).
     pub purge_at: Option<i64>,
+    /// What the transition changed of the columns that rarely change (written only then, so
+    /// that the hot path's statement stays as it was).
+    pub rare: Rare,
+}
+
+/// The new values of the saga columns a transition seldom changes; `None`: unchanged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rare {
+    /// `deadline_at` (a pause moved it, or a DTM transaction went on without one).
+    pub deadline_at: Option<Option<i64>>,
+    /// `paused_at` (paused, resumed, or ended while paused).
+    pub paused_at: Option<Option<i64>>,
+}
+
+impl Rare {
+    /// What changed from `old` to `new`.
+    pub fn between(old: &SagaState, new: &SagaState) -> Rare {
+        let changed = |a: Option<i64>, b: Option<i64>| (a != b).then_some(b);
+        Rare {
+            deadline_at: changed(old.deadline_at, new.deadline_at),
+            paused_at: changed(old.paused_at, new.paused_at),
+        }
+    }
 }
 
 /// A prepared saga with one more branch, to record at the version it was read at.
@@ -265,12 +292,40 @@ pub struct OperatorRequest {
     pub request_id: i64,
     /// Saga id.
     pub saga_id: String,
-    /// Abort or retry.
+    /// The action.
     pub action: Op,
     /// Who asked.
     pub who: String,
     /// When (ms).
     pub at: i64,
+    /// Why, and the step it named.
+    pub detail: OperatorDetail,
+}
+
+/// What an operator action says besides what it is: why, and the step it names (the `detail`
+/// column, JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OperatorDetail {
+    /// Why, in the operator's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The step it named (skip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}
+
+impl OperatorDetail {
+    /// The column's value: none when there is nothing to say.
+    pub fn column(&self) -> Option<String> {
+        (self.reason.is_some() || self.step.is_some())
+            .then(|| serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// Read back from the column (a value it cannot read says nothing).
+    pub fn of_column(c: Option<&str>) -> OperatorDetail {
+        c.and_then(|c| serde_json::from_str(c).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Result of [`SagaStore::create`].

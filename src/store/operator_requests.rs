@@ -17,6 +17,7 @@ pub(super) async fn request_operation(
         action: Set(r.action.as_str().to_string()),
         who: Set(r.who.chars().take(255).collect()),
         at: Set(r.at),
+        detail: Set(r.detail.column()),
     })
     .exec_without_returning(db)
     .await?;
@@ -42,6 +43,7 @@ pub(super) async fn operation_requests(
                 action,
                 who: m.who,
                 at: m.at,
+                detail: super::OperatorDetail::of_column(m.detail.as_deref()),
             }),
             Err(_) => {
                 // Written by a newer version, say: nobody here can carry it out.

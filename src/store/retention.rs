@@ -245,6 +245,7 @@ impl Purger {
         kept: bool,
         who: &str,
         at: i64,
+        reason: Option<&str>,
     ) -> Result<bool, StoreError> {
         let txn = begin(&self.db).await?;
         let mut find = saga::Entity::find_by_id(id.to_string())
@@ -268,6 +269,11 @@ impl Purger {
             action: Set(if kept { super::KEEP } else { super::UNKEEP }.to_string()),
             who: Set(who.to_string()),
             at: Set(at),
+            detail: Set(super::OperatorDetail {
+                reason: reason.map(String::from),
+                step: None,
+            }
+            .column()),
         }
         .insert(&txn)
         .await?;

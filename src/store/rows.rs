@@ -103,6 +103,7 @@ pub(super) fn new_row(r: &SagaRecord) -> saga::ActiveModel {
         lease_until: Set(None),
         purge_at: Set(r.purge_at),
         kept: Set(r.kept),
+        paused_at: Set(st.paused_at),
     }
 }
 
@@ -125,10 +126,11 @@ pub(super) struct Listed {
     pub owner: Option<String>,
     pub purge_at: Option<i64>,
     pub kept: bool,
+    pub paused_at: Option<i64>,
 }
 
 /// The columns of [`Listed`], for `select_only`.
-pub(super) const LISTED: [saga::Column; 15] = [
+pub(super) const LISTED: [saga::Column; 16] = [
     saga::Column::Id,
     saga::Column::Name,
     saga::Column::Mode,
@@ -144,6 +146,7 @@ pub(super) const LISTED: [saga::Column; 15] = [
     saga::Column::Owner,
     saga::Column::PurgeAt,
     saga::Column::Kept,
+    saga::Column::PausedAt,
 ];
 
 /// Reads a whole `sagas` row back.
@@ -172,6 +175,7 @@ pub(super) fn record(m: saga::Model) -> Result<SagaRecord, StoreError> {
         owner: m.owner,
         purge_at: m.purge_at,
         kept: m.kept,
+        paused_at: m.paused_at,
     };
     let mut r = listed_record(listed)?;
     r.request = request;
@@ -210,6 +214,7 @@ pub(super) fn listed_record(m: Listed) -> Result<SagaRecord, StoreError> {
             deadline_at: m.deadline_at,
             steps,
             wake_at: m.next_wake_at,
+            paused_at: m.paused_at,
         },
     })
 }
@@ -239,7 +244,13 @@ pub(super) fn operator_row(
     saga_id: &str,
     r: &LogRecord,
 ) -> Option<saga_operator_action::ActiveModel> {
-    let LogRecord::Operator { action, who, at } = r else {
+    let LogRecord::Operator {
+        action,
+        who,
+        at,
+        detail,
+    } = r
+    else {
         return None;
     };
     Some(saga_operator_action::ActiveModel {
@@ -248,6 +259,7 @@ pub(super) fn operator_row(
         action: Set(action.as_str().to_string()),
         who: Set(who.chars().take(255).collect()),
         at: Set(*at),
+        detail: Set(detail.column()),
     })
 }
 
@@ -283,6 +295,7 @@ pub(super) fn operator_from_row(r: saga_operator_action::Model) -> Result<Operat
         )));
     }
     Ok(OperatorRow {
+        detail: super::OperatorDetail::of_column(r.detail.as_deref()),
         action: r.action,
         who: r.who,
         at: r.at,

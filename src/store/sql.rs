@@ -96,6 +96,7 @@ impl SagaLog for SqlStore {
             calls: t.history.to_vec(),
             now: t.now,
             purge_at: t.purge_at,
+            rare: t.rare,
         };
         let (reply, answer) = oneshot::channel();
         self.writer.send(Job::Save(Box::new(w), reply))?;

@@ -41,6 +41,8 @@ pub(super) struct Write {
     pub now: i64,
     /// When the saga leaves the log (set by the transition that ends it).
     pub purge_at: Option<i64>,
+    /// The columns this transition changes that seldom change.
+    pub rare: super::Rare,
 }
 
 /// A write and where its answer goes.
@@ -478,7 +480,28 @@ async fn update_versioned(txn: &DatabaseTransaction, part: &[&Write]) -> Result<
                 .add(saga::Column::Owner.eq(t.owner.as_str())),
         )
     });
-    let res = saga::Entity::update_many()
+    let mut update = saga::Entity::update_many();
+    // A column that seldom changes is in the statement only when one of its rows changes it;
+    // the others keep theirs.
+    let rare = [
+        (
+            saga::Column::DeadlineAt,
+            (|t| t.rare.deadline_at) as fn(&Write) -> _,
+        ),
+        (saga::Column::PausedAt, |t| t.rare.paused_at),
+    ];
+    for (col, new) in rare {
+        if saves.iter().any(|t| new(t).is_some()) {
+            let mut c = CaseStatement::new();
+            for t in saves {
+                if let Some(v) = new(t) {
+                    c = c.case(saga::Column::Id.eq(t.id.as_str()), v);
+                }
+            }
+            update = update.col_expr(col, c.finally(Expr::col(col)).into());
+        }
+    }
+    let res = update
         .col_expr(
             saga::Column::Status,
             case(saga::Column::Status, &|t| t.status.as_str().into()),

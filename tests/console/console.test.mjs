@@ -383,6 +383,24 @@ test('an operator finds a stuck saga, understands it and fixes it in the console
   await confirm.waitFor({ state: 'hidden' });
   assert.equal((await call('GET', '/v1/sagas/order-1004?include=attempts')).body.operator_actions.length, 0);
   assert.equal(await status('order-1004'), 'running');
+  // Pause it with a reason: the banner says so, its timer is held, wake waits for a resume,
+  // and the reason is kept with the action.
+  await page.click('#action-pause');
+  await confirm.waitFor({ state: 'visible' });
+  await page.fill('#confirm-reason', 'orders service is being deployed');
+  await page.click('#confirm-ok');
+  await page.locator('#action-result', { hasText: /^202 Accepted: pause requested/ }).waitFor();
+  await page.locator('#paused-banner').waitFor();
+  assert.match(await page.locator('section.timers li', { hasText: 'order' }).innerText(), /held while paused$/);
+  await until('resume enabled', () => page.locator('#action-resume').isEnabled());
+  assert.equal(await page.locator('#action-wake').isDisabled(), true);
+  assert.match(await page.locator('#why-wake').innerText(), /paused; resume it first/);
+  await page.click('#action-resume');
+  await page.click('#confirm-ok');
+  await page.locator('#action-result', { hasText: /^202 Accepted: resume requested/ }).waitFor();
+  await page.locator('#paused-banner').waitFor({ state: 'detached' });
+  const audit = (await call('GET', '/v1/sagas/order-1004?include=attempts')).body.operator_actions;
+  assert.deepEqual(audit.map((a) => [a.action, a.reason || null]), [['pause', 'orders service is being deployed'], ['resume', null]]);
   await page.click('#action-abort');
   await page.click('#confirm-ok');
   await page.locator('#action-result', { hasText: /^202 Accepted: abort requested/ }).waitFor();
@@ -452,6 +470,29 @@ test('an operator finds a stuck saga, understands it and fixes it in the console
   assert.match(await page.locator('#bulk-why').innerText(), /one action takes at most 100 sagas/);
   await page.click('#pick-many-0');
   assert.equal(await page.locator('#bulk-retry').isEnabled(), true);
+
+  // A confirm that cannot succeed was done by hand: skip the stuck step, saying why (required).
+  assert.equal((await call('POST', '/demo/faults', { 'balance/commit': 503 })).status, 200);
+  const r7 = await call('POST', '/v1/sagas', {
+    id: 'order-1007', name: 'reserve_funds', mode: 'tcc', payload: { user_id: 7, amount: 10 },
+    steps: [{ name: 'buyer', try: { url: `${demo}/balance/reserve` }, confirm: { url: `${demo}/balance/commit` },
+      cancel: { url: `${demo}/balance/release` }, retry: { max_attempts: 1 } }],
+  });
+  assert.equal(r7.status, 201, JSON.stringify(r7.body));
+  await until('order-1007 stuck', async () => (await status('order-1007')) === 'stuck');
+  await page.goto(`${base}/ui/sagas/order-1007`);
+  const skip = page.locator('#action-skip-buyer');
+  await until('skip offered for the stuck step', () => skip.isEnabled());
+  await skip.click();
+  await confirm.waitFor({ state: 'visible' });
+  assert.equal(await page.locator('#confirm-ok').isDisabled(), true, 'no reason, no skip');
+  await page.fill('#confirm-reason', 'committed by hand, ticket 4411');
+  await page.click('#confirm-ok');
+  await page.locator('#action-result', { hasText: /^202 Accepted: skip requested/ }).waitFor();
+  await page.locator('h1 .badge', { hasText: 'succeeded' }).waitFor();
+  const why = await page.locator('section[aria-labelledby="h-ops"] tbody tr td').allInnerTexts();
+  assert.deepEqual([why[0], why[1], why[3]], ['skip buyer', 'ops', 'committed by hand, ticket 4411']);
+  assert.equal((await call('POST', '/demo/faults', {})).status, 200);
 
   assert.deepEqual(problems, []);
 });

@@ -22,6 +22,7 @@ mod otlp_export;
 mod outage;
 mod retention;
 mod security;
+mod surgery;
 mod tls;
 mod trace_context;
 mod upgrade;

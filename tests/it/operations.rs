@@ -134,8 +134,12 @@ async fn stuck_compensation_waits_for_an_operator_retry(db: TestDb) {
         json!([
             {"action": "retry", "allowed": true, "scope": "admin", "reason": null},
             {"action": "abort", "allowed": false, "scope": "admin", "reason": "the saga is stuck, only a running saga can be aborted"},
+            {"action": "pause", "allowed": false, "scope": "admin", "reason": "the saga is stuck, only a running, compensating or confirming saga can be paused"},
+            {"action": "resume", "allowed": false, "scope": "admin", "reason": "the saga is not paused"},
+            {"action": "wake", "allowed": false, "scope": "admin", "reason": "the saga is stuck, only a running, compensating or confirming saga can be woken"},
             {"action": "keep", "allowed": true, "scope": "admin", "reason": null},
-            {"action": "unkeep", "allowed": false, "scope": "admin", "reason": "the saga is not kept"}
+            {"action": "unkeep", "allowed": false, "scope": "admin", "reason": "the saga is not kept"},
+            {"action": "skip", "step": "s1", "allowed": true, "scope": "admin", "reason": null}
         ])
     );
     // A plain list: each step after the one before, as resolved at acceptance.
@@ -378,14 +382,21 @@ async fn service_endpoints_answer(db: TestDb) {
             "/openapi.json",
             "/readyz",
             "/v1/bulk/abort",
+            "/v1/bulk/pause",
+            "/v1/bulk/resume",
             "/v1/bulk/retry",
+            "/v1/bulk/wake",
             "/v1/counts",
             "/v1/sagas",
             "/v1/sagas/{id}",
             "/v1/sagas/{id}/abort",
             "/v1/sagas/{id}/keep",
+            "/v1/sagas/{id}/pause",
+            "/v1/sagas/{id}/resume",
             "/v1/sagas/{id}/retry",
+            "/v1/sagas/{id}/steps/{step}/skip",
             "/v1/sagas/{id}/unkeep",
+            "/v1/sagas/{id}/wake",
             "/v1/whoami",
         ]
     );

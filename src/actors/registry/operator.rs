@@ -3,9 +3,9 @@
 //! action left in `saga_operator_requests` for its owner, which carries it out within a poll.
 
 use super::Registry;
-use crate::actors::messages::{Op, OpError, Operate, OperatorAction};
+use crate::actors::messages::{OpError, Operate, Operation, OperatorAction};
 use crate::domain::Input;
-use crate::store::{Claimed, OperatorRequest, SagaLog, StoreError};
+use crate::store::{Claimed, OperatorDetail, OperatorRequest, SagaLog, StoreError};
 use actix::prelude::*;
 
 /// Where an operator action goes after the first look.
@@ -29,7 +29,7 @@ impl Handler<OperatorAction> for Registry {
         let (store, terms) = (self.shared.store.clone(), self.terms());
         let (id, op, who, here_only) = (msg.id, msg.op, msg.who, msg.here_only);
         let operate = Operate {
-            op,
+            op: op.clone(),
             who: who.clone(),
         };
         let first = {
@@ -77,7 +77,7 @@ impl Handler<OperatorAction> for Registry {
 async fn leave_for_owner(
     store: &dyn SagaLog,
     id: &str,
-    op: Op,
+    op: Operation,
     who: String,
     now: i64,
 ) -> Result<(), OpError> {
@@ -86,14 +86,19 @@ async fn leave_for_owner(
         Ok(None) | Err(_) => return Err(OpError::Unavailable),
     };
     let def = r.definition.map_err(OpError::Unloadable)?;
-    r.state.decide(&def, Input::new(now, 1.0), &op.event())?;
+    r.state
+        .decide(&def, Input::new(now, 1.0), &op.event(&def))?;
     store
         .request_operation(&OperatorRequest {
             request_id: 0,
             saga_id: id.to_string(),
-            action: op,
+            action: op.op,
             who,
             at: now,
+            detail: OperatorDetail {
+                reason: op.reason,
+                step: op.step,
+            },
         })
         .await
         .map_err(|_| OpError::Unavailable)
@@ -120,7 +125,11 @@ impl Registry {
             for r in requests {
                 let msg = OperatorAction {
                     id: r.saga_id.clone(),
-                    op: r.action,
+                    op: Operation {
+                        op: r.action,
+                        step: r.detail.step.clone(),
+                        reason: r.detail.reason.clone(),
+                    },
                     who: r.who.clone(),
                     here_only: true,
                 };

@@ -20,7 +20,7 @@ use super::lease::Token;
 use super::messages::{Adopt, Cancel, Disown, OpError, Operate, Release, Schedule, Tick};
 use super::Shared;
 use crate::domain::{Command, RetryPolicy, SagaDefinition, SagaState};
-use crate::store::{LogRecord, SagaRecord};
+use crate::store::{LogRecord, OperatorDetail, SagaRecord};
 use actix::prelude::*;
 use residency::Residency;
 use std::sync::Arc;
@@ -251,12 +251,20 @@ impl Handler<Operate> for SagaActor {
 
     fn handle(&mut self, msg: Operate, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
+        let event = match self.live() {
+            Some(l) => msg.op.event(&l.def),
+            None => msg.op.op.event(),
+        };
         let record = LogRecord::Operator {
-            action: msg.op,
+            action: msg.op.op,
             who: msg.who,
             at: self.now_ms(),
+            detail: OperatorDetail {
+                reason: msg.op.reason,
+                step: msg.op.step,
+            },
         };
-        self.handle_event(msg.op.event(), Some(record), ctx, Some(tx));
+        self.handle_event(event, Some(record), ctx, Some(tx));
         Box::pin(async move { rx.await.unwrap_or(Err(OpError::Unavailable)) })
     }
 }

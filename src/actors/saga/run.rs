@@ -52,7 +52,12 @@ impl SagaActor {
         }
         // Said once it is recorded, in the phase it led to.
         let op = match &operator {
-            Some(LogRecord::Operator { action, who, .. }) => Some((action.as_str(), who.clone())),
+            Some(LogRecord::Operator {
+                action,
+                who,
+                detail,
+                ..
+            }) => Some((action.as_str(), who.clone(), detail.clone())),
             _ => None,
         };
         let history: Vec<LogRecord> = operator
@@ -73,6 +78,7 @@ impl SagaActor {
             .count();
         let release = self.idle_after(self.calls + sends, &new);
         let purge_at = live.def.retention.purge_at(new.status, now);
+        let rare = crate::store::Rare::between(&live.state, &new);
         let (store, id, version) = (self.shared().store.clone(), self.id.clone(), live.version);
         let owner = self.token.owner.clone();
         let t = Instant::now();
@@ -87,6 +93,7 @@ impl SagaActor {
                     now,
                     release,
                     purge_at,
+                    rare,
                 })
                 .await;
             (res, new)
@@ -111,9 +118,13 @@ impl SagaActor {
             live.version = v;
             let old = std::mem::replace(&mut live.state, new);
             act.sync_phase();
-            if let Some((action, who)) = op {
-                let span = act.progress_span();
-                span.in_scope(|| tracing::info!(operator = %who, action, "operator action"));
+            if let Some((action, who, d)) = op {
+                let m = &act.links.shared.metrics;
+                m.operator_actions.with_label_values(&[action]).inc();
+                let (reason, step) = (d.reason.as_deref(), d.step.as_deref());
+                act.progress_span().in_scope(
+                    || tracing::info!(operator = %who, action, reason, step, "operator action"),
+                );
             }
             act.report(&old, &cmds);
             if release {

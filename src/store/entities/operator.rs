@@ -18,12 +18,14 @@ macro_rules! operator_table {
                 pub id: i64,
                 /// Saga id.
                 pub saga_id: String,
-                /// `abort` or `retry`.
+                /// An [`crate::domain::Op`]'s wire name, `keep` or `unkeep`.
                 pub action: String,
                 /// Who asked (the token's name, or the caller's address).
                 pub who: String,
                 /// When (ms).
                 pub at: i64,
+                /// Why, and the step it named: JSON `{"reason": …, "step": …}` (none: neither).
+                pub detail: Option<String>,
             }
 
             /// No relations are navigated through sea-orm.

@@ -51,6 +51,8 @@ pub struct Model {
     pub purge_at: Option<i64>,
     /// Pinned by an operator: never purged while set.
     pub kept: bool,
+    /// Paused by an operator since then (ms): no new call until resumed.
+    pub paused_at: Option<i64>,
 }
 
 /// No relations are navigated through sea-orm.
