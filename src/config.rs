@@ -1,5 +1,6 @@
 //! Settings: `config.toml` (or `--config PATH`), then `SAGA__{SECTION}__{KEY}` environment overrides.
 
+use crate::domain::breaker::BreakerPolicy;
 use crate::domain::limits::MAX_DURATION_MS;
 use crate::domain::retention::{self, MIN_RETENTION_MS};
 use crate::domain::{Defaults, Retention, RetentionOverride, RetentionRules, RetryPolicy};
@@ -367,6 +368,139 @@ pub struct ParticipantSettings {
     pub secret_headers: Vec<String>,
     /// Participant calls in flight at once; more wait for a free slot.
     pub max_in_flight: usize,
+    /// A circuit breaker per participant service.
+    pub breaker: BreakerSettings,
+}
+
+/// `[participant.breaker]` (docs/operations.md, "When a participant is down"): the defaults
+/// are `domain::breaker::BreakerPolicy`'s, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Breakers on (a call to an open one waits); off: every call goes.
+    pub enabled: bool,
+    /// Unknown outcomes in a row that open a breaker.
+    pub consecutive_failures: u32,
+    /// Share of unknown outcomes over `window_ms` that opens it, once `min_calls` answered.
+    pub failure_rate: f64,
+    /// The window of the rate (ms).
+    pub window_ms: u64,
+    /// Answers in the window before the rate counts.
+    pub min_calls: u32,
+    /// First cool-down (ms), doubled after each failed probe.
+    pub open_ms: u64,
+    /// Longest cool-down (ms).
+    pub max_open_ms: u64,
+    /// Calls released in the first second after closing, doubled every second ...
+    pub ramp_start_per_s: u32,
+    /// ... for this long (ms).
+    pub ramp_ms: u64,
+    /// Per service label, the settings that differ (`[participant.breaker.services."stock:9002"]`).
+    pub services: std::collections::BTreeMap<String, BreakerOverride>,
+}
+
+/// One service's breaker settings that differ from `[participant.breaker]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerOverride {
+    /// See [`BreakerSettings`].
+    pub enabled: Option<bool>,
+    /// See [`BreakerSettings`].
+    pub consecutive_failures: Option<u32>,
+    /// See [`BreakerSettings`].
+    pub failure_rate: Option<f64>,
+    /// See [`BreakerSettings`].
+    pub window_ms: Option<u64>,
+    /// See [`BreakerSettings`].
+    pub min_calls: Option<u32>,
+    /// See [`BreakerSettings`].
+    pub open_ms: Option<u64>,
+    /// See [`BreakerSettings`].
+    pub max_open_ms: Option<u64>,
+    /// See [`BreakerSettings`].
+    pub ramp_start_per_s: Option<u32>,
+    /// See [`BreakerSettings`].
+    pub ramp_ms: Option<u64>,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        let p = BreakerPolicy::default();
+        BreakerSettings {
+            enabled: p.enabled,
+            consecutive_failures: p.consecutive_failures,
+            failure_rate: p.failure_rate,
+            window_ms: p.window_ms,
+            min_calls: p.min_calls,
+            open_ms: p.open_ms,
+            max_open_ms: p.max_open_ms,
+            ramp_start_per_s: p.ramp_start_per_s,
+            ramp_ms: p.ramp_ms,
+            services: Default::default(),
+        }
+    }
+}
+
+impl BreakerSettings {
+    /// The policy of every service without an override.
+    pub fn policy(&self) -> BreakerPolicy {
+        BreakerPolicy {
+            enabled: self.enabled,
+            consecutive_failures: self.consecutive_failures,
+            failure_rate: self.failure_rate,
+            window_ms: self.window_ms,
+            min_calls: self.min_calls,
+            open_ms: self.open_ms,
+            max_open_ms: self.max_open_ms,
+            ramp_start_per_s: self.ramp_start_per_s,
+            ramp_ms: self.ramp_ms,
+        }
+    }
+
+    /// The policy of each service with an override.
+    pub fn overrides(&self) -> std::collections::HashMap<String, BreakerPolicy> {
+        let base = self.policy();
+        self.services
+            .iter()
+            .map(|(name, o)| {
+                let p = BreakerPolicy {
+                    enabled: o.enabled.unwrap_or(base.enabled),
+                    consecutive_failures: o
+                        .consecutive_failures
+                        .unwrap_or(base.consecutive_failures),
+                    failure_rate: o.failure_rate.unwrap_or(base.failure_rate),
+                    window_ms: o.window_ms.unwrap_or(base.window_ms),
+                    min_calls: o.min_calls.unwrap_or(base.min_calls),
+                    open_ms: o.open_ms.unwrap_or(base.open_ms),
+                    max_open_ms: o.max_open_ms.unwrap_or(base.max_open_ms),
+                    ramp_start_per_s: o.ramp_start_per_s.unwrap_or(base.ramp_start_per_s),
+                    ramp_ms: o.ramp_ms.unwrap_or(base.ramp_ms),
+                };
+                (name.clone(), p)
+            })
+            .collect()
+    }
+
+    fn problems(&self, e: &mut Vec<String>) {
+        for (field, range, got) in self.policy().problems() {
+            e.push(format!(
+                "participant.breaker.{field} must be {range} (got {got})"
+            ));
+        }
+        for (name, p) in self.overrides() {
+            if !crate::domain::limits::SERVICE.is_valid(&name) {
+                e.push(format!(
+                    "participant.breaker.services.{name:?}: not a service label: {}",
+                    crate::domain::limits::SERVICE.describe()
+                ));
+            }
+            for (field, range, got) in p.problems() {
+                e.push(format!(
+                    "participant.breaker.services.{name:?}.{field} must be {range} (got {got})"
+                ));
+            }
+        }
+    }
 }
 
 impl Default for ParticipantSettings {
@@ -383,6 +517,7 @@ impl Default for ParticipantSettings {
             deny: Vec::new(),
             secret_headers: Vec::new(),
             max_in_flight: 1024,
+            breaker: BreakerSettings::default(),
         }
     }
 }
@@ -670,6 +805,7 @@ impl Settings {
         let dur = format!("from 1 to {MAX_DURATION_MS}");
         self.retention.problems(&mut e);
         self.tracing.problems(&mut e);
+        self.participant.breaker.problems(&mut e);
         check(
             &mut e,
             s.bind.contains(':'),

@@ -8,8 +8,9 @@ use actix_web::{web, HttpResponse};
 const HTML: &str = "text/html; charset=utf-8";
 const INDEX: &str = include_str!("../ui/index.html");
 
-/// The console's pages: one document, whose script reads the path (`/ui/sagas/{id}`: a saga).
-const PAGES: [&str; 3] = ["/ui", "/ui/", "/ui/sagas/{id}"];
+/// The console's pages: one document, whose script reads the path (`/ui/sagas/{id}`: a saga,
+/// `/ui/services`: the participant services).
+const PAGES: [&str; 4] = ["/ui", "/ui/", "/ui/sagas/{id}", "/ui/services"];
 
 /// Its other files: path, content type, content.
 const FILES: [(&str, &str, &str); 3] = [

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod participant;
 pub mod retention;
+pub mod services;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

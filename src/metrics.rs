@@ -53,6 +53,12 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// `saga_operator_actions_total{action}`: operator actions carried out (recorded).
     pub operator_actions: IntCounterVec,
+    /// `saga_breaker_state{service}`: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: IntGaugeVec,
+    /// `saga_breaker_transitions_total{service,to}`
+    pub breaker_transitions: IntCounterVec,
+    /// `saga_breaker_waiting{service}`: calls waiting at the service's gate.
+    pub breaker_waiting: IntGaugeVec,
     /// `saga_timers_pending`
     pub timers_pending: IntGauge,
     /// `saga_actor_restarts_total`
@@ -289,6 +295,36 @@ impl Metrics {
                 let g = prometheus::Gauge::new(
                     "saga_purge_lag_seconds",
                     "Seconds since the saga due the longest for purging was due (0: none due)",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique");
+                g
+            },
+            breaker_state: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "saga_breaker_state",
+                        "Circuit breaker of each participant service: 0 closed, 1 open, 2 half-open",
+                    ),
+                    &["service"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique");
+                g
+            },
+            breaker_transitions: counter(
+                &r,
+                "saga_breaker_transitions_total",
+                "Circuit breaker changes of each participant service, by the state entered",
+                &["service", "to"],
+            ),
+            breaker_waiting: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "saga_breaker_waiting",
+                        "Participant calls waiting at the service's gate (breaker open or service paused)",
+                    ),
+                    &["service"],
                 )
                 .expect("valid metric");
                 r.register(Box::new(g.clone())).expect("unique");

@@ -100,6 +100,7 @@ impl Application {
         );
         let reads = sql.reads();
         let purger = sql.purger();
+        let service_log = sql.services();
         let store: Arc<dyn SagaLog> = Arc::new(sql);
         let metrics = Arc::new(Metrics::new());
         let instance_id = settings.cluster.resolved_instance_id();
@@ -147,6 +148,12 @@ impl Application {
             ),
             evict_idle_after_ms: settings.runtime.evict_idle_after_ms as i64,
             lease: lease.clone(),
+            services: Arc::new(crate::services::Services::new(
+                settings.participant.breaker.policy(),
+                settings.participant.breaker.overrides(),
+                clock.clone(),
+                metrics.clone(),
+            )),
             clock,
         });
         let cores = std::thread::available_parallelism()
@@ -178,6 +185,7 @@ impl Application {
             secrets: crate::domain::SecretHeaders::new(&settings.participant.secret_headers),
             purger: purger.clone(),
             trace_url: settings.tracing.trace_url.clone(),
+            service_log: service_log.clone(),
         });
         // Retention: every instance sweeps in turn; it stops with the service.
         let sweeper = crate::retention::Sweeper {
@@ -198,6 +206,13 @@ impl Application {
         };
         let sweeping = tokio_util::sync::CancellationToken::new();
         let sweep = actix_web::rt::spawn(sweeper.run(sweeping.clone()));
+        // Operators' pauses of services hold on every instance: each follows the log's.
+        actix_web::rt::spawn(crate::services::follow_pauses(
+            service_log,
+            shared.services.clone(),
+            Duration::from_millis(settings.cluster.poll_ms),
+            sweeping.clone(),
+        ));
         let tokens = web::Data::new(settings.auth.tokens().map_err(StartupError::Config)?);
         if tokens.is_open() {
             tracing::warn!(bind = %settings.server.bind, "no [auth] tokens: the API is open to anyone who reaches it");

@@ -250,6 +250,7 @@ function render() {
     id = m[1]; // a malformed %-escape: shown as typed, and not found
   }
   if (m) sagaPage(id);
+  else if (location.pathname === '/ui/services') servicesPage();
   else listPage();
 }
 
@@ -542,6 +543,77 @@ function stepDots(steps) {
     h('span.small.muted', { 'aria-hidden': 'true' }, ` ${done}/${steps.length}`));
 }
 
+// ---------- participant services ----------
+
+/** Each participant service this instance has seen: its breaker, its figures over the last
+ * minutes, calls waiting at its gate, and an operator's pause (docs/operations.md). */
+function servicesPage() {
+  document.title = 'Services · saga-orchestrator';
+  const result = h('p.action-result', { id: 'service-result', role: 'status' });
+  const rows = h('div.table-wrap', { id: 'services' }, h('p.muted', 'Loading…'));
+  const refresh = async () => {
+    clearTimeout(state.timer);
+    const gen = ++state.gen;
+    try {
+      const res = await api('/v1/services');
+      if (gen !== state.gen || state.view !== view) return;
+      clearError(page);
+      put(rows, servicesTable(res.body.services, refresh, result));
+      updated();
+    } catch (e) {
+      if (gen === state.gen && e.status !== 401) showError(e, page);
+    }
+    schedule(LIST_REFRESH_MS);
+  };
+  const page = h('div.list',
+    h('h1', 'Participant services'),
+    h('p.muted', 'A breaker opens when a service keeps answering with timeouts, refused connections or 5xx: calls to it wait (no attempt spent) until a probe succeeds, then go at a rising rate. Pause a service for a planned deploy: its calls wait on every instance until resumed.'),
+    h('div.filters', refreshControls(refresh)),
+    result, rows);
+  put(main(), page);
+  const view = { kind: 'services', refresh };
+  state.view = view;
+  refresh();
+}
+
+function servicesTable(services, refresh, result) {
+  if (!services.length) return h('p.muted', 'No participant service called yet.');
+  const admin = can('admin');
+  return h('table.services',
+    h('thead', h('tr', ['Service', 'Breaker', 'Calls (5 min)', 'Unknown', 'p99', 'Waiting', 'Paused', ''].map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', services.map((s) => {
+      const action = s.paused ? 'resume' : 'pause';
+      const label = s.paused ? 'Resume' : 'Pause';
+      const button = h('button', { type: 'button', id: `service-${action}-${s.service}`, class: s.paused ? 'primary' : 'secondary',
+        disabled: !admin, title: admin ? null : 'needs a token with the admin scope' }, label);
+      button.addEventListener('click', async () => {
+        const effect = s.paused ? 'Calls to the service go again (through its breaker), on every instance.'
+          : 'Every call to the service waits, on every instance, until it is resumed; calls in flight finish.';
+        const said = await confirmAction(`${label} ${s.service}?`, effect, label);
+        if (!said) return;
+        button.disabled = true;
+        const res = await api(`/v1/services/${encodeURIComponent(s.service)}/${action}`, 'POST', said.body)
+          .catch((e) => ({ status: e.status, body: e.problem }));
+        const p = res.body || {};
+        result.className = `action-result ${res.status === 200 ? 'ok' : 'bad'}`;
+        result.textContent = res.status === 200 ? `200 OK: ${s.service} ${s.paused ? 'resumed' : 'paused'}.`
+          : `${res.status || 'No answer'}${p.title ? ' ' + p.title : ''}: ${p.detail || 'the service did not answer'}`;
+        await refresh();
+      });
+      return h('tr', { id: `svc-${s.service}` },
+        h('td', { 'data-label': 'Service' }, h('code', { text: s.service })),
+        h('td', { 'data-label': 'Breaker' }, h('span.badge', { class: `s-${s.breaker}`, text: s.breaker.replace('_', '-') }), ' ', when(s.breaker_since)),
+        h('td', { 'data-label': 'Calls (5 min)', text: String(s.calls) }),
+        h('td', { 'data-label': 'Unknown', text: `${Math.round(s.unknown_rate * 100)} %` }),
+        h('td', { 'data-label': 'p99', text: s.p99_ms === null ? '—' : `${s.p99_ms} ms` }),
+        h('td', { 'data-label': 'Waiting', text: String(s.waiting) }),
+        h('td', { 'data-label': 'Paused' }, s.paused
+          ? h('span', h('span.badge.s-paused', 'paused'), ' by ', s.paused.by, ' ', when(s.paused.at), s.paused.reason ? h('span.muted', { text: `: ${s.paused.reason}` }) : null)
+          : h('span.muted', 'no')),
+        h('td', button));
+    })));
+}
+
 // ---------- one saga ----------
 
 function sagaPage(id) {
@@ -604,6 +676,7 @@ function drawSaga(holder, s, refresh) {
     s.error ? h('p.banner.saga-error', { class: s.status === 'stuck' ? 'bad' : 'warn', text: s.error }) : null,
     s.paused_at ? h('p.banner.warn', { id: 'paused-banner' }, 'Paused by an operator since ', when(s.paused_at),
       ': no new call until it is resumed; its deadline and timers wait with it.') : null,
+    s.waiting_on ? h('p.banner.warn', { id: 'waiting-on', text: `A call waits: ${s.waiting_on}.` }) : null,
     h('dl.summary',
       h('div', h('dt', 'Name'), h('dd', s.name)),
       h('div', h('dt', 'Mode'), h('dd', s.mode)),

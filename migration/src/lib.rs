@@ -10,6 +10,7 @@ mod m20261124_000005_leases;
 mod m20261124_000006_lease_holder;
 mod m20261206_000007_retention;
 mod m20261207_000008_operator_surgery;
+mod m20261207_000009_service_pauses;
 
 /// Applies the saga log's migrations in order.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000006_lease_holder::Migration),
             Box::new(m20261206_000007_retention::Migration),
             Box::new(m20261207_000008_operator_surgery::Migration),
+            Box::new(m20261207_000009_service_pauses::Migration),
         ]
     }
 }

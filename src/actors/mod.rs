@@ -55,6 +55,8 @@ pub struct Shared {
     pub lease: Arc<lease::Lease>,
     /// The time of day.
     pub clock: Arc<dyn clock::Clock>,
+    /// Each participant service's breaker, figures and pause: the gate every call passes.
+    pub services: Arc<crate::services::Services>,
 }
 
 impl Shared {

@@ -7,11 +7,12 @@ mod body;
 pub mod dtm;
 pub mod openapi;
 mod operators;
+mod probes;
 pub mod problem;
 pub mod resource;
 mod sagas;
 pub mod schema;
-mod service;
+mod services;
 
 use crate::actors::registry::Registry;
 use crate::actors::Shared;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub purger: crate::store::Purger,
     /// `tracing.trace_url`: a saga's trace in the tracing UI, `{trace_id}` replaced.
     pub trace_url: String,
+    /// Operators' pauses of participant services.
+    pub service_log: crate::store::ServiceLog,
 }
 
 /// Registers every route of the contract, each with the scope its caller's token needs (when
@@ -64,22 +67,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/v1/sagas/{id}", "GET").route(to!(get, sagas::get, READ)))
     .configure(operator_routes)
     .service(resource("/v1/counts", "GET").route(to!(get, sagas::counts, READ)))
+    .service(resource("/v1/services", "GET").route(to!(get, services::list, READ)))
+    .service(resource("/v1/services/{service}", "GET").route(to!(get, services::get, READ)))
     .service(resource("/v1/whoami", "GET").route(to!(get, auth::whoami, READ)))
     .configure(dtm_routes)
     // Open: probes, and the description of the API itself.
-    .service(resource("/healthz", "GET").route(web::get().to(service::healthz)))
-    .service(resource("/readyz", "GET").route(web::get().to(service::readyz)))
+    .service(resource("/healthz", "GET").route(web::get().to(probes::healthz)))
+    .service(resource("/readyz", "GET").route(web::get().to(probes::readyz)))
     .service(resource("/openapi.json", "GET").route(web::get().to(openapi::openapi)))
     .service(
         resource("/metrics", "GET").route(
             web::get()
-                .to(service::metrics)
+                .to(probes::metrics)
                 .wrap(from_fn(needs_metrics_scope())),
         ),
     );
 }
 
-/// The operator actions (`operators.rs`): each needs the admin scope.
+/// The operator actions (`operators.rs`, and a service's pause: `services.rs`): each needs the
+/// admin scope.
 fn operator_routes(cfg: &mut web::ServiceConfig) {
     use crate::auth::{OPERATE, READ};
     use actix_web::middleware::from_fn;
@@ -111,6 +117,8 @@ fn operator_routes(cfg: &mut web::ServiceConfig) {
     op!("/v1/bulk/pause", operators::bulk_pause);
     op!("/v1/bulk/resume", operators::bulk_resume);
     op!("/v1/bulk/wake", operators::bulk_wake);
+    op!("/v1/services/{service}/pause", services::pause);
+    op!("/v1/services/{service}/resume", services::resume);
 }
 
 /// DTM's protocol under `/api/dtmsvr` (docs/dtm.md): starting and its client's own abort need

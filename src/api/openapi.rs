@@ -12,7 +12,8 @@ use super::schema::{
     BulkRequest, Endpoint, ReasonRequest, Retry, SagaId, SagaStart, SagaStep, StartRequest,
     TccStart, TccStep, UndoEndpoint,
 };
-use super::{auth, dtm, operators, sagas, service};
+use super::services::{ServiceActionView, ServicePauseView, ServiceView, ServicesAnswer};
+use super::{auth, dtm, operators, probes, sagas, services};
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
@@ -42,9 +43,13 @@ use utoipa::OpenApi;
         operators::bulk_wake,
         sagas::counts,
         auth::whoami,
-        service::healthz,
-        service::readyz,
-        service::metrics,
+        services::list,
+        services::get,
+        services::pause,
+        services::resume,
+        probes::healthz,
+        probes::readyz,
+        probes::metrics,
         openapi,
         dtm::new_gid,
         dtm::version,
@@ -62,7 +67,8 @@ use utoipa::OpenApi;
         StartRequest, SagaStart, TccStart, SagaStep, TccStep, Endpoint, UndoEndpoint, Retry,
         SagaView, StepView, CallView, OperatorActionView, ActionView, Page, Counts, Whoami,
         Problem, ProblemField, PurgedView, BulkRequest, ReasonRequest, SagaId, BulkAnswer, BulkResult,
-        DtmResult, NewGid, QueryAnswer, BranchView, AllAnswer
+        DtmResult, NewGid, QueryAnswer, BranchView, AllAnswer, ServicesAnswer, ServiceView,
+        ServicePauseView, ServiceActionView
     )),
     modifiers(&Common),
     // Tokens are optional: a service without [auth] tokens is open (on loopback).

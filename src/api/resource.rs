@@ -142,6 +142,10 @@ pub struct SagaView {
     /// That trace in the tracing UI, when `tracing.trace_url` is set (`GET` of one saga).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_url: Option<String>,
+    /// What a call it decided waits for, on the instance that answers (`GET` of one saga):
+    /// "breaker open: stock:9002 since …", "service paused: …".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_on: Option<String>,
     /// Its steps, in definition order.
     pub steps: Vec<StepView>,
     /// Operator actions (`include=attempts`).
@@ -270,6 +274,7 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
             .ok()
             .map(|d| crate::domain::TraceContext::of_saga(d.trace.as_ref(), &r.id).trace_id),
         trace_url: None,
+        waiting_on: None,
         steps,
         operator_actions: history.map(|h| {
             h.operator

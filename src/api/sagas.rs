@@ -208,6 +208,19 @@ pub async fn get(
     };
     // The request as accepted, with credentials masked: the console shows it.
     let mut v = full_view(&record, history.as_ref(), request.then_some(&state.secrets));
+    // A call decided but not sent: its service's gate holds it (this instance's view).
+    v.waiting_on = record
+        .state
+        .steps
+        .iter()
+        .zip(&v.steps)
+        .filter(|(s, _)| s.in_flight)
+        .find_map(|(_, view)| {
+            state
+                .shared
+                .services
+                .waiting_on(&view.service, super::resource::rfc3339)
+        });
     if !state.trace_url.is_empty() {
         v.trace_url = (v.trace_id.as_deref()).map(|t| state.trace_url.replace("{trace_id}", t));
     }

@@ -472,6 +472,21 @@ impl IntoParams for IdParam {
     }
 }
 
+/// The service label in a path.
+pub struct ServiceParam;
+
+impl IntoParams for ServiceParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![ParameterBuilder::new()
+            .name("service")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("An endpoint's service label (host:port by default)"))
+            .schema(Some(named(&SERVICE, false, "Service label")))
+            .build()]
+    }
+}
+
 /// The step name in a path.
 pub struct StepParam;
 

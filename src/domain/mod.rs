@@ -34,6 +34,7 @@ macro_rules! wire_enum {
 }
 pub(crate) use wire_enum;
 
+pub mod breaker;
 pub mod definition;
 pub mod dtm;
 pub mod limits;

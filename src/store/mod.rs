@@ -19,6 +19,7 @@ mod reads;
 mod retention;
 mod rows;
 mod sealed;
+mod services;
 mod sql;
 mod writer;
 
@@ -28,6 +29,7 @@ pub use reads::Reads;
 pub use retention::{request_sha256, Purger, Tombstone};
 pub use rows::unpack;
 pub use sealed::Sealer;
+pub use services::{ServiceAction, ServiceLog, ServicePause};
 pub use sql::SqlStore;
 
 use crate::domain::{

@@ -55,6 +55,11 @@ impl SqlStore {
         super::Purger::new(self.db.clone())
     }
 
+    /// The participant services' side of the log (operators' pauses), over the same pool.
+    pub fn services(&self) -> super::ServiceLog {
+        super::ServiceLog::new(self.db.clone())
+    }
+
     /// The underlying pool.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db

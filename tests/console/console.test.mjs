@@ -495,4 +495,25 @@ test('an operator finds a stuck saga, understands it and fixes it in the console
   assert.equal((await call('POST', '/demo/faults', {})).status, 200);
 
   assert.deepEqual(problems, []);
+  // The participant services: the demo shop's breaker and figures; pause it for a deploy and
+  // resume it, saying why (audited).
+  await page.goto(`${base}/ui/services`);
+  const demoSvc = new URL(base).host;
+  const row = page.locator(`tr[id="svc-${demoSvc}"]`);
+  await row.waitFor();
+  assert.match(await row.innerText(), /closed|open|half-open/);
+  await page.click(`[id="service-pause-${demoSvc}"]`);
+  await confirm.waitFor({ state: 'visible' });
+  await page.fill('#confirm-reason', 'demo deploy');
+  await page.click('#confirm-ok');
+  await page.locator('#service-result', { hasText: `200 OK: ${demoSvc} paused.` }).waitFor();
+  await row.locator('.s-paused').waitFor();
+  await page.screenshot({ path: join(SHOTS, 'services.png'), fullPage: true });
+  await page.click(`[id="service-resume-${demoSvc}"]`);
+  await confirm.waitFor({ state: 'visible' });
+  await page.click('#confirm-ok');
+  await page.locator('#service-result', { hasText: `200 OK: ${demoSvc} resumed.` }).waitFor();
+  const svc = (await call('GET', `/v1/services/${demoSvc}`)).body;
+  assert.deepEqual(svc.actions.map((a) => [a.action, a.reason || null]), [['resume', null], ['pause', 'demo deploy']]);
+
 });

@@ -9,6 +9,7 @@ mod proxy;
 mod advanced;
 mod api_contract;
 mod backpressure;
+mod breakers;
 mod check_participant;
 mod cluster;
 mod config;

@@ -397,6 +397,10 @@ async fn service_endpoints_answer(db: TestDb) {
             "/v1/sagas/{id}/steps/{step}/skip",
             "/v1/sagas/{id}/unkeep",
             "/v1/sagas/{id}/wake",
+            "/v1/services",
+            "/v1/services/{service}",
+            "/v1/services/{service}/pause",
+            "/v1/services/{service}/resume",
             "/v1/whoami",
         ]
     );

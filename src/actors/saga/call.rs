@@ -46,6 +46,9 @@ impl SagaActor {
             let s = &def.steps[step];
             let endpoint = s.endpoint(phase)?;
             tracing::debug!(url = %endpoint.url, "calling participant");
+            // The service's gate first: while its breaker is open or an operator paused it,
+            // the call waits here, its attempt not spent, its timeout not started.
+            let pass = shared.services.admit(&endpoint.service).await;
             // A call waiting for a slot stays small: its HTTP future exists once it has one.
             let slot = shared.participant.slot().await;
             // Only under a live lease: a renewal that is late is waited for (counted) rather
@@ -87,6 +90,7 @@ impl SagaActor {
                 }
             };
             let m = &shared.metrics;
+            shared.services.record(&pass, r.outcome, t.elapsed());
             report::call_answered(m, &name, &s.name, phase, &r, t.elapsed());
             if crate::telemetry::exporting() {
                 let span = tracing::Span::current();

@@ -23,6 +23,7 @@
 
 mod chaos;
 mod listing;
+mod outage;
 mod proxy;
 mod restart;
 mod retention;
@@ -68,6 +69,9 @@ enum Scenario {
     Sweep,
     /// Bytes per finished saga of 3 and 10 steps, the database settled.
     Bytes,
+    /// `--sagas` sagas (use 1,000) in flight when their participant goes down for `--secs`
+    /// (use 60): breakers on, then off.
+    Outage,
 }
 
 #[derive(Parser)]
@@ -291,6 +295,7 @@ async fn main() {
         Scenario::Retention => retention::steady(&args, &url).await,
         Scenario::Sweep => retention::sweep(&args, &url).await,
         Scenario::Bytes => retention::bytes(&args, &url).await,
+        Scenario::Outage => outage::run(&args, &dir).await,
     }
     drop_db(&args).await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -5,6 +5,8 @@ mod retention;
 pub mod saga;
 pub mod saga_call;
 pub mod saga_instance;
+mod service;
 
 pub use operator::{saga_operator_action, saga_operator_request};
 pub use retention::{saga_sweep, saga_tombstone};
+pub use service::{service_action, service_pause};
