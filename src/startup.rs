@@ -148,6 +148,7 @@ impl Application {
             ),
             evict_idle_after_ms: settings.runtime.evict_idle_after_ms as i64,
             lease: lease.clone(),
+            secrets: crate::domain::SecretHeaders::new(&settings.participant.secret_headers),
             services: Arc::new(crate::services::Services::new(
                 settings.participant.breaker.policy(),
                 settings.participant.breaker.overrides(),

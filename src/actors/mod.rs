@@ -57,6 +57,8 @@ pub struct Shared {
     pub clock: Arc<dyn clock::Clock>,
     /// Each participant service's breaker, figures and pause: the gate every call passes.
     pub services: Arc<crate::services::Services>,
+    /// Header names whose values an audit masks.
+    pub secrets: crate::domain::SecretHeaders,
 }
 
 impl Shared {

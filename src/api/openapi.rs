@@ -10,7 +10,7 @@ use super::resource::{
 };
 use super::schema::{
     BulkRequest, Endpoint, ReasonRequest, Retry, SagaId, SagaStart, SagaStep, StartRequest,
-    TccStart, TccStep, UndoEndpoint,
+    StepEditRequest, TccStart, TccStep, UndoEndpoint,
 };
 use super::services::{ServiceActionView, ServicePauseView, ServiceView, ServicesAnswer};
 use super::{auth, dtm, operators, probes, sagas, services};
@@ -34,6 +34,7 @@ use utoipa::OpenApi;
         operators::resume,
         operators::wake,
         operators::skip,
+        operators::edit,
         operators::keep,
         operators::unkeep,
         operators::bulk_retry,
@@ -66,7 +67,7 @@ use utoipa::OpenApi;
     components(schemas(
         StartRequest, SagaStart, TccStart, SagaStep, TccStep, Endpoint, UndoEndpoint, Retry,
         SagaView, StepView, CallView, OperatorActionView, ActionView, Page, Counts, Whoami,
-        Problem, ProblemField, PurgedView, BulkRequest, ReasonRequest, SagaId, BulkAnswer, BulkResult,
+        Problem, ProblemField, PurgedView, BulkRequest, ReasonRequest, StepEditRequest, SagaId, BulkAnswer, BulkResult,
         DtmResult, NewGid, QueryAnswer, BranchView, AllAnswer, ServicesAnswer, ServiceView,
         ServicePauseView, ServiceActionView
     )),

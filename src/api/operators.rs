@@ -1,5 +1,5 @@
 //! Handlers of the operator actions (docs/api.md, "Operator actions"): on one saga (retry,
-//! abort, pause, resume, wake, skip a step, keep, unkeep) and in bulk. Each takes an optional
+//! abort, pause, resume, wake, skip or edit a step, keep, unkeep) and in bulk. Each takes an optional
 //! `{"reason": "…"}` (required to skip), kept with who and when in the saga's operator actions;
 //! whether the saga's state allows it is the state machine's rule (a 409 names it).
 
@@ -10,12 +10,14 @@ use super::resource::SagaView;
 use super::resource::{saga_view, BulkAnswer, BulkResult};
 use super::sagas::{caller, load};
 #[allow(unused_imports)] // named by the OpenAPI attributes
+use super::schema::StepEditRequest;
+#[allow(unused_imports)] // named by the OpenAPI attributes
 use super::schema::{BulkRequest, ReasonRequest};
 use super::schema::{IdParam, StepParam};
 use super::AppState;
 use crate::actors::messages::{Op, OpError, Operation, OperatorAction};
 use crate::domain::limits::{NAME, SAGA_ID};
-use crate::domain::{parse_bulk, parse_operator_body};
+use crate::domain::{parse_bulk, parse_operator_body, parse_step_edit};
 use crate::store::SagaRecord;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -87,6 +89,7 @@ async fn operate(
         op,
         step: None,
         reason,
+        edit: None,
     };
     let record = operate_one(&state, &id, op, caller(&req)).await?;
     Ok(HttpResponse::Accepted().json(saga_view(&record, None)))
@@ -115,6 +118,7 @@ async fn bulk(
                     op,
                     step: None,
                     reason,
+                    edit: None,
                 };
                 match operate_one(state, &id, op, who).await {
                     Ok(r) => BulkResult {
@@ -212,20 +216,86 @@ pub async fn skip(
     }
     let record = load(&state, &id).await?;
     if !NAME.is_valid(&step) || !record.steps.iter().any(|s| s.name == step) {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "step-not-found",
-            "Step not found",
-            format!("saga {id:?} has no step {step:?}"),
-        ));
+        return Err(step_not_found(&id, &step));
     }
     let op = Operation {
         op: Op::Skip,
         step: Some(step),
         reason,
+        edit: None,
     };
     let record = operate_one(&state, &id, op, caller(&req)).await?;
     Ok(HttpResponse::Accepted().json(saga_view(&record, None)))
+}
+
+/// `PATCH /v1/sagas/{id}/steps/{step}`: new endpoint fields (`url`, `headers`, `body`) for a
+/// step with no call in flight (a service moved), with a reason; validated, and checked against
+/// the outbound policy, as at a start; the old and new endpoints are kept in the audit.
+#[utoipa::path(patch, path = "/v1/sagas/{id}/steps/{step}", tag = "operators", params(IdParam, StepParam),
+    request_body(content = StepEditRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The step's endpoints changed; its next calls go there", body = SagaView),
+        (status = 400, description = "Invalid edit, no reason, or an endpoint the outbound policy refuses (every mistake with its pointer); nothing done", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such saga, or no such step in it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The saga has ended or is paused, or the step has a call in flight", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Purged already", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over server.max_body_bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json")))]
+pub async fn edit(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let (id, step) = path.into_inner();
+    let body = json_body(&req, payload, state.max_body_bytes).await?;
+    if !SAGA_ID.is_valid(&id) {
+        return Err(Problem::saga_not_found(&id));
+    }
+    let record = load(&state, &id).await?;
+    let Some(i) = record.steps.iter().position(|s| s.name == step) else {
+        return Err(step_not_found(&id, &step));
+    };
+    let def = record
+        .definition
+        .as_ref()
+        .map_err(|why| Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", why.clone()))?;
+    let edit = parse_step_edit(&body, def, i).map_err(Problem::invalid_body)?;
+    // The outbound policy, as at a start: its pointers name this body's fields.
+    let prefix = format!("/steps/{i}/");
+    let blocked: Vec<_> = state
+        .shared
+        .outbound
+        .check_definition(&edit.def)
+        .into_iter()
+        .filter_map(|mut e| {
+            let rest = e.pointer.strip_prefix(&prefix)?.to_string();
+            let phase = rest.split('/').next().unwrap_or_default();
+            edit.fields.get(phase)?;
+            e.pointer = format!("/{rest}");
+            Some(e)
+        })
+        .collect();
+    if !blocked.is_empty() {
+        return Err(Problem::invalid_body(blocked));
+    }
+    let op = Operation {
+        op: Op::Edit,
+        step: Some(step),
+        reason: Some(edit.reason),
+        edit: Some(edit.fields),
+    };
+    let record = operate_one(&state, &id, op, caller(&req)).await?;
+    Ok(HttpResponse::Accepted().json(saga_view(&record, None)))
+}
+
+fn step_not_found(id: &str, step: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "step-not-found",
+        "Step not found",
+        format!("saga {id:?} has no step {step:?}"),
+    )
 }
 
 /// Keep or unkeep, as documented for each below.

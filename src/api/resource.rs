@@ -89,9 +89,17 @@ pub struct OperatorActionView {
     /// Why, as the operator said.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The step it named (skip).
+    /// The step it named (skip, edit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// An edit: the endpoints it changed, before (secret header values as `***`) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub old: Option<serde_json::Value>,
+    /// ... and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub new: Option<serde_json::Value>,
 }
 
 /// An operator action and whether the saga's status allows it now (`GET /v1/sagas/{id}`).
@@ -285,6 +293,8 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
                     at: rfc3339(o.at),
                     reason: o.detail.reason.clone(),
                     step: o.detail.step.clone(),
+                    old: o.detail.old.clone(),
+                    new: o.detail.new.clone(),
                 })
                 .collect()
         }),

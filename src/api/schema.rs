@@ -162,6 +162,43 @@ schema!(
     /// An endpoint of a forward call, a confirm.
     Endpoint => endpoint(false)
 );
+
+/// The fields of an endpoint an operator's edit changes: those of [`endpoint`] it may name.
+fn edited_endpoint() -> RefOr<Schema> {
+    let Schema::Object(full) = endpoint(false) else {
+        unreachable!("an endpoint is an object")
+    };
+    let props = ["url", "headers", "body"]
+        .into_iter()
+        .filter_map(|k| full.properties.get(k).map(|v| (k, v.clone())))
+        .collect();
+    let mut s = closed(
+        "The fields that change, each replacing the old value",
+        props,
+        &[],
+    );
+    if let Schema::Object(o) = &mut s {
+        o.min_properties = Some(1);
+    }
+    RefOr::T(s)
+}
+
+schema!(
+    /// `PATCH /v1/sagas/{id}/steps/{step}` body (docs/api.md, "Operator actions").
+    StepEditRequest => closed(
+        "Why, and the step's endpoints that change (those of the saga's mode: action and \
+         compensation, or try, confirm and cancel)",
+        vec![
+            ("reason", reason()),
+            ("action", edited_endpoint()),
+            ("compensation", edited_endpoint()),
+            ("try", edited_endpoint()),
+            ("confirm", edited_endpoint()),
+            ("cancel", edited_endpoint()),
+        ],
+        &["reason"],
+    )
+);
 schema!(
     /// An endpoint of a compensation or a cancel.
     UndoEndpoint => endpoint(true)

@@ -199,6 +199,9 @@ pub enum Event {
     Unpause,
     /// Operator: this stuck step was set right by hand; it counts as done and the saga goes on.
     Skip(usize),
+    /// Operator: this step's endpoints were edited (the shell writes the new definition with
+    /// the transition; the state is unchanged).
+    Edit(usize),
 }
 
 wire_enum! {
@@ -218,6 +221,8 @@ pub enum Op {
     Resume,
     /// A stuck step counts as done.
     Skip,
+    /// A step's endpoints changed.
+    Edit,
 }
 }
 
@@ -232,20 +237,24 @@ impl Op {
             Op::Pause => Event::Pause,
             Op::Resume => Event::Unpause,
             Op::Skip => Event::Skip(usize::MAX),
+            Op::Edit => Event::Edit(usize::MAX),
         }
     }
 }
 
-/// An operator action as asked: what, the step it names (skip), and why (kept in the saga's
-/// operator actions).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An operator action as asked: what, the step it names (skip, edit), why (kept in the saga's
+/// operator actions), and an edit's new endpoint fields.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Operation {
     /// The action.
     pub op: Op,
-    /// The step's name (skip).
+    /// The step's name (skip, edit).
     pub step: Option<String>,
     /// Why, in the operator's words.
     pub reason: Option<String>,
+    /// An edit: the endpoint fields that change (`{"action": {"url": …}}`,
+    /// `validation::parse_step_edit`).
+    pub edit: Option<serde_json::Value>,
 }
 
 impl Operation {
@@ -255,18 +264,21 @@ impl Operation {
             op,
             step: None,
             reason: None,
+            edit: None,
         }
     }
 
     /// The state machine's event for it; a step `def` does not have is refused by the machine.
     pub fn event(&self, def: &SagaDefinition) -> Event {
+        let step = || {
+            self.step
+                .as_deref()
+                .and_then(|n| def.steps.iter().position(|s| s.name == n))
+                .unwrap_or(usize::MAX)
+        };
         match self.op {
-            Op::Skip => Event::Skip(
-                self.step
-                    .as_deref()
-                    .and_then(|n| def.steps.iter().position(|s| s.name == n))
-                    .unwrap_or(usize::MAX),
-            ),
+            Op::Skip => Event::Skip(step()),
+            Op::Edit => Event::Edit(step()),
             op => op.event(),
         }
     }
@@ -428,6 +440,15 @@ pub enum Rejected {
     /// The saga has no such step.
     #[error("the saga has no such step")]
     NoSuchStep,
+    /// An ended saga is not edited.
+    #[error("the saga is {}, only a saga that has not ended can be edited", .0.as_str())]
+    NotEditable(SagaStatus),
+    /// A step with a call in flight is not edited.
+    #[error("the step has a call in flight; edit it once that call has answered")]
+    StepInFlight,
+    /// The saga changed since the edit was checked (another edit, say).
+    #[error("the edit does not apply to the saga as it is now; read it and edit again")]
+    EditDoesNotApply,
 }
 
 impl SagaStatus {
@@ -631,6 +652,19 @@ impl SagaState {
         }
     }
 
+    /// Whether an operator may edit step `i`'s endpoints now.
+    pub fn may_edit(&self, i: usize) -> Result<(), Rejected> {
+        let s = self.steps.get(i).ok_or(Rejected::NoSuchStep)?;
+        self.not_paused()?;
+        if self.status.is_terminal() {
+            return Err(Rejected::NotEditable(self.status));
+        }
+        if s.in_flight {
+            return Err(Rejected::StepInFlight);
+        }
+        Ok(())
+    }
+
     fn not_paused(&self) -> Result<(), Rejected> {
         match self.paused_at {
             Some(_) => Err(Rejected::Paused),
@@ -799,6 +833,7 @@ impl SagaState {
                     later(&mut s.next_attempt_at);
                 }
             }
+            Event::Edit(i) => self.may_edit(*i)?,
             Event::Skip(i) => {
                 self.may_skip(*i)?;
                 let s = &mut self.steps[*i];

@@ -754,6 +754,45 @@ fn a_skipped_stuck_step_counts_as_done_and_the_saga_goes_on() {
 }
 
 #[test]
+fn an_edit_waits_for_the_call_in_flight_and_is_refused_once_paused_or_ended() {
+    let d = seq(2);
+    let (mut s, _) = start(&d);
+    assert_eq!(
+        s.apply(&d, at(T0), &Event::Edit(0)),
+        Err(Rejected::StepInFlight)
+    );
+    let before = s.clone();
+    assert!(calls(&s.apply(&d, at(T0), &Event::Edit(1)).unwrap()).is_empty());
+    assert_eq!(
+        s, before,
+        "an edit changes no state (the shell writes the definition)"
+    );
+    s.apply(&d, at(T0), &Event::Pause).unwrap();
+    assert_eq!(s.apply(&d, at(T0), &Event::Edit(1)), Err(Rejected::Paused));
+    s.apply(&d, at(T0), &Event::Unpause).unwrap();
+    assert_eq!(
+        s.apply(&d, at(T0), &Event::Edit(9)),
+        Err(Rejected::NoSuchStep)
+    );
+    s.apply(
+        &d,
+        at(T0),
+        &finished(0, Phase::Action, 1, CallOutcome::Success),
+    )
+    .unwrap();
+    s.apply(
+        &d,
+        at(T0),
+        &finished(1, Phase::Action, 1, CallOutcome::Success),
+    )
+    .unwrap();
+    assert_eq!(
+        s.apply(&d, at(T0), &Event::Edit(1)),
+        Err(Rejected::NotEditable(SagaStatus::Succeeded))
+    );
+}
+
+#[test]
 fn each_phase_that_calls_has_its_trace_span() {
     use crate::domain::Mode;
     let named: Vec<_> = SagaStatus::all()

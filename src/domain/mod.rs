@@ -56,4 +56,6 @@ pub use protocol::Protocol;
 pub use retention::{Retention, RetentionOverride, RetentionRules};
 pub use secrets::SecretHeaders;
 pub use trace::TraceContext;
-pub use validation::{parse_bulk, parse_operator_body, parse_request, FieldError};
+pub use validation::{
+    parse_bulk, parse_operator_body, parse_request, parse_step_edit, FieldError, StepEdit,
+};

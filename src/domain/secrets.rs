@@ -66,6 +66,20 @@ impl SecretHeaders {
         ALWAYS_SECRET.contains(&name.as_str()) || self.0.contains(&name)
     }
 
+    /// An endpoint as an operator's audit shows it: url, method, headers (secret values
+    /// masked) and body.
+    pub fn endpoint_view(&self, e: &super::Endpoint) -> Value {
+        let headers: serde_json::Map<String, Value> = e
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let v = if self.is_secret(k) { MASK } else { v.as_str() };
+                (k.clone(), Value::String(v.to_string()))
+            })
+            .collect();
+        serde_json::json!({"url": e.url, "method": e.method, "headers": headers, "body": e.body})
+    }
+
     /// A copy of a saga request (as accepted) with every secret header value masked.
     pub fn redact_request(&self, request: &Value) -> Value {
         let mut out = request.clone();

@@ -170,6 +170,143 @@ pub fn parse_operator_body(
     }
 }
 
+/// A step edited by an operator (`PATCH /v1/sagas/{id}/steps/{step}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepEdit {
+    /// Why (required).
+    pub reason: String,
+    /// The endpoint fields that change, as given (`{"action": {"url": …}}`), to carry to the
+    /// instance that drives the saga.
+    pub fields: Value,
+    /// The definition with the step's endpoints changed.
+    pub def: SagaDefinition,
+    /// The phases whose endpoint changed, each with its endpoint before and after.
+    pub changed: Vec<(super::Phase, Endpoint, Endpoint)>,
+}
+
+/// The fields of an endpoint an edit may change.
+const EDIT_KEYS: &[&str] = &["url", "headers", "body"];
+
+/// An endpoint as a start request would give it, so that an edit is validated as a start is.
+fn endpoint_json(e: &Endpoint, undo: bool) -> Value {
+    let mut o = Map::new();
+    o.insert("url".into(), Value::String(e.url.clone()));
+    o.insert("method".into(), Value::String(e.method.clone()));
+    let h: Map<String, Value> = e
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    o.insert("headers".into(), Value::Object(h));
+    if let Some(b) = &e.body {
+        o.insert("body".into(), b.clone());
+    }
+    if undo && e.delay_ms > 0 {
+        o.insert("delay_ms".into(), e.delay_ms.into());
+    }
+    // A label the start named stays; a default one follows the URL.
+    let default = url::Url::parse(&e.url)
+        .map(|u| super::definition::default_service(&u))
+        .unwrap_or_default();
+    if e.service != default {
+        o.insert("service".into(), Value::String(e.service.clone()));
+    }
+    Value::Object(o)
+}
+
+/// Parses an edit of step `step` of `def`: `{"reason": "…", "action": {"url": …, "headers":
+/// {…}, "body": …}, …}` (the phases of the saga's mode; `url`, `headers` and `body` only, each
+/// replacing the old value), validated as a start's endpoint is.
+pub fn parse_step_edit(
+    body: &Value,
+    def: &SagaDefinition,
+    step: usize,
+) -> Result<StepEdit, Vec<FieldError>> {
+    use super::Phase;
+    let mut errs = Errors(Vec::new());
+    let Some(obj) = body.as_object() else {
+        errs.push("", "the request body must be a JSON object");
+        return Err(errs.0);
+    };
+    let Some(s) = def.steps.get(step) else {
+        errs.push("", "no such step");
+        return Err(errs.0);
+    };
+    let phases: &[(&str, Phase)] = match def.mode {
+        Mode::Saga => &[
+            ("action", Phase::Action),
+            ("compensation", Phase::Compensation),
+        ],
+        Mode::Tcc => &[
+            ("try", Phase::Try),
+            ("confirm", Phase::Confirm),
+            ("cancel", Phase::Cancel),
+        ],
+    };
+    let mut allowed: Vec<&str> = phases.iter().map(|p| p.0).collect();
+    allowed.push("reason");
+    unknown_keys(obj, &allowed, "", &mut errs);
+    let reason = reason_field(obj, true, &mut errs);
+    let mut new = def.clone();
+    let mut changed = vec![];
+    let mut fields = Map::new();
+    for &(key, phase) in phases {
+        let Some(given) = obj.get(key) else { continue };
+        let at = format!("/{key}");
+        let Some(g) = given.as_object().filter(|g| !g.is_empty()) else {
+            errs.push(
+                &at,
+                "must be an object of the fields that change: url, headers, body",
+            );
+            continue;
+        };
+        unknown_keys(g, EDIT_KEYS, &at, &mut errs);
+        let Some(old) = s.endpoint(phase) else {
+            errs.push(&at, format!("step {:?} has no {key}", s.name));
+            continue;
+        };
+        let undo = matches!(phase, Phase::Compensation | Phase::Cancel);
+        let mut merged = endpoint_json(old, undo);
+        for (k, v) in g.iter().filter(|(k, _)| EDIT_KEYS.contains(&k.as_str())) {
+            merged[k.as_str()] = v.clone();
+        }
+        if let Some(mut e) = endpoint(Some(&merged), &at, undo, &mut errs) {
+            if !g.contains_key("body") {
+                // A body given as exact bytes (DTM's) stays as it was.
+                e.raw_body = old.raw_body.clone();
+            }
+            let slot = match phase {
+                Phase::Action | Phase::Try => Some(&mut new.steps[step].forward),
+                Phase::Compensation | Phase::Cancel => new.steps[step].undo.as_mut(),
+                Phase::Confirm => new.steps[step].confirm.as_mut(),
+            };
+            if let Some(slot) = slot {
+                *slot = e.clone();
+            }
+            changed.push((phase, old.clone(), e));
+            fields.insert(key.to_string(), given.clone());
+        }
+    }
+    if changed.is_empty() && errs.0.is_empty() {
+        errs.push(
+            "",
+            format!(
+                "name the endpoints that change: {}",
+                allowed[..allowed.len() - 1].join(", ")
+            ),
+        );
+    }
+    match (reason, errs.0.is_empty()) {
+        (Some(reason), true) => Ok(StepEdit {
+            reason,
+            fields: Value::Object(fields),
+            def: new,
+            changed,
+        }),
+        _ => Err(errs.0),
+    }
+}
+
 /// The saga ids of a bulk operator action, `{"ids": [...], "reason": "…"}`: 1 to
 /// [`MAX_BULK_IDS`] distinct valid ids, in the order given, and the optional reason.
 pub fn parse_bulk(body: &Value) -> Result<(Vec<String>, Option<String>), Vec<FieldError>> {

@@ -202,6 +202,8 @@ pub struct Transition<'a> {
     pub release: bool,
     /// When it leaves the log, if this transition ends it (its retention's answer).
     pub purge_at: Option<i64>,
+    /// An operator's edit: the definition the saga runs with from now on.
+    pub definition: Option<&'a SagaDefinition>,
     /// What the transition changed of the columns that rarely change (written only then, so
     /// that the hot path's statement stays as it was).
     pub rare: Rare,
@@ -311,15 +313,25 @@ pub struct OperatorDetail {
     /// Why, in the operator's words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The step it named (skip).
+    /// The step it named (skip, edit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// An edit asked of the instance that drives the saga: the fields that change (their
+    /// header values sealed at rest like a request's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<serde_json::Value>,
+    /// An edit carried out: the endpoints before (secret header values masked) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<serde_json::Value>,
+    /// ... and after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<serde_json::Value>,
 }
 
 impl OperatorDetail {
     /// The column's value: none when there is nothing to say.
     pub fn column(&self) -> Option<String> {
-        (self.reason.is_some() || self.step.is_some())
+        (*self != OperatorDetail::default())
             .then(|| serde_json::to_string(self).unwrap_or_default())
     }
 

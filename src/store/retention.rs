@@ -271,7 +271,7 @@ impl Purger {
             at: Set(at),
             detail: Set(super::OperatorDetail {
                 reason: reason.map(String::from),
-                step: None,
+                ..Default::default()
             }
             .column()),
         }

@@ -102,6 +102,9 @@ impl SagaLog for SqlStore {
             now: t.now,
             purge_at: t.purge_at,
             rare: t.rare,
+            definition: t
+                .definition
+                .map(|d| rows::definition_column(&self.sealer.seal_definition(d))),
         };
         let (reply, answer) = oneshot::channel();
         self.writer.send(Job::Save(Box::new(w), reply))?;
@@ -157,11 +160,26 @@ impl SagaLog for SqlStore {
     }
 
     async fn request_operation(&self, req: &OperatorRequest) -> Result<(), StoreError> {
-        operator_requests::request_operation(&self.db, req).await
+        let mut req = req.clone();
+        if let Some(edit) = req.detail.edit.take() {
+            // An edit's header values are sealed at rest, as a start request's are.
+            let mut wrapped = serde_json::json!({"steps": [edit]});
+            self.sealer.seal_request(&mut wrapped);
+            req.detail.edit = Some(wrapped["steps"][0].take());
+        }
+        operator_requests::request_operation(&self.db, &req).await
     }
 
     async fn operation_requests(&self, limit: u64) -> Result<Vec<OperatorRequest>, StoreError> {
-        operator_requests::operation_requests(&self.db, limit).await
+        let mut out = operator_requests::operation_requests(&self.db, limit).await?;
+        for r in &mut out {
+            if let Some(edit) = r.detail.edit.take() {
+                let mut wrapped = serde_json::json!({"steps": [edit]});
+                self.sealer.open_request(&mut wrapped);
+                r.detail.edit = Some(wrapped["steps"][0].take());
+            }
+        }
+        Ok(out)
     }
 
     async fn drop_operation_request(&self, request_id: i64) -> Result<(), StoreError> {

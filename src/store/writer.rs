@@ -43,6 +43,8 @@ pub(super) struct Write {
     pub purge_at: Option<i64>,
     /// The columns this transition changes that seldom change.
     pub rare: super::Rare,
+    /// The `definition` column, when an operator's edit changed it (sealed, packed).
+    pub definition: Option<String>,
 }
 
 /// A write and where its answer goes.
@@ -456,6 +458,9 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
     Ok(())
 }
 
+/// A seldom-changing column's new value in a write, if it changes.
+type RareValue = fn(&Write) -> Option<sea_orm::Value>;
+
 /// One UPDATE for every transition: each column is a CASE on the saga id, and each row is
 /// fenced by its version and owner. Answers how many rows it matched. The list is padded to a power of
 /// two with its last transition (a fixed statement shape; a repeated `(id, version)` matches
@@ -483,12 +488,14 @@ async fn update_versioned(txn: &DatabaseTransaction, part: &[&Write]) -> Result<
     let mut update = saga::Entity::update_many();
     // A column that seldom changes is in the statement only when one of its rows changes it;
     // the others keep theirs.
-    let rare = [
-        (
-            saga::Column::DeadlineAt,
-            (|t| t.rare.deadline_at) as fn(&Write) -> _,
-        ),
-        (saga::Column::PausedAt, |t| t.rare.paused_at),
+    let rare: [(saga::Column, RareValue); 3] = [
+        (saga::Column::DeadlineAt, |t| {
+            t.rare.deadline_at.map(Into::into)
+        }),
+        (saga::Column::PausedAt, |t| t.rare.paused_at.map(Into::into)),
+        (saga::Column::Definition, |t| {
+            t.definition.clone().map(Into::into)
+        }),
     ];
     for (col, new) in rare {
         if saves.iter().any(|t| new(t).is_some()) {

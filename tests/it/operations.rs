@@ -394,6 +394,7 @@ async fn service_endpoints_answer(db: TestDb) {
             "/v1/sagas/{id}/pause",
             "/v1/sagas/{id}/resume",
             "/v1/sagas/{id}/retry",
+            "/v1/sagas/{id}/steps/{step}",
             "/v1/sagas/{id}/steps/{step}/skip",
             "/v1/sagas/{id}/unkeep",
             "/v1/sagas/{id}/wake",

@@ -13,8 +13,42 @@ on_every_db!(
     a_paused_sagas_deadline_and_timers_wait_with_it,
     a_stuck_step_is_skipped_with_a_reason,
     bulk_pause_resume_and_wake_answer_for_each_saga,
+    a_step_is_edited_with_a_reason_and_its_next_calls_go_there,
 );
-on_shared_dbs!(a_pause_asked_of_another_instance_holds_everywhere);
+on_shared_dbs!(
+    a_pause_asked_of_another_instance_holds_everywhere,
+    an_edit_asked_of_another_instance_is_carried_out_by_the_one_that_drives_it,
+);
+
+async fn patch(api: &Api, path: &str, body: &Value) -> (u16, Value) {
+    let r = api
+        .client
+        .patch(format!("{}{path}", api.base))
+        .json(body)
+        .send()
+        .await
+        .expect("patch");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A saga whose step b (on `old`) answers 503 and waits a long backoff, with a secret header.
+async fn moving_saga(api: &Api, old: &Participant, id: &str) {
+    old.default_reply("/b/action", Reply::code(503));
+    let mut b = old.step("b");
+    b["retry"] =
+        json!({"max_attempts": 10, "initial_backoff_ms": 600_000, "max_backoff_ms": 600_000});
+    b["action"]["headers"] = json!({"Authorization": "Bearer old-secret", "X-Shop": "1"});
+    let body = json!({"id": id, "name": "n", "steps": [old.step("a"), b]});
+    assert_eq!(api.post("/v1/sagas", &body).await.0, 201);
+    until(20, "b waiting for its retry", || async {
+        match saga(api, id).await["steps"][1]["status"].as_str() {
+            Some("retry_scheduled") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
 
 /// Milliseconds since the epoch of an RFC 3339 time of the API.
 fn ms(v: &Value) -> i64 {
@@ -319,6 +353,139 @@ async fn bulk_pause_resume_and_wake_answer_for_each_saga(db: TestDb) {
         assert_eq!(app.metric(&series).await, n, "{series}");
     }
     app.stop().await;
+}
+
+async fn a_step_is_edited_with_a_reason_and_its_next_calls_go_there(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let (old, new) = (Participant::start().await, Participant::start().await);
+    moving_saga(&app, &old, "ed-1").await;
+    let path = "/v1/sagas/ed-1/steps/b";
+    // Refusals: each names its field; nothing changes.
+    let pointers = |v: &Value| -> Vec<String> {
+        v["errors"].as_array().map_or(vec![], |e| {
+            e.iter()
+                .map(|x| x["pointer"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+    };
+    let url = new.url("/b/action");
+    for (body, want) in [
+        (json!({"action": {"url": url}}), vec!["/reason"]),
+        (
+            json!({"reason": "x", "action": {"url": "ftp://x"}}),
+            vec!["/action/url"],
+        ),
+        (
+            json!({"reason": "x", "action": {"method": "GET"}}),
+            vec!["/action/method"],
+        ),
+        (json!({"reason": "x", "try": {"url": url}}), vec!["/try"]),
+        (json!({"reason": "x"}), vec![""]),
+        (
+            json!({"reason": "x", "action": {"url": "http://169.254.169.254/b"}}),
+            vec!["/action/url"],
+        ),
+    ] {
+        let (code, v) = patch(&app, path, &body).await;
+        assert_eq!(
+            (code, pointers(&v)),
+            (400, want.iter().map(|s| s.to_string()).collect()),
+            "{body}: {v}"
+        );
+    }
+    assert_eq!(
+        patch(
+            &app,
+            "/v1/sagas/ed-1/steps/zz",
+            &json!({"reason": "x", "action": {"url": url}})
+        )
+        .await
+        .0,
+        404
+    );
+    // The edit: the next call goes to the new place, with the new header.
+    let edit = json!({"reason": "stock moved to a new host",
+        "action": {"url": url, "headers": {"Authorization": "Bearer new-secret"}}});
+    let (code, v) = patch(&app, path, &edit).await;
+    assert_eq!(code, 202, "{v}");
+    assert_eq!(app.post("/v1/sagas/ed-1/wake", &json!({})).await.0, 202);
+    app.wait_status("ed-1", &["succeeded"], 20).await;
+    let calls = new.calls_of("ed-1");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].header("authorization"), "Bearer new-secret");
+    assert_eq!(
+        calls[0].header("x-shop"),
+        "",
+        "headers are replaced as a whole"
+    );
+    // The audit keeps both, secrets masked.
+    let ops = &saga(&app, "ed-1").await["operator_actions"];
+    let e = ops
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["action"] == "edit")
+        .expect("edit");
+    assert_eq!(
+        (e["step"].as_str(), e["reason"].as_str()),
+        (Some("b"), Some("stock moved to a new host"))
+    );
+    assert_eq!(e["old"]["action"]["url"], old.url("/b/action"));
+    assert_eq!(e["old"]["action"]["headers"]["Authorization"], "***");
+    assert_eq!(e["new"]["action"]["url"], url.as_str());
+    assert_eq!(e["new"]["action"]["headers"]["Authorization"], "***");
+    assert!(!e.to_string().contains("secret"), "{e}");
+    // An ended saga is not edited; nor is a step with a call in flight, nor a paused saga.
+    let (code, v) = patch(&app, path, &edit).await;
+    assert_eq!(
+        (code, v["detail"].as_str()),
+        (
+            409,
+            Some("the saga is succeeded, only a saga that has not ended can be edited")
+        )
+    );
+    new.default_reply("/s/action", Reply::slow(2_000));
+    let body = json!({"id": "ed-2", "name": "n", "steps": [new.step("s")]});
+    assert_eq!(app.post("/v1/sagas", &body).await.0, 201);
+    crate::helpers::eventually(10, "s called", || !new.calls_of("ed-2").is_empty()).await;
+    let (code, v) = patch(
+        &app,
+        "/v1/sagas/ed-2/steps/s",
+        &json!({"reason": "x", "action": {"url": url}}),
+    )
+    .await;
+    assert_eq!(
+        (code, v["detail"].as_str()),
+        (
+            409,
+            Some("the step has a call in flight; edit it once that call has answered")
+        )
+    );
+    app.stop().await;
+}
+
+async fn an_edit_asked_of_another_instance_is_carried_out_by_the_one_that_drives_it(db: TestDb) {
+    let one = spawn_app(&db).await;
+    let two = spawn_app(&db).await;
+    let (old, new) = (Participant::start().await, Participant::start().await);
+    // One drives the saga (a's slow call in flight); b, still pending, moves.
+    old.default_reply("/a/action", Reply::slow(3_000));
+    old.default_reply("/b/action", Reply::code(503));
+    let mut a = old.step("a");
+    a["timeout_ms"] = json!(10_000);
+    let body = json!({"id": "ed-3", "name": "n", "steps": [a, old.step("b")]});
+    assert_eq!(one.post("/v1/sagas", &body).await.0, 201);
+    crate::helpers::eventually(10, "a called", || !old.calls_of("ed-3").is_empty()).await;
+    let edit = json!({"reason": "moved", "action": {"url": new.url("/b/action")}});
+    let (code, v) = patch(&two, "/v1/sagas/ed-3/steps/b", &edit).await;
+    assert_eq!(code, 202, "{v}");
+    one.wait_status("ed-3", &["succeeded"], 30).await;
+    assert_eq!(new.calls_of("ed-3").len(), 1, "b went to its new place");
+    assert_eq!(old.paths_of("ed-3"), ["/a/action"]);
+    let ops = &saga(&one, "ed-3").await["operator_actions"];
+    assert_eq!(ops[0]["action"], "edit", "{ops}");
+    one.stop().await;
+    two.stop().await;
 }
 
 async fn a_pause_asked_of_another_instance_holds_everywhere(db: TestDb) {

@@ -98,6 +98,8 @@ async fn leave_for_owner(
             detail: OperatorDetail {
                 reason: op.reason,
                 step: op.step,
+                edit: op.edit,
+                ..OperatorDetail::default()
             },
         })
         .await
@@ -129,6 +131,7 @@ impl Registry {
                         op: r.action,
                         step: r.detail.step.clone(),
                         reason: r.detail.reason.clone(),
+                        edit: r.detail.edit.clone(),
                     },
                     who: r.who.clone(),
                     here_only: true,

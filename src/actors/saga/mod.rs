@@ -19,7 +19,8 @@ mod run;
 use super::lease::Token;
 use super::messages::{Adopt, Cancel, Disown, OpError, Operate, Release, Schedule, Tick};
 use super::Shared;
-use crate::domain::{Command, RetryPolicy, SagaDefinition, SagaState};
+use crate::domain::definition::Endpoint;
+use crate::domain::{Command, Event, Phase, Rejected, RetryPolicy, SagaDefinition, SagaState};
 use crate::store::{LogRecord, OperatorDetail, SagaRecord};
 use actix::prelude::*;
 use residency::Residency;
@@ -108,6 +109,9 @@ pub struct SagaActor {
     span: tracing::Span,
     /// The saga's phase and its span (report.rs, `sync_phase`), while it is in one.
     phase: Option<(&'static str, tracing::Span)>,
+    /// An operator's edit on its way to the log: the definition the saga runs with once the
+    /// transition that carries it is written.
+    editing: Option<Arc<SagaDefinition>>,
     /// The lease token this actor writes and calls under.
     token: Token,
 }
@@ -135,6 +139,7 @@ impl SagaActor {
             restarts: 0,
             span,
             phase: None,
+            editing: None,
         }
     }
 
@@ -231,6 +236,7 @@ impl Supervised for SagaActor {
         self.last_wake = None;
         self.calls = 0;
         self.phase = None;
+        self.editing = None;
     }
 }
 
@@ -255,14 +261,47 @@ impl Handler<Operate> for SagaActor {
             Some(l) => msg.op.event(&l.def),
             None => msg.op.op.event(),
         };
+        let mut detail = OperatorDetail {
+            reason: msg.op.reason.clone(),
+            step: msg.op.step.clone(),
+            ..OperatorDetail::default()
+        };
+        if let (Event::Edit(i), Some(live)) = (&event, self.live()) {
+            // The new definition goes with the transition; the audit keeps both endpoints.
+            let fields = msg.op.edit.clone().unwrap_or_default();
+            let mut body = fields.clone();
+            if let Some(o) = body.as_object_mut() {
+                o.insert(
+                    "reason".into(),
+                    msg.op.reason.clone().unwrap_or_default().into(),
+                );
+            }
+            match crate::domain::parse_step_edit(&body, &live.def, *i) {
+                Ok(edit) => {
+                    let s = &self.shared().secrets;
+                    let view = |pick: fn(&(Phase, Endpoint, Endpoint)) -> &Endpoint| {
+                        let m: serde_json::Map<String, serde_json::Value> = edit
+                            .changed
+                            .iter()
+                            .map(|c| (c.0.as_str().to_string(), s.endpoint_view(pick(c))))
+                            .collect();
+                        serde_json::Value::Object(m)
+                    };
+                    detail.old = Some(view(|c| &c.1));
+                    detail.new = Some(view(|c| &c.2));
+                    self.editing = Some(std::sync::Arc::new(edit.def));
+                }
+                Err(_) => {
+                    let _ = tx.send(Err(OpError::Rejected(Rejected::EditDoesNotApply)));
+                    return Box::pin(async move { rx.await.unwrap_or(Err(OpError::Unavailable)) });
+                }
+            }
+        }
         let record = LogRecord::Operator {
             action: msg.op.op,
             who: msg.who,
             at: self.now_ms(),
-            detail: OperatorDetail {
-                reason: msg.op.reason,
-                step: msg.op.step,
-            },
+            detail,
         };
         self.handle_event(event, Some(record), ctx, Some(tx));
         Box::pin(async move { rx.await.unwrap_or(Err(OpError::Unavailable)) })

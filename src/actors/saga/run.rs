@@ -41,6 +41,8 @@ impl SagaActor {
             // Once stopping, answers are still recorded but nothing new is sent.
             hold_calls: self.shared().is_stopping(),
         };
+        // An operator's edit: its definition is written with this transition.
+        let edited = self.editing.take();
         let (new, cmds) = match live.state.decide(&live.def, input, &event) {
             Ok(x) => x,
             Err(rej) => return answer(reply, Err(rej.into())),
@@ -79,6 +81,7 @@ impl SagaActor {
         let release = self.idle_after(self.calls + sends, &new);
         let purge_at = live.def.retention.purge_at(new.status, now);
         let rare = crate::store::Rare::between(&live.state, &new);
+        let definition = edited.clone();
         let (store, id, version) = (self.shared().store.clone(), self.id.clone(), live.version);
         let owner = self.token.owner.clone();
         let t = Instant::now();
@@ -93,6 +96,7 @@ impl SagaActor {
                     now,
                     release,
                     purge_at,
+                    definition: definition.as_deref(),
                     rare,
                 })
                 .await;
@@ -116,6 +120,9 @@ impl SagaActor {
                 return;
             };
             live.version = v;
+            if let Some(def) = edited {
+                live.def = def;
+            }
             let old = std::mem::replace(&mut live.state, new);
             act.sync_phase();
             if let Some((action, who, d)) = op {
