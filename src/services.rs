@@ -64,11 +64,21 @@ struct Inner {
     pauses: HashMap<String, ServicePause>,
 }
 
-/// A call let through the gate: the probe's answer closes or reopens the breaker.
-#[derive(Debug, Clone)]
-pub struct Pass {
+/// A call let through the gate: the probe's answer closes or reopens the breaker; a probe
+/// dropped without an answer (its call cut: the lease lost, a stop) lets the next call probe.
+pub struct Pass<'a> {
+    services: &'a Services,
     service: String,
     probe: bool,
+    answered: bool,
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.answered {
+            self.services.probe_lost(&self.service);
+        }
+    }
 }
 
 /// Counts a call waiting at the gate for as long as it waits (also when its future is
@@ -133,7 +143,7 @@ impl Services {
 
     /// Waits until a call to `service` may go: not while an operator has it paused, nor while
     /// its breaker is open (the probe goes, then the ramp lets the others through).
-    pub async fn admit(&self, service: &str) -> Pass {
+    pub async fn admit(&self, service: &str) -> Pass<'_> {
         let mut waiting = None;
         loop {
             let (changed, wait, seen) = {
@@ -167,8 +177,10 @@ impl Services {
                 }
                 let Some(until) = until else {
                     return Pass {
+                        services: self,
                         service: service.to_string(),
                         probe: admit == Admit::Probe,
+                        answered: false,
                     };
                 };
                 if waiting.is_none() {
@@ -194,7 +206,8 @@ impl Services {
     }
 
     /// Records the answer of a call the gate let through.
-    pub fn record(&self, pass: &Pass, outcome: CallOutcome, took: Duration) {
+    pub fn record(&self, mut pass: Pass<'_>, outcome: CallOutcome, took: Duration) {
+        pass.answered = true;
         let unknown = outcome == CallOutcome::Unknown;
         let mut g = self.lock();
         let now = self.clock.now_ms();
@@ -215,6 +228,21 @@ impl Services {
             if state != BreakerState::Open {
                 changed.notify_waiters();
             }
+        }
+    }
+
+    fn probe_lost(&self, service: &str) {
+        let mut g = self.lock();
+        let now = self.clock.now_ms();
+        let Some(e) = g.entries.get_mut(service) else {
+            return;
+        };
+        if e.breaker.probe_lost(now) {
+            e.version += 1;
+            let changed = e.changed.clone();
+            drop(g);
+            self.transition(service, BreakerState::Open);
+            changed.notify_waiters();
         }
     }
 

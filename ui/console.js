@@ -728,6 +728,7 @@ const ACTION_TEXT = {
   resume: ['Resume', 'The saga goes on; its deadline and timers move by the time it was paused.'],
   wake: ['Wake', 'What the saga waits for (a retry\'s backoff, a delayed compensation) is called now.'],
   skip: ['Skip', 'The stuck step counts as done (set right by hand) and the saga goes on. Say why: it is kept with your name.'],
+  edit: ['Edit', ''],
   keep: ['Keep', 'Retention never purges the saga while it is kept (recorded in its operator actions).'],
   unkeep: ['Unkeep', 'Retention purges the saga at its time again (at the next sweep if that has passed).'],
 };
@@ -751,16 +752,19 @@ function actions(s, refresh, previousResult) {
       'aria-describedby': why ? reasonId : null }, label);
     button.addEventListener('click', async () => {
       if (state.acting.has(busy)) return;
-      const said = await confirmAction(`${label} saga ${s.id}?`, effect, label, a.action === 'skip');
+      const said = a.action === 'edit' ? await editStep(s, a.step)
+        : await confirmAction(`${label} saga ${s.id}?`, effect, label, a.action === 'skip');
       if (!said) return;
       button.disabled = true;
       state.acting.add(busy);
-      const res = await api(`/v1/sagas/${encodeURIComponent(s.id)}/${path}`, 'POST', said.body)
+      const res = await (a.action === 'edit'
+        ? api(`/v1/sagas/${encodeURIComponent(s.id)}/steps/${encodeURIComponent(a.step)}`, 'PATCH', said.body)
+        : api(`/v1/sagas/${encodeURIComponent(s.id)}/${path}`, 'POST', said.body))
         .catch((e) => ({ status: e.status, body: e.problem }))
         .finally(() => state.acting.delete(busy));
       if (res.status === 202) {
         result.className = 'action-result ok';
-        result.textContent = `202 Accepted: ${a.action} requested; the saga is now ${res.body.status}.`;
+        result.textContent = `202 Accepted: ${a.action}${a.step ? ' ' + a.step : ''} requested; the saga is now ${res.body.status}.`;
       } else if (res.status === 200) {
         result.className = 'action-result ok';
         result.textContent = `200 OK: ${res.body.kept ? 'kept: retention will not purge it' : 'no longer kept'}.`;
@@ -778,6 +782,31 @@ function actions(s, refresh, previousResult) {
     return h('div.action', button, why ? h('span.muted.small.reason', { id: reasonId }, `Disabled: ${why}`) : null);
   });
   return h('section.actions', { 'aria-label': 'Operator actions' }, buttons, result);
+}
+
+/** The edit dialog of a step: a new URL for any of its endpoints and the reason; answers null
+ * when cancelled, else `{ body }` for `PATCH /v1/sagas/{id}/steps/{step}`. */
+function editStep(s, step) {
+  const dialog = $('#edit-dialog');
+  const reason = $('#edit-reason');
+  const ok = $('#edit-ok');
+  const endpoints = s.mode === 'tcc' ? ['try', 'confirm', 'cancel'] : ['action', 'compensation'];
+  $('#edit-title').textContent = `Edit step ${step} of ${s.id}`;
+  const inputs = endpoints.map((ep) => h('input', { id: `edit-url-${ep}`, type: 'url', placeholder: 'unchanged', autocomplete: 'off', spellcheck: 'false' }));
+  put($('#edit-fields'), endpoints.map((ep, i) => [h('label', { for: `edit-url-${ep}` }, `${ep} URL`), inputs[i]]));
+  reason.value = '';
+  const check = () => { ok.disabled = !reason.value.trim() || !inputs.some((x) => x.value.trim()); };
+  check();
+  for (const x of [reason, ...inputs]) x.addEventListener('input', check);
+  dialog.returnValue = '';
+  dialog.showModal();
+  return new Promise((resolve) => dialog.addEventListener('close', () => {
+    ok.disabled = false;
+    if (dialog.returnValue !== 'ok') return resolve(null);
+    const body = { reason: reason.value.trim() };
+    endpoints.forEach((ep, i) => { if (inputs[i].value.trim()) body[ep] = { url: inputs[i].value.trim() }; });
+    resolve({ body });
+  }, { once: true }));
 }
 
 /** Asks to confirm, with a reason (required when `needsReason`); answers null when cancelled,

@@ -105,7 +105,8 @@ pub struct OperatorActionView {
 /// An operator action and whether the saga's status allows it now (`GET /v1/sagas/{id}`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActionView {
-    /// retry, abort, pause, resume, wake, keep, unkeep; skip (once per stuck step).
+    /// retry, abort, pause, resume, wake, keep, unkeep; skip (once per stuck step); edit (once
+    /// per step, until the saga ends: `PATCH /v1/sagas/{id}/steps/{step}`).
     pub action: String,
     /// The step it names (skip).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -354,11 +355,19 @@ pub fn actions_view(r: &SagaRecord) -> Vec<ActionView> {
         pin("keep", !r.kept, "the saga is kept already"),
         pin("unkeep", r.kept, "the saga is not kept"),
     ];
+    let named = |mut a: ActionView, i: usize| {
+        a.step = r.steps.get(i).map(|m| m.name.clone());
+        a
+    };
     // Skip is offered for the stuck steps only (any other step is refused, and says why).
     for (i, _) in st.steps.iter().enumerate().filter(|(_, s)| s.stuck) {
-        let mut a = op("skip", st.may_skip(i));
-        a.step = r.steps.get(i).map(|m| m.name.clone());
-        actions.push(a);
+        actions.push(named(op("skip", st.may_skip(i)), i));
+    }
+    // Edit, for each step of a saga that has not ended.
+    if !status.is_terminal() {
+        for i in 0..st.steps.len() {
+            actions.push(named(op("edit", st.may_edit(i)), i));
+        }
     }
     actions
 }

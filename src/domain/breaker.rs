@@ -280,6 +280,19 @@ impl Breaker {
         false
     }
 
+    /// The probe went without an answer (its call was dropped: the lease lost, a stop): the
+    /// next call may probe at once, rather than everyone waiting for an answer that never comes.
+    /// Answers whether the state changed.
+    pub fn probe_lost(&mut self, now: i64) -> bool {
+        if self.state != BreakerState::HalfOpen {
+            return false;
+        }
+        self.state = BreakerState::Open;
+        self.since = now;
+        self.open_until = now;
+        true
+    }
+
     fn open(&mut self, p: &BreakerPolicy, now: i64) {
         let period = p
             .open_ms
@@ -416,6 +429,23 @@ mod tests {
         for _ in 0..10_000 {
             assert_eq!(b.admit(&p, closed + 5_000), Admit::Go);
         }
+    }
+
+    #[test]
+    fn a_probe_lost_without_an_answer_lets_the_next_call_probe() {
+        let p = policy();
+        let mut b = Breaker::new(T);
+        for i in 0..5 {
+            b.record(&p, T + i, true, false);
+        }
+        assert_eq!(b.admit(&p, T + 5_004), Admit::Probe);
+        assert!(matches!(b.admit(&p, T + 5_005), Admit::Wait(_)));
+        assert!(b.probe_lost(T + 5_006));
+        assert_eq!(b.admit(&p, T + 5_006), Admit::Probe, "a new probe at once");
+        assert!(
+            !Breaker::new(T).probe_lost(T),
+            "only a half-open breaker has a probe out"
+        );
     }
 
     #[test]

@@ -399,8 +399,18 @@ test('an operator finds a stuck saga, understands it and fixes it in the console
   await page.click('#confirm-ok');
   await page.locator('#action-result', { hasText: /^202 Accepted: resume requested/ }).waitFor();
   await page.locator('#paused-banner').waitFor({ state: 'detached' });
+  // The orders service moved (here: to where it was): edit the step's URL, saying why.
+  await page.click('#action-edit-order');
+  await page.locator('#edit-dialog').waitFor({ state: 'visible' });
+  assert.equal(await page.locator('#edit-ok').isDisabled(), true, 'nothing to change, no reason');
+  await page.fill('#edit-url-action', `${demo}/orders/create`);
+  await page.fill('#edit-reason', 'orders moved behind the new gateway');
+  await page.click('#edit-ok');
+  await page.locator('#action-result', { hasText: /^202 Accepted: edit order requested/ }).waitFor();
   const audit = (await call('GET', '/v1/sagas/order-1004?include=attempts')).body.operator_actions;
-  assert.deepEqual(audit.map((a) => [a.action, a.reason || null]), [['pause', 'orders service is being deployed'], ['resume', null]]);
+  assert.deepEqual(audit.map((a) => [a.action, a.reason || null]),
+    [['pause', 'orders service is being deployed'], ['resume', null], ['edit', 'orders moved behind the new gateway']]);
+  assert.equal(audit[2].new.action.url, `${demo}/orders/create`);
   await page.click('#action-abort');
   await page.click('#confirm-ok');
   await page.locator('#action-result', { hasText: /^202 Accepted: abort requested/ }).waitFor();
@@ -488,7 +498,7 @@ test('an operator finds a stuck saga, understands it and fixes it in the console
   assert.equal(await page.locator('#confirm-ok').isDisabled(), true, 'no reason, no skip');
   await page.fill('#confirm-reason', 'committed by hand, ticket 4411');
   await page.click('#confirm-ok');
-  await page.locator('#action-result', { hasText: /^202 Accepted: skip requested/ }).waitFor();
+  await page.locator('#action-result', { hasText: /^202 Accepted: skip buyer requested/ }).waitFor();
   await page.locator('h1 .badge', { hasText: 'succeeded' }).waitFor();
   const why = await page.locator('section[aria-labelledby="h-ops"] tbody tr td').allInnerTexts();
   assert.deepEqual([why[0], why[1], why[3]], ['skip buyer', 'ops', 'committed by hand, ticket 4411']);

@@ -139,7 +139,9 @@ async fn stuck_compensation_waits_for_an_operator_retry(db: TestDb) {
             {"action": "wake", "allowed": false, "scope": "admin", "reason": "the saga is stuck, only a running, compensating or confirming saga can be woken"},
             {"action": "keep", "allowed": true, "scope": "admin", "reason": null},
             {"action": "unkeep", "allowed": false, "scope": "admin", "reason": "the saga is not kept"},
-            {"action": "skip", "step": "s1", "allowed": true, "scope": "admin", "reason": null}
+            {"action": "skip", "step": "s1", "allowed": true, "scope": "admin", "reason": null},
+            {"action": "edit", "step": "s1", "allowed": true, "scope": "admin", "reason": null},
+            {"action": "edit", "step": "s2", "allowed": true, "scope": "admin", "reason": null}
         ])
     );
     // A plain list: each step after the one before, as resolved at acceptance.

@@ -90,7 +90,7 @@ impl SagaActor {
                 }
             };
             let m = &shared.metrics;
-            shared.services.record(&pass, r.outcome, t.elapsed());
+            shared.services.record(pass, r.outcome, t.elapsed());
             report::call_answered(m, &name, &s.name, phase, &r, t.elapsed());
             if crate::telemetry::exporting() {
                 let span = tracing::Span::current();
