@@ -36,6 +36,9 @@ fn start_with(
         ("SAGA__CLUSTER__LEASE_MS", lease.as_str()),
         ("SAGA__CLUSTER__POLL_MS", "100"),
         ("SAGA__PARTICIPANT__CALL_TIMEOUT_MS", timeout.as_str()),
+        // These tests watch leases while a saga keeps retrying against a failing participant;
+        // a breaker would space its calls by its cool-down (tests/it/breakers.rs covers it).
+        ("SAGA__PARTICIPANT__BREAKER__ENABLED", "false"),
     ];
     env.extend_from_slice(more);
     start_binary_with(db, &env)
