@@ -39,6 +39,17 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// OpenTelemetry export of our spans and the console's trace links (docs/tracing.md).
     pub tracing: TracingSettings,
+    /// Named definitions kept as files (docs/api.md, "Definitions").
+    pub definitions: DefinitionsSettings,
+}
+
+/// `[definitions]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefinitionsSettings {
+    /// A directory of `*.json` / `*.toml` definitions stored (as new versions when changed) at
+    /// start-up; a file that does not validate stops the start ("" = none).
+    pub dir: String,
 }
 
 impl Settings {

@@ -41,6 +41,21 @@ enum Cmd {
         #[command(subcommand)]
         action: TokenCmd,
     },
+    /// Named definitions kept as files (docs/api.md, "Definitions").
+    Definitions {
+        #[command(subcommand)]
+        action: DefinitionsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DefinitionsCmd {
+    /// Check every *.json / *.toml definition of DIR as the service would at start-up (with the
+    /// settings' defaults and outbound policy), without a database; exits 1 on a problem.
+    Check {
+        /// The directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -74,6 +89,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Cmd::Definitions {
+        action: DefinitionsCmd::Check { dir },
+    } = &command
+    {
+        return check_definitions(&settings, dir);
+    }
     // Export is set up before anything logs, so that no span of ours is missed.
     let export = match telemetry::export::Export::start(&settings.tracing) {
         Ok(e) => e,
@@ -104,7 +125,8 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e.to_string()),
             }
         }
-        Cmd::CheckParticipant(_) | Cmd::Token { .. } => Ok(()), // answered above
+        // Answered above.
+        Cmd::CheckParticipant(_) | Cmd::Token { .. } | Cmd::Definitions { .. } => Ok(()),
     };
     if let Some(e) = export {
         // What ended before the stop still goes (within the export timeout).
@@ -138,6 +160,33 @@ async fn check(args: &check_participant::CheckArgs) -> ExitCode {
         Err(e) => {
             eprintln!("saga-orchestrator check-participant: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `definitions check DIR`: 0 when every file is a valid definition, 1 when one is not,
+/// 2 when the settings are.
+fn check_definitions(settings: &config::Settings, dir: &std::path::Path) -> ExitCode {
+    let policy = match settings.participant.outbound() {
+        Ok(p) => p,
+        Err(errs) => {
+            eprintln!("saga-orchestrator definitions check: {}", errs.join("; "));
+            return ExitCode::from(2);
+        }
+    };
+    match saga_orchestrator::definition_files::read_dir(dir, &settings.defaults(), &policy) {
+        Ok(defs) => {
+            for d in &defs {
+                println!("ok {} ({})", d.name, d.file.display());
+            }
+            println!("{} definition(s) valid", defs.len());
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            for e in &errs {
+                println!("FAIL {e}");
+            }
+            ExitCode::FAILURE
         }
     }
 }

@@ -53,6 +53,12 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// `saga_operator_actions_total{action}`: operator actions carried out (recorded).
     pub operator_actions: IntCounterVec,
+    /// `saga_definition_changes_total{action}`: created, unchanged, retired.
+    pub definition_changes: IntCounterVec,
+    /// `saga_definition_starts_total{definition,version}`: sagas started by definition.
+    pub definition_starts: IntCounterVec,
+    /// `saga_dry_runs_total{outcome}`: planned (every host answered), unreachable, refused.
+    pub dry_runs: IntCounterVec,
     /// `saga_breaker_state{service}`: 0 closed, 1 open, 2 half-open.
     pub breaker_state: IntGaugeVec,
     /// `saga_breaker_transitions_total{service,to}`
@@ -335,6 +341,24 @@ impl Metrics {
                 "saga_operator_actions_total",
                 "Operator actions carried out on sagas (recorded in their operator actions), by action",
                 &["action"],
+            ),
+            definition_changes: counter(
+                &r,
+                "saga_definition_changes_total",
+                "Writes of named definitions, by what they did: created (a new version), unchanged (identical to the latest), retired",
+                &["action"],
+            ),
+            definition_starts: counter(
+                &r,
+                "saga_definition_starts_total",
+                "Sagas started by naming a stored definition, by definition and version",
+                &["definition", "version"],
+            ),
+            dry_runs: counter(
+                &r,
+                "saga_dry_runs_total",
+                "Dry runs of a start, by outcome: planned (every endpoint's host resolved and accepted a connection), unreachable (some did not), refused (a start would be refused)",
+                &["outcome"],
             ),
             dtm_requests: counter(
                 &r,

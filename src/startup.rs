@@ -101,6 +101,7 @@ impl Application {
         let reads = sql.reads();
         let purger = sql.purger();
         let service_log = sql.services();
+        let definitions = sql.definitions();
         let store: Arc<dyn SagaLog> = Arc::new(sql);
         let metrics = Arc::new(Metrics::new());
         let instance_id = settings.cluster.resolved_instance_id();
@@ -166,6 +167,15 @@ impl Application {
             settings.runtime.saga_arbiters
         };
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
+        // Definitions kept as files: a bad one stops the start, naming its file and pointer.
+        if !settings.definitions.dir.is_empty() {
+            store_definition_files(
+                std::path::Path::new(&settings.definitions.dir),
+                &definitions,
+                &shared,
+            )
+            .await?;
+        }
         // Sagas of an older version get the definition they run with, before any is driven.
         crate::upgrade::resolve_legacy_definitions(&shared.reads, &shared.defaults).await?;
         let (registry, timer) = Registry::start(
@@ -187,6 +197,7 @@ impl Application {
             purger: purger.clone(),
             trace_url: settings.tracing.trace_url.clone(),
             service_log: service_log.clone(),
+            definitions: definitions.clone(),
         });
         // Retention: every instance sweeps in turn; it stops with the service.
         let sweeper = crate::retention::Sweeper {
@@ -382,4 +393,43 @@ async fn stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Stores every definition of `dir` (a new version where one changed), after checking all.
+async fn store_definition_files(
+    dir: &std::path::Path,
+    log: &store::DefinitionLog,
+    shared: &Shared,
+) -> Result<(), StartupError> {
+    let files = crate::definition_files::read_dir(dir, &shared.defaults, &shared.outbound)
+        .map_err(|errs| {
+            StartupError::Config(
+                errs.into_iter()
+                    .map(|e| format!("definitions.dir: {e}"))
+                    .collect(),
+            )
+        })?;
+    for f in files {
+        let file = f.file.file_name().unwrap_or_default().to_string_lossy();
+        let put = log
+            .put(
+                &f.name,
+                &f.checked.document,
+                f.checked.description.as_deref(),
+                shared.clock.now_ms(),
+                &format!("file:{file}"),
+            )
+            .await?;
+        let (action, d) = match put {
+            store::Put::Created(d) => ("created", d),
+            store::Put::Unchanged(d) => ("unchanged", d),
+        };
+        shared
+            .metrics
+            .definition_changes
+            .with_label_values(&[action])
+            .inc();
+        tracing::info!(definition = %d.name, version = d.version, action, %file, "definition file");
+    }
+    Ok(())
 }

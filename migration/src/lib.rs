@@ -11,6 +11,7 @@ mod m20261124_000006_lease_holder;
 mod m20261206_000007_retention;
 mod m20261207_000008_operator_surgery;
 mod m20261207_000009_service_pauses;
+mod m20261207_000010_saga_definitions;
 
 /// Applies the saga log's migrations in order.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000007_retention::Migration),
             Box::new(m20261207_000008_operator_surgery::Migration),
             Box::new(m20261207_000009_service_pauses::Migration),
+            Box::new(m20261207_000010_saga_definitions::Migration),
         ]
     }
 }

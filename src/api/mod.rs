@@ -4,6 +4,8 @@
 pub mod access_log;
 pub mod auth;
 mod body;
+mod definitions;
+mod dry_run;
 pub mod dtm;
 pub mod openapi;
 mod operators;
@@ -36,6 +38,8 @@ pub struct AppState {
     pub trace_url: String,
     /// Operators' pauses of participant services.
     pub service_log: crate::store::ServiceLog,
+    /// Named definitions.
+    pub definitions: crate::store::DefinitionLog,
 }
 
 /// Registers every route of the contract, each with the scope its caller's token needs (when
@@ -43,7 +47,7 @@ pub struct AppState {
 /// method on a known path is a 405 with `Allow`, any unknown path a 404: both need a token that
 /// may read, so that a stranger learns nothing.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use crate::auth::{READ, START};
+    use crate::auth::{OPERATE, READ, START};
     use actix_web::middleware::from_fn;
     use auth::{needs, needs_metrics_scope};
     // A route that needs `$scope`.
@@ -67,6 +71,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/v1/sagas/{id}", "GET").route(to!(get, sagas::get, READ)))
     .configure(operator_routes)
     .service(resource("/v1/counts", "GET").route(to!(get, sagas::counts, READ)))
+    .service(resource("/v1/definitions", "GET").route(to!(get, definitions::list, READ)))
+    .service(
+        resource("/v1/definitions/{name}", "GET, PUT")
+            .route(to!(get, definitions::get, READ))
+            .route(to!(put, definitions::put, OPERATE)),
+    )
+    .service(
+        resource("/v1/definitions/{name}/versions/{version}", "GET").route(to!(
+            get,
+            definitions::version,
+            READ
+        )),
+    )
+    .service(
+        resource("/v1/definitions/{name}/versions/{version}/retire", "POST").route(to!(
+            post,
+            definitions::retire,
+            OPERATE
+        )),
+    )
     .service(resource("/v1/services", "GET").route(to!(get, services::list, READ)))
     .service(resource("/v1/services/{service}", "GET").route(to!(get, services::get, READ)))
     .service(resource("/v1/whoami", "GET").route(to!(get, auth::whoami, READ)))

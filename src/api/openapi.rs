@@ -2,6 +2,10 @@
 //! attributes and types (`#[utoipa::path]` on each handler, the resource and problem types, the
 //! request shapes of `schema.rs`), so that it cannot drift from the code.
 
+use super::definitions::{
+    DefinitionSummary, DefinitionView, DefinitionsAnswer, RetiredView, VersionView,
+};
+use super::dry_run::{DryRunView, EndpointCheck};
 use super::dtm::{AllAnswer, BranchView, DtmResult, NewGid, QueryAnswer};
 use super::problem::{Problem, ProblemField, PurgedView};
 use super::resource::{
@@ -9,11 +13,12 @@ use super::resource::{
     StepView, Whoami,
 };
 use super::schema::{
-    BulkRequest, Endpoint, ReasonRequest, Retry, SagaId, SagaStart, SagaStep, StartRequest,
-    StepEditRequest, TccStart, TccStep, UndoEndpoint,
+    BulkRequest, DefinitionRequest, DefinitionStart, Endpoint, ReasonRequest, Retry,
+    SagaDefinitionRequest, SagaId, SagaStart, SagaStep, StartAnswer, StartRequest, StepEditRequest,
+    TccDefinitionRequest, TccStart, TccStep, UndoEndpoint,
 };
 use super::services::{ServiceActionView, ServicePauseView, ServiceView, ServicesAnswer};
-use super::{auth, dtm, operators, probes, sagas, services};
+use super::{auth, definitions, dtm, operators, probes, sagas, services};
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
@@ -43,6 +48,11 @@ use utoipa::OpenApi;
         operators::bulk_resume,
         operators::bulk_wake,
         sagas::counts,
+        definitions::put,
+        definitions::list,
+        definitions::get,
+        definitions::version,
+        definitions::retire,
         auth::whoami,
         services::list,
         services::get,
@@ -69,7 +79,11 @@ use utoipa::OpenApi;
         SagaView, StepView, CallView, OperatorActionView, ActionView, Page, Counts, Whoami,
         Problem, ProblemField, PurgedView, BulkRequest, ReasonRequest, StepEditRequest, SagaId, BulkAnswer, BulkResult,
         DtmResult, NewGid, QueryAnswer, BranchView, AllAnswer, ServicesAnswer, ServiceView,
-        ServicePauseView, ServiceActionView
+        ServicePauseView, ServiceActionView, DefinitionStart, DefinitionRequest,
+        SagaDefinitionRequest, TccDefinitionRequest, DefinitionView, DefinitionSummary,
+        DefinitionsAnswer, RetiredView, VersionView, DryRunView, EndpointCheck, StartAnswer,
+        crate::domain::plan::Plan, crate::domain::plan::StepPlan, crate::domain::plan::PhasePlan,
+        crate::domain::catalog::DefinitionRef
     )),
     modifiers(&Common),
     // Tokens are optional: a service without [auth] tokens is open (on loopback).

@@ -151,6 +151,10 @@ pub struct SagaView {
     /// That trace in the tracing UI, when `tracing.trace_url` is set (`GET` of one saga).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_url: Option<String>,
+    /// The stored definition and version it was started from (absent for a full start; the
+    /// saga resource only, not listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definition: Option<crate::domain::catalog::DefinitionRef>,
     /// What a call it decided waits for, on the instance that answers (`GET` of one saga):
     /// "breaker open: stock:9002 since …", "service paused: …".
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -283,6 +287,7 @@ pub fn saga_view(r: &SagaRecord, history: Option<&History>) -> SagaView {
             .ok()
             .map(|d| crate::domain::TraceContext::of_saga(d.trace.as_ref(), &r.id).trace_id),
         trace_url: None,
+        definition: r.definition.as_ref().ok().and_then(|d| d.origin.clone()),
         waiting_on: None,
         steps,
         operator_actions: history.map(|h| {

@@ -5,9 +5,12 @@ use super::problem::Problem;
 #[allow(unused_imports)] // named by the OpenAPI attributes
 use super::resource::SagaView;
 use super::resource::{full_view, saga_view, Counts, History, Page};
+#[allow(unused_imports)] // named by the OpenAPI attributes
+use super::schema::StartAnswer;
 use super::schema::{CountsParams, GetParams, IdParam, ListParams, StartRequest, WaitParams};
 use super::AppState;
 use crate::actors::messages::{StartOutcome, StartSaga};
+use crate::domain::catalog;
 use crate::domain::limits::{self, COUNT_CAP, DEFAULT_PAGE, NAME, SAGA_ID};
 use crate::domain::{parse_request, FieldError, SagaDefinition, SagaStatus};
 use crate::store::{ListQuery, SagaRecord};
@@ -46,9 +49,9 @@ pub(super) async fn load(state: &AppState, id: &str) -> Result<SagaRecord> {
     request_body(content = StartRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Created; recorded before this answer", body = SagaView),
-        (status = 200, description = "The saga with this id and an identical request", body = SagaView),
-        (status = 400, description = "Invalid request (every mistake with its pointer); nothing recorded", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "This id exists with another request, or names a purged saga (`purged` says when)", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The saga with this id and an identical request; or, with dry_run=true, the plan (nothing recorded or called)", body = StartAnswer),
+        (status = 400, description = "Invalid request (every mistake with its pointer), or an unknown definition or version; nothing recorded", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "This id exists with another request, names a purged saga (`purged` says when), or the definition version is retired", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over server.max_body_bytes", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
@@ -58,10 +61,35 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     let q = query_map(&req)?;
-    let wait = wait_ms(&q).map_err(|e| Problem::invalid_query(vec![e]))?;
+    let wait = wait_ms(&q);
+    let dry_run = super::dry_run::asked(&q);
+    let (wait, dry_run) = match (wait, dry_run) {
+        (Ok(w), Ok(d)) => (w, d),
+        (w, d) => {
+            return Err(Problem::invalid_query(
+                w.err().into_iter().chain(d.err()).collect(),
+            ))
+        }
+    };
     let body = json_body(&req, payload, state.max_body_bytes).await?;
-    let def = admit(&state, parse_request(&body, &state.shared.defaults))
-        .map_err(Problem::invalid_body)?;
+    let def = if catalog::is_by_definition(&body) {
+        by_definition(&state, &body).await
+    } else {
+        admit(&state, parse_request(&body, &state.shared.defaults)).map_err(Problem::invalid_body)
+    };
+    let def = def.inspect_err(|_| {
+        if dry_run {
+            let refused = state
+                .shared
+                .metrics
+                .dry_runs
+                .with_label_values(&["refused"]);
+            refused.inc();
+        }
+    })?;
+    if dry_run {
+        return Ok(super::dry_run::answer(&state, def).await);
+    }
     let def = with_trace(def, &req);
     let id = def
         .id
@@ -69,7 +97,13 @@ pub async fn create(
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     root.record("saga_id", id.as_str());
     let ended = (wait > 0).then(|| state.shared.finished.subscribe(&id));
+    let origin = def.origin.clone();
     let (created, mut record) = start(&state, &id, body, def).await?;
+    if let Some(o) = origin.filter(|_| created) {
+        let version = o.version.to_string();
+        let starts = &state.shared.metrics.definition_starts;
+        starts.with_label_values(&[o.name.as_str(), &version]).inc();
+    }
     let code = if created {
         StatusCode::CREATED
     } else {
@@ -90,16 +124,101 @@ pub(super) fn admit(
     state: &AppState,
     parsed: std::result::Result<SagaDefinition, Vec<FieldError>>,
 ) -> std::result::Result<SagaDefinition, Vec<FieldError>> {
+    admit_sample(state, parsed, |d| d)
+}
+
+/// [`admit`] for anything that holds a saga's definition (a stored definition's sample).
+pub(super) fn admit_sample<T>(
+    state: &AppState,
+    parsed: std::result::Result<T, Vec<FieldError>>,
+    def: impl Fn(&T) -> &SagaDefinition,
+) -> std::result::Result<T, Vec<FieldError>> {
     parsed
-        .and_then(|def| {
-            let blocked = state.shared.outbound.check_definition(&def);
+        .and_then(|t| {
+            let blocked = state.shared.outbound.check_definition(def(&t));
             if blocked.is_empty() {
-                Ok(def)
+                Ok(t)
             } else {
                 Err(blocked)
             }
         })
         .inspect_err(|_| state.shared.metrics.rejected.inc())
+}
+
+/// The saga a start by definition stands for (docs/api.md, "Definitions"): the stored
+/// version it names (or the newest that is not retired) with the start's payload values, as
+/// a full start with those steps would be checked. Errors inside the document say so.
+async fn by_definition(state: &AppState, body: &Value) -> Result<SagaDefinition> {
+    let refuse = |p: Problem| {
+        state.shared.metrics.rejected.inc();
+        p
+    };
+    let start = catalog::parse_start(body).map_err(|e| refuse(Problem::invalid_body(e)))?;
+    let name = start.name.as_str();
+    let unknown = |pointer: &str, detail: String| {
+        refuse(Problem::invalid_body(vec![FieldError {
+            pointer: pointer.into(),
+            detail,
+        }]))
+    };
+    let retired = |detail: String| {
+        refuse(Problem::new(
+            StatusCode::CONFLICT,
+            "definition-retired",
+            "Definition retired",
+            detail,
+        ))
+    };
+    let stored = match start.version {
+        Some(v) => match timed(state, state.definitions.version(name, v)).await? {
+            None => {
+                return Err(unknown(
+                    "/version",
+                    format!("definition {name:?} has no version {v}"),
+                ))
+            }
+            Some(d) if d.retired.is_some() => {
+                return Err(retired(format!(
+                    "version {v} of definition {name:?} is retired: it takes no new starts"
+                )))
+            }
+            Some(d) => d,
+        },
+        None => match timed(state, state.definitions.live(name)).await? {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                return Err(unknown(
+                    "/definition",
+                    format!("no definition named {name:?}"),
+                ))
+            }
+            Err(newest) => {
+                return Err(retired(format!(
+                    "every version of definition {name:?} is retired (the newest is {})",
+                    newest.version
+                )))
+            }
+        },
+    };
+    let within = |mut errs: Vec<FieldError>| {
+        for e in &mut errs {
+            if !(e.pointer.starts_with("/payload") || e.pointer == "/id") {
+                e.detail = format!(
+                    "{} (at {} of definition {name:?} version {})",
+                    e.detail, e.pointer, stored.version
+                );
+                e.pointer = "/definition".into();
+            }
+        }
+        Problem::invalid_body(errs)
+    };
+    let full = catalog::apply(&stored.document, body).map_err(|e| refuse(within(e)))?;
+    let mut def = admit(state, parse_request(&full, &state.shared.defaults)).map_err(within)?;
+    def.origin = Some(catalog::DefinitionRef {
+        name: stored.name,
+        version: stored.version,
+    });
+    Ok(def)
 }
 
 /// The definition with the trace its calls belong to: the start's `traceparent` and

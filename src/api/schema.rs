@@ -264,6 +264,12 @@ schema!(
 
 /// A start request of one mode.
 fn start(mode: &str, step: &str, nullable_mode: bool) -> Schema {
+    start_or_definition(mode, step, nullable_mode, false)
+}
+
+/// A start request of one mode, or (`definition`) a stored definition's document of that mode:
+/// no id or payload (each start gives its own), a description, and `name` optional.
+fn start_or_definition(mode: &str, step: &str, nullable_mode: bool, definition: bool) -> Schema {
     let mut modes: Vec<Option<&str>> = vec![Some(mode)];
     if nullable_mode {
         modes.push(None);
@@ -282,28 +288,58 @@ fn start(mode: &str, step: &str, nullable_mode: bool) -> Schema {
         .max_items(Some(MAX_STEPS))
         .description(Some("The steps, with distinct names"));
     let mut required = vec!["name", "steps"];
+    if definition {
+        required.retain(|k| *k != "name");
+    }
     if !nullable_mode {
         required.push("mode");
     }
-    closed(
-        &format!("POST /v1/sagas body of a {mode} (docs/api.md)"),
+    let mut props =
         vec![
-            (
-                "id",
-                RefOr::T(named(
-                    &SAGA_ID,
-                    true,
-                    "Saga id; a UUID v7 when absent. The same id with the same request is idempotent",
-                )),
+        (
+            "id",
+            RefOr::T(named(
+                &SAGA_ID,
+                true,
+                "Saga id; a UUID v7 when absent. The same id with the same request is idempotent",
+            )),
+        ),
+        ("name", RefOr::T(named(&NAME, false, "Kind of saga (a metric label)"))),
+        ("mode", RefOr::T(mode_schema.into())),
+        (
+            "payload",
+            RefOr::T(any_json(format!(
+                "Default body of every call; nested at most {MAX_JSON_DEPTH} deep"
+            ))),
+        ),
+    ];
+    let title = if definition {
+        props.retain(|(k, _)| !matches!(*k, "id" | "payload"));
+        props[0].1 = RefOr::T(named(&NAME, false, "The name in the path, if given"));
+        props.push((
+            "description",
+            RefOr::T(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(MAX_REASON))
+                    .pattern(Some(r"\S"))
+                    .description(Some("What it does, for a person"))
+                    .into(),
             ),
-            ("name", RefOr::T(named(&NAME, false, "Kind of saga (a metric label)"))),
-            ("mode", RefOr::T(mode_schema.into())),
-            (
-                "payload",
-                RefOr::T(any_json(format!(
-                    "Default body of every call; nested at most {MAX_JSON_DEPTH} deep"
-                ))),
-            ),
+        ));
+        format!(
+            "PUT /v1/definitions/{{name}} body of a {mode}: a start without id and payload; endpoint \
+             bodies and header values may hold {{\"$payload\": \"/pointer\"}} (docs/api.md)"
+        )
+    } else {
+        format!("POST /v1/sagas body of a {mode} (docs/api.md)")
+    };
+    closed(
+        &title,
+        props
+            .into_iter()
+            .chain([
             ("timeout_ms", RefOr::T(duration(1, "Deadline of the forward phase from creation"))),
             (
                 "retention_ms",
@@ -319,7 +355,8 @@ fn start(mode: &str, step: &str, nullable_mode: bool) -> Schema {
                 ),
             ),
             ("steps", RefOr::T(steps.into())),
-        ],
+            ])
+            .collect(),
         &required,
     )
 }
@@ -333,13 +370,97 @@ schema!(
     TccStart => start("tcc", "TccStep", false)
 );
 schema!(
-    /// `POST /v1/sagas` body: a saga or a TCC saga (docs/api.md).
+    /// `POST /v1/sagas` body: a saga or a TCC saga (docs/api.md), or a start by definition.
     StartRequest => OneOfBuilder::new()
         .item(reference("SagaStart"))
         .item(reference("TccStart"))
-        .description(Some("A saga (steps with action and compensation) or a TCC saga (mode tcc; steps with try, confirm and cancel)"))
+        .item(reference("DefinitionStart"))
+        .description(Some("A saga (steps with action and compensation), a TCC saga (mode tcc; steps with try, confirm and cancel), or a start of a stored definition"))
         .into()
 );
+schema!(
+    /// `POST /v1/sagas` answer 200: the saga (an identical request again) or a dry run's plan.
+    StartAnswer => OneOfBuilder::new()
+        .item(reference("SagaView"))
+        .item(reference("DryRunView"))
+        .description(Some("The saga with this id and an identical request, or (dry_run=true) the plan"))
+        .into()
+);
+schema!(
+    /// A start of a stored definition (docs/api.md, "Definitions").
+    DefinitionStart => closed(
+        "POST /v1/sagas body that names a stored definition instead of carrying its steps",
+        vec![
+            ("definition", RefOr::T(named(&NAME, false, "The definition's name"))),
+            ("version", RefOr::T(integer(1, u32::MAX.into(), "Its version; absent: the newest that is not retired"))),
+            (
+                "id",
+                RefOr::T(named(
+                    &SAGA_ID,
+                    true,
+                    "Saga id; a UUID v7 when absent. The same id with the same request is idempotent",
+                )),
+            ),
+            (
+                "payload",
+                RefOr::T(any_json(format!(
+                    "Default body of every call, and the values the definition's references take; nested at most {MAX_JSON_DEPTH} deep"
+                ))),
+            ),
+        ],
+        &["definition"],
+    )
+);
+schema!(
+    /// `PUT /v1/definitions/{name}` body of a saga.
+    SagaDefinitionRequest => start_or_definition("saga", "SagaStep", true, true)
+);
+schema!(
+    /// `PUT /v1/definitions/{name}` body of a TCC saga.
+    TccDefinitionRequest => start_or_definition("tcc", "TccStep", false, true)
+);
+schema!(
+    /// `PUT /v1/definitions/{name}` body: a saga or a TCC saga without id and payload.
+    DefinitionRequest => OneOfBuilder::new()
+        .item(reference("SagaDefinitionRequest"))
+        .item(reference("TccDefinitionRequest"))
+        .description(Some("A saga's definition: a start request without id and payload"))
+        .into()
+);
+
+/// A definition's name in a path.
+pub struct DefinitionParam;
+
+impl IntoParams for DefinitionParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![ParameterBuilder::new()
+            .name("name")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("The definition's name"))
+            .schema(Some(named(&NAME, false, "Definition name")))
+            .build()]
+    }
+}
+
+/// A definition's name and version in a path.
+pub struct VersionParams;
+
+impl IntoParams for VersionParams {
+    fn into_params(f: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let mut v = DefinitionParam::into_params(f);
+        v.push(
+            ParameterBuilder::new()
+                .name("version")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("Its version, from 1"))
+                .schema(Some(integer(1, u32::MAX.into(), "Version")))
+                .build(),
+        );
+        v
+    }
+}
 schema!(
     /// A saga id.
     SagaId => named(&SAGA_ID, false, "Saga id")
@@ -428,12 +549,22 @@ fn wait() -> Parameter {
     )
 }
 
-/// `?wait_ms=` of a start.
+/// `?wait_ms=` and `?dry_run=` of a start.
 pub struct WaitParams;
 
 impl IntoParams for WaitParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![wait()]
+        vec![
+            wait(),
+            query(
+                "dry_run",
+                "true: record and call nothing; answer 200 with the plan (docs/api.md, \"Dry run\")",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["true", "false"]))
+                    .into(),
+            ),
+        ]
     }
 }
 

@@ -236,6 +236,10 @@ pub struct SagaDefinition {
     /// new; none for sagas accepted before it was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceContext>,
+    /// The stored definition and version it was started from (docs/api.md, "Definitions");
+    /// none for a full start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<super::catalog::DefinitionRef>,
     /// For each step, the steps that depend on it: computed on first use (every event needs
     /// it), never stored.
     #[serde(skip)]
@@ -291,6 +295,7 @@ impl SagaDefinition {
             deliver: false,
             retention: Retention::FOREVER,
             trace: None,
+            origin: None,
             dependents: Derived::default(),
         }
     }

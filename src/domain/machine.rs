@@ -116,7 +116,8 @@ impl Phase {
         }
     }
 
-    fn undo(mode: Mode) -> Phase {
+    /// The phase that undoes a step in `mode`.
+    pub fn undo(mode: Mode) -> Phase {
         match mode {
             Mode::Saga => Phase::Compensation,
             Mode::Tcc => Phase::Cancel,

@@ -35,10 +35,12 @@ macro_rules! wire_enum {
 pub(crate) use wire_enum;
 
 pub mod breaker;
+pub mod catalog;
 pub mod definition;
 pub mod dtm;
 pub mod limits;
 pub mod machine;
+pub mod plan;
 pub mod policy;
 pub mod protocol;
 pub mod retention;

@@ -10,6 +10,7 @@
 
 mod claims;
 mod connect;
+mod definitions;
 pub mod entities;
 mod growth;
 mod health;
@@ -24,6 +25,7 @@ mod sql;
 mod writer;
 
 pub use connect::{connect, lock_single_instance};
+pub use definitions::{DefinitionLog, Put, Retirement, StoredDefinition};
 pub use instances::LeaseLog;
 pub use reads::Reads;
 pub use retention::{request_sha256, Purger, Tombstone};

@@ -60,6 +60,11 @@ impl SqlStore {
         super::ServiceLog::new(self.db.clone())
     }
 
+    /// The named definitions' side of the log, over the same pool.
+    pub fn definitions(&self) -> super::DefinitionLog {
+        super::DefinitionLog::new(self.db.clone())
+    }
+
     /// The underlying pool.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db

@@ -17,6 +17,7 @@ mod console;
 mod crash;
 mod definitions;
 mod dtm;
+mod named_definitions;
 mod observability;
 mod operations;
 mod otlp_export;

@@ -273,7 +273,15 @@ impl Handler<Adopt<SagaActor>> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Adopt<SagaActor>, _: &mut Context<Self>) {
-        self.live.entry(msg.id).or_insert(msg.addr);
+        match self.live.get(&msg.id) {
+            Some(a) if *a == msg.addr => {}
+            // Another actor drives this saga here already: one driver per saga and process,
+            // or both would send the same call.
+            Some(a) if a.connected() => msg.addr.do_send(Disown { before: u64::MAX }),
+            _ => {
+                self.live.insert(msg.id, msg.addr);
+            }
+        }
     }
 }
 

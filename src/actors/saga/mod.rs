@@ -207,7 +207,17 @@ impl Actor for SagaActor {
                 // Restarted by the supervisor: back off while the log keeps failing, rather
                 // than spin on restarts.
                 let wait = RESTART_BACKOFF.backoff_ms(self.restarts);
-                ctx.run_later(Duration::from_millis(wait), |act, ctx| act.load(ctx));
+                ctx.run_later(Duration::from_millis(wait), |act, ctx| {
+                    if act.registered {
+                        act.load(ctx)
+                    } else {
+                        // Released before it stopped (a conflict, a lost lease): the wake it
+                        // scheduled loads the saga through the registry. Loading it here as
+                        // well would give the saga two drivers in this process, each sending
+                        // the same call.
+                        ctx.stop()
+                    }
+                });
             }
         }
     }
