@@ -9,8 +9,15 @@ const HTML: &str = "text/html; charset=utf-8";
 const INDEX: &str = include_str!("../ui/index.html");
 
 /// The console's pages: one document, whose script reads the path (`/ui/sagas/{id}`: a saga,
-/// `/ui/services`: the participant services).
-const PAGES: [&str; 4] = ["/ui", "/ui/", "/ui/sagas/{id}", "/ui/services"];
+/// `/ui/services`: the participant services, `/ui/definitions[/{name}]`: named definitions).
+const PAGES: [&str; 6] = [
+    "/ui",
+    "/ui/",
+    "/ui/sagas/{id}",
+    "/ui/services",
+    "/ui/definitions",
+    "/ui/definitions/{name}",
+];
 
 /// Its other files: path, content type, content.
 const FILES: [(&str, &str, &str); 3] = [

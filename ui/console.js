@@ -249,8 +249,11 @@ function render() {
   } catch {
     id = m[1]; // a malformed %-escape: shown as typed, and not found
   }
+  const d = location.pathname.match(/^\/ui\/definitions\/(.+)$/);
   if (m) sagaPage(id);
   else if (location.pathname === '/ui/services') servicesPage();
+  else if (location.pathname === '/ui/definitions') definitionsPage();
+  else if (d) definitionPage(safeDecode(d[1]));
   else listPage();
 }
 
@@ -614,6 +617,153 @@ function servicesTable(services, refresh, result) {
     })));
 }
 
+// ---------- definitions ----------
+
+function safeDecode(s) {
+  try { return decodeURIComponent(s); } catch { return s; }
+}
+
+/** The named definitions (docs/api.md, "Definitions"): each one's newest version, the version
+ * a start without one runs, and its steps. */
+function definitionsPage() {
+  document.title = 'Definitions · saga-orchestrator';
+  const rows = h('div.table-wrap', { id: 'definitions' }, h('p.muted', 'Loading…'));
+  const page = h('div.list',
+    h('h1', 'Definitions'),
+    h('p.muted', 'Named sagas, stored in versions (PUT /v1/definitions/{name}, or files of definitions.dir). A start names one and gives its payload; a saga runs the version it was started with.'),
+    rows);
+  put(main(), page);
+  const view = { kind: 'definitions', refresh: async () => {
+    const gen = ++state.gen;
+    try {
+      const res = await api('/v1/definitions');
+      if (gen !== state.gen || state.view !== view) return;
+      clearError(page);
+      const items = res.body.items;
+      put(rows, !items.length ? h('p.muted', 'No definition stored yet.') : h('table.definitions',
+        h('thead', h('tr', ['Name', 'Latest', 'Starts run', 'Mode', 'Steps', 'Updated', 'Description'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', items.map((d) => h('tr', { id: `def-${d.name}` },
+          h('td', { 'data-label': 'Name' }, navLink(`/ui/definitions/${encodeURIComponent(d.name)}`, d.name)),
+          h('td', { 'data-label': 'Latest', text: `v${d.latest_version}` }),
+          h('td', { 'data-label': 'Starts run' }, d.live_version ? `v${d.live_version}` : h('span.badge.s-stuck', 'all retired')),
+          h('td', { 'data-label': 'Mode', text: d.mode }),
+          h('td', { 'data-label': 'Steps', text: d.steps.join(' → ') }),
+          h('td', { 'data-label': 'Updated' }, when(d.updated_at)),
+          h('td', { 'data-label': 'Description', text: d.description || '' }))))));
+      updated();
+    } catch (e) {
+      if (gen === state.gen && e.status !== 401) showError(e, page);
+    }
+  } };
+  state.view = view;
+  view.refresh();
+}
+
+/** One definition: its versions, the document of the one chosen, and a dry run of a start of
+ * it with a payload (POST /v1/sagas?dry_run=true: nothing recorded or called). */
+function definitionPage(name) {
+  document.title = `${name} · definitions · saga-orchestrator`;
+  const holder = h('div.saga', { id: 'definition' }, h('p.muted', 'Loading…'));
+  put(main(), h('p.crumbs', navLink('/ui/definitions', '← Definitions')), holder);
+  const show = async (version) => {
+    const gen = ++state.gen;
+    let latest;
+    let chosen;
+    try {
+      latest = (await api(`/v1/definitions/${encodeURIComponent(name)}`)).body;
+      chosen = version && version !== latest.version
+        ? (await api(`/v1/definitions/${encodeURIComponent(name)}/versions/${version}`)).body
+        : latest;
+    } catch (e) {
+      if (gen !== state.gen) return;
+      if (e.status === 404) put(holder, h('h1', { text: name }), h('p.banner.bad', { role: 'alert' }, `No definition named "${name}".`));
+      else if (e.status !== 401) showError(e, holder);
+      return;
+    }
+    if (gen !== state.gen) return;
+    const picker = h('select', { id: 'version-select', 'aria-label': 'Version' },
+      latest.versions.map((v) => h('option', { value: String(v.version), selected: v.version === chosen.version ? '' : null },
+        `v${v.version}${v.retired_at ? ' (retired)' : ''}`)));
+    picker.addEventListener('change', () => show(Number(picker.value)));
+    const payloadBox = h('textarea', { id: 'dry-payload', rows: '4', spellcheck: 'false', 'aria-label': 'payload' }, '{}');
+    const planHolder = h('div', { id: 'dry-plan' });
+    const run = h('button.primary', { type: 'button', id: 'dry-run' }, 'Dry run');
+    run.addEventListener('click', async () => {
+      let payload;
+      try {
+        payload = JSON.parse(payloadBox.value || '{}');
+      } catch (e) {
+        put(planHolder, h('p.banner.bad', { role: 'alert', text: `The payload is not JSON: ${e.message}` }));
+        return;
+      }
+      run.disabled = true;
+      const res = await api('/v1/sagas?dry_run=true', 'POST', { definition: name, version: chosen.version, payload })
+        .catch((e) => ({ status: e.status, body: e.problem }));
+      run.disabled = false;
+      put(planHolder, res.status === 200 ? planView(res.body) : problemView(res));
+    });
+    put(holder,
+      h('div.title', h('h1', h('span.id', name), ' ', picker),
+        chosen.retired ? h('span.badge.s-stuck', { id: 'retired-badge' }, 'retired') : null),
+      chosen.description ? h('p', { text: chosen.description }) : null,
+      h('dl.summary',
+        h('div', h('dt', 'Version'), h('dd', `v${chosen.version}`)),
+        h('div', h('dt', 'Stored'), h('dd', when(chosen.created_at), ' by ', chosen.created_by)),
+        chosen.retired ? h('div', h('dt', 'Retired'), h('dd', when(chosen.retired.at), ' by ', chosen.retired.by,
+          chosen.retired.reason ? `: ${chosen.retired.reason}` : '')) : null),
+      h('section', { 'aria-labelledby': 'h-dry' }, h('h2', { id: 'h-dry' }, 'Dry run'),
+        h('p.muted', 'The plan of a start of this version with this payload: order, compensation, retries, deadline, and whether each endpoint\'s host resolves and accepts a connection. Nothing is recorded or called.'),
+        h('label', { for: 'dry-payload' }, 'Payload'), payloadBox, h('div.buttons', run), planHolder),
+      h('section', { 'aria-labelledby': 'h-doc' }, h('h2', { id: 'h-doc' }, 'Definition'),
+        h('pre.json', { tabindex: '0', id: 'definition-json', 'aria-label': 'definition' }, JSON.stringify(chosen.definition, null, 2))));
+    updated();
+  };
+  state.view = { kind: 'definition', refresh: () => show() };
+  show();
+}
+
+/** A problem document's detail and every field's pointer. */
+function problemView(res) {
+  const p = res.body || {};
+  return h('div.banner.bad', { role: 'alert', id: 'dry-problem' },
+    h('p', { text: `${res.status || 'No answer'}${p.title ? ' ' + p.title : ''}: ${p.detail || ''}` }),
+    (p.errors || []).length ? h('ul', p.errors.map((e) => h('li', h('code', { text: e.pointer || e.parameter || '' }), ' ', e.detail))) : null);
+}
+
+function ms(n) {
+  return n >= 60000 ? `${(n / 60000).toFixed(1)} min` : n >= 1000 ? `${(n / 1000).toFixed(1)} s` : `${n} ms`;
+}
+
+/** A dry run's plan and endpoint checks. */
+function planView(d) {
+  const p = d.plan;
+  return h('div', { id: 'plan' },
+    h('p.banner', { class: d.ready ? 'ok' : 'warn', id: 'plan-ready' },
+      d.ready ? 'Ready: every endpoint resolves and accepts a connection.' : 'Not ready: some endpoint does not resolve or connect (below).'),
+    p.warnings.map((w) => h('p.banner.warn', { text: w })),
+    h('dl.summary',
+      h('div', h('dt', 'Order'), h('dd', { id: 'plan-levels', text: p.levels.map((l) => l.join(' + ')).join(' → ') })),
+      h('div', h('dt', 'Undo order'), h('dd', { id: 'plan-undo', text: p.undo_levels.map((l) => l.join(' + ')).join(' → ') || 'nothing to undo' })),
+      h('div', h('dt', 'Deadline'), h('dd', p.deadline_ms ? ms(p.deadline_ms) : 'none')),
+      h('div', h('dt', 'Worst case forward'), h('dd', ms(p.worst_case_forward_ms)))),
+    h('div.table-wrap', h('table.plan',
+      h('thead', h('tr', ['Step', 'Phase', 'Calls', 'Waits', 'Worst case'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', p.steps.flatMap((s) => s.phases.map((ph) => h('tr',
+        h('td', { 'data-label': 'Step', text: s.name }),
+        h('td', { 'data-label': 'Phase', text: ph.phase + (ph.delay_ms ? ` (after ${ms(ph.delay_ms)})` : '') }),
+        h('td', { 'data-label': 'Calls', text: `${ph.attempts} × ${ms(s.timeout_ms)}` }),
+        h('td', { 'data-label': 'Waits', text: ph.backoffs_ms.map(ms).join(', ') || '—' }),
+        h('td', { 'data-label': 'Worst case', text: ms(ph.worst_case_ms) }))))))),
+    h('div.table-wrap', h('table.endpoints', { id: 'plan-endpoints' },
+      h('thead', h('tr', ['Step', 'Phase', 'URL', 'Resolves', 'Connects'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', d.endpoints.map((e) => h('tr',
+        h('td', { 'data-label': 'Step', text: e.step }),
+        h('td', { 'data-label': 'Phase', text: e.phase }),
+        h('td', { 'data-label': 'URL' }, h('code', { text: `${e.method} ${e.url}` })),
+        h('td', { 'data-label': 'Resolves', text: e.resolves ? `yes (${e.addresses.join(', ')})` : 'no' }),
+        h('td', { 'data-label': 'Connects', class: e.connects ? '' : 'bad', text: e.connects ? 'yes' : `no: ${e.error || ''}` })))))));
+}
+
 // ---------- one saga ----------
 
 function sagaPage(id) {
@@ -680,6 +830,8 @@ function drawSaga(holder, s, refresh) {
     h('dl.summary',
       h('div', h('dt', 'Name'), h('dd', s.name)),
       h('div', h('dt', 'Mode'), h('dd', s.mode)),
+      s.definition ? h('div', h('dt', 'Definition'), h('dd', { id: 'saga-definition' },
+        navLink(`/ui/definitions/${encodeURIComponent(s.definition.name)}`, `${s.definition.name} v${s.definition.version}`))) : null,
       // Started through DTM's protocol (docs/dtm.md): its steps are the branch ids.
       s.name.startsWith('dtm_')
         ? h('div', h('dt', 'DTM'), h('dd', `${s.name.slice(4)} transaction; steps are its branch ids`))

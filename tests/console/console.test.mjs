@@ -526,4 +526,32 @@ test('an operator finds a stuck saga, understands it and fixes it in the console
   const svc = (await call('GET', `/v1/services/${demoSvc}`)).body;
   assert.deepEqual(svc.actions.map((a) => [a.action, a.reason || null]), [['resume', null], ['pause', 'demo deploy']]);
 
+  // Named definitions: a saga started by definition links to it; its page shows the versions
+  // and the document, and a dry run's plan (nothing recorded or called).
+  const doc = { description: 'an order of the demo shop', steps: [
+    { name: 'order', action: { url: `${demo}/orders/create`, body: { user_id: { $payload: '/user_id' }, amount: { $payload: '/amount' } } },
+      compensation: { url: `${demo}/orders/cancel` } },
+    { name: 'pay', action: { url: `${demo}/balance/deduct` } }] };
+  const stored = await call('PUT', '/v1/definitions/demo_order', doc);
+  assert.equal(stored.status, 201);
+  const byDef = await call('POST', '/v1/sagas?wait_ms=5000', { definition: 'demo_order', id: 'by-definition-1', payload: { user_id: 1, amount: 5 } });
+  assert.equal(byDef.status, 201);
+  await page.goto(`${base}/ui/sagas/by-definition-1`);
+  await page.locator('#saga-definition', { hasText: 'demo_order v1' }).waitFor();
+  await page.click('#saga-definition a');
+  await page.locator('#definition-json').waitFor();
+  assert.match(await page.locator('#definition-json').innerText(), /"\$payload": "\/user_id"/);
+  await page.fill('#dry-payload', '{"user_id": 1, "amount": 5}');
+  await page.click('#dry-run');
+  await page.locator('#plan-ready', { hasText: 'Ready' }).waitFor();
+  assert.equal(await page.locator('#plan-levels').innerText(), 'order → pay');
+  assert.equal(await page.locator('#plan-undo').innerText(), 'order');
+  await page.screenshot({ path: join(SHOTS, 'definition.png'), fullPage: true });
+  await page.fill('#dry-payload', '{}');
+  await page.click('#dry-run');
+  await page.locator('#dry-problem', { hasText: '/payload/user_id' }).waitFor();
+  await page.click('#nav-definitions');
+  await page.locator('tr[id="def-demo_order"]', { hasText: 'order → pay' }).waitFor();
+  assert.equal((await call('GET', '/v1/sagas?name=demo_order')).body.items.length, 1, 'dry runs record nothing');
+  assert.deepEqual(problems, []);
 });
