@@ -4,8 +4,8 @@
 //! `definitions check`, and dry runs that plan or refuse with nothing recorded or called.
 
 use crate::helpers::{sigterm_and_wait, start_binary_with, until, Api, TestDb};
-use crate::on_every_db;
 use crate::participant::{Participant, Reply};
+use crate::{on_every_db, on_shared_dbs};
 use serde_json::{json, Value};
 
 on_every_db!(
@@ -13,6 +13,7 @@ on_every_db!(
     a_later_version_leaves_running_sagas_alone_and_a_restart_keeps_everything,
     dry_runs_plan_or_refuse_and_record_nothing,
 );
+on_shared_dbs!(definitions_are_shared_by_every_instance);
 
 async fn put(api: &Api, name: &str, body: &Value) -> (u16, Value) {
     let r = api
@@ -497,4 +498,62 @@ async fn dry_runs_plan_or_refuse_and_record_nothing(db: TestDb) {
         2.0
     );
     app.stop().await;
+}
+
+async fn definitions_are_shared_by_every_instance(db: TestDb) {
+    let p = Participant::start().await;
+    let a = crate::helpers::spawn_app(&db).await;
+    let b = crate::helpers::spawn_app(&db).await;
+    let doc = order_definition(&p);
+    // The same document through both at once: one version.
+    let (ra, rb) = futures::join!(put(&a, "shared", &doc), put(&b, "shared", &doc));
+    let mut codes = [ra.0, rb.0];
+    codes.sort();
+    assert_eq!(codes, [200, 201], "{ra:?} {rb:?}");
+    assert_eq!(
+        (ra.1["version"].as_u64(), rb.1["version"].as_u64()),
+        (Some(1), Some(1))
+    );
+    // Two different documents at once: two versions, numbered one after the other.
+    let mut other = doc.clone();
+    other["description"] = json!("another");
+    let mut third = doc.clone();
+    third["description"] = json!("a third");
+    let (ra, rb) = futures::join!(put(&a, "shared", &other), put(&b, "shared", &third));
+    let mut versions = [ra.1["version"].as_u64(), rb.1["version"].as_u64()];
+    versions.sort();
+    assert_eq!(
+        (ra.0, rb.0, versions),
+        (201, 201, [Some(2), Some(3)]),
+        "{ra:?} {rb:?}"
+    );
+    // Stored through a, started through b; retired through a, refused by b.
+    let (code, s) = b
+        .post(
+            "/v1/sagas?wait_ms=10000",
+            &json!({"definition": "shared", "version": 1, "id": "x-1",
+                                                 "payload": {"order": {"id": "Q"}}}),
+        )
+        .await;
+    assert_eq!(
+        (code, s["status"].as_str()),
+        (201, Some("succeeded")),
+        "{s}"
+    );
+    let (code, _) = a
+        .post(
+            "/v1/definitions/shared/versions/1/retire",
+            &json!({"reason": "moved"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, e) = b
+        .post(
+            "/v1/sagas",
+            &json!({"definition": "shared", "version": 1, "payload": {"order": {"id": 1}}}),
+        )
+        .await;
+    assert_eq!(code, 409, "{e}");
+    a.stop().await;
+    b.stop().await;
 }
