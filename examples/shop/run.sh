@@ -2,7 +2,8 @@
 # The shop example end to end: three Go participants built on sagakit (order, stock, balance), each
 # with its own MariaDB database, driven by saga-orchestrator. It checks a successful order, two
 # refused orders compensated, duplicate deliveries answered from the barrier, and a delayed
-# compensation, then the final stock and balances. See README.md.
+# compensation, then the final stock and balances. The sagas are started by definition, through the
+# Go client of kit/go/client (cmd/shopctl). See README.md.
 #
 # Environment: MARIADB_HOST (127.0.0.1), MARIADB_PORT (3306), MARIADB_USER (root),
 # MARIADB_PASSWORD (empty), SAGA_BIN (the repository's target/debug/saga-orchestrator).
@@ -87,9 +88,10 @@ for s in order stock balance; do
 done
 say "databases shop_order, shop_stock, shop_balance created on $db_host:$db_port"
 
-(cd "$here" && GOTOOLCHAIN=local GOPROXY=off GOSUMDB=off GOFLAGS=-mod=mod go build -o "$work/shop" .) ||
+(cd "$here" && GOTOOLCHAIN=local GOPROXY=off GOSUMDB=off GOFLAGS=-mod=mod go build -o "$work/shop" . &&
+  GOTOOLCHAIN=local GOPROXY=off GOSUMDB=off GOFLAGS=-mod=mod go build -o "$work/shopctl" ./cmd/shopctl) ||
   fail "go build of examples/shop failed"
-say "participants built"
+say "participants and shopctl built"
 
 # first_match FILE REGEX: prints the first capture group of REGEX (sed -E) in FILE, if any.
 first_match() { sed -nE "s/$2/\\1/p" "$1" | head -n 1 | grep .; }
@@ -116,51 +118,48 @@ orch=http://$(first_match "$work/orchestrator.log" '.*"bound":"([^"]*)".*')
 say "orchestrator on $orch"
 
 # ---------------------------------------------------------------------------------------------
-# saga_request ID USER_ID QTY AMOUNT [STOCK_REFUND_DELAY_MS]: the saga placing order ID for
-# QTY of sku A1, paid AMOUNT by USER_ID: create the order, deduct the stock, deduct the balance.
-saga_request() {
-  python3 - "$@" <<PY
-import json, sys
-id, user, qty, amount = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-delay = int(sys.argv[5]) if len(sys.argv) > 5 else 0
-refund = {"url": "${url[stock]}/stock/refund"}
-if delay:
-    refund["delay_ms"] = delay
-print(json.dumps({
-    "id": id, "name": "place_order",
-    "payload": {"order_id": id, "user_id": user, "sku": "A1", "qty": qty, "amount": amount},
-    "steps": [
-        {"name": "create_order", "action": {"url": "${url[order]}/orders/create"},
-         "compensation": {"url": "${url[order]}/orders/cancel"}},
-        {"name": "deduct_stock", "action": {"url": "${url[stock]}/stock/deduct"},
-         "compensation": refund},
-        {"name": "deduct_balance", "action": {"url": "${url[balance]}/balance/deduct"},
-         "compensation": {"url": "${url[balance]}/balance/refund"}},
-    ]}))
-PY
+shopctl() { "$work/shopctl" -orchestrator "$orch" "$@"; }
+
+# define [FLAGS]: stores the definition place_order with the services' URLs (PUT
+# /v1/definitions/place_order, through the Go client); prints {"name", "version", "created"}.
+define() {
+  shopctl define -order "${url[order]}" -stock "${url[stock]}" -balance "${url[balance]}" "$@" ||
+    fail "shopctl define $* failed"
 }
 
-# start_saga WAIT_MS ARGS...: POSTs saga_request ARGS, waiting up to WAIT_MS for the end; prints the saga.
+# start_saga WAIT_MS ID USER_ID QTY AMOUNT: starts the saga placing order ID for QTY of sku A1,
+# paid AMOUNT by USER_ID, by definition (the newest version of place_order), through the Go
+# client, waiting up to WAIT_MS for the end; prints the saga.
 start_saga() {
-  local wait_ms=$1; shift
-  curl -sS --fail-with-body -X POST "$orch/v1/sagas?wait_ms=$wait_ms" \
-    -H 'Content-Type: application/json' --data-binary "$(saga_request "$@")" ||
-    fail "POST /v1/sagas for $1 failed"
+  shopctl start -wait "$1ms" -id "$2" -user "$3" -sku A1 -qty "$4" -amount "$5" ||
+    fail "starting saga $2 by definition failed"
 }
 get_saga() { curl -sS --fail-with-body "$orch/v1/sagas/$1${2:-}" || fail "GET /v1/sagas/$1 failed"; }
 state() { curl -sS --fail-with-body "${url[$1]}/state" || fail "GET ${url[$1]}/state failed"; }
 row() { state "$1" | j "d.get('$2')"; } # row SERVICE KEY
+# body_of SERVICE IDEMPOTENCY_KEY: the body of the last call SERVICE got with that key, as JSON.
+body_of() { curl -sS --fail-with-body "${url[$1]}/calls" | j "[json.loads(c['body']) for c in d if c['headers'].get('Idempotency-Key') == '$2'][-1]"; }
 barrier_rows() { sql "SELECT COUNT(*) FROM shop_$1.saga_barrier"; }
 snapshot() { local s; for s in order stock balance; do echo "$s $(state "$s") barrier rows: $(barrier_rows "$s")"; done; }
 step_status() { j "[s['status'] for s in d['steps'] if s['name'] == '$1'][0]"; }
 
 # ---------------------------------------------------------------------------------------------
+step "the definition: place_order, its bodies made of \$payload references"
+def=$(define)
+expect "definition place_order stored" "$(j '[d["version"], d["created"]]' <<<"$def")" "[1, true]"
+def=$(define)
+expect "the same definition again (no new version)" "$(j '[d["version"], d["created"]]' <<<"$def")" "[1, false]"
+
+# ---------------------------------------------------------------------------------------------
 step "a. an order that succeeds: user 7 buys 2 x A1 for 30"
 saga=$(start_saga 10000 order-a 7 2 30)
 expect "saga order-a status" "$(j 'd["status"]' <<<"$saga")" succeeded
+expect "saga order-a definition" "$(j 'd["definition"]' <<<"$saga")" '{"name": "place_order", "version": 1}'
 expect "order order-a" "$(row order order-a)" created
 expect "stock of A1 (10 - 2)" "$(row stock A1)" 8
 expect "balance of user 7 (100 - 30)" "$(row balance 7)" 70
+expect "body of the stock deduction (\$payload references resolved)" "$(body_of stock order-a/deduct_stock/action)" \
+  '{"amount": 30, "order_id": "order-a", "qty": 2, "sku": "A1", "user_id": 7}'
 
 # ---------------------------------------------------------------------------------------------
 step "b. an order the balance refuses: user 8 (balance 20) buys 1 x A1 for 50"
@@ -173,6 +172,8 @@ expect "step create_order" "$(step_status create_order <<<"$saga")" compensated
 expect "order order-b" "$(row order order-b)" cancelled
 expect "stock of A1 (deducted, then refunded)" "$(row stock A1)" 8
 expect "balance of user 8 (untouched)" "$(row balance 8)" 20
+expect "body of the order's cancel (the order id only)" "$(body_of order order-b/create_order/compensation)" \
+  '{"order_id": "order-b"}'
 
 step "b. an order the stock refuses: user 7 buys 100 x A1 for 10"
 saga=$(start_saga 10000 order-b2 7 100 10)
@@ -224,7 +225,11 @@ say "ok: $replayed duplicates answered as the first delivery; orders, stock, bal
 
 # ---------------------------------------------------------------------------------------------
 step "d. a delayed compensation: user 8 buys 3 x A1 for 25 (refused), the stock refund waits 3 s"
-saga=$(start_saga 0 order-d 8 3 25 3000)
+def=$(define -refund-delay-ms 3000)
+expect "definition place_order with a delayed refund" "$(j '[d["version"], d["created"]]' <<<"$def")" "[2, true]"
+saga=$(start_saga 0 order-d 8 3 25)
+expect "saga order-d definition (the newest)" "$(j 'd["definition"]' <<<"$saga")" '{"name": "place_order", "version": 2}'
+expect "saga order-a definition (unchanged)" "$(get_saga order-a | j 'd["definition"]')" '{"name": "place_order", "version": 1}'
 compensating() { [ "$(get_saga order-d | j 'd["status"]')" = compensating ]; }
 wait_for 10 compensating || fail "saga order-d did not start compensating: $(get_saga order-d)"
 started=$SECONDS
