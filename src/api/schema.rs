@@ -433,13 +433,11 @@ pub struct DefinitionParam;
 
 impl IntoParams for DefinitionParam {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![ParameterBuilder::new()
-            .name("name")
-            .parameter_in(ParameterIn::Path)
-            .required(Required::True)
-            .description(Some("The definition's name"))
-            .schema(Some(named(&NAME, false, "Definition name")))
-            .build()]
+        vec![path(
+            "name",
+            "The definition's name",
+            named(&NAME, false, "Definition name"),
+        )]
     }
 }
 
@@ -449,15 +447,11 @@ pub struct VersionParams;
 impl IntoParams for VersionParams {
     fn into_params(f: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
         let mut v = DefinitionParam::into_params(f);
-        v.push(
-            ParameterBuilder::new()
-                .name("version")
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .description(Some("Its version, from 1"))
-                .schema(Some(integer(1, u32::MAX.into(), "Version")))
-                .build(),
-        );
+        v.push(path(
+            "version",
+            "Its version, from 1",
+            integer(1, u32::MAX.into(), "Version"),
+        ));
         v
     }
 }
@@ -510,6 +504,17 @@ schema!(
         &[],
     )
 );
+
+/// One path parameter.
+fn path(name: &str, description: &str, schema: Schema) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
 
 /// One optional query parameter.
 fn query(name: &str, description: &str, schema: Schema) -> Parameter {
@@ -630,13 +635,7 @@ pub struct IdParam;
 
 impl IntoParams for IdParam {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![ParameterBuilder::new()
-            .name("id")
-            .parameter_in(ParameterIn::Path)
-            .required(Required::True)
-            .description(Some("Saga id"))
-            .schema(Some(named(&SAGA_ID, false, "Saga id")))
-            .build()]
+        vec![path("id", "Saga id", named(&SAGA_ID, false, "Saga id"))]
     }
 }
 
@@ -645,13 +644,11 @@ pub struct ServiceParam;
 
 impl IntoParams for ServiceParam {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![ParameterBuilder::new()
-            .name("service")
-            .parameter_in(ParameterIn::Path)
-            .required(Required::True)
-            .description(Some("An endpoint's service label (host:port by default)"))
-            .schema(Some(named(&SERVICE, false, "Service label")))
-            .build()]
+        vec![path(
+            "service",
+            "An endpoint's service label (host:port by default)",
+            named(&SERVICE, false, "Service label"),
+        )]
     }
 }
 
@@ -660,13 +657,7 @@ pub struct StepParam;
 
 impl IntoParams for StepParam {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![ParameterBuilder::new()
-            .name("step")
-            .parameter_in(ParameterIn::Path)
-            .required(Required::True)
-            .description(Some("Step name"))
-            .schema(Some(named(&NAME, false, "Step name")))
-            .build()]
+        vec![path("step", "Step name", named(&NAME, false, "Step name"))]
     }
 }
 
