@@ -12,6 +12,8 @@ use super::AppState;
 use crate::domain::catalog::check_document;
 use crate::domain::limits::NAME;
 use crate::domain::parse_operator_body;
+use crate::domain::secrets::{request_headers, MASK};
+use crate::domain::SecretHeaders;
 use crate::store::{Put, Retirement, StoredDefinition};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -103,8 +105,9 @@ pub struct DefinitionsAnswer {
     pub items: Vec<DefinitionSummary>,
 }
 
-/// The view of one stored version.
-pub fn view(d: StoredDefinition) -> DefinitionView {
+/// The view of one stored version: secret header values (`participant.secret_headers`) shown
+/// as `***`, as in a saga's request; payload references are shown as they are.
+pub fn view(d: StoredDefinition, secrets: &SecretHeaders) -> DefinitionView {
     DefinitionView {
         name: d.name,
         version: d.version,
@@ -116,9 +119,18 @@ pub fn view(d: StoredDefinition) -> DefinitionView {
             by: r.who,
             reason: r.reason,
         }),
-        definition: d.document,
+        definition: masked(d.document, secrets),
         versions: None,
     }
+}
+
+fn masked(mut document: Value, secrets: &SecretHeaders) -> Value {
+    for (name, value) in request_headers(&mut document) {
+        if value.is_string() && secrets.is_secret(name) {
+            *value = Value::String(MASK.into());
+        }
+    }
+    document
 }
 
 fn not_found(name: &str, version: Option<u32>) -> Problem {
@@ -185,7 +197,7 @@ pub async fn put(
     tracing::info!(definition = %d.name, version = d.version, action, "definition");
     Ok(HttpResponse::build(code)
         .insert_header((header::LOCATION, location(&d.name, d.version)))
-        .json(view(d)))
+        .json(view(d, &state.secrets)))
 }
 
 /// `GET /v1/definitions`
@@ -244,7 +256,7 @@ pub async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<
         .into_iter()
         .next()
         .ok_or_else(|| not_found(&name, None))?;
-    let mut v = view(newest);
+    let mut v = view(newest, &state.secrets);
     v.versions = Some(list);
     Ok(HttpResponse::Ok().json(v))
 }
@@ -276,7 +288,7 @@ pub async fn version(
     let d = timed(&state, state.definitions.version(&name, v))
         .await?
         .ok_or_else(|| not_found(&name, Some(v)))?;
-    Ok(HttpResponse::Ok().json(view(d)))
+    Ok(HttpResponse::Ok().json(view(d, &state.secrets)))
 }
 
 /// `POST /v1/definitions/{name}/versions/{version}/retire`
@@ -313,5 +325,5 @@ pub async fn retire(
             .inc();
         tracing::info!(definition = %name, version = v, "definition retired");
     }
-    Ok(HttpResponse::Ok().json(view(d)))
+    Ok(HttpResponse::Ok().json(view(d, &state.secrets)))
 }

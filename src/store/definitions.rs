@@ -52,10 +52,12 @@ pub enum Put {
     Unchanged(StoredDefinition),
 }
 
-/// The definitions' side of the log.
+/// The definitions' side of the log. Header values are sealed at rest as a saga's are
+/// (`secrets.key_file`): a document is stored sealed and opened when read.
 #[derive(Clone)]
 pub struct DefinitionLog {
     db: DatabaseConnection,
+    sealer: super::Sealer,
 }
 
 fn digest(document: &Value) -> String {
@@ -64,9 +66,10 @@ fn digest(document: &Value) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unpack(m: row::Model) -> Result<StoredDefinition, StoreError> {
-    let document = serde_json::from_str(&m.document)
+fn unpack(m: row::Model, sealer: &super::Sealer) -> Result<StoredDefinition, StoreError> {
+    let mut document = serde_json::from_str(&m.document)
         .map_err(|e| StoreError::Corrupt(format!("definition {} v{}: {e}", m.name, m.version)))?;
+    sealer.open_request(&mut document);
     Ok(StoredDefinition {
         version: u32::try_from(m.version).unwrap_or_default(),
         name: m.name,
@@ -84,8 +87,12 @@ fn unpack(m: row::Model) -> Result<StoredDefinition, StoreError> {
 
 impl DefinitionLog {
     /// Over `db`.
-    pub(super) fn new(db: DatabaseConnection) -> Self {
-        DefinitionLog { db }
+    pub(super) fn new(db: DatabaseConnection, sealer: super::Sealer) -> Self {
+        DefinitionLog { db, sealer }
+    }
+
+    fn unpack(&self, m: row::Model) -> Result<StoredDefinition, StoreError> {
+        unpack(m, &self.sealer)
     }
 
     /// Stores `document` as the next version of `name`, unless the latest version is this very
@@ -99,7 +106,10 @@ impl DefinitionLog {
         at: i64,
         who: &str,
     ) -> Result<Put, StoreError> {
+        // The digest is the plain document's (sealing draws a fresh nonce each time).
         let digest = digest(document);
+        let mut sealed = document.clone();
+        self.sealer.seal_request(&mut sealed);
         let mut tries = 0;
         loop {
             tries += 1;
@@ -114,7 +124,7 @@ impl DefinitionLog {
                 .as_ref()
                 .filter(|l| l.digest == digest && l.retired_at.is_none())
             {
-                let found = unpack(l.clone())?;
+                let found = self.unpack(l.clone())?;
                 txn.commit().await?;
                 return Ok(Put::Unchanged(found));
             }
@@ -122,7 +132,7 @@ impl DefinitionLog {
             let inserted = row::ActiveModel {
                 name: Set(name.to_string()),
                 version: Set(version),
-                document: Set(document.to_string()),
+                document: Set(sealed.to_string()),
                 digest: Set(digest.clone()),
                 description: Set(description.map(String::from)),
                 created_at: Set(at),
@@ -136,7 +146,7 @@ impl DefinitionLog {
             match inserted {
                 Ok(m) => {
                     txn.commit().await?;
-                    return Ok(Put::Created(unpack(m)?));
+                    return Ok(Put::Created(self.unpack(m)?));
                 }
                 // Another writer took this number first.
                 Err(_) if tries < 5 => {
@@ -156,7 +166,7 @@ impl DefinitionLog {
         row::Entity::find_by_id((name.to_string(), version as i32))
             .one(&self.db)
             .await?
-            .map(unpack)
+            .map(|m| self.unpack(m))
             .transpose()
     }
 
@@ -168,7 +178,7 @@ impl DefinitionLog {
             .all(&self.db)
             .await?
             .into_iter()
-            .map(unpack)
+            .map(|m| self.unpack(m))
             .collect()
     }
 
@@ -186,7 +196,7 @@ impl DefinitionLog {
             .one(&self.db)
             .await?;
         if let Some(m) = live {
-            return Ok(Ok(Some(unpack(m)?)));
+            return Ok(Ok(Some(self.unpack(m)?)));
         }
         Ok(match self.versions(name).await?.into_iter().next() {
             Some(newest) => Err(newest),
@@ -213,7 +223,7 @@ impl DefinitionLog {
                 }
                 _ => {
                     let v = u32::try_from(m.version).unwrap_or_default();
-                    out.push((unpack(m)?, if live { v } else { 0 }));
+                    out.push((self.unpack(m)?, if live { v } else { 0 }));
                 }
             }
         }
@@ -238,7 +248,7 @@ impl DefinitionLog {
         };
         if m.retired_at.is_some() {
             txn.commit().await?;
-            return Ok(Some((unpack(m)?, false)));
+            return Ok(Some((self.unpack(m)?, false)));
         }
         let mut a: row::ActiveModel = m.into();
         a.retired_at = Set(Some(r.at));
@@ -246,6 +256,6 @@ impl DefinitionLog {
         a.retire_reason = Set(r.reason.clone());
         let m = a.update(&txn).await?;
         txn.commit().await?;
-        Ok(Some((unpack(m)?, true)))
+        Ok(Some((self.unpack(m)?, true)))
     }
 }

@@ -62,7 +62,7 @@ impl SqlStore {
 
     /// The named definitions' side of the log, over the same pool.
     pub fn definitions(&self) -> super::DefinitionLog {
-        super::DefinitionLog::new(self.db.clone())
+        super::DefinitionLog::new(self.db.clone(), self.sealer.clone())
     }
 
     /// The underlying pool.

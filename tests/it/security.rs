@@ -557,6 +557,72 @@ async fn headers_are_encrypted_at_rest_and_sent_in_clear(db: TestDb) {
 
 crate::on_every_db!(headers_are_encrypted_at_rest_and_sent_in_clear);
 
+/// A named definition's header values are sealed at rest like a saga's, shown as `***` to
+/// readers, and sent in clear by the sagas started from it.
+async fn definition_headers_are_sealed_at_rest_and_masked(db: TestDb) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let p = Participant::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "0123456789abcdef".repeat(4)).unwrap();
+    let mut s = test_settings(&db);
+    s.secrets.key_file = key.to_str().unwrap().into();
+    let app = spawn_app_with(s).await;
+    let mut a = p.step("a");
+    a["action"]["headers"] =
+        json!({"Authorization": "Bearer def-s3cret", "X-Tenant": {"$payload": "/t"}});
+    let r = app
+        .client
+        .put(format!("{}/v1/definitions/secretive", app.base))
+        .json(&json!({"steps": [a]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let (_, v) = app.get("/v1/definitions/secretive").await;
+    let h = &v["definition"]["steps"][0]["action"]["headers"];
+    assert_eq!(h["Authorization"], "***", "{v}");
+    assert_eq!(
+        h["X-Tenant"],
+        json!({"$payload": "/t"}),
+        "references are shown"
+    );
+    let (code, s) = app
+        .post(
+            "/v1/sagas?wait_ms=10000",
+            &json!({"definition": "secretive", "id": "sd-1", "payload": {"t": "acme"}}),
+        )
+        .await;
+    assert_eq!(
+        (code, s["status"].as_str()),
+        (201, Some("succeeded")),
+        "{s}"
+    );
+    let call = &p.calls_of("sd-1")[0];
+    assert_eq!(
+        (call.header("authorization"), call.header("x-tenant")),
+        ("Bearer def-s3cret", "acme")
+    );
+    app.stop().await;
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT document FROM saga_definitions",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let document: String = row.try_get("", "document").unwrap();
+    let _ = conn.close().await;
+    assert!(
+        !document.contains("def-s3cret") && document.contains("enc:v1:"),
+        "{document}"
+    );
+}
+
+crate::on_every_db!(definition_headers_are_sealed_at_rest_and_masked);
+
 #[actix_web::test]
 async fn documented_request_limits_are_answered_with_pointers() {
     let db = TestDb::new(Kind::Sqlite).await.unwrap();
