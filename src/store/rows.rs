@@ -10,11 +10,20 @@ use std::sync::Arc;
 /// Prefix of a packed column value: `z1:` and the base64 of the zlib-compressed JSON text.
 const PACKED: &str = "z1:";
 
+/// Below this many bytes a column stays plain JSON without trying: zlib's header and checksum
+/// and base64's third leave nothing to gain, and each try allocates and zeroes the
+/// compressor's ~230 KB of state (perf, docs/benchmarks.md). A start by definition's request
+/// (a name and a payload) is usually this short.
+const PACK_MIN: usize = 256;
+
 /// `json` packed when that is shorter: the request and the definition are written once and
 /// read rarely, and repeat the same URLs and policies (docs/saga-log.md, "Where the bytes go").
 fn pack(json: String) -> String {
     use base64::Engine;
     use std::io::Write;
+    if json.len() < PACK_MIN {
+        return json;
+    }
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
     let packed = z
         .write_all(json.as_bytes())
@@ -319,6 +328,14 @@ mod tests {
         // Small or older rows: plain JSON, read as it is.
         let small = json!({"a": 1});
         assert_eq!(request_column(&small), small);
+        // Under PACK_MIN bytes nothing is tried, however well it would compress.
+        let repetitive = json!({"a": "x".repeat(PACK_MIN - 20)});
+        assert_eq!(request_column(&repetitive), repetitive);
+        let longer = json!({"a": "x".repeat(PACK_MIN)});
+        assert!(
+            request_column(&longer).is_string(),
+            "packed from PACK_MIN bytes on"
+        );
         assert_eq!(request_of(small.clone()).unwrap(), small);
         assert_eq!(unpack("{\"a\":1}").unwrap(), "{\"a\":1}");
         assert!(unpack("z1:!!!").is_err());
