@@ -389,6 +389,10 @@ async fn service_endpoints_answer(db: TestDb) {
             "/v1/bulk/retry",
             "/v1/bulk/wake",
             "/v1/counts",
+            "/v1/definitions",
+            "/v1/definitions/{name}",
+            "/v1/definitions/{name}/versions/{version}",
+            "/v1/definitions/{name}/versions/{version}/retire",
             "/v1/sagas",
             "/v1/sagas/{id}",
             "/v1/sagas/{id}/abort",
@@ -424,10 +428,20 @@ async fn service_endpoints_answer(db: TestDb) {
         schemas["SagaStep"]["properties"]["name"]["pattern"],
         "^[A-Za-z0-9_.-]{1,64}$"
     );
-    // The endpoints each mode requires, one schema per mode, as the validator enforces them.
+    // The endpoints each mode requires, one schema per mode, as the validator enforces them;
+    // or a start that names a stored definition.
     assert_eq!(
         schemas["StartRequest"]["oneOf"],
-        json!([{"$ref": "#/components/schemas/SagaStart"}, {"$ref": "#/components/schemas/TccStart"}])
+        json!([{"$ref": "#/components/schemas/SagaStart"}, {"$ref": "#/components/schemas/TccStart"},
+               {"$ref": "#/components/schemas/DefinitionStart"}])
+    );
+    assert_eq!(
+        schemas["DefinitionStart"]["required"],
+        json!(["definition"])
+    );
+    assert!(
+        schemas["SagaDefinitionRequest"]["properties"]["id"].is_null(),
+        "a definition has no id"
     );
     assert_eq!(schemas["SagaStep"]["required"], json!(["name", "action"]));
     assert_eq!(
