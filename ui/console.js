@@ -869,8 +869,17 @@ function retention(s) {
 /** The forward phase's deadline counts down only while the saga goes forward. */
 function deadline(s) {
   if (!s.deadline_at) return h('span.muted', 'none');
+  if (s.status === 'running' && s.paused_at) return frozen(s);
   if (s.status === 'running') return when(s.deadline_at, true);
   return h('span.muted', { title: s.deadline_at }, `${localTime(s.deadline_at)} (no longer applies)`);
+}
+
+/** A paused saga's deadline waits with it (a resume moves it by the pause): what was left when
+ * it was paused, not a countdown. */
+function frozen(s) {
+  const left = Date.parse(s.deadline_at) - Date.parse(s.paused_at);
+  return h('span.deadline-frozen', { title: s.deadline_at },
+    left > 0 ? `${span(left)} left, frozen while paused` : 'passed before the pause');
 }
 
 const ACTION_TEXT = {
@@ -1008,7 +1017,8 @@ function timers(s) {
     items.push([step.next_attempt_at, h('li', h('strong', step.name), `: ${what} `, at)]);
   }
   if (s.deadline_at && s.status === 'running') {
-    items.push([s.deadline_at, h('li', h('strong', 'Deadline'), `: then it ${s.mode === 'tcc' ? 'cancels' : 'compensates'} `, when(s.deadline_at, true))]);
+    items.push([s.deadline_at, h('li', h('strong', 'Deadline'), `: then it ${s.mode === 'tcc' ? 'cancels' : 'compensates'} `,
+      s.paused_at ? frozen(s) : when(s.deadline_at, true))]);
   }
   if (!items.length) return null;
   items.sort((a, b) => Date.parse(a[0]) - Date.parse(b[0]));

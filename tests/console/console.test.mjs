@@ -370,6 +370,7 @@ test('an operator finds a stuck saga, understands it and fixes it in the console
   assert.equal((await call('POST', '/demo/faults', { 'orders/create': 503 })).status, 200);
   const slow = order('order-1004', {});
   slow.steps = [{ ...slow.steps[0], retry: { max_attempts: 5, initial_backoff_ms: 60000, max_backoff_ms: 60000 } }];
+  slow.timeout_ms = 3600000;
   assert.equal((await call('POST', '/v1/sagas', slow)).status, 201);
   await until('order-1004 to wait for its retry', async () =>
     (await call('GET', '/v1/sagas/order-1004')).body.steps[0].status === 'retry_scheduled');
@@ -392,6 +393,8 @@ test('an operator finds a stuck saga, understands it and fixes it in the console
   await page.locator('#action-result', { hasText: /^202 Accepted: pause requested/ }).waitFor();
   await page.locator('#paused-banner').waitFor();
   assert.match(await page.locator('section.timers li', { hasText: 'order' }).innerText(), /held while paused$/);
+  // Its deadline waits with it: what was left, not a countdown.
+  assert.match(await page.locator('dl.summary .deadline-frozen').innerText(), /^(59 min|1 h)( \d+ s)? left, frozen while paused$/);
   await until('resume enabled', () => page.locator('#action-resume').isEnabled());
   assert.equal(await page.locator('#action-wake').isDisabled(), true);
   assert.match(await page.locator('#why-wake').innerText(), /paused; resume it first/);
