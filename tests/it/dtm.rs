@@ -3,7 +3,7 @@
 //! MariaDB and PostgreSQL: the calls a participant written for DTM sees, in DTM's order, and
 //! each transaction the same saga the native API shows.
 
-use crate::helpers::{spawn_app, spawn_app_with, test_settings, Api, TestDb};
+use crate::helpers::{sigterm_and_wait, spawn_app, spawn_app_with, test_settings, Api, TestDb};
 use crate::participant::{Call, Participant, Reply};
 use crate::security::token;
 use serde_json::{json, Value};
@@ -750,7 +750,54 @@ async fn reset_next_cron_time_and_force_stop_act_at_once(db: TestDb) {
     app.stop().await;
 }
 
+/// A prepared msg has its client's deadline; a submit clears it (the transaction runs to its
+/// end). That clearing is in the log: after a restart past the old deadline a message still
+/// being delivered is not turned back for "deadline exceeded".
+async fn a_submitted_msg_keeps_no_deadline_across_a_restart(db: TestDb) {
+    let p = Participant::start().await;
+    p.default_reply("/deliver", Reply::code(503));
+    let env = [("SAGA__PARTICIPANT__BREAKER__ENABLED", "false")];
+    let (mut child, api, _) = crate::helpers::start_binary_with(&db, &env);
+    let body = json!({"gid": "msg-deadline", "trans_type": "msg", "timeout_to_fail": 1,
+        "retry_interval": 1, "steps": [{"action": p.url("/deliver")}], "payloads": ["{}"],
+        "query_prepared": p.url("/QueryPrepared")});
+    let (code, v) = api.post("/api/dtmsvr/prepare", &body).await;
+    assert_eq!(code, 200, "{v}");
+    let (_, s) = api.get("/v1/sagas/msg-deadline").await;
+    assert!(
+        s["deadline_at"].is_string(),
+        "prepared: its client's deadline: {s}"
+    );
+    let (code, v) = api.post("/api/dtmsvr/submit", &body).await;
+    assert_eq!(code, 200, "{v}");
+    let deliveries = || p.calls().iter().filter(|c| c.path == "/deliver").count();
+    crate::helpers::eventually(20, "a delivery refused", || deliveries() > 0).await;
+    let (_, s) = api.get("/v1/sagas/msg-deadline").await;
+    assert!(s["deadline_at"].is_null(), "submitted: no deadline: {s}");
+    sigterm_and_wait(&mut child).await;
+    // Past the old deadline, a new process loads the saga from the log.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (_child, api, _) = crate::helpers::start_binary_with(&db, &env);
+    let before = deliveries();
+    crate::helpers::eventually(20, "delivery going on after the restart", || {
+        deliveries() > before
+    })
+    .await;
+    let (_, s) = api.get("/v1/sagas/msg-deadline").await;
+    assert_eq!(s["status"], "running", "{s}");
+    assert!(s["deadline_at"].is_null(), "{s}");
+    p.default_reply("/deliver", Reply::ok());
+    let s = api
+        .wait_status("msg-deadline", &["succeeded", "compensated", "stuck"], 20)
+        .await;
+    assert_eq!(
+        s["status"], "succeeded",
+        "delivered, never turned back: {s}"
+    );
+}
+
 crate::on_every_db!(
+    a_submitted_msg_keeps_no_deadline_across_a_restart,
     reset_next_cron_time_and_force_stop_act_at_once,
     a_sigkill_between_branches_sends_no_recorded_branch_again,
     msg_submitted_is_delivered,
