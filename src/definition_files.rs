@@ -80,14 +80,7 @@ pub fn read_file(
             .to_string(),
     };
     let checked = check_document(&name, &body, defaults)
-        .and_then(|c| {
-            let blocked = policy.check_definition(&c.sample);
-            if blocked.is_empty() {
-                Ok(c)
-            } else {
-                Err(blocked)
-            }
-        })
+        .and_then(|c| policy.admit(&c.sample).map(|()| c))
         .map_err(|errs| {
             errs.into_iter()
                 .map(|e| {

@@ -12,7 +12,6 @@ use super::AppState;
 use crate::domain::catalog::check_document;
 use crate::domain::limits::NAME;
 use crate::domain::parse_operator_body;
-use crate::domain::secrets::{request_headers, MASK};
 use crate::domain::SecretHeaders;
 use crate::store::{Put, Retirement, StoredDefinition};
 use actix_web::http::{header, StatusCode};
@@ -119,18 +118,9 @@ pub fn view(d: StoredDefinition, secrets: &SecretHeaders) -> DefinitionView {
             by: r.who,
             reason: r.reason,
         }),
-        definition: masked(d.document, secrets),
+        definition: secrets.redact_request(&d.document),
         versions: None,
     }
-}
-
-fn masked(mut document: Value, secrets: &SecretHeaders) -> Value {
-    for (name, value) in request_headers(&mut document) {
-        if value.is_string() && secrets.is_secret(name) {
-            *value = Value::String(MASK.into());
-        }
-    }
-    document
 }
 
 fn not_found(name: &str, version: Option<u32>) -> Problem {

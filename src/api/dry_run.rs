@@ -5,7 +5,7 @@
 use super::AppState;
 use crate::domain::catalog::DefinitionRef;
 use crate::domain::plan::{plan, Plan};
-use crate::domain::{Phase, SagaDefinition};
+use crate::domain::SagaDefinition;
 use crate::reachability::{authority, probe_all};
 use actix_web::HttpResponse;
 use serde::Serialize;
@@ -69,38 +69,33 @@ pub struct DryRunView {
 
 /// Plans `def` and probes its hosts.
 pub async fn answer(state: &AppState, def: SagaDefinition) -> HttpResponse {
+    let plan = plan(&def);
     let reach = probe_all(
         &state.shared.outbound,
         def.endpoints().map(|e| e.url.as_str()),
     )
     .await;
-    let mut endpoints = Vec::new();
-    for s in &def.steps {
-        for phase in [
-            Phase::Action,
-            Phase::Try,
-            Phase::Confirm,
-            Phase::Compensation,
-            Phase::Cancel,
-        ] {
-            let Some(ep) = s.endpoint(phase).filter(|_| phase_of(&def, phase)) else {
-                continue;
-            };
-            let r = authority(&ep.url).and_then(|a| reach.get(&a));
-            endpoints.push(EndpointCheck {
+    // The plan names each step's phases of the saga's mode, in order, with their endpoints.
+    let endpoints: Vec<EndpointCheck> = plan
+        .steps
+        .iter()
+        .flat_map(|s| s.phases.iter().map(move |p| (s, p)))
+        .map(|(s, p)| {
+            let r = authority(&p.url).and_then(|a| reach.get(&a));
+            EndpointCheck {
                 step: s.name.clone(),
-                phase: phase.as_str().into(),
-                method: ep.method.clone(),
-                url: ep.url.clone(),
-                service: ep.service.clone(),
+                phase: p.phase.into(),
+                method: p.method.clone(),
+                url: p.url.clone(),
+                service: p.service.clone(),
                 allowed: true,
                 resolves: r.is_some_and(|r| r.resolves),
                 addresses: r.map(|r| r.addresses.clone()).unwrap_or_default(),
                 connects: r.is_some_and(|r| r.connects),
                 error: r.and_then(|r| r.error.clone()),
-            });
-        }
-    }
+            }
+        })
+        .collect();
     let ready = endpoints.iter().all(|e| e.connects);
     state
         .shared
@@ -114,16 +109,7 @@ pub async fn answer(state: &AppState, def: SagaDefinition) -> HttpResponse {
         name: def.name.clone(),
         mode: def.mode.as_str().into(),
         definition: def.origin.clone(),
-        plan: plan(&def),
+        plan,
         endpoints,
     })
-}
-
-/// Whether `phase` belongs to the saga's mode (a saga's step has no confirm, say).
-fn phase_of(def: &SagaDefinition, phase: Phase) -> bool {
-    use crate::domain::Mode;
-    match def.mode {
-        Mode::Saga => matches!(phase, Phase::Action | Phase::Compensation),
-        Mode::Tcc => matches!(phase, Phase::Try | Phase::Confirm | Phase::Cancel),
-    }
 }

@@ -134,14 +134,7 @@ pub(super) fn admit_sample<T>(
     def: impl Fn(&T) -> &SagaDefinition,
 ) -> std::result::Result<T, Vec<FieldError>> {
     parsed
-        .and_then(|t| {
-            let blocked = state.shared.outbound.check_definition(def(&t));
-            if blocked.is_empty() {
-                Ok(t)
-            } else {
-                Err(blocked)
-            }
-        })
+        .and_then(|t| state.shared.outbound.admit(def(&t)).map(|()| t))
         .inspect_err(|_| state.shared.metrics.rejected.inc())
 }
 

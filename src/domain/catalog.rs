@@ -9,15 +9,13 @@
 
 use super::definition::{Defaults, SagaDefinition};
 use super::limits::{MAX_REASON, NAME};
-use super::validation::{parse_request, FieldError};
+use super::secrets::ENDPOINTS;
+use super::validation::{parse_request, token as escape, FieldError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The key of a payload reference.
 pub const REF: &str = "$payload";
-
-/// The phases whose endpoints may hold references.
-const PHASE_KEYS: [&str; 5] = ["action", "compensation", "try", "confirm", "cancel"];
 
 /// Keys a definition document may not have, and why.
 const NOT_IN_DEFINITION: [(&str, &str); 2] = [
@@ -165,7 +163,7 @@ pub fn parse_start(body: &Value) -> Result<StartByDefinition, Vec<FieldError>> {
     };
     for k in obj.keys().filter(|k| !START_KEYS.contains(&k.as_str())) {
         push(
-            format!("/{}", k.replace('~', "~0").replace('/', "~1")),
+            format!("/{}", escape(k)),
             format!(
                 "not allowed in a start by definition (the definition holds it); expected one \
                  of: {}",
@@ -242,7 +240,7 @@ fn walk_endpoints(doc: &mut Value, f: &mut dyn FnMut(&mut Value, &str, Option<&s
         return;
     };
     for (i, step) in steps.iter_mut().enumerate() {
-        for phase in PHASE_KEYS {
+        for phase in ENDPOINTS {
             let Some(Value::Object(ep)) = step.get_mut(phase) else {
                 continue;
             };
@@ -258,10 +256,6 @@ fn walk_endpoints(doc: &mut Value, f: &mut dyn FnMut(&mut Value, &str, Option<&s
             }
         }
     }
-}
-
-fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
 }
 
 /// What `v` refers to, if it is a reference: `Ok(pointer)`, or why it is a malformed one.

@@ -95,12 +95,13 @@ pub fn plan(def: &SagaDefinition) -> Plan {
     }
     let worst_case_forward_ms = finish.iter().copied().max().unwrap_or(0);
     // Undo level: one more than the highest among the steps that depend on it.
+    let dependents = def.dependents();
     let mut undo = vec![0usize; n];
     for _ in 0..n {
         for i in 0..n {
-            undo[i] = (0..n)
-                .filter(|&j| def.steps[j].deps.contains(&i))
-                .map(|j| undo[j] + 1)
+            undo[i] = dependents[i]
+                .iter()
+                .map(|&j| undo[j] + 1)
                 .max()
                 .unwrap_or(0);
         }

@@ -167,6 +167,16 @@ impl OutboundPolicy {
         }
     }
 
+    /// `Ok` when every URL of `def` passes ([`Self::check_definition`]), else its refusals.
+    pub fn admit(&self, def: &SagaDefinition) -> Result<(), Vec<FieldError>> {
+        let blocked = self.check_definition(def);
+        if blocked.is_empty() {
+            Ok(())
+        } else {
+            Err(blocked)
+        }
+    }
+
     /// Every endpoint of `def` that the policy refuses, with the pointer of its URL.
     pub fn check_definition(&self, def: &SagaDefinition) -> Vec<FieldError> {
         let mut out = Vec::new();

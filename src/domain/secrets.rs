@@ -80,11 +80,12 @@ impl SecretHeaders {
         serde_json::json!({"url": e.url, "method": e.method, "headers": headers, "body": e.body})
     }
 
-    /// A copy of a saga request (as accepted) with every secret header value masked.
+    /// A copy of a saga request (as accepted), or of a stored definition, with every secret
+    /// header value masked (a definition's payload reference is no secret: it stays).
     pub fn redact_request(&self, request: &Value) -> Value {
         let mut out = request.clone();
         for (name, value) in request_headers(&mut out) {
-            if self.is_secret(name) {
+            if value.is_string() && self.is_secret(name) {
                 *value = Value::String(MASK.into());
             }
         }

@@ -81,7 +81,7 @@ impl Errors {
 }
 
 /// Escapes one reference token of a JSON Pointer.
-fn token(s: &str) -> String {
+pub(super) fn token(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
