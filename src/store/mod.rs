@@ -8,6 +8,7 @@
 //! ([`writer`]), which commits the writes of many sagas together in a few multi-row statements.
 //! Reads are plain queries ([`reads`]).
 
+mod bulk;
 mod claims;
 mod connect;
 mod definitions;

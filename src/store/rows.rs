@@ -11,31 +11,47 @@ use std::sync::Arc;
 const PACKED: &str = "z1:";
 
 /// Below this many bytes a column stays plain JSON without trying: zlib's header and checksum
-/// and base64's third leave nothing to gain, and each try allocates and zeroes the
-/// compressor's ~230 KB of state (perf, docs/benchmarks.md). A start by definition's request
-/// (a name and a payload) is usually this short.
+/// and base64's third leave nothing to gain (a start by definition's request, a name and a
+/// payload, is usually this short).
 const PACK_MIN: usize = 256;
+
+thread_local! {
+    /// One compressor per thread, reset between columns: a new one allocates and zeroes about
+    /// 230 KB of state, which cost 7 % of the process's CPU when made per column (perf,
+    /// docs/benchmarks.md).
+    static COMPRESSOR: std::cell::RefCell<flate2::Compress> =
+        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::fast(), true));
+}
+
+/// `bytes` zlib-compressed (header and checksum included) by this thread's compressor.
+fn zlib(bytes: &[u8]) -> Result<Vec<u8>, flate2::CompressError> {
+    COMPRESSOR.with(|z| {
+        let mut z = z.borrow_mut();
+        z.reset();
+        let mut out = Vec::with_capacity(bytes.len() / 2 + 64);
+        loop {
+            let read = z.total_in() as usize;
+            let status = z.compress_vec(&bytes[read..], &mut out, flate2::FlushCompress::Finish)?;
+            if status == flate2::Status::StreamEnd {
+                return Ok(out);
+            }
+            out.reserve(out.capacity().max(64));
+        }
+    })
+}
 
 /// `json` packed when that is shorter: the request and the definition are written once and
 /// read rarely, and repeat the same URLs and policies (docs/saga-log.md, "Where the bytes go").
 fn pack(json: String) -> String {
     use base64::Engine;
-    use std::io::Write;
     if json.len() < PACK_MIN {
         return json;
     }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-    let packed = z
-        .write_all(json.as_bytes())
-        .and_then(|()| z.finish())
-        .map(|b| {
-            format!(
-                "{PACKED}{}",
-                base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
-            )
-        });
-    match packed {
-        Ok(p) if p.len() < json.len() => p,
+    match zlib(json.as_bytes()) {
+        Ok(b) if (b.len() * 4).div_ceil(3) + PACKED.len() < json.len() => format!(
+            "{PACKED}{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
+        ),
         _ => json,
     }
 }
@@ -63,7 +79,7 @@ pub(super) fn definition_column(def: &SagaDefinition) -> String {
 }
 
 /// The `request` column (a JSON column): the request, or a JSON string holding it packed.
-fn request_column(request: &serde_json::Value) -> serde_json::Value {
+pub(super) fn request_column(request: &serde_json::Value) -> serde_json::Value {
     let text = request.to_string();
     let packed = pack(text);
     if packed.starts_with(PACKED) {
@@ -228,26 +244,6 @@ pub(super) fn listed_record(m: Listed) -> Result<SagaRecord, StoreError> {
     })
 }
 
-/// The history row of a call record (none for an operator action).
-pub(super) fn call_row(saga_id: &str, r: &LogRecord) -> Option<saga_call::ActiveModel> {
-    let LogRecord::Call { step_name, record } = r else {
-        return None;
-    };
-    Some(saga_call::ActiveModel {
-        id: NotSet,
-        saga_id: Set(saga_id.to_string()),
-        step_idx: Set(record.step as i32),
-        step: Set(step_name.clone()),
-        phase: Set(record.phase.as_str().to_string()),
-        attempt: Set(record.attempt as i32),
-        started_at: Set(record.started_at),
-        finished_at: Set(Some(record.finished_at)),
-        http_status: Set(record.http_status.map(i32::from)),
-        outcome: Set(Some(record.outcome.as_str().to_string())),
-        error: Set(record.error.clone()),
-    })
-}
-
 /// The row of an operator action (none for a call).
 pub(super) fn operator_row(
     saga_id: &str,
@@ -339,5 +335,33 @@ mod tests {
         assert_eq!(request_of(small.clone()).unwrap(), small);
         assert_eq!(unpack("{\"a\":1}").unwrap(), "{\"a\":1}");
         assert!(unpack("z1:!!!").is_err());
+    }
+
+    #[test]
+    fn one_thread_packs_column_after_column_each_read_back_whole() {
+        // The thread's compressor is reused: each column must start a fresh stream, whatever
+        // the one before it was (short, long, incompressible).
+        let mut seed = 7u64;
+        for i in 0..200 {
+            let len = [PACK_MIN, 300, 5_000, 70_000][i % 4];
+            let text: String = (0..len)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    // Half the columns repeat few letters (packed), half are noise (kept).
+                    let span = if i % 2 == 0 { 4 } else { 90 };
+                    char::from(b' ' + ((seed >> 33) % span) as u8 + 1)
+                })
+                .collect();
+            let json = serde_json::to_string(&text).unwrap();
+            let column = pack(json.clone());
+            assert_eq!(
+                unpack(&column).unwrap(),
+                json,
+                "column {i} ({len} characters)"
+            );
+            assert_eq!(column.starts_with(PACKED), i % 2 == 0, "column {i}");
+        }
     }
 }

@@ -2,22 +2,18 @@
 //! multi-row statements per batch, and answers each caller only after the commit.
 //!
 //! Per batch, whatever its size: one multi-row INSERT of the new sagas, one UPDATE of every
-//! saga that changed (a CASE per column, each row fenced by its version), one multi-row INSERT
-//! of the history, then COMMIT. A batch that cannot be written whole (a version conflict, an
+//! saga that changed (each row fenced by its version and owner) and one INSERT of the calls'
+//! history ([`super::bulk`]), then COMMIT. A batch that cannot be written whole (a version conflict, an
 //! id that exists, a database error) is rolled back and its writes are retried one by one, so
 //! that each gets its own answer. Sagas are sharded over several writers by id (several
 //! connections commit at once on MariaDB and PostgreSQL; one on SQLite), which keeps the
 //! writes of one saga in order.
 
-use super::entities::{saga, saga_call, saga_operator_action};
+use super::entities::saga_operator_action;
 use super::health::{self, Health};
 use super::{rows, Created, LogRecord, SagaRecord, StoreError};
 use crate::domain::SagaStatus;
-use sea_orm::sea_query::{CaseStatement, Condition, Expr, ExprTrait};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    QueryFilter, SqlErr,
-};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, SqlErr};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,12 +65,8 @@ impl Job {
 const MAX_BATCH: usize = 512;
 /// Most rows in one INSERT.
 const MAX_CHUNK: usize = 256;
-/// Most transitions in one UPDATE: its CASEs compare every row with every branch, so a
-/// statement costs the square of its size (at 256, SQLite spent a fifth of its time there).
-const MAX_UPDATE: usize = 32;
-
 /// `part` (not empty) padded to a power of two with its last item: a fixed statement shape.
-fn padded<T: Copy>(part: &[T]) -> Vec<T> {
+pub(super) fn padded<T: Copy>(part: &[T]) -> Vec<T> {
     part.iter()
         .copied()
         .chain(std::iter::repeat(part[part.len() - 1]))
@@ -96,7 +88,10 @@ fn pow2_sizes(mut n: usize) -> Vec<usize> {
 }
 
 /// Runs `rows` as multi-row INSERTs of power-of-two sizes.
-async fn insert_chunked<E, A>(txn: &DatabaseTransaction, mut rows: Vec<A>) -> Result<(), DbErr>
+pub(super) async fn insert_chunked<E, A>(
+    txn: &DatabaseTransaction,
+    mut rows: Vec<A>,
+) -> Result<(), DbErr>
 where
     E: EntityTrait,
     A: sea_orm::ActiveModelTrait<Entity = E> + Send,
@@ -394,10 +389,10 @@ async fn write_batch(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), BatchE
 }
 
 async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchError> {
-    let creates: Vec<saga::ActiveModel> = jobs
+    let creates: Vec<&SagaRecord> = jobs
         .iter()
         .filter_map(|j| match j {
-            Job::Create(r, _) => Some(rows::new_row(r)),
+            Job::Create(r, _) => Some(&**r),
             Job::Save(..) => None,
         })
         .collect();
@@ -429,7 +424,7 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
             Job::Save(..) => None,
         })
         .collect();
-    insert_chunked(txn, creates).await?;
+    super::bulk::insert_sagas(txn, &creates).await?;
     // After the insert: a purge that deleted the id committed before it (the insert waited on
     // its lock, or came later), so its tombstone is seen. Padded to a fixed statement shape.
     for part in new_ids.chunks(MAX_CHUNK) {
@@ -440,119 +435,16 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
             return Err(BatchError::Purged);
         }
     }
-    for part in saves.chunks(MAX_UPDATE) {
-        if update_versioned(txn, part).await? != part.len() as u64 {
-            return Err(BatchError::Conflict);
-        }
+    if !saves.is_empty() && super::bulk::update(txn, &saves).await? != saves.len() as u64 {
+        return Err(BatchError::Conflict);
     }
-    let calls: Vec<saga_call::ActiveModel> = saves
-        .iter()
-        .flat_map(|t| t.calls.iter().filter_map(|c| rows::call_row(&t.id, c)))
-        .collect();
-    insert_chunked(txn, calls).await?;
+    super::bulk::insert_calls(txn, &saves).await?;
     let ops: Vec<saga_operator_action::ActiveModel> = saves
         .iter()
         .flat_map(|t| t.calls.iter().filter_map(|c| rows::operator_row(&t.id, c)))
         .collect();
     insert_chunked(txn, ops).await?;
     Ok(())
-}
-
-/// A seldom-changing column's new value in a write, if it changes.
-type RareValue = fn(&Write) -> Option<sea_orm::Value>;
-
-/// One UPDATE for every transition: each column is a CASE on the saga id, and each row is
-/// fenced by its version and owner. Answers how many rows it matched. The list is padded to a power of
-/// two with its last transition (a fixed statement shape; a repeated `(id, version)` matches
-/// its row once).
-async fn update_versioned(txn: &DatabaseTransaction, part: &[&Write]) -> Result<u64, DbErr> {
-    let padded = padded(part);
-    let saves = &padded[..];
-    let case = |col: saga::Column, value: &dyn Fn(&Write) -> sea_orm::Value| -> Expr {
-        let mut it = saves.iter();
-        let first = it.next().expect("at least one transition");
-        let mut c = CaseStatement::new().case(saga::Column::Id.eq(first.id.as_str()), value(first));
-        for t in it {
-            c = c.case(saga::Column::Id.eq(t.id.as_str()), value(t));
-        }
-        c.finally(Expr::col(col)).into()
-    };
-    let fence = saves.iter().fold(Condition::any(), |any, t| {
-        any.add(
-            Condition::all()
-                .add(saga::Column::Id.eq(t.id.as_str()))
-                .add(saga::Column::Version.eq(t.version))
-                .add(saga::Column::Owner.eq(t.owner.as_str())),
-        )
-    });
-    let mut update = saga::Entity::update_many();
-    // A column that seldom changes is in the statement only when one of its rows changes it;
-    // the others keep theirs.
-    let rare: [(saga::Column, RareValue); 3] = [
-        (saga::Column::DeadlineAt, |t| {
-            t.rare.deadline_at.map(Into::into)
-        }),
-        (saga::Column::PausedAt, |t| t.rare.paused_at.map(Into::into)),
-        (saga::Column::Definition, |t| {
-            t.definition.clone().map(Into::into)
-        }),
-    ];
-    for (col, new) in rare {
-        if saves.iter().any(|t| new(t).is_some()) {
-            let mut c = CaseStatement::new();
-            for t in saves {
-                if let Some(v) = new(t) {
-                    c = c.case(saga::Column::Id.eq(t.id.as_str()), v);
-                }
-            }
-            update = update.col_expr(col, c.finally(Expr::col(col)).into());
-        }
-    }
-    let res = update
-        .col_expr(
-            saga::Column::Status,
-            case(saga::Column::Status, &|t| t.status.as_str().into()),
-        )
-        .col_expr(
-            saga::Column::Steps,
-            case(saga::Column::Steps, &|t| t.steps.clone().into()),
-        )
-        .col_expr(
-            saga::Column::Error,
-            case(saga::Column::Error, &|t| t.error.clone().into()),
-        )
-        .col_expr(
-            saga::Column::NextWakeAt,
-            case(saga::Column::NextWakeAt, &|t| t.next_wake_at.into()),
-        )
-        .col_expr(
-            saga::Column::UpdatedAt,
-            case(saga::Column::UpdatedAt, &|t| t.now.into()),
-        )
-        .col_expr(
-            saga::Column::FinishedAt,
-            case(saga::Column::FinishedAt, &|t| {
-                t.status.is_terminal().then_some(t.now).into()
-            }),
-        )
-        .col_expr(
-            saga::Column::PurgeAt,
-            case(saga::Column::PurgeAt, &|t| t.purge_at.into()),
-        )
-        .col_expr(
-            saga::Column::Owner,
-            case(saga::Column::Owner, &|t| {
-                (!t.release).then(|| t.owner.clone()).into()
-            }),
-        )
-        .col_expr(
-            saga::Column::Version,
-            Expr::col(saga::Column::Version).add(1),
-        )
-        .filter(fence)
-        .exec(txn)
-        .await?;
-    Ok(res.rows_affected)
 }
 
 #[cfg(test)]

@@ -1,0 +1,529 @@
+//! The log writer's multi-row statements. A batch's rows travel as one JSON array in one
+//! parameter, which the database unpacks into a relation (`json_each` on SQLite,
+//! `json_array_elements` on PostgreSQL, `JSON_TABLE` on MariaDB/MySQL): whatever the batch
+//! size, one statement with one parameter, prepared once per connection, instead of a
+//! placeholder per value, a statement per power of two and a CASE per column comparing every
+//! row with every branch (docs/benchmarks.md). MariaDB/MySQL builds a `JSON_TABLE` with text
+//! columns as an on-disk temporary table at each execution, so there the new sagas and the
+//! transitions keep multi-row INSERTs and CASE UPDATEs (short calls rows take the JSON way).
+
+use super::entities::saga;
+use super::writer::Write;
+use super::{rows, LogRecord, SagaRecord};
+use sea_orm::sea_query::{CaseStatement, Condition, Expr, ExprTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
+    Statement,
+};
+use serde::ser::{Serialize, SerializeTuple, Serializer};
+use std::sync::OnceLock;
+
+/// The SQL type of a field of a bulk row.
+#[derive(Clone, Copy)]
+enum Ty {
+    /// A key compared with an indexed column (`id`, `owner`).
+    Key,
+    Text,
+    /// JSON text for a JSON column.
+    Json,
+    BigInt,
+    Int,
+    Bool,
+}
+
+/// The fields of a row, in the order of its JSON array.
+type Fields = &'static [(&'static str, Ty)];
+
+/// The relation `v` of `fields` unpacked from the statement's one parameter, with `n`: the
+/// row's position in the array.
+fn relation(backend: DbBackend, fields: Fields) -> String {
+    let cols = fields.iter().enumerate();
+    match backend {
+        DbBackend::MySql => {
+            let cols: Vec<String> = cols
+                .map(|(i, (name, ty))| {
+                    let ty = match ty {
+                        // The table's collation: the join on `id` uses its primary key.
+                        Ty::Key => "VARCHAR(128) COLLATE utf8mb4_bin",
+                        Ty::Text | Ty::Json => "LONGTEXT COLLATE utf8mb4_bin",
+                        Ty::BigInt => "BIGINT",
+                        Ty::Int => "INT",
+                        Ty::Bool => "BOOLEAN",
+                    };
+                    format!("{name} {ty} PATH '$[{i}]'")
+                })
+                .collect();
+            format!(
+                "JSON_TABLE(?, '$[*]' COLUMNS(n FOR ORDINALITY, {})) AS v",
+                cols.join(", ")
+            )
+        }
+        DbBackend::Postgres => {
+            let cols: Vec<String> = cols
+                .map(|(i, (name, ty))| {
+                    let cast = match ty {
+                        Ty::Key | Ty::Text => "",
+                        Ty::Json => "::json",
+                        Ty::BigInt => "::bigint",
+                        Ty::Int => "::int",
+                        Ty::Bool => "::boolean",
+                    };
+                    format!("(e->>{i}){cast} AS {name}")
+                })
+                .collect();
+            format!(
+                "(SELECT n, {} FROM json_array_elements($1::json) WITH ORDINALITY AS t(e, n)) AS v",
+                cols.join(", ")
+            )
+        }
+        _ => {
+            let cols: Vec<String> = cols
+                .map(|(i, (name, _))| format!("json_extract(value, '$[{i}]') AS {name}"))
+                .collect();
+            format!(
+                "(SELECT key AS n, {} FROM json_each(?)) AS v",
+                cols.join(", ")
+            )
+        }
+    }
+}
+
+/// The fields of a transition's row ([`TransitionRow`] writes them in this order).
+const TRANSITION: Fields = &[
+    ("id", Ty::Key),
+    ("version", Ty::BigInt),
+    ("owner", Ty::Key),
+    ("status", Ty::Text),
+    ("steps", Ty::Text),
+    ("error", Ty::Text),
+    ("next_wake_at", Ty::BigInt),
+    ("updated_at", Ty::BigInt),
+    ("finished_at", Ty::BigInt),
+    ("purge_at", Ty::BigInt),
+    ("new_owner", Ty::Key),
+    ("deadline_set", Ty::Bool),
+    ("deadline_at", Ty::BigInt),
+    ("paused_set", Ty::Bool),
+    ("paused_at", Ty::BigInt),
+    ("definition_set", Ty::Bool),
+    ("definition", Ty::Text),
+];
+
+/// SQLite and PostgreSQL: one UPDATE of every transition, each row fenced by its version and
+/// owner.
+fn update_sql(backend: DbBackend) -> String {
+    // Column = value of v; a seldom-changing column keeps its value unless its row sets it.
+    let plain = [
+        "status",
+        "steps",
+        "error",
+        "next_wake_at",
+        "updated_at",
+        "finished_at",
+        "purge_at",
+    ];
+    let mut set: Vec<String> = plain.iter().map(|c| format!("{c} = v.{c}")).collect();
+    set.push("owner = v.new_owner".into());
+    for (col, flag) in [
+        ("deadline_at", "deadline_set"),
+        ("paused_at", "paused_set"),
+        ("definition", "definition_set"),
+    ] {
+        set.push(format!(
+            "{col} = CASE WHEN v.{flag} THEN v.{col} ELSE s.{col} END"
+        ));
+    }
+    set.push("version = s.version + 1".into());
+    format!(
+        "UPDATE sagas AS s SET {} FROM {} WHERE s.id = v.id AND s.version = v.version AND s.owner = v.owner",
+        set.join(", "),
+        relation(backend, TRANSITION)
+    )
+}
+
+/// The fields of a new saga's row ([`SagaRow`] writes them in this order).
+const SAGA: Fields = &[
+    ("id", Ty::Key),
+    ("name", Ty::Text),
+    ("mode", Ty::Text),
+    ("status", Ty::Text),
+    ("request", Ty::Json),
+    ("definition", Ty::Text),
+    ("step_names", Ty::Text),
+    ("steps", Ty::Text),
+    ("error", Ty::Text),
+    ("deadline_at", Ty::BigInt),
+    ("next_wake_at", Ty::BigInt),
+    ("created_at", Ty::BigInt),
+    ("updated_at", Ty::BigInt),
+    ("finished_at", Ty::BigInt),
+    ("version", Ty::BigInt),
+    ("owner", Ty::Key),
+    ("purge_at", Ty::BigInt),
+    ("kept", Ty::Bool),
+    ("paused_at", Ty::BigInt),
+];
+
+/// SQLite and PostgreSQL: one INSERT of every new saga.
+fn insert_sagas_sql(backend: DbBackend) -> String {
+    insert_sql(backend, "sagas", SAGA)
+}
+
+/// The fields of a call's history row ([`CallRow`] writes them in this order).
+const CALL: Fields = &[
+    ("saga_id", Ty::Key),
+    ("step_idx", Ty::Int),
+    ("step", Ty::Text),
+    ("phase", Ty::Text),
+    ("attempt", Ty::Int),
+    ("started_at", Ty::BigInt),
+    ("finished_at", Ty::BigInt),
+    ("http_status", Ty::Int),
+    ("outcome", Ty::Text),
+    ("error", Ty::Text),
+];
+
+/// One INSERT of every call, in the order they came.
+fn insert_calls_sql(backend: DbBackend) -> String {
+    insert_sql(backend, "saga_calls", CALL)
+}
+
+/// One INSERT into `table` of every row of the parameter, in their order.
+fn insert_sql(backend: DbBackend, table: &str, fields: Fields) -> String {
+    let cols: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+    let values: Vec<String> = cols.iter().map(|c| format!("v.{c}")).collect();
+    format!(
+        "INSERT INTO {table} ({}) SELECT {} FROM {} ORDER BY v.n",
+        cols.join(", "),
+        values.join(", "),
+        relation(backend, fields)
+    )
+}
+
+/// The statement text of `backend`, made once.
+fn cached(
+    cache: &'static [OnceLock<String>; 3],
+    backend: DbBackend,
+    make: fn(DbBackend) -> String,
+) -> String {
+    let slot = match backend {
+        DbBackend::MySql => 0,
+        DbBackend::Postgres => 1,
+        _ => 2,
+    };
+    cache[slot].get_or_init(|| make(backend)).clone()
+}
+
+static UPDATE: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+static INSERT_SAGAS: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+static INSERT_CALLS: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+
+/// A transition as the JSON array of [`TRANSITION`].
+struct TransitionRow<'a>(&'a Write);
+
+impl Serialize for TransitionRow<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = self.0;
+        let mut row = s.serialize_tuple(TRANSITION.len())?;
+        row.serialize_element(&t.id)?;
+        row.serialize_element(&t.version)?;
+        row.serialize_element(&t.owner)?;
+        row.serialize_element(t.status.as_str())?;
+        row.serialize_element(&t.steps)?;
+        row.serialize_element(&t.error)?;
+        row.serialize_element(&t.next_wake_at)?;
+        row.serialize_element(&t.now)?;
+        row.serialize_element(&t.status.is_terminal().then_some(t.now))?;
+        row.serialize_element(&t.purge_at)?;
+        row.serialize_element(&(!t.release).then_some(&t.owner))?;
+        row.serialize_element(&t.rare.deadline_at.is_some())?;
+        row.serialize_element(&t.rare.deadline_at.flatten())?;
+        row.serialize_element(&t.rare.paused_at.is_some())?;
+        row.serialize_element(&t.rare.paused_at.flatten())?;
+        row.serialize_element(&t.definition.is_some())?;
+        row.serialize_element(&t.definition)?;
+        row.end()
+    }
+}
+
+/// A new saga's row as the JSON array of [`SAGA`]: its columns made as [`rows::new_row`]
+/// makes them.
+struct SagaRow<'a>(&'a SagaRecord);
+
+impl Serialize for SagaRow<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let st = &r.state;
+        let mut row = s.serialize_tuple(SAGA.len())?;
+        row.serialize_element(&r.id)?;
+        row.serialize_element(&r.name)?;
+        row.serialize_element(r.mode.as_str())?;
+        row.serialize_element(st.status.as_str())?;
+        row.serialize_element(&rows::request_column(&r.request).to_string())?;
+        row.serialize_element(
+            &r.definition
+                .as_ref()
+                .ok()
+                .map(|d| rows::definition_column(d)),
+        )?;
+        row.serialize_element(&serde_json::to_string(&r.steps).unwrap_or_default())?;
+        row.serialize_element(&rows::steps_json(st))?;
+        row.serialize_element(&st.error)?;
+        row.serialize_element(&st.deadline_at)?;
+        row.serialize_element(&st.next_wake())?;
+        row.serialize_element(&r.created_at)?;
+        row.serialize_element(&r.updated_at)?;
+        row.serialize_element(&st.status.is_terminal().then_some(r.updated_at))?;
+        row.serialize_element(&r.version)?;
+        row.serialize_element(&r.owner)?;
+        row.serialize_element(&r.purge_at)?;
+        row.serialize_element(&r.kept)?;
+        row.serialize_element(&st.paused_at)?;
+        row.end()
+    }
+}
+
+/// Inserts every saga of `creates`: one INSERT on SQLite and PostgreSQL; multi-row INSERTs of
+/// power-of-two sizes on MariaDB/MySQL (whose `JSON_TABLE` with text columns is an on-disk
+/// temporary table).
+pub(super) async fn insert_sagas(
+    txn: &DatabaseTransaction,
+    creates: &[&SagaRecord],
+) -> Result<(), DbErr> {
+    if creates.is_empty() {
+        return Ok(());
+    }
+    let backend = txn.get_database_backend();
+    if backend == DbBackend::MySql {
+        let rows = creates.iter().map(|r| rows::new_row(r)).collect();
+        return super::writer::insert_chunked(txn, rows).await;
+    }
+    let rows: Vec<SagaRow> = creates.iter().map(|r| SagaRow(r)).collect();
+    let sql = cached(&INSERT_SAGAS, backend, insert_sagas_sql);
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [param(&rows)?],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A call's history row as the JSON array of [`CALL`].
+struct CallRow<'a>(&'a str, &'a str, &'a crate::domain::CallRecord);
+
+impl Serialize for CallRow<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let CallRow(saga_id, step, r) = *self;
+        let mut row = s.serialize_tuple(CALL.len())?;
+        row.serialize_element(saga_id)?;
+        row.serialize_element(&r.step)?;
+        row.serialize_element(step)?;
+        row.serialize_element(r.phase.as_str())?;
+        row.serialize_element(&r.attempt)?;
+        row.serialize_element(&r.started_at)?;
+        row.serialize_element(&r.finished_at)?;
+        row.serialize_element(&r.http_status)?;
+        row.serialize_element(r.outcome.as_str())?;
+        row.serialize_element(&r.error)?;
+        row.end()
+    }
+}
+
+/// `rows` as the statement's one parameter.
+fn param<T: Serialize>(rows: &[T]) -> Result<sea_orm::Value, DbErr> {
+    serde_json::to_string(rows)
+        .map(Into::into)
+        .map_err(|e| DbErr::Custom(format!("bulk rows: {e}")))
+}
+
+/// Most transitions in one CASE UPDATE (MariaDB/MySQL): its CASEs compare every row with every
+/// branch, so a statement costs the square of its size (at 256, SQLite spent a fifth of its
+/// time there).
+const MAX_UPDATE: usize = 32;
+
+/// Applies every transition in `saves` (not empty); answers how many rows matched (fewer than
+/// `saves.len()`: one was fenced off). MariaDB/MySQL take CASE UPDATEs instead of the JSON
+/// relation: their `JSON_TABLE` with text columns (`steps` can be long) is built as an on-disk
+/// temporary table at each execution, which made the batch slower than the CASEs (measured,
+/// docs/benchmarks.md).
+pub(super) async fn update(txn: &DatabaseTransaction, saves: &[&Write]) -> Result<u64, DbErr> {
+    let backend = txn.get_database_backend();
+    if backend == DbBackend::MySql {
+        let mut matched = 0;
+        for part in saves.chunks(MAX_UPDATE) {
+            matched += update_case(txn, part).await?;
+        }
+        return Ok(matched);
+    }
+    let rows: Vec<TransitionRow> = saves.iter().map(|t| TransitionRow(t)).collect();
+    let sql = cached(&UPDATE, backend, update_sql);
+    let res = txn
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [param(&rows)?],
+        ))
+        .await?;
+    Ok(res.rows_affected())
+}
+
+/// Inserts the call rows of every transition in `saves` in one INSERT (none if none).
+pub(super) async fn insert_calls(txn: &DatabaseTransaction, saves: &[&Write]) -> Result<(), DbErr> {
+    let rows: Vec<CallRow> = saves
+        .iter()
+        .flat_map(|t| {
+            t.calls.iter().filter_map(|c| match c {
+                LogRecord::Call { step_name, record } => Some(CallRow(&t.id, step_name, record)),
+                LogRecord::Operator { .. } => None,
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let backend = txn.get_database_backend();
+    let sql = cached(&INSERT_CALLS, backend, insert_calls_sql);
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [param(&rows)?],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A seldom-changing column's new value in a write, if it changes.
+type RareValue = fn(&Write) -> Option<sea_orm::Value>;
+
+/// MariaDB/MySQL: one UPDATE for up to [`MAX_UPDATE`] transitions: each column is a CASE on the saga id, and each row is
+/// fenced by its version and owner. Answers how many rows it matched. The list is padded to a power of
+/// two with its last transition (a fixed statement shape; a repeated `(id, version)` matches
+/// its row once).
+async fn update_case(txn: &DatabaseTransaction, part: &[&Write]) -> Result<u64, DbErr> {
+    let padded = super::writer::padded(part);
+    let saves = &padded[..];
+    let case = |col: saga::Column, value: &dyn Fn(&Write) -> sea_orm::Value| -> Expr {
+        let mut it = saves.iter();
+        let first = it.next().expect("at least one transition");
+        let mut c = CaseStatement::new().case(saga::Column::Id.eq(first.id.as_str()), value(first));
+        for t in it {
+            c = c.case(saga::Column::Id.eq(t.id.as_str()), value(t));
+        }
+        c.finally(Expr::col(col)).into()
+    };
+    let fence = saves.iter().fold(Condition::any(), |any, t| {
+        any.add(
+            Condition::all()
+                .add(saga::Column::Id.eq(t.id.as_str()))
+                .add(saga::Column::Version.eq(t.version))
+                .add(saga::Column::Owner.eq(t.owner.as_str())),
+        )
+    });
+    let mut update = saga::Entity::update_many();
+    // A column that seldom changes is in the statement only when one of its rows changes it;
+    // the others keep theirs.
+    let rare: [(saga::Column, RareValue); 3] = [
+        (saga::Column::DeadlineAt, |t| {
+            t.rare.deadline_at.map(Into::into)
+        }),
+        (saga::Column::PausedAt, |t| t.rare.paused_at.map(Into::into)),
+        (saga::Column::Definition, |t| {
+            t.definition.clone().map(Into::into)
+        }),
+    ];
+    for (col, new) in rare {
+        if saves.iter().any(|t| new(t).is_some()) {
+            let mut c = CaseStatement::new();
+            for t in saves {
+                if let Some(v) = new(t) {
+                    c = c.case(saga::Column::Id.eq(t.id.as_str()), v);
+                }
+            }
+            update = update.col_expr(col, c.finally(Expr::col(col)).into());
+        }
+    }
+    let res = update
+        .col_expr(
+            saga::Column::Status,
+            case(saga::Column::Status, &|t| t.status.as_str().into()),
+        )
+        .col_expr(
+            saga::Column::Steps,
+            case(saga::Column::Steps, &|t| t.steps.clone().into()),
+        )
+        .col_expr(
+            saga::Column::Error,
+            case(saga::Column::Error, &|t| t.error.clone().into()),
+        )
+        .col_expr(
+            saga::Column::NextWakeAt,
+            case(saga::Column::NextWakeAt, &|t| t.next_wake_at.into()),
+        )
+        .col_expr(
+            saga::Column::UpdatedAt,
+            case(saga::Column::UpdatedAt, &|t| t.now.into()),
+        )
+        .col_expr(
+            saga::Column::FinishedAt,
+            case(saga::Column::FinishedAt, &|t| {
+                t.status.is_terminal().then_some(t.now).into()
+            }),
+        )
+        .col_expr(
+            saga::Column::PurgeAt,
+            case(saga::Column::PurgeAt, &|t| t.purge_at.into()),
+        )
+        .col_expr(
+            saga::Column::Owner,
+            case(saga::Column::Owner, &|t| {
+                (!t.release).then(|| t.owner.clone()).into()
+            }),
+        )
+        .col_expr(
+            saga::Column::Version,
+            Expr::col(saga::Column::Version).add(1),
+        )
+        .filter(fence)
+        .exec(txn)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_statement_takes_one_parameter_and_every_field() {
+        let statements = [
+            (DbBackend::Sqlite, update_sql(DbBackend::Sqlite), TRANSITION),
+            (
+                DbBackend::Postgres,
+                update_sql(DbBackend::Postgres),
+                TRANSITION,
+            ),
+            (DbBackend::Sqlite, insert_sagas_sql(DbBackend::Sqlite), SAGA),
+            (
+                DbBackend::Postgres,
+                insert_sagas_sql(DbBackend::Postgres),
+                SAGA,
+            ),
+        ]
+        .into_iter()
+        .chain(
+            [DbBackend::Sqlite, DbBackend::MySql, DbBackend::Postgres]
+                .map(|b| (b, insert_calls_sql(b), CALL)),
+        );
+        for (backend, sql, fields) in statements {
+            let params = sql.matches('?').count() + sql.matches("$1").count();
+            assert_eq!(params, 1, "{backend:?}: {sql}");
+            let unpacked = match backend {
+                DbBackend::Postgres => sql.matches("(e->>").count(),
+                DbBackend::MySql => sql.matches(" PATH '$[").count(),
+                _ => sql.matches("json_extract(value, '$[").count(),
+            };
+            assert_eq!(unpacked, fields.len(), "{backend:?}: {sql}");
+        }
+    }
+}
