@@ -72,7 +72,7 @@ fn relation(backend: DbBackend, fields: Fields) -> String {
                 })
                 .collect();
             format!(
-                "(SELECT n, {} FROM json_array_elements($1::json) WITH ORDINALITY AS t(e, n)) AS v",
+                "(SELECT n, {} FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(e, n)) AS v",
                 cols.join(", ")
             )
         }
@@ -81,7 +81,7 @@ fn relation(backend: DbBackend, fields: Fields) -> String {
                 .map(|(i, (name, _))| format!("json_extract(value, '$[{i}]') AS {name}"))
                 .collect();
             format!(
-                "(SELECT key AS n, {} FROM json_each(?)) AS v",
+                "(SELECT key AS n, {} FROM jsonb_each(?)) AS v",
                 cols.join(", ")
             )
         }
