@@ -49,7 +49,8 @@ pub struct CallResult {
 }
 
 /// A short reason from a participant's error body: a JSON `error`/`detail`/`message`/`title`
-/// field if there is one, else the text, cut to 200 characters.
+/// field if there is one, else the text, cut to 200 characters, without NUL characters (which
+/// PostgreSQL's text and JSONB refuse: the transition carrying it could not be written).
 pub fn reason_from_body(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let from_json = serde_json::from_slice::<serde_json::Value>(body)
@@ -60,7 +61,7 @@ pub fn reason_from_body(body: &[u8]) -> String {
                 .find_map(|k| v.get(*k).and_then(|x| x.as_str()).map(str::to_string))
         });
     let r = from_json.unwrap_or_else(|| text.trim().to_string());
-    r.chars().take(200).collect()
+    r.chars().filter(|c| *c != '\0').take(200).collect()
 }
 
 /// Permission to have one call in flight (released when dropped).
@@ -244,5 +245,10 @@ mod tests {
         );
         assert_eq!(reason_from_body(b"  plain no  "), "plain no");
         assert_eq!(reason_from_body(&[b'x'; 500]).len(), 200);
+        assert_eq!(reason_from_body(b"no\0 funds"), "no funds");
+        assert_eq!(
+            reason_from_body(br#"{"error":"no\u0000 funds"}"#),
+            "no funds"
+        );
     }
 }

@@ -1,11 +1,12 @@
 //! The log writer's multi-row statements. A batch's rows travel as one JSON array in one
-//! parameter, which the database unpacks into a relation (`json_each` on SQLite,
-//! `json_array_elements` on PostgreSQL, `JSON_TABLE` on MariaDB/MySQL): whatever the batch
+//! parameter, which the database unpacks into a relation (`jsonb_each` on SQLite,
+//! `jsonb_array_elements` on PostgreSQL, `JSON_TABLE` on MariaDB/MySQL): whatever the batch
 //! size, one statement with one parameter, prepared once per connection, instead of a
 //! placeholder per value, a statement per power of two and a CASE per column comparing every
-//! row with every branch (docs/benchmarks.md). MariaDB/MySQL builds a `JSON_TABLE` with text
-//! columns as an on-disk temporary table at each execution, so there the new sagas and the
-//! transitions keep multi-row INSERTs and CASE UPDATEs (short calls rows take the JSON way).
+//! row with every branch (docs/benchmarks.md). On MariaDB/MySQL only the calls take the JSON
+//! way: an UPDATE joined with a `JSON_TABLE` buffers the new LONGTEXT values in an on-disk
+//! temporary table at each execution (slower than the CASEs, measured), and the new sagas keep
+//! their multi-row INSERTs (not measured apart from it).
 
 use super::entities::saga;
 use super::writer::Write;
@@ -284,8 +285,7 @@ impl Serialize for SagaRow<'_> {
 }
 
 /// Inserts every saga of `creates`: one INSERT on SQLite and PostgreSQL; multi-row INSERTs of
-/// power-of-two sizes on MariaDB/MySQL (whose `JSON_TABLE` with text columns is an on-disk
-/// temporary table).
+/// power-of-two sizes on MariaDB/MySQL (see the module's note).
 pub(super) async fn insert_sagas(
     txn: &DatabaseTransaction,
     creates: &[&SagaRecord],
@@ -343,10 +343,7 @@ fn param<T: Serialize>(rows: &[T]) -> Result<sea_orm::Value, DbErr> {
 const MAX_UPDATE: usize = 32;
 
 /// Applies every transition in `saves` (not empty); answers how many rows matched (fewer than
-/// `saves.len()`: one was fenced off). MariaDB/MySQL take CASE UPDATEs instead of the JSON
-/// relation: their `JSON_TABLE` with text columns (`steps` can be long) is built as an on-disk
-/// temporary table at each execution, which made the batch slower than the CASEs (measured,
-/// docs/benchmarks.md).
+/// `saves.len()`: one was fenced off). MariaDB/MySQL take CASE UPDATEs (see the module's note).
 pub(super) async fn update(txn: &DatabaseTransaction, saves: &[&Write]) -> Result<u64, DbErr> {
     let backend = txn.get_database_backend();
     if backend == DbBackend::MySql {
