@@ -234,9 +234,9 @@ impl Serialize for TransitionRow<'_> {
         row.serialize_element(&t.error)?;
         row.serialize_element(&t.next_wake_at)?;
         row.serialize_element(&t.now)?;
-        row.serialize_element(&t.status.is_terminal().then_some(t.now))?;
+        row.serialize_element(&t.finished_at())?;
         row.serialize_element(&t.purge_at)?;
-        row.serialize_element(&(!t.release).then_some(&t.owner))?;
+        row.serialize_element(&t.new_owner())?;
         row.serialize_element(&t.rare.deadline_at.is_some())?;
         row.serialize_element(&t.rare.deadline_at.flatten())?;
         row.serialize_element(&t.rare.paused_at.is_some())?;
@@ -247,39 +247,33 @@ impl Serialize for TransitionRow<'_> {
     }
 }
 
-/// A new saga's row as the JSON array of [`SAGA`]: its columns made as [`rows::new_row`]
-/// makes them.
-struct SagaRow<'a>(&'a SagaRecord);
+/// A new saga's row as the JSON array of [`SAGA`]: the columns of [`rows::new_row`].
+struct SagaRow(saga::ActiveModel);
 
-impl Serialize for SagaRow<'_> {
+impl Serialize for SagaRow {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let r = self.0;
-        let st = &r.state;
+        // Every column but `lease_until` (NULL for a new saga) is set by `new_row`.
+        let m = &self.0;
         let mut row = s.serialize_tuple(SAGA.len())?;
-        row.serialize_element(&r.id)?;
-        row.serialize_element(&r.name)?;
-        row.serialize_element(r.mode.as_str())?;
-        row.serialize_element(st.status.as_str())?;
-        row.serialize_element(&rows::request_column(&r.request).to_string())?;
-        row.serialize_element(
-            &r.definition
-                .as_ref()
-                .ok()
-                .map(|d| rows::definition_column(d)),
-        )?;
-        row.serialize_element(&serde_json::to_string(&r.steps).unwrap_or_default())?;
-        row.serialize_element(&rows::steps_json(st))?;
-        row.serialize_element(&st.error)?;
-        row.serialize_element(&st.deadline_at)?;
-        row.serialize_element(&st.next_wake())?;
-        row.serialize_element(&r.created_at)?;
-        row.serialize_element(&r.updated_at)?;
-        row.serialize_element(&st.status.is_terminal().then_some(r.updated_at))?;
-        row.serialize_element(&r.version)?;
-        row.serialize_element(&r.owner)?;
-        row.serialize_element(&r.purge_at)?;
-        row.serialize_element(&r.kept)?;
-        row.serialize_element(&st.paused_at)?;
+        row.serialize_element(m.id.as_ref())?;
+        row.serialize_element(m.name.as_ref())?;
+        row.serialize_element(m.mode.as_ref())?;
+        row.serialize_element(m.status.as_ref())?;
+        row.serialize_element(&m.request.as_ref().to_string())?;
+        row.serialize_element(m.definition.as_ref())?;
+        row.serialize_element(m.step_names.as_ref())?;
+        row.serialize_element(m.steps.as_ref())?;
+        row.serialize_element(m.error.as_ref())?;
+        row.serialize_element(m.deadline_at.as_ref())?;
+        row.serialize_element(m.next_wake_at.as_ref())?;
+        row.serialize_element(m.created_at.as_ref())?;
+        row.serialize_element(m.updated_at.as_ref())?;
+        row.serialize_element(m.finished_at.as_ref())?;
+        row.serialize_element(m.version.as_ref())?;
+        row.serialize_element(m.owner.as_ref())?;
+        row.serialize_element(m.purge_at.as_ref())?;
+        row.serialize_element(m.kept.as_ref())?;
+        row.serialize_element(m.paused_at.as_ref())?;
         row.end()
     }
 }
@@ -294,11 +288,11 @@ pub(super) async fn insert_sagas(
         return Ok(());
     }
     let backend = txn.get_database_backend();
+    let models = creates.iter().map(|r| rows::new_row(r));
     if backend == DbBackend::MySql {
-        let rows = creates.iter().map(|r| rows::new_row(r)).collect();
-        return super::writer::insert_chunked(txn, rows).await;
+        return super::writer::insert_chunked(txn, models.collect()).await;
     }
-    let rows: Vec<SagaRow> = creates.iter().map(|r| SagaRow(r)).collect();
+    let rows: Vec<SagaRow> = models.map(SagaRow).collect();
     let sql = cached(&INSERT_SAGAS, backend, insert_sagas_sql);
     txn.execute_raw(Statement::from_sql_and_values(
         backend,
@@ -463,9 +457,7 @@ async fn update_case(txn: &DatabaseTransaction, part: &[&Write]) -> Result<u64, 
         )
         .col_expr(
             saga::Column::FinishedAt,
-            case(saga::Column::FinishedAt, &|t| {
-                t.status.is_terminal().then_some(t.now).into()
-            }),
+            case(saga::Column::FinishedAt, &|t| t.finished_at().into()),
         )
         .col_expr(
             saga::Column::PurgeAt,
@@ -474,7 +466,7 @@ async fn update_case(txn: &DatabaseTransaction, part: &[&Write]) -> Result<u64, 
         .col_expr(
             saga::Column::Owner,
             case(saga::Column::Owner, &|t| {
-                (!t.release).then(|| t.owner.clone()).into()
+                t.new_owner().map(str::to_string).into()
             }),
         )
         .col_expr(

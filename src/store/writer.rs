@@ -43,6 +43,18 @@ pub(super) struct Write {
     pub definition: Option<String>,
 }
 
+impl Write {
+    /// The `finished_at` column: set by the transition that ends the saga.
+    pub fn finished_at(&self) -> Option<i64> {
+        self.status.is_terminal().then_some(self.now)
+    }
+
+    /// The `owner` column after the write: none when it gives the saga up.
+    pub fn new_owner(&self) -> Option<&str> {
+        (!self.release).then_some(self.owner.as_str())
+    }
+}
+
 /// A write and where its answer goes.
 pub(super) enum Job {
     Create(
