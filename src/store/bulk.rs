@@ -6,11 +6,12 @@
 //! row with every branch (docs/benchmarks.md). On MariaDB/MySQL only the calls take the JSON
 //! way: an UPDATE joined with a `JSON_TABLE` buffers the new LONGTEXT values in an on-disk
 //! temporary table at each execution (slower than the CASEs, measured), and the new sagas keep
-//! their multi-row INSERTs (not measured apart from it).
+//! their multi-row INSERTs (not measured apart from it). On PostgreSQL the three travel in one
+//! statement ([`batch_sql`]), and the new sagas' two guards in another.
 
 use super::entities::saga;
-use super::writer::Write;
-use super::{rows, LogRecord, SagaRecord};
+use super::writer::{NewSaga, Write};
+use super::LogRecord;
 use sea_orm::sea_query::{CaseStatement, Condition, Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
@@ -165,9 +166,25 @@ const SAGA: Fields = &[
     ("paused_at", Ty::BigInt),
 ];
 
-/// SQLite and PostgreSQL: one INSERT of every new saga.
+/// SQLite and PostgreSQL: one INSERT of every new saga. On SQLite the batch's two guards are
+/// folded into it (the write lock is held from BEGIN, so nothing changes between them): a
+/// saga is left out when its lease token is gone or its id is reserved by a tombstone, and
+/// the writer compares the count (two statements, each a hop to SQLite's thread, fewer).
+/// PostgreSQL must read the tombstones after the insert, in a statement of their own (see
+/// the writer).
 fn insert_sagas_sql(backend: DbBackend) -> String {
-    insert_sql(backend, "sagas", SAGA)
+    let insert = insert_sql(backend, "sagas", SAGA);
+    if backend != DbBackend::Sqlite {
+        return insert;
+    }
+    let order = " ORDER BY v.n";
+    let head = insert
+        .strip_suffix(order)
+        .expect("insert_sql ends with its order");
+    format!(
+        "{head} WHERE (v.owner IS NULL OR EXISTS (SELECT 1 FROM saga_instances i WHERE i.owner = v.owner)) \
+         AND NOT EXISTS (SELECT 1 FROM saga_tombstones t WHERE t.id = v.id){order}"
+    )
 }
 
 /// The fields of a call's history row ([`CallRow`] writes them in this order).
@@ -219,6 +236,78 @@ static UPDATE: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLo
 static INSERT_SAGAS: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
 static INSERT_CALLS: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
 
+/// PostgreSQL: a batch's new sagas ($1), transitions ($2) and calls ($3) in one statement
+/// (each an array, empty when the batch has none of that kind), answering how many transitions
+/// matched their row: one round trip instead of three. The WITH queries all run to completion
+/// on one snapshot; a transition never concerns a saga created in the same batch (its start is
+/// answered first).
+fn batch_sql(_: DbBackend) -> String {
+    let b = DbBackend::Postgres;
+    let nth = |sql: String, n: usize| sql.replace("$1::jsonb", &format!("${n}::jsonb"));
+    format!(
+        "WITH new AS ({}), moved AS ({} RETURNING 1), calls AS ({}) SELECT count(*) FROM moved",
+        nth(insert_sagas_sql(b), 1),
+        nth(update_sql(b), 2),
+        nth(insert_calls_sql(b), 3)
+    )
+}
+
+/// PostgreSQL: the guards of a batch's new sagas, read after their insert in one statement:
+/// how many of the lease tokens ($1) still have a row (each locked against a takeover's delete
+/// until the commit, as `instances::token_exists` does) and how many of the ids ($2) are reserved
+/// by a tombstone (seen even when a purge committed while the insert waited on its lock).
+const GUARDS_SQL: &str = "SELECT \
+     (SELECT count(*) FROM (SELECT 1 FROM saga_instances \
+       WHERE owner IN (SELECT jsonb_array_elements_text($1::jsonb)) FOR KEY SHARE) AS o), \
+     (SELECT count(*) FROM saga_tombstones WHERE id IN (SELECT jsonb_array_elements_text($2::jsonb)))";
+
+static BATCH: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+
+/// PostgreSQL: writes a batch's new sagas, transitions and calls with [`batch_sql`]; answers
+/// how many transitions matched their row.
+pub(super) async fn write_postgres(
+    txn: &DatabaseTransaction,
+    creates: &[&NewSaga],
+    saves: &[&Write],
+) -> Result<u64, DbErr> {
+    let sagas: Vec<SagaRow> = creates.iter().map(|c| SagaRow(&c.row)).collect();
+    let moves: Vec<TransitionRow> = saves.iter().map(|t| TransitionRow(t)).collect();
+    let calls = call_rows(saves);
+    let backend = DbBackend::Postgres;
+    let stmt = Statement::from_sql_and_values(
+        backend,
+        cached(&BATCH, backend, batch_sql),
+        [param(&sagas)?, param(&moves)?, param(&calls)?],
+    );
+    let row = txn
+        .query_one_raw(stmt)
+        .await?
+        .ok_or_else(|| DbErr::Custom("the batch statement answered no row".into()))?;
+    let matched: i64 = row.try_get_by_index(0)?;
+    Ok(matched as u64)
+}
+
+/// PostgreSQL: how many of `owners` still have a lease-token row, and how many of `ids` are
+/// tombstoned ([`GUARDS_SQL`]).
+pub(super) async fn guards_postgres(
+    txn: &DatabaseTransaction,
+    owners: &[&str],
+    ids: &[&str],
+) -> Result<(u64, u64), DbErr> {
+    let stmt = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        GUARDS_SQL,
+        [param(owners)?, param(ids)?],
+    );
+    let row = txn
+        .query_one_raw(stmt)
+        .await?
+        .ok_or_else(|| DbErr::Custom("the guard statement answered no row".into()))?;
+    let held: i64 = row.try_get_by_index(0)?;
+    let purged: i64 = row.try_get_by_index(1)?;
+    Ok((held as u64, purged as u64))
+}
+
 /// A transition as the JSON array of [`TRANSITION`].
 struct TransitionRow<'a>(&'a Write);
 
@@ -248,12 +337,12 @@ impl Serialize for TransitionRow<'_> {
 }
 
 /// A new saga's row as the JSON array of [`SAGA`]: the columns of [`rows::new_row`].
-struct SagaRow(saga::ActiveModel);
+struct SagaRow<'a>(&'a saga::ActiveModel);
 
-impl Serialize for SagaRow {
+impl Serialize for SagaRow<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // Every column but `lease_until` (NULL for a new saga) is set by `new_row`.
-        let m = &self.0;
+        let m = self.0;
         let mut row = s.serialize_tuple(SAGA.len())?;
         row.serialize_element(m.id.as_ref())?;
         row.serialize_element(m.name.as_ref())?;
@@ -279,28 +368,31 @@ impl Serialize for SagaRow {
 }
 
 /// Inserts every saga of `creates`: one INSERT on SQLite and PostgreSQL; multi-row INSERTs of
-/// power-of-two sizes on MariaDB/MySQL (see the module's note).
+/// power-of-two sizes on MariaDB/MySQL (see the module's note). Answers how many it inserted:
+/// on SQLite fewer than `creates.len()` when a guard left one out (see [`insert_sagas_sql`]).
 pub(super) async fn insert_sagas(
     txn: &DatabaseTransaction,
-    creates: &[&SagaRecord],
-) -> Result<(), DbErr> {
+    creates: &[&NewSaga],
+) -> Result<u64, DbErr> {
     if creates.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let backend = txn.get_database_backend();
-    let models = creates.iter().map(|r| rows::new_row(r));
     if backend == DbBackend::MySql {
-        return super::writer::insert_chunked(txn, models.collect()).await;
+        let models = creates.iter().map(|c| c.row.clone()).collect();
+        super::writer::insert_chunked(txn, models).await?;
+        return Ok(creates.len() as u64);
     }
-    let rows: Vec<SagaRow> = models.map(SagaRow).collect();
+    let rows: Vec<SagaRow> = creates.iter().map(|c| SagaRow(&c.row)).collect();
     let sql = cached(&INSERT_SAGAS, backend, insert_sagas_sql);
-    txn.execute_raw(Statement::from_sql_and_values(
-        backend,
-        sql,
-        [param(&rows)?],
-    ))
-    .await?;
-    Ok(())
+    let res = txn
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [param(&rows)?],
+        ))
+        .await?;
+    Ok(res.rows_affected())
 }
 
 /// A call's history row as the JSON array of [`CALL`].
@@ -359,9 +451,9 @@ pub(super) async fn update(txn: &DatabaseTransaction, saves: &[&Write]) -> Resul
     Ok(res.rows_affected())
 }
 
-/// Inserts the call rows of every transition in `saves` in one INSERT (none if none).
-pub(super) async fn insert_calls(txn: &DatabaseTransaction, saves: &[&Write]) -> Result<(), DbErr> {
-    let rows: Vec<CallRow> = saves
+/// The call rows of every transition in `saves`, in order.
+fn call_rows<'a>(saves: &[&'a Write]) -> Vec<CallRow<'a>> {
+    saves
         .iter()
         .flat_map(|t| {
             t.calls.iter().filter_map(|c| match c {
@@ -369,7 +461,12 @@ pub(super) async fn insert_calls(txn: &DatabaseTransaction, saves: &[&Write]) ->
                 LogRecord::Operator { .. } => None,
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Inserts the call rows of every transition in `saves` in one INSERT (none if none).
+pub(super) async fn insert_calls(txn: &DatabaseTransaction, saves: &[&Write]) -> Result<(), DbErr> {
+    let rows = call_rows(saves);
     if rows.is_empty() {
         return Ok(());
     }
@@ -514,5 +611,17 @@ mod tests {
             };
             assert_eq!(unpacked, fields.len(), "{backend:?}: {sql}");
         }
+    }
+
+    #[test]
+    fn postgres_batch_takes_three_parameters_and_every_field_once() {
+        let sql = batch_sql(DbBackend::Postgres);
+        for n in 1..=3 {
+            assert_eq!(sql.matches(&format!("${n}::jsonb")).count(), 1, "{sql}");
+        }
+        assert_eq!(sql.matches("$4").count(), 0, "{sql}");
+        let fields = SAGA.len() + TRANSITION.len() + CALL.len();
+        assert_eq!(sql.matches("(e->>").count(), fields, "{sql}");
+        assert!(sql.contains(" RETURNING 1), calls AS ("), "{sql}");
     }
 }

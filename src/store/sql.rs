@@ -4,7 +4,7 @@
 
 use super::reads::{self, Reads};
 use super::sealed::Sealer;
-use super::writer::{Job, Write, Writer};
+use super::writer::{Job, NewSaga, Write, Writer};
 use super::{
     claims, growth, operator_requests, rows, Claimed, Claims, Created, Growth, LeaseTerms,
     OperatorRequest, OwnedCursor, SagaLog, SagaRecord, StoreError, Transition,
@@ -79,14 +79,22 @@ fn writer_gone<T>(_: T) -> StoreError {
 impl SagaLog for SqlStore {
     async fn create(&self, r: &SagaRecord) -> Result<Created, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let mut sealed = r.clone();
-        if self.sealer.has_key() {
+        let row = if self.sealer.has_key() {
+            let mut sealed = r.clone();
             self.sealer.seal_request(&mut sealed.request);
             if let Ok(d) = &r.definition {
                 sealed.definition = Ok(Arc::new(self.sealer.seal_definition(d)));
             }
-        }
-        self.writer.send(Job::Create(Box::new(sealed), reply))?;
+            rows::new_row(&sealed)
+        } else {
+            rows::new_row(r)
+        };
+        let new = NewSaga {
+            id: r.id.clone(),
+            owner: r.owner.clone(),
+            row,
+        };
+        self.writer.send(Job::Create(Box::new(new), reply))?;
         match answer.await.map_err(writer_gone)?? {
             Created::Existing(r) => Ok(Created::Existing(Box::new(self.sealer.open_record(*r)))),
             created => Ok(created),
