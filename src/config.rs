@@ -345,7 +345,7 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             url: "sqlite://data/sagas.db?mode=rwc".into(),
             max_connections: 8,
-            writers: 2,
+            writers: 1,
             max_queued_writes: 20_000,
             write_timeout_ms: 10_000,
         }
