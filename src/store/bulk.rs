@@ -384,15 +384,21 @@ pub(super) async fn insert_sagas(
         return Ok(creates.len() as u64);
     }
     let rows: Vec<SagaRow> = creates.iter().map(|c| SagaRow(&c.row)).collect();
-    let sql = cached(&INSERT_SAGAS, backend, insert_sagas_sql);
-    let res = txn
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [param(&rows)?],
-        ))
-        .await?;
-    Ok(res.rows_affected())
+    execute(txn, &INSERT_SAGAS, insert_sagas_sql, &rows).await
+}
+
+/// Runs the statement of `make` (made once per backend) with `rows` as its one parameter;
+/// answers how many rows it changed.
+async fn execute<T: Serialize>(
+    txn: &DatabaseTransaction,
+    cache: &'static [OnceLock<String>; 3],
+    make: fn(DbBackend) -> String,
+    rows: &[T],
+) -> Result<u64, DbErr> {
+    let backend = txn.get_database_backend();
+    let stmt =
+        Statement::from_sql_and_values(backend, cached(cache, backend, make), [param(rows)?]);
+    Ok(txn.execute_raw(stmt).await?.rows_affected())
 }
 
 /// A call's history row as the JSON array of [`CALL`].
@@ -440,15 +446,7 @@ pub(super) async fn update(txn: &DatabaseTransaction, saves: &[&Write]) -> Resul
         return Ok(matched);
     }
     let rows: Vec<TransitionRow> = saves.iter().map(|t| TransitionRow(t)).collect();
-    let sql = cached(&UPDATE, backend, update_sql);
-    let res = txn
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [param(&rows)?],
-        ))
-        .await?;
-    Ok(res.rows_affected())
+    execute(txn, &UPDATE, update_sql, &rows).await
 }
 
 /// The call rows of every transition in `saves`, in order.
@@ -467,17 +465,9 @@ fn call_rows<'a>(saves: &[&'a Write]) -> Vec<CallRow<'a>> {
 /// Inserts the call rows of every transition in `saves` in one INSERT (none if none).
 pub(super) async fn insert_calls(txn: &DatabaseTransaction, saves: &[&Write]) -> Result<(), DbErr> {
     let rows = call_rows(saves);
-    if rows.is_empty() {
-        return Ok(());
+    if !rows.is_empty() {
+        execute(txn, &INSERT_CALLS, insert_calls_sql, &rows).await?;
     }
-    let backend = txn.get_database_backend();
-    let sql = cached(&INSERT_CALLS, backend, insert_calls_sql);
-    txn.execute_raw(Statement::from_sql_and_values(
-        backend,
-        sql,
-        [param(&rows)?],
-    ))
-    .await?;
     Ok(())
 }
 
