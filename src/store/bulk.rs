@@ -7,7 +7,7 @@
 //! way: an UPDATE joined with a `JSON_TABLE` buffers the new LONGTEXT values in an on-disk
 //! temporary table at each execution (slower than the CASEs, measured), and the new sagas keep
 //! their multi-row INSERTs (not measured apart from it). On PostgreSQL the three travel in one
-//! statement ([`batch_sql`]), and the new sagas' two guards in another.
+//! statement ([`batch_sql`]).
 
 use super::entities::saga;
 use super::writer::{NewSaga, Write};
@@ -252,15 +252,6 @@ fn batch_sql(_: DbBackend) -> String {
     )
 }
 
-/// PostgreSQL: the guards of a batch's new sagas, read after their insert in one statement:
-/// how many of the lease tokens ($1) still have a row (each locked against a takeover's delete
-/// until the commit, as `instances::token_exists` does) and how many of the ids ($2) are reserved
-/// by a tombstone (seen even when a purge committed while the insert waited on its lock).
-const GUARDS_SQL: &str = "SELECT \
-     (SELECT count(*) FROM (SELECT 1 FROM saga_instances \
-       WHERE owner IN (SELECT jsonb_array_elements_text($1::jsonb)) FOR KEY SHARE) AS o), \
-     (SELECT count(*) FROM saga_tombstones WHERE id IN (SELECT jsonb_array_elements_text($2::jsonb)))";
-
 static BATCH: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
 
 /// PostgreSQL: writes a batch's new sagas, transitions and calls with [`batch_sql`]; answers
@@ -285,27 +276,6 @@ pub(super) async fn write_postgres(
         .ok_or_else(|| DbErr::Custom("the batch statement answered no row".into()))?;
     let matched: i64 = row.try_get_by_index(0)?;
     Ok(matched as u64)
-}
-
-/// PostgreSQL: how many of `owners` still have a lease-token row, and how many of `ids` are
-/// tombstoned ([`GUARDS_SQL`]).
-pub(super) async fn guards_postgres(
-    txn: &DatabaseTransaction,
-    owners: &[&str],
-    ids: &[&str],
-) -> Result<(u64, u64), DbErr> {
-    let stmt = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        GUARDS_SQL,
-        [param(owners)?, param(ids)?],
-    );
-    let row = txn
-        .query_one_raw(stmt)
-        .await?
-        .ok_or_else(|| DbErr::Custom("the guard statement answered no row".into()))?;
-    let held: i64 = row.try_get_by_index(0)?;
-    let purged: i64 = row.try_get_by_index(1)?;
-    Ok((held as u64, purged as u64))
 }
 
 /// A transition as the JSON array of [`TRANSITION`].

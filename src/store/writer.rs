@@ -429,49 +429,34 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
     owners.dedup();
     let new_ids: Vec<&str> = creates.iter().map(|c| c.id.as_str()).collect();
     match txn.get_database_backend() {
-        DbBackend::Postgres => {
-            // One statement for the rows, then one for both guards (bulk::guards_postgres).
-            let matched = super::bulk::write_postgres(txn, &creates, &saves).await?;
-            if matched != saves.len() as u64 {
-                return Err(BatchError::Conflict);
-            }
-            if !creates.is_empty() {
-                let (held, purged) = super::bulk::guards_postgres(txn, &owners, &new_ids).await?;
-                if held != owners.len() as u64 {
-                    return Err(BatchError::LeaseLost);
-                }
-                if purged > 0 {
-                    return Err(BatchError::Purged);
-                }
-            }
-        }
         DbBackend::Sqlite => {
             // Both guards are in the insert (bulk::insert_sagas_sql); a saga left out is told
             // why.
             let inserted = super::bulk::insert_sagas(txn, &creates).await?;
             if inserted != creates.len() as u64 {
-                return Err(refused(txn, &owners, &new_ids).await?);
+                tokens_held(txn, &owners).await?;
+                not_tombstoned(txn, &new_ids).await?;
+                return Err(BatchError::Db(DbErr::Custom(
+                    "a new saga was not inserted, and neither guard refused it".into(),
+                )));
             }
             update_and_record(txn, &saves).await?;
         }
+        DbBackend::Postgres => {
+            // The tokens are locked before any saga row: a takeover locks its token, then
+            // the sagas it lets go (the other order could deadlock with it).
+            tokens_held(txn, &owners).await?;
+            // The rows in one statement (bulk::batch_sql), then the tombstones.
+            let matched = super::bulk::write_postgres(txn, &creates, &saves).await?;
+            if matched != saves.len() as u64 {
+                return Err(BatchError::Conflict);
+            }
+            not_tombstoned(txn, &new_ids).await?;
+        }
         _ => {
-            for owner in &owners {
-                if !super::instances::token_exists(txn, owner).await? {
-                    return Err(BatchError::LeaseLost);
-                }
-            }
+            tokens_held(txn, &owners).await?;
             super::bulk::insert_sagas(txn, &creates).await?;
-            // After the insert: a purge that deleted the id committed before it (the insert
-            // waited on its lock, or came later), so its tombstone is seen. Padded to a fixed
-            // statement shape.
-            for part in new_ids.chunks(MAX_CHUNK) {
-                if !super::retention::tombstoned(txn, &padded(part))
-                    .await?
-                    .is_empty()
-                {
-                    return Err(BatchError::Purged);
-                }
-            }
+            not_tombstoned(txn, &new_ids).await?;
             update_and_record(txn, &saves).await?;
         }
     }
@@ -493,24 +478,30 @@ async fn update_and_record(txn: &DatabaseTransaction, saves: &[&Write]) -> Resul
     Ok(())
 }
 
-/// Why the guarded insert of SQLite left a new saga out: its lease token is gone, or its id is
-/// reserved by a tombstone.
-async fn refused(
-    txn: &DatabaseTransaction,
-    owners: &[&str],
-    ids: &[&str],
-) -> Result<BatchError, DbErr> {
+/// The guard of new sagas on their lease tokens: each still has its row, locked (on MariaDB
+/// and PostgreSQL) until the commit against a takeover's delete.
+async fn tokens_held(txn: &DatabaseTransaction, owners: &[&str]) -> Result<(), BatchError> {
     for owner in owners {
         if !super::instances::token_exists(txn, owner).await? {
-            return Ok(BatchError::LeaseLost);
+            return Err(BatchError::LeaseLost);
         }
     }
-    if !super::retention::tombstoned(txn, ids).await?.is_empty() {
-        return Ok(BatchError::Purged);
+    Ok(())
+}
+
+/// The guard of new sagas on purged ids, read after their insert: a purge that deleted the id
+/// committed before it (the insert waited on its lock, or came later), so its tombstone is
+/// seen. Padded to a fixed statement shape.
+async fn not_tombstoned(txn: &DatabaseTransaction, ids: &[&str]) -> Result<(), BatchError> {
+    for part in ids.chunks(MAX_CHUNK) {
+        if !super::retention::tombstoned(txn, &padded(part))
+            .await?
+            .is_empty()
+        {
+            return Err(BatchError::Purged);
+        }
     }
-    Err(DbErr::Custom(
-        "a new saga was not inserted, and neither guard refused it".into(),
-    ))
+    Ok(())
 }
 
 #[cfg(test)]
