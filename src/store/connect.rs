@@ -43,6 +43,12 @@ pub(super) async fn open(
         // A database that refuses connections is reported after this (the pool keeps trying
         // until then); the log writer then refuses starts at once until a probe gets through.
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings a pooled connection at every checkout unless told otherwise: a round trip
+        // (on SQLite a hop to the connection's thread) before each batch and each read. Only a
+        // connection idle this long is pinged now (a restarted server, a dropped socket); one
+        // in steady use that broke fails its next statement instead, an outcome every caller
+        // already handles as unknown, and is then discarded by the pool.
+        .test_before_acquire_if_idle_for(Duration::from_secs(1))
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|o| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
