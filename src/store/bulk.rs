@@ -7,7 +7,7 @@
 //! way: an UPDATE joined with a `JSON_TABLE` buffers the new LONGTEXT values in an on-disk
 //! temporary table at each execution (slower than the CASEs, measured), and the new sagas keep
 //! their multi-row INSERTs (not measured apart from it). On PostgreSQL the three travel in one
-//! statement ([`batch_sql`]).
+//! statement, on SQLite in one call ([`batch_sql`]).
 
 use super::entities::saga;
 use super::writer::{NewSaga, Write};
@@ -232,16 +232,27 @@ fn cached(
     cache[slot].get_or_init(|| make(backend)).clone()
 }
 
-static UPDATE: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-static INSERT_SAGAS: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
 static INSERT_CALLS: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
 
-/// PostgreSQL: a batch's new sagas ($1), transitions ($2) and calls ($3) in one statement
-/// (each an array, empty when the batch has none of that kind), answering how many transitions
-/// matched their row: one round trip instead of three. The WITH queries all run to completion
-/// on one snapshot; a transition never concerns a saga created in the same batch (its start is
-/// answered first).
-fn batch_sql(_: DbBackend) -> String {
+/// A batch's new sagas, transitions and calls in one statement text, with three parameters
+/// (each an array, empty when the batch has none of that kind): one round trip (on SQLite one
+/// hop to its thread) instead of three.
+///
+/// PostgreSQL: one statement ($1, $2, $3) answering how many transitions matched their row. The
+/// WITH queries all run to completion on one snapshot; a transition never concerns a saga
+/// created in the same batch (its start is answered first).
+///
+/// SQLite: the three statements in one text (sqlx runs them in turn on one connection, binding
+/// the `?`s in order, and adds up their changes); see [`write_sqlite`].
+fn batch_sql(backend: DbBackend) -> String {
+    if backend == DbBackend::Sqlite {
+        return [
+            insert_sagas_sql(backend),
+            update_sql(backend),
+            insert_calls_sql(backend),
+        ]
+        .join("; ");
+    }
     let b = DbBackend::Postgres;
     let nth = |sql: String, n: usize| sql.replace("$1::jsonb", &format!("${n}::jsonb"));
     format!(
@@ -253,6 +264,27 @@ fn batch_sql(_: DbBackend) -> String {
 }
 
 static BATCH: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+
+/// SQLite: writes a batch's new sagas, transitions and calls with [`batch_sql`]; answers
+/// whether every row was written. When not, a guard of [`insert_sagas_sql`] left a new saga
+/// out or a transition's fence did not match its row: the writer asks the guards which.
+pub(super) async fn write_sqlite(
+    txn: &DatabaseTransaction,
+    creates: &[&NewSaga],
+    saves: &[&Write],
+) -> Result<bool, DbErr> {
+    let sagas: Vec<SagaRow> = creates.iter().map(|c| SagaRow(&c.row)).collect();
+    let moves: Vec<TransitionRow> = saves.iter().map(|t| TransitionRow(t)).collect();
+    let calls = call_rows(saves);
+    let backend = DbBackend::Sqlite;
+    let stmt = Statement::from_sql_and_values(
+        backend,
+        cached(&BATCH, backend, batch_sql),
+        [param(&sagas)?, param(&moves)?, param(&calls)?],
+    );
+    let changed = txn.execute_raw(stmt).await?.rows_affected();
+    Ok(changed == (sagas.len() + moves.len() + calls.len()) as u64)
+}
 
 /// PostgreSQL: writes a batch's new sagas, transitions and calls with [`batch_sql`]; answers
 /// how many transitions matched their row.
@@ -337,24 +369,14 @@ impl Serialize for SagaRow<'_> {
     }
 }
 
-/// Inserts every saga of `creates`: one INSERT on SQLite and PostgreSQL; multi-row INSERTs of
-/// power-of-two sizes on MariaDB/MySQL (see the module's note). Answers how many it inserted:
-/// on SQLite fewer than `creates.len()` when a guard left one out (see [`insert_sagas_sql`]).
+/// MariaDB/MySQL: inserts every saga of `creates` in multi-row INSERTs of power-of-two sizes
+/// (see the module's note; SQLite and PostgreSQL write theirs with [`batch_sql`]).
 pub(super) async fn insert_sagas(
     txn: &DatabaseTransaction,
     creates: &[&NewSaga],
-) -> Result<u64, DbErr> {
-    if creates.is_empty() {
-        return Ok(0);
-    }
-    let backend = txn.get_database_backend();
-    if backend == DbBackend::MySql {
-        let models = creates.iter().map(|c| c.row.clone()).collect();
-        super::writer::insert_chunked(txn, models).await?;
-        return Ok(creates.len() as u64);
-    }
-    let rows: Vec<SagaRow> = creates.iter().map(|c| SagaRow(&c.row)).collect();
-    execute(txn, &INSERT_SAGAS, insert_sagas_sql, &rows).await
+) -> Result<(), DbErr> {
+    let models = creates.iter().map(|c| c.row.clone()).collect();
+    super::writer::insert_chunked(txn, models).await
 }
 
 /// Runs the statement of `make` (made once per backend) with `rows` as its one parameter;
@@ -404,19 +426,14 @@ fn param<T: Serialize>(rows: &[T]) -> Result<sea_orm::Value, DbErr> {
 /// time there).
 const MAX_UPDATE: usize = 32;
 
-/// Applies every transition in `saves` (not empty); answers how many rows matched (fewer than
-/// `saves.len()`: one was fenced off). MariaDB/MySQL take CASE UPDATEs (see the module's note).
+/// MariaDB/MySQL: applies every transition in `saves` in CASE UPDATEs (see the module's note);
+/// answers how many rows matched (fewer than `saves.len()`: one was fenced off).
 pub(super) async fn update(txn: &DatabaseTransaction, saves: &[&Write]) -> Result<u64, DbErr> {
-    let backend = txn.get_database_backend();
-    if backend == DbBackend::MySql {
-        let mut matched = 0;
-        for part in saves.chunks(MAX_UPDATE) {
-            matched += update_case(txn, part).await?;
-        }
-        return Ok(matched);
+    let mut matched = 0;
+    for part in saves.chunks(MAX_UPDATE) {
+        matched += update_case(txn, part).await?;
     }
-    let rows: Vec<TransitionRow> = saves.iter().map(|t| TransitionRow(t)).collect();
-    execute(txn, &UPDATE, update_sql, &rows).await
+    Ok(matched)
 }
 
 /// The call rows of every transition in `saves`, in order.
@@ -583,5 +600,20 @@ mod tests {
         let fields = SAGA.len() + TRANSITION.len() + CALL.len();
         assert_eq!(sql.matches("(e->>").count(), fields, "{sql}");
         assert!(sql.contains(" RETURNING 1), calls AS ("), "{sql}");
+    }
+
+    #[test]
+    fn sqlite_batch_is_the_three_statements_in_order_with_a_parameter_each() {
+        let b = DbBackend::Sqlite;
+        let sql = batch_sql(b);
+        let parts: Vec<&str> = sql.split("; ").collect();
+        assert_eq!(
+            parts,
+            [insert_sagas_sql(b), update_sql(b), insert_calls_sql(b)],
+            "{sql}"
+        );
+        for part in parts {
+            assert_eq!(part.matches('?').count(), 1, "{part}");
+        }
     }
 }

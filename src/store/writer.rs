@@ -3,9 +3,10 @@
 //!
 //! Per batch, whatever its size: one multi-row INSERT of the new sagas, one UPDATE of every
 //! saga that changed (each row fenced by its version and owner) and one INSERT of the calls'
-//! history ([`super::bulk`]; on PostgreSQL the three are one statement), then COMMIT. A batch that cannot be written whole (a version conflict, an
-//! id that exists, a database error) is rolled back and its writes are retried one by one, so
-//! that each gets its own answer. Sagas are sharded over several writers by id (several
+//! history ([`super::bulk`]; on PostgreSQL the three are one statement, on SQLite one call),
+//! then COMMIT. A batch that cannot be written whole (a version conflict, an id that exists, a
+//! database error) is rolled back and its writes are retried one by one, so that each gets its
+//! own answer. Sagas are sharded over several writers by id (several
 //! connections commit at once on MariaDB and PostgreSQL; one on SQLite), which keeps the
 //! writes of one saga in order.
 
@@ -430,17 +431,15 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
     let new_ids: Vec<&str> = creates.iter().map(|c| c.id.as_str()).collect();
     match txn.get_database_backend() {
         DbBackend::Sqlite => {
-            // Both guards are in the insert (bulk::insert_sagas_sql); a saga left out is told
-            // why.
-            let inserted = super::bulk::insert_sagas(txn, &creates).await?;
-            if inserted != creates.len() as u64 {
+            // The rows in one call (bulk::batch_sql), both guards inside the insert. When a row
+            // was not written, the guards say whether a new saga was left out (SQLite holds
+            // its write lock from BEGIN: they see what the insert saw); otherwise a fence did
+            // not match.
+            if !super::bulk::write_sqlite(txn, &creates, &saves).await? {
                 tokens_held(txn, &owners).await?;
                 not_tombstoned(txn, &new_ids).await?;
-                return Err(BatchError::Db(DbErr::Custom(
-                    "a new saga was not inserted, and neither guard refused it".into(),
-                )));
+                return Err(BatchError::Conflict);
             }
-            update_and_record(txn, &saves).await?;
         }
         DbBackend::Postgres => {
             // The tokens are locked before any saga row: a takeover locks its token, then
@@ -455,7 +454,9 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
         }
         _ => {
             tokens_held(txn, &owners).await?;
-            super::bulk::insert_sagas(txn, &creates).await?;
+            if !creates.is_empty() {
+                super::bulk::insert_sagas(txn, &creates).await?;
+            }
             not_tombstoned(txn, &new_ids).await?;
             update_and_record(txn, &saves).await?;
         }
