@@ -168,10 +168,9 @@ const SAGA: Fields = &[
 
 /// SQLite and PostgreSQL: one INSERT of every new saga. On SQLite the batch's two guards are
 /// folded into it (the write lock is held from BEGIN, so nothing changes between them): a
-/// saga is left out when its lease token is gone or its id is reserved by a tombstone, and
-/// the writer compares the count (two statements, each a hop to SQLite's thread, fewer).
-/// PostgreSQL must read the tombstones after the insert, in a statement of their own (see
-/// the writer).
+/// saga is left out when its lease token is gone or its id is reserved by a tombstone, which
+/// [`write_sqlite`]'s count of changed rows shows. PostgreSQL must read the tombstones after
+/// the insert, in a statement of their own (see the writer).
 fn insert_sagas_sql(backend: DbBackend) -> String {
     let insert = insert_sql(backend, "sagas", SAGA);
     if backend != DbBackend::Sqlite {

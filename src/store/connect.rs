@@ -37,18 +37,19 @@ pub(super) async fn open(
         }
     }
     let mut opts = ConnectOptions::new(loopback_without_tls(url));
+    if url.starts_with("sqlite:") {
+        // sqlx pings a pooled connection at every checkout unless told otherwise: on SQLite a
+        // hop to the connection's thread before each batch and each read, for a connection in
+        // the same process that cannot drop. On MariaDB and PostgreSQL the ping stays: it is
+        // what keeps a server restart from failing the work that next takes a connection.
+        opts.test_before_acquire(false);
+    }
     opts.max_connections(max_connections.max(1))
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
         // A database that refuses connections is reported after this (the pool keeps trying
         // until then); the log writer then refuses starts at once until a probe gets through.
         .acquire_timeout(Duration::from_secs(5))
-        // sqlx pings a pooled connection at every checkout unless told otherwise: a round trip
-        // (on SQLite a hop to the connection's thread) before each batch and each read. Only a
-        // connection idle this long is pinged now (a restarted server, a dropped socket); one
-        // in steady use that broke fails its next statement instead, an outcome every caller
-        // already handles as unknown, and is then discarded by the pool.
-        .test_before_acquire_if_idle_for(Duration::from_secs(1))
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|o| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
