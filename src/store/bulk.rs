@@ -264,6 +264,24 @@ fn batch_sql(backend: DbBackend) -> String {
 
 static BATCH: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
 
+/// The statement of [`batch_sql`] for a batch on `backend`, and how many rows it carries.
+fn batch_statement(
+    backend: DbBackend,
+    creates: &[&NewSaga],
+    saves: &[&Write],
+) -> Result<(Statement, u64), DbErr> {
+    let sagas: Vec<SagaRow> = creates.iter().map(|c| SagaRow(&c.row)).collect();
+    let moves: Vec<TransitionRow> = saves.iter().map(|t| TransitionRow(t)).collect();
+    let calls = call_rows(saves);
+    let rows = (sagas.len() + moves.len() + calls.len()) as u64;
+    let stmt = Statement::from_sql_and_values(
+        backend,
+        cached(&BATCH, backend, batch_sql),
+        [param(&sagas)?, param(&moves)?, param(&calls)?],
+    );
+    Ok((stmt, rows))
+}
+
 /// SQLite: writes a batch's new sagas, transitions and calls with [`batch_sql`]; answers
 /// whether every row was written. When not, a guard of [`insert_sagas_sql`] left a new saga
 /// out or a transition's fence did not match its row: the writer asks the guards which.
@@ -272,17 +290,8 @@ pub(super) async fn write_sqlite(
     creates: &[&NewSaga],
     saves: &[&Write],
 ) -> Result<bool, DbErr> {
-    let sagas: Vec<SagaRow> = creates.iter().map(|c| SagaRow(&c.row)).collect();
-    let moves: Vec<TransitionRow> = saves.iter().map(|t| TransitionRow(t)).collect();
-    let calls = call_rows(saves);
-    let backend = DbBackend::Sqlite;
-    let stmt = Statement::from_sql_and_values(
-        backend,
-        cached(&BATCH, backend, batch_sql),
-        [param(&sagas)?, param(&moves)?, param(&calls)?],
-    );
-    let changed = txn.execute_raw(stmt).await?.rows_affected();
-    Ok(changed == (sagas.len() + moves.len() + calls.len()) as u64)
+    let (stmt, rows) = batch_statement(DbBackend::Sqlite, creates, saves)?;
+    Ok(txn.execute_raw(stmt).await?.rows_affected() == rows)
 }
 
 /// PostgreSQL: writes a batch's new sagas, transitions and calls with [`batch_sql`]; answers
@@ -292,15 +301,7 @@ pub(super) async fn write_postgres(
     creates: &[&NewSaga],
     saves: &[&Write],
 ) -> Result<u64, DbErr> {
-    let sagas: Vec<SagaRow> = creates.iter().map(|c| SagaRow(&c.row)).collect();
-    let moves: Vec<TransitionRow> = saves.iter().map(|t| TransitionRow(t)).collect();
-    let calls = call_rows(saves);
-    let backend = DbBackend::Postgres;
-    let stmt = Statement::from_sql_and_values(
-        backend,
-        cached(&BATCH, backend, batch_sql),
-        [param(&sagas)?, param(&moves)?, param(&calls)?],
-    );
+    let (stmt, _) = batch_statement(DbBackend::Postgres, creates, saves)?;
     let row = txn
         .query_one_raw(stmt)
         .await?
