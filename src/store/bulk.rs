@@ -379,20 +379,6 @@ pub(super) async fn insert_sagas(
     super::writer::insert_chunked(txn, models).await
 }
 
-/// Runs the statement of `make` (made once per backend) with `rows` as its one parameter;
-/// answers how many rows it changed.
-async fn execute<T: Serialize>(
-    txn: &DatabaseTransaction,
-    cache: &'static [OnceLock<String>; 3],
-    make: fn(DbBackend) -> String,
-    rows: &[T],
-) -> Result<u64, DbErr> {
-    let backend = txn.get_database_backend();
-    let stmt =
-        Statement::from_sql_and_values(backend, cached(cache, backend, make), [param(rows)?]);
-    Ok(txn.execute_raw(stmt).await?.rows_affected())
-}
-
 /// A call's history row as the JSON array of [`CALL`].
 struct CallRow<'a>(&'a str, &'a str, &'a crate::domain::CallRecord);
 
@@ -453,7 +439,14 @@ fn call_rows<'a>(saves: &[&'a Write]) -> Vec<CallRow<'a>> {
 pub(super) async fn insert_calls(txn: &DatabaseTransaction, saves: &[&Write]) -> Result<(), DbErr> {
     let rows = call_rows(saves);
     if !rows.is_empty() {
-        execute(txn, &INSERT_CALLS, insert_calls_sql, &rows).await?;
+        let backend = txn.get_database_backend();
+        let sql = cached(&INSERT_CALLS, backend, insert_calls_sql);
+        txn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [param(&rows)?],
+        ))
+        .await?;
     }
     Ok(())
 }

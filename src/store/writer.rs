@@ -454,9 +454,7 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
         }
         _ => {
             tokens_held(txn, &owners).await?;
-            if !creates.is_empty() {
-                super::bulk::insert_sagas(txn, &creates).await?;
-            }
+            super::bulk::insert_sagas(txn, &creates).await?;
             not_tombstoned(txn, &new_ids).await?;
             update_and_record(txn, &saves).await?;
         }
