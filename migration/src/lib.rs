@@ -12,6 +12,7 @@ mod m20261206_000007_retention;
 mod m20261207_000008_operator_surgery;
 mod m20261207_000009_service_pauses;
 mod m20261207_000010_saga_definitions;
+mod m20261207_000011_postgres_batch_function;
 
 /// Applies the saga log's migrations in order.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000008_operator_surgery::Migration),
             Box::new(m20261207_000009_service_pauses::Migration),
             Box::new(m20261207_000010_saga_definitions::Migration),
+            Box::new(m20261207_000011_postgres_batch_function::Migration),
         ]
     }
 }

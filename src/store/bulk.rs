@@ -1,13 +1,14 @@
 //! The log writer's multi-row statements. A batch's rows travel as one JSON array in one
-//! parameter, which the database unpacks into a relation (`jsonb_each` on SQLite,
-//! `jsonb_array_elements` on PostgreSQL, `JSON_TABLE` on MariaDB/MySQL): whatever the batch
-//! size, one statement with one parameter, prepared once per connection, instead of a
+//! parameter, which the database unpacks into a relation (`jsonb_each` on SQLite, `JSON_TABLE`
+//! on MariaDB/MySQL, `jsonb_array_elements` in PostgreSQL's `saga_log_write` function): whatever
+//! the batch size, one statement with one parameter, prepared once per connection, instead of a
 //! placeholder per value, a statement per power of two and a CASE per column comparing every
 //! row with every branch (docs/benchmarks.md). On MariaDB/MySQL only the calls take the JSON
 //! way: an UPDATE joined with a `JSON_TABLE` buffers the new LONGTEXT values in an on-disk
 //! temporary table at each execution (slower than the CASEs, measured), and the new sagas keep
-//! their multi-row INSERTs (not measured apart from it). On PostgreSQL the three travel in one
-//! statement, on SQLite in one call ([`batch_sql`]).
+//! their multi-row INSERTs (not measured apart from it). On SQLite the three travel in one call
+//! ([`batch_sql`]); on PostgreSQL in one call of the function `saga_log_write` (its migration,
+//! `m20261207_000011`, unpacks the rows of [`SAGA`], [`TRANSITION`] and [`CALL`] by position).
 
 use super::entities::saga;
 use super::writer::{NewSaga, Write};
@@ -37,7 +38,7 @@ enum Ty {
 type Fields = &'static [(&'static str, Ty)];
 
 /// The relation `v` of `fields` unpacked from the statement's one parameter, with `n`: the
-/// row's position in the array.
+/// row's position in the array (MariaDB/MySQL, or else SQLite).
 fn relation(backend: DbBackend, fields: Fields) -> String {
     let cols = fields.iter().enumerate();
     match backend {
@@ -57,24 +58,6 @@ fn relation(backend: DbBackend, fields: Fields) -> String {
                 .collect();
             format!(
                 "JSON_TABLE(?, '$[*]' COLUMNS(n FOR ORDINALITY, {})) AS v",
-                cols.join(", ")
-            )
-        }
-        DbBackend::Postgres => {
-            let cols: Vec<String> = cols
-                .map(|(i, (name, ty))| {
-                    let cast = match ty {
-                        Ty::Key | Ty::Text => "",
-                        Ty::Json => "::json",
-                        Ty::BigInt => "::bigint",
-                        Ty::Int => "::int",
-                        Ty::Bool => "::boolean",
-                    };
-                    format!("(e->>{i}){cast} AS {name}")
-                })
-                .collect();
-            format!(
-                "(SELECT n, {} FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(e, n)) AS v",
                 cols.join(", ")
             )
         }
@@ -111,9 +94,8 @@ const TRANSITION: Fields = &[
     ("definition", Ty::Text),
 ];
 
-/// SQLite and PostgreSQL: one UPDATE of every transition, each row fenced by its version and
-/// owner.
-fn update_sql(backend: DbBackend) -> String {
+/// SQLite: one UPDATE of every transition, each row fenced by its version and owner.
+fn update_sql() -> String {
     // Column = value of v; a seldom-changing column keeps its value unless its row sets it.
     let plain = [
         "status",
@@ -139,7 +121,7 @@ fn update_sql(backend: DbBackend) -> String {
     format!(
         "UPDATE sagas AS s SET {} FROM {} WHERE s.id = v.id AND s.version = v.version AND s.owner = v.owner",
         set.join(", "),
-        relation(backend, TRANSITION)
+        relation(DbBackend::Sqlite, TRANSITION)
     )
 }
 
@@ -166,16 +148,12 @@ const SAGA: Fields = &[
     ("paused_at", Ty::BigInt),
 ];
 
-/// SQLite and PostgreSQL: one INSERT of every new saga. On SQLite the batch's two guards are
-/// folded into it (the write lock is held from BEGIN, so nothing changes between them): a
-/// saga is left out when its lease token is gone or its id is reserved by a tombstone, which
-/// [`write_sqlite`]'s count of changed rows shows. PostgreSQL must read the tombstones after
-/// the insert, in a statement of their own (see the writer).
-fn insert_sagas_sql(backend: DbBackend) -> String {
-    let insert = insert_sql(backend, "sagas", SAGA);
-    if backend != DbBackend::Sqlite {
-        return insert;
-    }
+/// SQLite: one INSERT of every new saga, the batch's two guards folded into it (the write
+/// lock is held from BEGIN, so nothing changes between them): a saga is left out when its lease
+/// token is gone or its id is reserved by a tombstone, which [`write_sqlite`]'s count of changed
+/// rows shows.
+fn insert_sagas_sql() -> String {
+    let insert = insert_sql(DbBackend::Sqlite, "sagas", SAGA);
     let order = " ORDER BY v.n";
     let head = insert
         .strip_suffix(order)
@@ -217,69 +195,34 @@ fn insert_sql(backend: DbBackend, table: &str, fields: Fields) -> String {
     )
 }
 
-/// The statement text of `backend`, made once.
-fn cached(
-    cache: &'static [OnceLock<String>; 3],
-    backend: DbBackend,
-    make: fn(DbBackend) -> String,
-) -> String {
-    let slot = match backend {
-        DbBackend::MySql => 0,
-        DbBackend::Postgres => 1,
-        _ => 2,
-    };
-    cache[slot].get_or_init(|| make(backend)).clone()
+static INSERT_CALLS: OnceLock<String> = OnceLock::new();
+
+/// SQLite: a batch's new sagas, transitions and calls as the three statements in one text,
+/// with a parameter each (an array, empty when the batch has none of that kind): sqlx runs them
+/// in turn on one connection, binding the `?`s in order, and adds up their changes; one hop to
+/// SQLite's thread instead of three. See [`write_sqlite`].
+fn batch_sql() -> String {
+    [
+        insert_sagas_sql(),
+        update_sql(),
+        insert_calls_sql(DbBackend::Sqlite),
+    ]
+    .join("; ")
 }
 
-static INSERT_CALLS: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+static BATCH: OnceLock<String> = OnceLock::new();
 
-/// A batch's new sagas, transitions and calls in one statement text, with three parameters
-/// (each an array, empty when the batch has none of that kind): one round trip (on SQLite one
-/// hop to its thread) instead of three.
-///
-/// PostgreSQL: one statement ($1, $2, $3) answering how many transitions matched their row. The
-/// WITH queries all run to completion on one snapshot; a transition never concerns a saga
-/// created in the same batch (its start is answered first).
-///
-/// SQLite: the three statements in one text (sqlx runs them in turn on one connection, binding
-/// the `?`s in order, and adds up their changes); see [`write_sqlite`].
-fn batch_sql(backend: DbBackend) -> String {
-    if backend == DbBackend::Sqlite {
-        return [
-            insert_sagas_sql(backend),
-            update_sql(backend),
-            insert_calls_sql(backend),
-        ]
-        .join("; ");
-    }
-    let b = DbBackend::Postgres;
-    let nth = |sql: String, n: usize| sql.replace("$1::jsonb", &format!("${n}::jsonb"));
-    format!(
-        "WITH new AS ({}), moved AS ({} RETURNING 1), calls AS ({}) SELECT count(*) FROM moved",
-        nth(insert_sagas_sql(b), 1),
-        nth(update_sql(b), 2),
-        nth(insert_calls_sql(b), 3)
-    )
-}
-
-static BATCH: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-
-/// The statement of [`batch_sql`] for a batch on `backend`, and how many rows it carries.
-fn batch_statement(
-    backend: DbBackend,
+/// A batch's rows as the three parameters of [`batch_sql`] and of `saga_log_write`, and how
+/// many rows they carry.
+fn batch_params(
     creates: &[&NewSaga],
     saves: &[&Write],
-) -> Result<(Statement, u64), DbErr> {
+) -> Result<([sea_orm::Value; 3], u64), DbErr> {
     let sagas: Vec<SagaRow> = creates.iter().map(|c| SagaRow(&c.row)).collect();
     let moves: Vec<TransitionRow> = saves.iter().map(|t| TransitionRow(t)).collect();
     let calls = call_rows(saves);
     let rows = (sagas.len() + moves.len() + calls.len()) as u64;
-    let stmt = Statement::from_sql_and_values(
-        backend,
-        cached(&BATCH, backend, batch_sql),
-        [param(&sagas)?, param(&moves)?, param(&calls)?],
-    );
-    Ok((stmt, rows))
+    Ok(([param(&sagas)?, param(&moves)?, param(&calls)?], rows))
 }
 
 /// SQLite: writes a batch's new sagas, transitions and calls with [`batch_sql`]; answers
@@ -290,25 +233,38 @@ pub(super) async fn write_sqlite(
     creates: &[&NewSaga],
     saves: &[&Write],
 ) -> Result<bool, DbErr> {
-    let (stmt, rows) = batch_statement(DbBackend::Sqlite, creates, saves)?;
+    let (values, rows) = batch_params(creates, saves)?;
+    let sql = BATCH.get_or_init(batch_sql).clone();
+    let stmt = Statement::from_sql_and_values(DbBackend::Sqlite, sql, values);
     Ok(txn.execute_raw(stmt).await?.rows_affected() == rows)
 }
 
-/// PostgreSQL: writes a batch's new sagas, transitions and calls with [`batch_sql`]; answers
-/// how many transitions matched their row.
-pub(super) async fn write_postgres(
-    txn: &DatabaseTransaction,
+/// PostgreSQL: writes a batch's new sagas, transitions and calls in one call of
+/// `saga_log_write` (on `conn`: the pool, where the call commits itself, or a transaction). Its
+/// refusals are errors with their own SQLSTATE, the whole call rolled back: [`LEASE_LOST`],
+/// [`PURGED`], [`MOVED`], or a unique violation (an id that exists).
+pub(super) async fn write_postgres<C: ConnectionTrait>(
+    conn: &C,
     creates: &[&NewSaga],
     saves: &[&Write],
-) -> Result<u64, DbErr> {
-    let (stmt, _) = batch_statement(DbBackend::Postgres, creates, saves)?;
-    let row = txn
-        .query_one_raw(stmt)
-        .await?
-        .ok_or_else(|| DbErr::Custom("the batch statement answered no row".into()))?;
-    let matched: i64 = row.try_get_by_index(0)?;
-    Ok(matched as u64)
+) -> Result<(), DbErr> {
+    let (values, _) = batch_params(creates, saves)?;
+    let sql = "SELECT saga_log_write($1::jsonb, $2::jsonb, $3::jsonb)";
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await?;
+    Ok(())
 }
+
+/// `saga_log_write`'s SQLSTATE when a new saga's lease token has no row.
+pub(super) const LEASE_LOST: &str = "SG001";
+/// `saga_log_write`'s SQLSTATE when a new saga's id is reserved by a tombstone.
+pub(super) const PURGED: &str = "SG002";
+/// `saga_log_write`'s SQLSTATE when a transition's version or owner no longer match its row.
+pub(super) const MOVED: &str = "SG003";
 
 /// A transition as the JSON array of [`TRANSITION`].
 struct TransitionRow<'a>(&'a Write);
@@ -435,14 +391,16 @@ fn call_rows<'a>(saves: &[&'a Write]) -> Vec<CallRow<'a>> {
         .collect()
 }
 
-/// Inserts the call rows of every transition in `saves` in one INSERT (none if none).
+/// MariaDB/MySQL: inserts the call rows of every transition in `saves` in one INSERT (none if
+/// none).
 pub(super) async fn insert_calls(txn: &DatabaseTransaction, saves: &[&Write]) -> Result<(), DbErr> {
     let rows = call_rows(saves);
     if !rows.is_empty() {
-        let backend = txn.get_database_backend();
-        let sql = cached(&INSERT_CALLS, backend, insert_calls_sql);
+        let sql = INSERT_CALLS
+            .get_or_init(|| insert_calls_sql(DbBackend::MySql))
+            .clone();
         txn.execute_raw(Statement::from_sql_and_values(
-            backend,
+            DbBackend::MySql,
             sql,
             [param(&rows)?],
         ))
@@ -553,29 +511,14 @@ mod tests {
     #[test]
     fn every_statement_takes_one_parameter_and_every_field() {
         let statements = [
-            (DbBackend::Sqlite, update_sql(DbBackend::Sqlite), TRANSITION),
-            (
-                DbBackend::Postgres,
-                update_sql(DbBackend::Postgres),
-                TRANSITION,
-            ),
-            (DbBackend::Sqlite, insert_sagas_sql(DbBackend::Sqlite), SAGA),
-            (
-                DbBackend::Postgres,
-                insert_sagas_sql(DbBackend::Postgres),
-                SAGA,
-            ),
-        ]
-        .into_iter()
-        .chain(
-            [DbBackend::Sqlite, DbBackend::MySql, DbBackend::Postgres]
-                .map(|b| (b, insert_calls_sql(b), CALL)),
-        );
+            (DbBackend::Sqlite, update_sql(), TRANSITION),
+            (DbBackend::Sqlite, insert_sagas_sql(), SAGA),
+            (DbBackend::Sqlite, insert_calls_sql(DbBackend::Sqlite), CALL),
+            (DbBackend::MySql, insert_calls_sql(DbBackend::MySql), CALL),
+        ];
         for (backend, sql, fields) in statements {
-            let params = sql.matches('?').count() + sql.matches("$1").count();
-            assert_eq!(params, 1, "{backend:?}: {sql}");
+            assert_eq!(sql.matches('?').count(), 1, "{backend:?}: {sql}");
             let unpacked = match backend {
-                DbBackend::Postgres => sql.matches("(e->>").count(),
                 DbBackend::MySql => sql.matches(" PATH '$[").count(),
                 _ => sql.matches("json_extract(value, '$[").count(),
             };
@@ -584,25 +527,16 @@ mod tests {
     }
 
     #[test]
-    fn postgres_batch_takes_three_parameters_and_every_field_once() {
-        let sql = batch_sql(DbBackend::Postgres);
-        for n in 1..=3 {
-            assert_eq!(sql.matches(&format!("${n}::jsonb")).count(), 1, "{sql}");
-        }
-        assert_eq!(sql.matches("$4").count(), 0, "{sql}");
-        let fields = SAGA.len() + TRANSITION.len() + CALL.len();
-        assert_eq!(sql.matches("(e->>").count(), fields, "{sql}");
-        assert!(sql.contains(" RETURNING 1), calls AS ("), "{sql}");
-    }
-
-    #[test]
     fn sqlite_batch_is_the_three_statements_in_order_with_a_parameter_each() {
-        let b = DbBackend::Sqlite;
-        let sql = batch_sql(b);
+        let sql = batch_sql();
         let parts: Vec<&str> = sql.split("; ").collect();
         assert_eq!(
             parts,
-            [insert_sagas_sql(b), update_sql(b), insert_calls_sql(b)],
+            [
+                insert_sagas_sql(),
+                update_sql(),
+                insert_calls_sql(DbBackend::Sqlite)
+            ],
             "{sql}"
         );
         for part in parts {

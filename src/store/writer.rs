@@ -3,8 +3,9 @@
 //!
 //! Per batch, whatever its size: one multi-row INSERT of the new sagas, one UPDATE of every
 //! saga that changed (each row fenced by its version and owner) and one INSERT of the calls'
-//! history ([`super::bulk`]; on PostgreSQL the three are one statement, on SQLite one call),
-//! then COMMIT. A batch that cannot be written whole (a version conflict, an id that exists, a
+//! history ([`super::bulk`]; on SQLite the three are one call), then COMMIT. On PostgreSQL the
+//! whole batch, both guards of new sagas included, is one call of the function
+//! `saga_log_write`, which commits itself. A batch that cannot be written whole (a version conflict, an id that exists, a
 //! database error) is rolled back and its writes are retried one by one, so that each gets its
 //! own answer. Sagas are sharded over several writers by id (several
 //! connections commit at once on MariaDB and PostgreSQL; one on SQLite), which keeps the
@@ -232,10 +233,26 @@ enum BatchError {
 impl From<DbErr> for BatchError {
     fn from(e: DbErr) -> Self {
         if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
-            BatchError::Exists
-        } else {
-            BatchError::Db(e)
+            return BatchError::Exists;
         }
+        match sqlstate(&e).as_deref() {
+            Some(super::bulk::LEASE_LOST) => BatchError::LeaseLost,
+            Some(super::bulk::PURGED) => BatchError::Purged,
+            Some(super::bulk::MOVED) => BatchError::Conflict,
+            _ => BatchError::Db(e),
+        }
+    }
+}
+
+/// The SQLSTATE of an error the database answered with.
+fn sqlstate(e: &DbErr) -> Option<String> {
+    use sea_orm::RuntimeErr;
+    match e {
+        DbErr::Exec(RuntimeErr::SqlxError(s)) | DbErr::Query(RuntimeErr::SqlxError(s)) => s
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned()),
+        _ => None,
     }
 }
 
@@ -400,6 +417,11 @@ async fn answer_failed(db: &DatabaseConnection, job: Job, e: BatchError) {
 
 /// Writes every job in one transaction, or nothing.
 async fn write_batch(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), BatchError> {
+    if db.get_database_backend() == DbBackend::Postgres && operator_rows(jobs).is_empty() {
+        // One call that commits itself: no BEGIN and COMMIT round trips.
+        let (creates, saves) = split(jobs);
+        return Ok(super::bulk::write_postgres(db, &creates, &saves).await?);
+    }
     let txn = super::connect::begin(db).await?;
     match write_in(&txn, jobs).await {
         Ok(()) => Ok(txn.commit().await?),
@@ -410,21 +432,38 @@ async fn write_batch(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), BatchE
     }
 }
 
-async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchError> {
-    let creates: Vec<&NewSaga> = jobs
+/// The new sagas and the transitions of `jobs`, in their order.
+fn split(jobs: &[Job]) -> (Vec<&NewSaga>, Vec<&Write>) {
+    let creates = jobs
         .iter()
         .filter_map(|j| match j {
             Job::Create(r, _) => Some(&**r),
             Job::Save(..) => None,
         })
         .collect();
-    let saves: Vec<&Write> = jobs
+    let saves = jobs
         .iter()
         .filter_map(|j| match j {
             Job::Save(t, _) => Some(&**t),
             Job::Create(..) => None,
         })
         .collect();
+    (creates, saves)
+}
+
+/// The rows of the operators' actions that the transitions of `jobs` record.
+fn operator_rows(jobs: &[Job]) -> Vec<saga_operator_action::ActiveModel> {
+    jobs.iter()
+        .filter_map(|j| match j {
+            Job::Save(t, _) => Some(t),
+            Job::Create(..) => None,
+        })
+        .flat_map(|t| t.calls.iter().filter_map(|c| rows::operator_row(&t.id, c)))
+        .collect()
+}
+
+async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchError> {
+    let (creates, saves) = split(jobs);
     let mut owners: Vec<&str> = creates.iter().filter_map(|c| c.owner.as_deref()).collect();
     owners.sort_unstable();
     owners.dedup();
@@ -442,15 +481,9 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
             }
         }
         DbBackend::Postgres => {
-            // The tokens are locked before any saga row: a takeover locks its token, then
-            // the sagas it lets go (the other order could deadlock with it).
-            tokens_held(txn, &owners).await?;
-            // The rows in one statement (bulk::batch_sql), then the tombstones.
-            let matched = super::bulk::write_postgres(txn, &creates, &saves).await?;
-            if matched != saves.len() as u64 {
-                return Err(BatchError::Conflict);
-            }
-            not_tombstoned(txn, &new_ids).await?;
+            // The rows and both guards in one call (a batch with an operator's action: its
+            // rows are inserted after it, in the same transaction).
+            super::bulk::write_postgres(txn, &creates, &saves).await?;
         }
         _ => {
             tokens_held(txn, &owners).await?;
@@ -459,11 +492,7 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
             update_and_record(txn, &saves).await?;
         }
     }
-    let ops: Vec<saga_operator_action::ActiveModel> = saves
-        .iter()
-        .flat_map(|t| t.calls.iter().filter_map(|c| rows::operator_row(&t.id, c)))
-        .collect();
-    insert_chunked(txn, ops).await?;
+    insert_chunked(txn, operator_rows(jobs)).await?;
     Ok(())
 }
 
