@@ -14,6 +14,10 @@ mod m20261207_000009_service_pauses;
 mod m20261207_000010_saga_definitions;
 mod m20261207_000011_postgres_batch_function;
 
+/// PostgreSQL's log-writer function as the latest migration creates it (the writer's tests check
+/// it against the order in which it serialises rows).
+pub use m20261207_000011_postgres_batch_function::POSTGRES_BATCH_FUNCTION;
+
 /// Applies the saga log's migrations in order.
 pub struct Migrator;
 

@@ -22,7 +22,7 @@ pub struct Migration;
 /// lease ended and was taken over); `SG002` a new saga's id is reserved by a purged saga's
 /// tombstone; `SG003` a transition's version or owner no longer matches its row; `23505` a new
 /// saga's id exists.
-const CREATE: &str = r#"
+pub const POSTGRES_BATCH_FUNCTION: &str = r#"
 CREATE OR REPLACE FUNCTION saga_log_write(new_sagas jsonb, moves jsonb, calls jsonb)
 RETURNS void
 LANGUAGE plpgsql
@@ -94,7 +94,7 @@ impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         let db = m.get_connection();
         if db.get_database_backend() == DbBackend::Postgres {
-            db.execute_unprepared(CREATE).await?;
+            db.execute_unprepared(POSTGRES_BATCH_FUNCTION).await?;
         }
         Ok(())
     }

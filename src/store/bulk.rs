@@ -543,4 +543,39 @@ mod tests {
             assert_eq!(part.matches('?').count(), 1, "{part}");
         }
     }
+
+    /// The columns an INSERT of `routine` names after `head`, in order.
+    fn inserted_columns(routine: &str, head: &str) -> Vec<String> {
+        let from = routine.find(head).expect(head) + head.len();
+        let to = from + routine[from..].find(')').unwrap();
+        routine[from..to]
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn postgres_function_reads_every_field_where_the_writer_puts_it() {
+        let pg = migration::POSTGRES_BATCH_FUNCTION;
+        // The new sagas and the calls: INSERTs naming the columns in the order of the arrays,
+        // reading `e->>0`, `e->>1`, … in that order.
+        for (head, fields) in [
+            ("INSERT INTO sagas (", SAGA),
+            ("INSERT INTO saga_calls (", CALL),
+        ] {
+            let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+            assert_eq!(inserted_columns(pg, head), names, "{head}");
+            let from = pg.find(head).unwrap();
+            let select = &pg[from..from + pg[from..].find("FROM jsonb_array_elements").unwrap()];
+            let mut at = 0;
+            for i in 0..fields.len() {
+                let next = select[at..].find(&format!("e->>{i}")).map(|p| at + p);
+                at = next.unwrap_or_else(|| panic!("{head}: field {i} not read in order"));
+            }
+        }
+        // A transition: every position is read (the fence, the columns and their flags).
+        for (i, (name, _)) in TRANSITION.iter().enumerate() {
+            assert!(pg.contains(&format!("r->>{i}")), "{name} at {i}");
+        }
+    }
 }
