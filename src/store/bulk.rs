@@ -326,7 +326,8 @@ impl Serialize for SagaRow<'_> {
 }
 
 /// MariaDB/MySQL: inserts every saga of `creates` in multi-row INSERTs of power-of-two sizes
-/// (see the module's note; SQLite and PostgreSQL write theirs with [`batch_sql`]).
+/// (see the module's note; SQLite writes its with [`batch_sql`], PostgreSQL with
+/// `saga_log_write`).
 pub(super) async fn insert_sagas(
     txn: &DatabaseTransaction,
     creates: &[&NewSaga],
@@ -573,9 +574,39 @@ mod tests {
                 at = next.unwrap_or_else(|| panic!("{head}: field {i} not read in order"));
             }
         }
-        // A transition: every position is read (the fence, the columns and their flags).
-        for (i, (name, _)) in TRANSITION.iter().enumerate() {
-            assert!(pg.contains(&format!("r->>{i}")), "{name} at {i}");
+        // A transition: each field where its column is fenced or set.
+        let at = |field: &str| TRANSITION.iter().position(|(n, _)| *n == field).unwrap();
+        let mut expected: Vec<String> = ["id", "owner", "status", "steps", "error"]
+            .iter()
+            .map(|c| format!("{c} = r->>{}", at(c)))
+            .collect();
+        for c in [
+            "version",
+            "next_wake_at",
+            "updated_at",
+            "finished_at",
+            "purge_at",
+        ] {
+            expected.push(format!("{c} = (r->>{})::bigint", at(c)));
+        }
+        expected.push(format!("owner = r->>{},", at("new_owner")));
+        for (col, flag) in [
+            ("deadline_at", "deadline_set"),
+            ("paused_at", "paused_set"),
+            ("definition", "definition_set"),
+        ] {
+            let value = if col == "definition" {
+                format!("r->>{}", at(col))
+            } else {
+                format!("(r->>{})::bigint", at(col))
+            };
+            expected.push(format!(
+                "{col} = CASE WHEN (r->>{})::boolean THEN {value} ELSE {col} END",
+                at(flag)
+            ));
+        }
+        for e in expected {
+            assert!(pg.contains(&e), "PostgreSQL's function lacks `{e}`");
         }
     }
 }

@@ -5,7 +5,8 @@
 //! saga that changed (each row fenced by its version and owner) and one INSERT of the calls'
 //! history ([`super::bulk`]; on SQLite the three are one call), then COMMIT. On PostgreSQL the
 //! whole batch, both guards of new sagas included, is one call of the function
-//! `saga_log_write`, which commits itself. A batch that cannot be written whole (a version conflict, an id that exists, a
+//! `saga_log_write` (a batch of transitions alone sends it outside a transaction: it commits
+//! itself). A batch that cannot be written whole (a version conflict, an id that exists, a
 //! database error) is rolled back and its writes are retried one by one, so that each gets its
 //! own answer. Sagas are sharded over several writers by id (several
 //! connections commit at once on MariaDB and PostgreSQL; one on SQLite), which keeps the
@@ -417,9 +418,16 @@ async fn answer_failed(db: &DatabaseConnection, job: Job, e: BatchError) {
 
 /// Writes every job in one transaction, or nothing.
 async fn write_batch(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), BatchError> {
-    if db.get_database_backend() == DbBackend::Postgres && operator_rows(jobs).is_empty() {
-        // One call that commits itself: no BEGIN and COMMIT round trips.
-        let (creates, saves) = split(jobs);
+    let (creates, saves) = split(jobs);
+    if db.get_database_backend() == DbBackend::Postgres
+        && creates.is_empty()
+        && !records_operator_action(&saves)
+    {
+        // One call that commits itself: no BEGIN and COMMIT round trips. Only for transitions:
+        // a call given up on (the timeout) may still commit, which a transition survives (its
+        // actor reloads, and a stale write then fails its fence), but a new saga would stay
+        // under this instance's lease with no actor driving it. In a transaction nothing
+        // commits unless COMMIT is sent.
         return Ok(super::bulk::write_postgres(db, &creates, &saves).await?);
     }
     let txn = super::connect::begin(db).await?;
@@ -451,15 +459,13 @@ fn split(jobs: &[Job]) -> (Vec<&NewSaga>, Vec<&Write>) {
     (creates, saves)
 }
 
-/// The rows of the operators' actions that the transitions of `jobs` record.
-fn operator_rows(jobs: &[Job]) -> Vec<saga_operator_action::ActiveModel> {
-    jobs.iter()
-        .filter_map(|j| match j {
-            Job::Save(t, _) => Some(t),
-            Job::Create(..) => None,
-        })
-        .flat_map(|t| t.calls.iter().filter_map(|c| rows::operator_row(&t.id, c)))
-        .collect()
+/// Whether one of `saves` records an operator's action (a row of its own).
+fn records_operator_action(saves: &[&Write]) -> bool {
+    saves.iter().any(|t| {
+        t.calls
+            .iter()
+            .any(|c| matches!(c, LogRecord::Operator { .. }))
+    })
 }
 
 async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchError> {
@@ -492,7 +498,11 @@ async fn write_in(txn: &DatabaseTransaction, jobs: &[Job]) -> Result<(), BatchEr
             update_and_record(txn, &saves).await?;
         }
     }
-    insert_chunked(txn, operator_rows(jobs)).await?;
+    let ops: Vec<saga_operator_action::ActiveModel> = saves
+        .iter()
+        .flat_map(|t| t.calls.iter().filter_map(|c| rows::operator_row(&t.id, c)))
+        .collect();
+    insert_chunked(txn, ops).await?;
     Ok(())
 }
 
@@ -506,8 +516,8 @@ async fn update_and_record(txn: &DatabaseTransaction, saves: &[&Write]) -> Resul
     Ok(())
 }
 
-/// The guard of new sagas on their lease tokens: each still has its row, locked (on MariaDB
-/// and PostgreSQL) until the commit against a takeover's delete.
+/// The guard of new sagas on their lease tokens (SQLite and MariaDB/MySQL): each still has its
+/// row, locked (on MariaDB/MySQL) until the commit against a takeover's delete.
 async fn tokens_held(txn: &DatabaseTransaction, owners: &[&str]) -> Result<(), BatchError> {
     for owner in owners {
         if !super::instances::token_exists(txn, owner).await? {
@@ -517,9 +527,9 @@ async fn tokens_held(txn: &DatabaseTransaction, owners: &[&str]) -> Result<(), B
     Ok(())
 }
 
-/// The guard of new sagas on purged ids, read after their insert: a purge that deleted the id
-/// committed before it (the insert waited on its lock, or came later), so its tombstone is
-/// seen. Padded to a fixed statement shape.
+/// The guard of new sagas on purged ids (SQLite and MariaDB/MySQL), read after their insert: a
+/// purge that deleted the id committed before it (the insert waited on its lock, or came
+/// later), so its tombstone is seen. Padded to a fixed statement shape.
 async fn not_tombstoned(txn: &DatabaseTransaction, ids: &[&str]) -> Result<(), BatchError> {
     for part in ids.chunks(MAX_CHUNK) {
         if !super::retention::tombstoned(txn, &padded(part))
